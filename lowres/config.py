@@ -1,0 +1,255 @@
+"""The one source of defaults: frozen dataclasses, TOML recipes and typed ``--set a.b=c`` overrides.
+
+Recipes hold only deltas from these defaults. Unknown keys are errors (with the closest known name), and
+values are checked against the field types, so a typo in a recipe or a ``--set`` never passes silently.
+The resolved configuration is written into every run folder and every checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from lowres import LowresError
+
+# ---------------------------------------------------------------------------------------------------
+# generic machinery
+
+
+def to_dict(cfg) -> dict:
+    """Nested plain dict (tuples become lists), ready for JSON or TOML."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            value = to_dict(value)
+        elif isinstance(value, tuple):
+            value = [list(v) if isinstance(v, tuple) else v for v in value]
+        elif isinstance(value, Path):
+            value = str(value)
+        out[f.name] = value
+    return out
+
+
+def _type_name(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _coerce(value: Any, tp, where: str):
+    """``value`` (from TOML, JSON or a ``--set`` string) converted to the annotated type ``tp``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in typing.get_args(tp):
+                return None
+        last = None
+        for a in args:
+            try:
+                return _coerce(value, a, where)
+            except LowresError as exc:
+                last = exc
+        raise last or LowresError(f"{where}: bad value {value!r}")
+    if origin is tuple:
+        if isinstance(value, str):
+            value = json.loads(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
+        if not isinstance(value, list | tuple):
+            raise LowresError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(args) != len(value):
+            raise LowresError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
+            return False
+        raise LowresError(f"{where}: expected true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise LowresError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                try:
+                    as_float = float(value)  # "2e3" is a fine way to write 2000
+                except ValueError:
+                    as_float = None
+                if as_float is not None and as_float.is_integer():
+                    return int(as_float)
+        raise LowresError(f"{where}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise LowresError(f"{where}: expected a number, got {value!r}")
+        if isinstance(value, int | float):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise LowresError(f"{where}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise LowresError(f"{where}: expected a string, got {value!r}")
+    if typing.get_origin(tp) is typing.Literal:
+        choices = typing.get_args(tp)
+        if value in choices:
+            return value
+        raise LowresError(f"{where}: expected one of {', '.join(map(str, choices))}, got {value!r}")
+    raise LowresError(f"{where}: cannot set a value of type {_type_name(tp)}")
+
+
+def _field_types(cls) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unknown_key(cls, key: str, where: str) -> LowresError:
+    names = [f.name for f in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else f" Known keys: {', '.join(names)}."
+    return LowresError(f"Unknown setting {where}{key!r}.{hint}")
+
+
+def merge(cfg, updates: dict, prefix: str = ""):
+    """A copy of dataclass ``cfg`` with the nested ``updates`` applied (types checked, unknown keys refused)."""
+    hints = _field_types(type(cfg))
+    changes = {}
+    for key, value in updates.items():
+        if key not in hints:
+            raise _unknown_key(type(cfg), key, prefix)
+        current = getattr(cfg, key)
+        if dataclasses.is_dataclass(current):
+            if not isinstance(value, dict):
+                raise LowresError(f"Setting {prefix}{key} is a section; give its keys, e.g. {prefix}{key}.name=value")
+            changes[key] = merge(current, value, f"{prefix}{key}.")
+        else:
+            changes[key] = _coerce(value, hints[key], f"{prefix}{key}")
+    try:
+        return dataclasses.replace(cfg, **changes)
+    except (ValueError, TypeError) as exc:
+        raise LowresError(f"Invalid setting in {prefix or 'configuration'}: {exc}") from None
+
+
+def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
+    """``["optim.lr=1e-3", "lora.rank=16"]`` → nested dict of raw strings."""
+    out: dict = {}
+    for item in items or ():
+        if "=" not in item:
+            raise LowresError(f"--set takes key=value (for example --set optim.lr=1e-3), not {item!r}.")
+        key, value = item.split("=", 1)
+        parts = [p for p in key.strip().split(".") if p]
+        if not parts:
+            raise LowresError(f"--set {item!r}: empty key.")
+        node = out
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise LowresError(f"--set {item!r} conflicts with another --set of {p}.")
+        node[parts[-1]] = value.strip()
+    return out
+
+
+def from_dict(cls, data: dict):
+    """Build dataclass ``cls`` from a nested dict such as a saved ``config.json`` (strict)."""
+    return merge(cls(), data)
+
+
+# ---------------------------------------------------------------------------------------------------
+# recipes
+
+
+def recipe_dir() -> Path:
+    """Where the shipped recipes are: the package data folder when installed, ``recipes/`` in a checkout."""
+    try:
+        folder = resources.files("lowres.recipes")
+        if folder.is_dir() and any(p.name.endswith(".toml") for p in folder.iterdir()):
+            return Path(str(folder))
+    except (ModuleNotFoundError, TypeError):
+        pass
+    return Path(__file__).resolve().parent.parent / "recipes"
+
+
+def load_recipe(name_or_path: str | Path) -> dict:
+    """A recipe as a nested dict: a TOML path, or a shipped recipe name such as ``finetune_1h``."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        shipped = recipe_dir() / f"{name_or_path}.toml"
+        if shipped.is_file():
+            path = shipped
+        else:
+            names = sorted(p.stem for p in recipe_dir().glob("*.toml"))
+            raise LowresError(f"Recipe not found: {name_or_path}. Pass a TOML file, or one of: {', '.join(names)}.")
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise LowresError(f"Recipe {path} is not valid TOML: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# prepare
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    seed: int = 0  # split draws and held-out carving
+    min_duration_s: float = 0.25  # labeled clips shorter than this are rejected
+    max_duration_s: float = 40.0  # labeled clips longer than this are rejected (memory in training)
+    segment_min_s: float = 2.0  # unlabeled pieces: shortest (shorter files are rejected)
+    segment_max_s: float = 15.6  # unlabeled pieces: longest (longer recordings are cut at quiet points)
+    dev_fraction: float = 0.1  # held-out shares carved when the corpus has no dev/test of its own
+    test_fraction: float = 0.1
+    split_tolerance: float = 0.02  # each split within 2% of its target duration
+    min_char_count: int = 2  # symbols seen fewer times in the training pool become <unk>
+    units: str = "grapheme"  # vocabulary symbols: grapheme clusters, or codepoint
+    unicode_form: str = "NFKC"
+    lowercase: bool = True
+    keep_apostrophes: bool = True
+    digits: str = "keep"  # keep | drop
+    workers: int = 0  # probing threads; 0 = automatic
+    emit: tuple[str, ...] = ()  # extra formats: "fairseq"
+
+    def __post_init__(self):
+        if self.units not in ("grapheme", "codepoint"):
+            raise ValueError(f"units must be grapheme or codepoint, not {self.units!r}")
+        if self.segment_max_s < 2 * self.segment_min_s:
+            raise ValueError("segment_max_s must be at least twice segment_min_s")
+        if not (0 <= self.dev_fraction < 0.5 and 0 <= self.test_fraction < 0.5):
+            raise ValueError("dev_fraction and test_fraction must be in [0, 0.5)")
+        if self.min_char_count < 1:
+            raise ValueError("min_char_count must be at least 1")
+        for e in self.emit:
+            if e != "fairseq":
+                raise ValueError(f"unknown --emit format {e!r} (known: fairseq)")
+
+
+__all__ = [
+    "PrepareConfig",
+    "field",
+    "from_dict",
+    "load_recipe",
+    "merge",
+    "parse_sets",
+    "recipe_dir",
+    "to_dict",
+]

@@ -1,0 +1,1 @@
+"""Corpora, manifests, text, vocabulary, splits, audio: everything before the model."""

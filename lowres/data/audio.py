@@ -1,0 +1,190 @@
+"""The only module that decodes (and writes) audio.
+
+Everything goes through soundfile (libsndfile ships in its wheel: wav, flac, ogg/vorbis/opus, mp3, aiff, ...).
+``torchaudio.load`` is not used: it needs TorchCodec and FFmpeg. Any sample rate and channel count is
+accepted; :func:`load` returns float32 mono at 16 kHz (the rate every wav2vec 2.0 model expects).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+TARGET_SAMPLE_RATE = 16_000
+
+# File endings treated as audio when a folder is indexed (``prepare --unlabeled``).
+AUDIO_EXTENSIONS = frozenset(
+    {".wav", ".flac", ".mp3", ".ogg", ".oga", ".opus", ".aiff", ".aif", ".au", ".w64", ".rf64", ".caf"}
+)
+
+# Subtypes whose samples are IEEE floats and can therefore hold NaN or inf.
+_FLOAT_SUBTYPES = frozenset({"FLOAT", "DOUBLE"})
+_TAIL_FRAMES = 2048
+
+
+class AudioError(Exception):
+    """A file that cannot be used as audio. ``reason`` is a short code used in rejects reports."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class AudioInfo:
+    sample_rate: int
+    frames: int
+    channels: int
+    subtype: str
+
+    @property
+    def duration_s(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def _open(path: str | os.PathLike) -> sf.SoundFile:
+    path = Path(path)
+    if not path.exists():
+        raise AudioError("missing_audio", f"audio file not found: {path}")
+    if not path.is_file():
+        raise AudioError("unreadable_audio", f"not a regular file: {path}")
+    try:
+        return sf.SoundFile(str(path))
+    except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as exc:
+        raise AudioError("unreadable_audio", f"cannot decode {path.name}: {_short(exc)}") from None
+
+
+def _short(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def probe(path: str | os.PathLike, check_samples: bool = True) -> AudioInfo:
+    """Duration, sample rate and channels of an audio file, checked for use.
+
+    With ``check_samples``, the last block is decoded (a truncated file fails here, not in training)
+    and float files are scanned for NaN/inf. Raises :class:`AudioError`.
+    """
+    with _open(path) as f:
+        info = AudioInfo(sample_rate=int(f.samplerate), frames=int(f.frames), channels=int(f.channels),
+                         subtype=str(f.subtype))
+        if info.sample_rate <= 0:
+            raise AudioError("unreadable_audio", f"invalid sample rate {info.sample_rate}")
+        if info.frames <= 0:
+            raise AudioError("empty_audio", "the file holds no samples")
+        if not check_samples:
+            return info
+        try:
+            if info.subtype in _FLOAT_SUBTYPES:
+                for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                    if not np.isfinite(block).all():
+                        raise AudioError("non_finite_audio", "the audio holds NaN or infinite samples")
+                read = f.tell()
+            else:
+                want = min(_TAIL_FRAMES, info.frames)
+                if f.seekable():
+                    f.seek(info.frames - want)
+                tail = f.read(want, dtype="float32", always_2d=True)
+                read = info.frames - want + len(tail)
+        except AudioError:
+            raise
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+            raise AudioError("truncated_audio", f"decoding failed: {_short(exc)}") from None
+        if read < info.frames:
+            raise AudioError(
+                "truncated_audio",
+                f"the header promises {info.frames} frames but only {read} could be decoded",
+            )
+    return info
+
+
+def load(
+    path: str | os.PathLike,
+    offset_s: float = 0.0,
+    duration_s: float | None = None,
+    sample_rate: int = TARGET_SAMPLE_RATE,
+) -> np.ndarray:
+    """Decode ``[offset_s, offset_s + duration_s)`` of a file as float32 mono at ``sample_rate``.
+
+    Returns shape ``(T,)``. Channels are averaged. Raises :class:`AudioError`.
+    """
+    with _open(path) as f:
+        sr = int(f.samplerate)
+        start = int(round(offset_s * sr))
+        frames = -1 if duration_s is None else int(round(duration_s * sr))
+        try:
+            if start:
+                f.seek(start)
+            data = f.read(frames, dtype="float32", always_2d=True)  # (T, C)
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+            raise AudioError("unreadable_audio", f"decoding {Path(path).name} failed: {_short(exc)}") from None
+    wave = data.mean(axis=1, dtype=np.float32) if data.shape[1] > 1 else data[:, 0]
+    if wave.size == 0:
+        raise AudioError("empty_audio", f"no samples in {Path(path).name} at offset {offset_s:.3f}s")
+    if not np.isfinite(wave).all():
+        raise AudioError("non_finite_audio", f"{Path(path).name} holds NaN or infinite samples")
+    if sr != sample_rate:
+        wave = resample(wave, sr, sample_rate)
+    return np.ascontiguousarray(wave, dtype=np.float32)
+
+
+def resample(wave: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
+    """Band-limited (windowed sinc) resampling of a mono float32 signal, shape ``(T,)``."""
+    if orig_sr == new_sr:
+        return wave
+    import torch
+    import torchaudio.functional as AF
+
+    x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
+    return AF.resample(x, orig_sr, new_sr).numpy()
+
+
+def frame_rms(path: str | os.PathLike, hop_s: float = 0.02) -> tuple[np.ndarray, float]:
+    """RMS energy of consecutive ``hop_s`` frames of the mono mix, decoded block by block.
+
+    Memory stays proportional to the number of frames, not samples, so hour-long recordings are fine.
+    Returns ``(rms, hop_seconds_actual)`` with ``rms`` of shape ``(N,)``.
+    """
+    with _open(path) as f:
+        sr = int(f.samplerate)
+        hop = max(1, int(round(hop_s * sr)))
+        out: list[np.ndarray] = []
+        carry = np.zeros(0, dtype=np.float32)
+        try:
+            for block in f.blocks(blocksize=hop * 512, dtype="float32", always_2d=True):
+                mono = block.mean(axis=1, dtype=np.float32)
+                if carry.size:
+                    mono = np.concatenate([carry, mono])
+                n = mono.size // hop
+                if n:
+                    frames = mono[: n * hop].reshape(n, hop)
+                    out.append(np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1)))
+                carry = mono[n * hop:]
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+            raise AudioError("truncated_audio", f"decoding failed: {_short(exc)}") from None
+        if carry.size:
+            out.append(np.sqrt(np.mean(np.square(carry, dtype=np.float64), keepdims=True)))
+    rms = np.concatenate(out) if out else np.zeros(0)
+    return np.nan_to_num(rms, nan=0.0, posinf=0.0), hop / sr
+
+
+def write(path: str | os.PathLike, wave: np.ndarray, sample_rate: int, subtype: str | None = None) -> None:
+    """Write audio (format from the file ending). ``wave`` is ``(T,)`` or ``(T, C)`` float in [-1, 1]."""
+    sf.write(str(path), wave, sample_rate, subtype=subtype)
+
+
+# The wav2vec 2.0 convolutional feature encoder: (kernel, stride) per layer, 320 samples = 20 ms per frame.
+STANDARD_CONV: tuple[tuple[int, int], ...] = ((10, 5),) + ((3, 2),) * 4 + ((2, 2),) * 2
+
+
+def encoder_frames(num_samples: int, conv: tuple[tuple[int, int], ...] = STANDARD_CONV) -> int:
+    """Number of encoder frames for ``num_samples`` samples (the same arithmetic as the conv layers)."""
+    n = int(num_samples)
+    for kernel, stride in conv:
+        n = (n - kernel) // stride + 1 if n >= kernel else 0
+    return n

@@ -1,0 +1,129 @@
+"""Synthetic corpora in every layout ``prepare`` reads: tones and noise, deterministic, no network."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+WORDS = ("habari", "ng'ombe", "kitabu", "maji", "shule", "rafiki", "chakula", "asante", "nyumba", "mtoto",
+         "jua", "mvua", "barabara", "kesho", "leo")
+
+
+def signal(duration_s: float, sample_rate: int = 16000, seed: int = 0, channels: int = 1) -> np.ndarray:
+    """Speech-like test signal: a few tone bursts with pauses, plus a little noise. Shape (T,) or (T, C)."""
+    rng = np.random.default_rng(seed)
+    n = int(round(duration_s * sample_rate))
+    t = np.arange(n) / sample_rate
+    envelope = (np.sin(2 * np.pi * 1.5 * t + rng.uniform(0, 6)) > -0.3).astype(np.float32)
+    x = 0.3 * np.sin(2 * np.pi * rng.uniform(120, 300) * t) * envelope
+    x = x + 0.01 * rng.standard_normal(n)
+    x = x.astype(np.float32)
+    if channels > 1:
+        x = np.stack([x * (0.5 + 0.5 * c / channels) for c in range(channels)], axis=1)
+    return x
+
+
+def sentence(rng: random.Random, n_words: int | None = None) -> str:
+    n = n_words or rng.randint(2, 5)
+    return " ".join(rng.choice(WORDS) for _ in range(n))
+
+
+def write_audio(path: Path, duration_s: float, sample_rate: int = 16000, seed: int = 0, channels: int = 1,
+                subtype: str | None = None) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(str(path), signal(duration_s, sample_rate, seed, channels), sample_rate, subtype=subtype)
+    return path
+
+
+def librispeech_set(root: Path, name: str, speakers: list[str], per_speaker: int = 3, seed: int = 0,
+                    ending: str = ".flac", upper: bool = True) -> list[tuple[str, str]]:
+    """root/name/spk/chap/spk-chap-NNNN.flac + spk-chap.trans.txt; returns (id, text) pairs."""
+    rng = random.Random(seed)
+    pairs = []
+    for spk in speakers:
+        chap = "100"
+        folder = root / name / spk / chap
+        lines = []
+        for k in range(per_speaker):
+            uid = f"{spk}-{chap}-{k:04d}"
+            text = sentence(rng)
+            write_audio(folder / f"{uid}{ending}", rng.uniform(2.0, 5.0), seed=rng.randrange(1 << 30))
+            lines.append(f"{uid} {text.upper() if upper else text}")
+            pairs.append((uid, text))
+        (folder / f"{spk}-{chap}.trans.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return pairs
+
+
+def commonvoice(root: Path, n_train: int = 12, n_dev: int = 4, n_test: int = 4, seed: int = 0) -> Path:
+    rng = random.Random(seed)
+    (root / "clips").mkdir(parents=True, exist_ok=True)
+    header = ["client_id", "path", "sentence", "up_votes", "down_votes"]
+    k = 0
+    validated = []
+    for split, n, spk_base in (("train", n_train, "a"), ("dev", n_dev, "d"), ("test", n_test, "t")):
+        rows = []
+        for i in range(n):
+            name = f"common_voice_sw_{k:05d}.mp3"
+            k += 1
+            write_audio(root / "clips" / name, rng.uniform(2.0, 4.0), sample_rate=48000 if i % 2 else 32000,
+                        seed=rng.randrange(1 << 30))
+            rows.append([f"{spk_base}{i % 3}", name, sentence(rng).capitalize() + "!", "2", "0"])
+        with open(root / f"{split}.tsv", "w", encoding="utf-8", newline="") as f:
+            f.write("\t".join(header) + "\n")
+            for row in rows:
+                f.write("\t".join(row) + "\n")
+        validated += rows
+    with open(root / "validated.tsv", "w", encoding="utf-8") as f:
+        f.write("\t".join(header) + "\n")
+        for row in validated:
+            f.write("\t".join(row) + "\n")
+    return root
+
+
+def kaldi(root: Path, n: int = 12, seed: int = 0, segments: bool = False) -> Path:
+    rng = random.Random(seed)
+    root.mkdir(parents=True, exist_ok=True)
+    wav_lines, text_lines, spk_lines, seg_lines = [], [], [], []
+    if segments:
+        write_audio(root / "audio" / "long.wav", 2.5 * n + 1, seed=1)
+        wav_lines.append(f"rec1 {root / 'audio' / 'long.wav'}")
+    for i in range(n):
+        uid = f"spk{i % 4}-utt{i:03d}"
+        if segments:
+            seg_lines.append(f"{uid} rec1 {2.5 * i:.2f} {2.5 * i + 2.4:.2f}")
+        else:
+            write_audio(root / "audio" / f"{uid}.wav", rng.uniform(2.0, 4.0), seed=i)
+            wav_lines.append(f"{uid} audio/{uid}.wav")
+        text_lines.append(f"{uid} {sentence(rng)}")
+        spk_lines.append(f"{uid} spk{i % 4}")
+    (root / "wav.scp").write_text("\n".join(wav_lines) + "\n")
+    (root / "text").write_text("\n".join(text_lines) + "\n")
+    (root / "utt2spk").write_text("\n".join(spk_lines) + "\n")
+    if segments:
+        (root / "segments").write_text("\n".join(seg_lines) + "\n")
+    return root
+
+
+def table(path: Path, n: int = 12, kind: str = "csv", seed: int = 0, speakers: int = 4) -> Path:
+    rng = random.Random(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(n):
+        rel = f"wavs/utt{i:03d}.wav"
+        write_audio(path.parent / rel, rng.uniform(2.0, 4.0), seed=i)
+        rows.append({"audio_filepath": rel, "text": sentence(rng), "speaker": f"s{i % speakers}",
+                     "duration": 0.0})
+    if kind == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    else:
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            w = csv.DictWriter(f, fieldnames=["audio_filepath", "text", "speaker"],
+                               delimiter="\t" if kind == "tsv" else ",", extrasaction="ignore")
+            w.writeheader()
+            w.writerows(rows)
+    return path
