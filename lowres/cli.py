@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 
 import typer
@@ -84,14 +84,14 @@ def _root(
 # prepare
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     librispeech = "librispeech"
     commonvoice = "commonvoice"
     kaldi = "kaldi"
     table = "table"
 
 
-class Emit(str, Enum):
+class Emit(StrEnum):
     fairseq = "fairseq"
 
 

@@ -40,8 +40,7 @@ def detect(root: Path) -> bool:
     if _finetuning_root(root) is not None:
         return True
     # a *.trans.txt within a few levels (speaker/chapter or set/speaker/chapter)
-    for depth, (dirpath, dirnames, filenames) in enumerate(_bounded_walk(root, 4)):
-        del depth
+    for _dirpath, _dirnames, filenames in _bounded_walk(root, 4):
         if any(name.endswith(".trans.txt") for name in filenames):
             return True
     return False
