@@ -243,8 +243,161 @@ class PrepareConfig:
                 raise ValueError(f"unknown --emit format {e!r} (known: fairseq)")
 
 
+# ---------------------------------------------------------------------------------------------------
+# fine-tuning (recipes/finetune_*.toml hold the per-split deltas)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    layerdrop: float = 0.1  # probability of skipping each transformer layer in an update
+    mask_prob: float = 0.65  # time masking: share of frames that start a span (≈49% end up masked)
+    mask_length: int = 10  # frames per time span
+    mask_channel_prob: float = 0.25  # channel masking on the transformer input
+    mask_channel_length: int = 64
+    final_dropout: float = 0.0  # dropout before the CTC head
+    dropout: float | None = None  # transformer dropouts; None keeps the checkpoint's values
+    attention_dropout: float | None = None
+    activation_dropout: float | None = None
+    projection_dropout: float | None = None
+    freeze_feature_encoder: bool | None = None  # None: frozen for pretrained bases, trained from scratch
+
+    def __post_init__(self):
+        for name in ("layerdrop", "mask_prob", "mask_channel_prob", "final_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"model.{name} must be in [0, 1)")
+        if self.mask_length < 1 or self.mask_channel_length < 1:
+            raise ValueError("mask lengths must be at least 1")
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    enabled: bool = True  # --no-lora: fine-tune the whole transformer (the baseline)
+    rank: int = 8
+    alpha: float = 16.0
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    lr: float = 5e-4  # peak learning rate (LoRA wants ~10x full fine-tuning's 5e-5)
+    head_lr: float | None = None  # CTC head and mask embedding; None = lr
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    clip_norm: float = 1.0  # 0 disables clipping
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """fairseq's tri-stage schedule: warm-up from init_scale·lr, hold, exponential decay to final_scale·lr."""
+
+    warmup: float = 0.1  # fractions of max_steps
+    hold: float = 0.4
+    decay: float = 0.5
+    init_scale: float = 0.01
+    final_scale: float = 0.05
+
+    def __post_init__(self):
+        if min(self.warmup, self.hold, self.decay) < 0 or abs(self.warmup + self.hold + self.decay - 1.0) > 1e-6:
+            raise ValueError("schedule.warmup + hold + decay must add up to 1")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    max_steps: int = 13000  # optimizer updates
+    head_only_steps: int = 1000  # first updates train only the CTC head (transformer frozen)
+    batch_seconds: float = 200.0  # audio per micro-batch, padding included
+    accumulate: int = 8  # micro-batches per update (audio per update = batch_seconds × accumulate)
+    max_utterance_s: float = 0.0  # longer training clips are dropped and counted; 0 = batch_seconds
+    eval_every: int = 500  # dev WER every N updates (0 = only at the end)
+    save_every: int = 500  # training-state checkpoint every N updates
+    log_every: int = 10
+    dev_max_utterances: int = 0  # evaluate on the first N dev utterances only (0 = all)
+    num_workers: int = -1  # audio decoding processes; -1 = automatic
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp32
+    threads: int = 0  # CPU threads; 0 = all cores
+
+    def __post_init__(self):
+        if self.max_steps < 1:
+            raise ValueError("train.max_steps must be at least 1")
+        if self.batch_seconds <= 0 or self.accumulate < 1:
+            raise ValueError("train.batch_seconds must be > 0 and train.accumulate >= 1")
+        if self.head_only_steps < 0:
+            raise ValueError("train.head_only_steps must be >= 0")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Waveform augmentation (audiomentations), off by default; probabilities per utterance."""
+
+    noise_prob: float = 0.0
+    noise_snr_db: tuple[float, float] = (10.0, 40.0)
+    gain_prob: float = 0.0
+    gain_db: tuple[float, float] = (-6.0, 6.0)
+    speed_prob: float = 0.0
+    speed: tuple[float, float] = (0.9, 1.1)
+    pitch_prob: float = 0.0
+    pitch_semitones: tuple[float, float] = (-2.0, 2.0)
+    band_prob: float = 0.0  # band-pass filtering (telephone-like)
+
+    @property
+    def enabled(self) -> bool:
+        return max(self.noise_prob, self.gain_prob, self.speed_prob, self.pitch_prob, self.band_prob) > 0
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    data: str = ""  # --data: a folder written by `lowres prepare`
+    split: str = "1h"  # --split: 10min | 1h | 10h | full (picks the manifest and the recipe)
+    train_manifest: str = ""  # overrides data/manifests/{split}.jsonl
+    dev_manifest: str = ""  # default data/manifests/dev.jsonl
+    base: str = ""  # --base
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+SPLITS = ("10min", "1h", "10h", "full")
+
+
+def resolve_finetune(split: str, recipe: str | Path | None = None, sets: tuple[str, ...] = (),
+                     flags: dict | None = None) -> FinetuneConfig:
+    """Defaults ← the split's shipped recipe ← ``--recipe`` ← ``--set`` ← explicit flags (dotted keys)."""
+    if split not in SPLITS:
+        raise LowresError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}.")
+    cfg = FinetuneConfig()
+    shipped = {"full": "finetune_10h"}.get(split, f"finetune_{split}")
+    cfg = merge(cfg, load_recipe(shipped))
+    if recipe:
+        cfg = merge(cfg, load_recipe(recipe))
+    cfg = merge(cfg, parse_sets(sets))
+    updates: dict = {"split": split}
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        node = updates
+        for part in section.split(".") if section else []:
+            node = node.setdefault(part, {})
+        node[name] = value
+    return merge(cfg, updates)
+
+
 __all__ = [
+    "AugmentConfig",
+    "FinetuneConfig",
+    "LoraSettings",
+    "ModelConfig",
+    "OptimConfig",
     "PrepareConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "resolve_finetune",
     "field",
     "from_dict",
     "load_recipe",

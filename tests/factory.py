@@ -85,7 +85,7 @@ def commonvoice(root: Path, n_train: int = 12, n_dev: int = 4, n_test: int = 4, 
     return root
 
 
-def kaldi(root: Path, n: int = 12, seed: int = 0, segments: bool = False) -> Path:
+def kaldi(root: Path, n: int = 12, seed: int = 0, segments: bool = False, prefix: str = "spk") -> Path:
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     wav_lines, text_lines, spk_lines, seg_lines = [], [], [], []
@@ -93,14 +93,14 @@ def kaldi(root: Path, n: int = 12, seed: int = 0, segments: bool = False) -> Pat
         write_audio(root / "audio" / "long.wav", 2.5 * n + 1, seed=1)
         wav_lines.append(f"rec1 {root / 'audio' / 'long.wav'}")
     for i in range(n):
-        uid = f"spk{i % 4}-utt{i:03d}"
+        uid = f"{prefix}{i % 4}-utt{i:03d}"
         if segments:
             seg_lines.append(f"{uid} rec1 {2.5 * i:.2f} {2.5 * i + 2.4:.2f}")
         else:
             write_audio(root / "audio" / f"{uid}.wav", rng.uniform(2.0, 4.0), seed=i)
             wav_lines.append(f"{uid} audio/{uid}.wav")
         text_lines.append(f"{uid} {sentence(rng)}")
-        spk_lines.append(f"{uid} spk{i % 4}")
+        spk_lines.append(f"{uid} {prefix}{i % 4}")
     (root / "wav.scp").write_text("\n".join(wav_lines) + "\n")
     (root / "text").write_text("\n".join(text_lines) + "\n")
     (root / "utt2spk").write_text("\n".join(spk_lines) + "\n")

@@ -53,6 +53,8 @@ def _open(path: str | os.PathLike) -> sf.SoundFile:
         raise AudioError("missing_audio", f"audio file not found: {path}")
     if not path.is_file():
         raise AudioError("unreadable_audio", f"not a regular file: {path}")
+    if path.stat().st_size == 0:
+        raise AudioError("empty_audio", f"{path.name} is an empty (zero-byte) file")
     try:
         return sf.SoundFile(str(path))
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as exc:
@@ -79,6 +81,8 @@ def probe(path: str | os.PathLike, check_samples: bool = True) -> AudioInfo:
             raise AudioError("empty_audio", "the file holds no samples")
         if not check_samples:
             return info
+        if info.subtype.startswith("PCM") and str(f.format) in ("WAV", "WAVEX"):
+            _check_wav_length(Path(path))
         try:
             if info.subtype in _FLOAT_SUBTYPES:
                 for block in f.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
@@ -101,6 +105,27 @@ def probe(path: str | os.PathLike, check_samples: bool = True) -> AudioInfo:
                 f"the header promises {info.frames} frames but only {read} could be decoded",
             )
     return info
+
+
+def _check_wav_length(path: Path) -> None:
+    """libsndfile quietly shortens a WAV whose data chunk is cut off; a cut file is a broken file."""
+    import struct
+
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return
+    pos = 12
+    while pos + 8 <= len(head):
+        chunk, length = head[pos: pos + 4], struct.unpack("<I", head[pos + 4: pos + 8])[0]
+        if chunk == b"data":
+            if length != 0xFFFFFFFF and pos + 8 + length > size:
+                raise AudioError("truncated_audio",
+                                 f"the WAV header promises {length} bytes of samples but the file ends after "
+                                 f"{size - pos - 8}")
+            return
+        pos += 8 + length + (length & 1)
 
 
 def load(

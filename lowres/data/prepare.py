@@ -24,7 +24,7 @@ from lowres.data.corpora import CorpusOptions, Record, Reject, detect_format, ge
 from lowres.data.manifest import Utterance, write_manifest
 from lowres.data.segment import plan_cuts
 from lowres.data.splits import Item, carve_heldout, nested_splits
-from lowres.data.text import LanguageRules, TextConfig, has_digit, normalize
+from lowres.data.text import LanguageRules, TextConfig, has_digit, normalize, text_config_dict
 from lowres.data.vocab import Vocab, build_vocab, count_symbols, ctc_frames_needed, tokenize
 from lowres.fsutil import atomic_write_json, atomic_write_lines, atomic_write_text
 
@@ -160,7 +160,8 @@ def prepare(
     report: dict = {"lowres_version": __version__, "format": format_name,
                     "corpus": str(corpus) if corpus else None,
                     "unlabeled_folder": str(unlabeled) if unlabeled else None, "seed": cfg.seed,
-                    "config": to_dict(cfg), "text_rules": rules.name or None, "notes": []}
+                    "config": to_dict(cfg), "text_rules": rules.name or None,
+                    "text": text_config_dict(text_cfg), "notes": []}
     result = PrepareResult(out=out, report=report)
     rows: list[_Row] = []
     with progress_bar(console) as progress:

@@ -23,8 +23,9 @@ def plan_cuts(
     """Pieces ``(offset_s, duration_s)`` covering ``[0, total_s)``, each between ``min_s`` and ``max_s``.
 
     ``energy`` holds one value per ``hop_s`` frame (e.g. RMS). Each cut goes to the quietest point of the
-    window that keeps both the current piece and the rest at least ``min_s`` long; ties go to the later
-    point (longer pieces). A recording shorter than ``min_s`` gives no piece.
+    window that keeps both the current piece and the rest at least ``min_s`` long. Among comparably quiet
+    points the later one wins (a small cost for short pieces), so pieces come out long. A recording
+    shorter than ``min_s`` gives no piece.
     """
     if max_s < 2 * min_s:
         raise ValueError(f"max_s ({max_s}) must be at least twice min_s ({min_s})")
@@ -44,8 +45,11 @@ def plan_cuts(
         if window.size == 0:
             cut = hi
         else:
-            # the last minimum: argmin of the reversed window
-            cut = (i_lo + window.size - 1 - int(np.argmin(window[::-1]))) * hop_s
+            # energy relative to the window's typical level, plus up to 0.2 for cutting early
+            scale = float(np.median(window)) + 1e-12
+            times = (i_lo + np.arange(window.size)) * hop_s
+            cost = window / scale + 0.2 * (1.0 - (times - start) / max_s)
+            cut = float(times[int(np.argmin(cost))])
             cut = min(max(cut, lo), hi)
         pieces.append((start, cut - start))
         start = cut

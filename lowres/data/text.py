@@ -51,6 +51,7 @@ class LanguageRules:
     name: str = ""
     replacements: tuple[Replacement, ...] = ()
     keep: frozenset[str] = frozenset()  # punctuation/symbol characters that are part of the spelling
+    source: str = field(default="", compare=False, repr=False)  # the TOML text (saved with prepared data)
 
 
 @dataclass(frozen=True)
@@ -168,4 +169,17 @@ def parse_rules(toml_text: str, name: str = "") -> LanguageRules:
     keep = data.get("keep", [])
     if not isinstance(keep, list) or not all(isinstance(k, str) and len(k) == 1 for k in keep):
         raise LowresError(f"Text rules {name!r}: 'keep' must be a list of single characters.")
-    return LanguageRules(name=name, replacements=tuple(reps), keep=frozenset(keep))
+    return LanguageRules(name=name, replacements=tuple(reps), keep=frozenset(keep), source=toml_text)
+
+
+def text_config_dict(cfg: TextConfig) -> dict:
+    """What a run needs to normalise text exactly as ``prepare`` did (rules included, as TOML text)."""
+    return {"unicode_form": cfg.unicode_form, "lowercase": cfg.lowercase, "keep_apostrophes": cfg.keep_apostrophes,
+            "digits": cfg.digits, "rules_name": cfg.rules.name, "rules_toml": cfg.rules.source}
+
+
+def text_config_from_dict(d: dict | None) -> TextConfig:
+    d = d or {}
+    rules = parse_rules(d["rules_toml"], d.get("rules_name", "")) if d.get("rules_toml") else LanguageRules()
+    return TextConfig(unicode_form=d.get("unicode_form", "NFKC"), lowercase=d.get("lowercase", True),
+                      keep_apostrophes=d.get("keep_apostrophes", True), digits=d.get("digits", "keep"), rules=rules)

@@ -56,7 +56,8 @@ def _pick(columns: list[str], wanted: str | None, choices: tuple[str, ...], what
     return None
 
 
-def _rows(path: Path) -> Iterator[tuple[str, dict | None, str]]:
+def _rows(path: Path) -> Iterator[tuple[str, dict | None, str, str]]:
+    """(source, row or None, reject reason, detail) per data row."""
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
         yield from _delimited(path, "\t" if suffix == ".tsv" else ",")
@@ -71,34 +72,34 @@ def _rows(path: Path) -> Iterator[tuple[str, dict | None, str]]:
             raise LowresError(f"{path} is not valid JSON: {exc}") from None
         for i, row in enumerate(data, 1):
             where = f"{path}[{i}]"
-            yield (where, row, "") if isinstance(row, dict) else (where, None, "array item is not an object")
+            yield (where, row, "", "") if isinstance(row, dict) else (where, None, "bad_line", "array item is not an object")
         return
     for lineno, line, err in iter_text_lines(path):
         where = f"{path}:{lineno}"
         if line is None:
-            yield where, None, err
+            yield where, None, "bad_encoding", err
             continue
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as exc:
-            yield where, None, f"not a JSON object ({exc.msg})"
+            yield where, None, "bad_line", f"not a JSON object ({exc.msg})"
             continue
         if not isinstance(row, dict):
-            yield where, None, "not a JSON object"
+            yield where, None, "bad_line", "not a JSON object"
             continue
-        yield where, row, ""
+        yield where, row, "", ""
 
 
-def _delimited(path: Path, delimiter: str) -> Iterator[tuple[str, dict | None, str]]:
+def _delimited(path: Path, delimiter: str) -> Iterator[tuple[str, dict | None, str, str]]:
     header: list[str] | None = None
     for lineno, line, err in iter_text_lines(path):
         where = f"{path}:{lineno}"
         if line is None:
             if header is None:
                 raise LowresError(f"{where}: the header line is not UTF-8 text.")
-            yield where, None, err
+            yield where, None, "bad_encoding", err
             continue
         if not line.strip():
             continue
@@ -107,18 +108,18 @@ def _delimited(path: Path, delimiter: str) -> Iterator[tuple[str, dict | None, s
             header = [v.strip() for v in values]
             continue
         if len(values) != len(header):
-            yield where, None, f"{len(values)} fields where the header has {len(header)}"
+            yield where, None, "bad_line", f"{len(values)} fields where the header has {len(header)}"
             continue
-        yield where, dict(zip(header, values, strict=True)), ""
+        yield where, dict(zip(header, values, strict=True)), "", ""
 
 
 def parse(root: Path, opts: CorpusOptions) -> Iterator[Record | Reject]:
     path = root.resolve()
     base = path.parent
     columns: dict[str, str | None] | None = None
-    for where, row, err in _rows(path):
+    for where, row, reason, detail in _rows(path):
         if row is None:
-            yield Reject(where, "bad_line", err)
+            yield Reject(where, reason, detail)
             continue
         if columns is None:
             names = list(row.keys())

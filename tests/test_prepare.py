@@ -1,0 +1,322 @@
+"""prepare() on every corpus layout, with broken files and hostile transcripts."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from factory import commonvoice, kaldi, librispeech_set, table, write_audio
+from lowres import LowresError
+from lowres.config import PrepareConfig
+from lowres.data.corpora import CorpusOptions, detect_format
+from lowres.data.manifest import read_manifest
+from lowres.data.prepare import prepare
+from lowres.data.vocab import Vocab
+
+
+def manifest(out: Path, name: str):
+    return list(read_manifest(out / "manifests" / f"{name}.jsonl"))
+
+
+def rejects(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "rejects.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
+def outputs(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def libri(tmp_path):
+    root = tmp_path / "LibriSpeech"
+    librispeech_set(root, "train-clean-5", ["11", "12", "13", "14"], per_speaker=4)
+    librispeech_set(root, "dev-clean", ["21", "22"], per_speaker=2, seed=1)
+    librispeech_set(root, "dev-other", ["23"], per_speaker=2, seed=3)
+    librispeech_set(root, "test-clean", ["31", "32"], per_speaker=2, seed=2)
+    return root
+
+
+def test_librispeech_layout(libri, tmp_path):
+    out = tmp_path / "out"
+    result = prepare(libri, out)
+    assert result.report["format"] == "librispeech"
+    full, dev, test = manifest(out, "full"), manifest(out, "dev"), manifest(out, "test")
+    assert len(full) == 16 and len(dev) == 6 and len(test) == 4
+    assert {u.speaker for u in full} == {"11", "12", "13", "14"}
+    assert len(manifest(out, "dev-clean")) == 4 and len(manifest(out, "dev-other")) == 2
+    u = full[0]
+    assert u.text == u.raw_text.lower() and Path(u.audio_filepath).is_file() and u.sample_rate == 16000
+    row = json.loads((out / "manifests" / "full.jsonl").read_text().splitlines()[0])
+    assert {"audio_filepath", "duration", "text", "id", "speaker", "offset", "sample_rate", "raw_text"} <= set(row)
+    assert not Path(row["audio_filepath"]).is_absolute()
+    vocab = Vocab.load(out)
+    assert "'" in vocab and vocab.tokens[:3] == ("<pad>", "<unk>", "|")
+    assert (out / "dict.ltr.txt").is_file() and rejects(out) == []
+    report = json.loads((out / "prepare_report.json").read_text())
+    assert report["splits"]["10min"]["flag"].startswith("pool has only")
+    assert report["coverage"]["dev"]["symbols"] > 0
+
+
+def test_librilight_official_subsets(tmp_path):
+    root = tmp_path / "librispeech_finetuning"
+    expected = {"10min": set(), "1h": set(), "10h": set()}
+    for k in range(6):
+        pairs = librispeech_set(root / "1h" / str(k), "clean", [f"{100 + k}"], per_speaker=2, seed=k)
+        for uid, _ in pairs:
+            expected["1h"].add(uid)
+            expected["10h"].add(uid)
+            if k == 0:
+                expected["10min"].add(uid)
+    for uid, _ in librispeech_set(root / "9h", "clean", ["200", "201"], per_speaker=2, seed=9):
+        expected["10h"].add(uid)
+    librispeech_set(tmp_path / "LibriSpeech", "dev-clean", ["300"], per_speaker=2, seed=10)
+    out = tmp_path / "out"
+    result = prepare(root, out)
+    for name, ids in expected.items():
+        assert {u.id for u in manifest(out, name)} == ids, name
+    assert {u.id for u in manifest(out, "full")} == expected["10h"]
+    assert len(manifest(out, "dev")) == 2  # found beside the fine-tuning tree
+    assert any("no test set found" in n for n in result.report["notes"])
+
+
+def test_librispeech_dev_test_flags(libri, tmp_path):
+    out = tmp_path / "out"
+    prepare(libri, out, corpus_opts=CorpusOptions(dev_dirs=(libri / "dev-other",), test_dirs=(libri / "test-clean",)))
+    assert {u.speaker for u in manifest(out, "dev")} == {"23"}
+
+
+def test_commonvoice_mp3_resampling_and_official_sets(tmp_path):
+    root = commonvoice(tmp_path / "cv")
+    out = tmp_path / "out"
+    prepare(root, out)
+    assert len(manifest(out, "full")) == 12 and len(manifest(out, "dev")) == 4 and len(manifest(out, "test")) == 4
+    u = manifest(out, "dev")[0]
+    assert u.sample_rate in (32000, 48000) and u.text == u.text.lower() and "!" not in u.text
+    # validated pool: dev/test clips, speakers and sentences are kept out
+    out2 = tmp_path / "out2"
+    prepare(root, out2, corpus_opts=CorpusOptions(cv_pool="validated"))
+    held = {u.speaker for u in manifest(out2, "dev") + manifest(out2, "test")}
+    assert not held & {u.speaker for u in manifest(out2, "full")}
+
+
+def test_kaldi_with_segments_and_pipe(tmp_path):
+    root = kaldi(tmp_path / "data" / "train", segments=True)
+    with open(root / "wav.scp", "a") as f:
+        f.write("rec2 sox in.flac -t wav - |\n")
+    with open(root / "segments", "a") as f:
+        f.write("spk9-utt999 rec2 0.0 2.0\n")
+    with open(root / "text", "a") as f:
+        f.write("spk9-utt999 maji\n")
+    out = tmp_path / "out"
+    prepare(root, out)
+    rows = manifest(out, "full") + manifest(out, "dev") + manifest(out, "test")
+    assert len(rows) == 12 and any(u.offset > 0 for u in rows)
+    assert all(abs(u.duration - 2.4) < 1e-6 for u in rows)
+    pipe = [r for r in rejects(out) if r["reason"] == "piped_wav_scp"]
+    assert len(pipe) == 1 and "command" in pipe[0]["detail"] and "wav.scp:2" in pipe[0]["source"]
+
+
+def test_kaldi_data_folder_of_folders(tmp_path):
+    kaldi(tmp_path / "data" / "train", n=8)
+    kaldi(tmp_path / "data" / "dev", n=4, seed=1, prefix="dev")
+    kaldi(tmp_path / "data" / "test", n=4, seed=2, prefix="tst")
+    out = tmp_path / "out"
+    prepare(tmp_path / "data", out)
+    assert (len(manifest(out, "full")), len(manifest(out, "dev")), len(manifest(out, "test"))) == (8, 4, 4)
+
+
+def test_duplicate_ids_and_heldout_speakers(tmp_path):
+    kaldi(tmp_path / "data" / "train", n=8)
+    kaldi(tmp_path / "data" / "dev", n=4, seed=1)  # same ids and speakers as train
+    out = tmp_path / "out"
+    prepare(tmp_path / "data", out)
+    reasons = [r["reason"] for r in rejects(out)]
+    assert reasons.count("duplicate_id") == 4  # dev is read first; train's copies are rejected
+    # the 4 other train utterances: some carved out as test, the rest (dev speakers) kept out of training
+    assert reasons.count("heldout_speaker") + len(manifest(out, "test")) == 4
+    assert manifest(out, "full") == []
+
+
+@pytest.mark.parametrize("kind", ["csv", "tsv", "jsonl"])
+def test_table_layouts(tmp_path, kind):
+    path = table(tmp_path / "corpus" / f"data.{kind}", n=16, kind=kind)
+    out = tmp_path / "out"
+    result = prepare(path, out)
+    assert result.report["format"] == "table"
+    dev, test, full = manifest(out, "dev"), manifest(out, "test"), manifest(out, "full")
+    assert len(dev) + len(test) + len(full) == 16
+    speakers = [{u.speaker for u in rows} for rows in (dev, test, full)]
+    assert not speakers[0] & speakers[1] and not speakers[0] & speakers[2] and not speakers[1] & speakers[2]
+    assert any("carved" in n for n in result.report["notes"])
+
+
+def test_nemo_manifest_with_offsets_and_split_column(tmp_path):
+    write_audio(tmp_path / "long.wav", 30.0)
+    rows = []
+    for i in range(10):
+        rows.append({"audio_filepath": "long.wav", "offset": 3.0 * i, "duration": 2.5, "text": f"neno {i % 3}",
+                     "speaker": f"s{i % 5}", "split": "test" if i == 9 else "train"})
+    path = tmp_path / "nemo.json"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "out"
+    prepare(path, out)
+    test = manifest(out, "test")
+    assert len(test) == 1 and test[0].offset == 27.0 and test[0].duration == 2.5
+
+
+def test_table_columns_by_flag_and_errors(tmp_path):
+    write_audio(tmp_path / "a.wav", 2.0)
+    path = tmp_path / "t.csv"
+    path.write_text("clip,words,who\na.wav,habari,x\n")
+    with pytest.raises(LowresError, match="--audio-column"):
+        prepare(path, tmp_path / "o1")
+    opts = CorpusOptions(audio_column="clip", text_column="words", speaker_column="who")
+    prepare(path, tmp_path / "o2", corpus_opts=opts)
+    assert len(manifest(tmp_path / "o2", "full")) + len(manifest(tmp_path / "o2", "dev")) + len(
+        manifest(tmp_path / "o2", "test")) == 1
+
+
+def test_broken_files_and_hostile_transcripts_go_to_rejects(tmp_path):
+    root = tmp_path / "c"
+    root.mkdir()
+    good = [write_audio(root / f"good{i}.flac", 2.5, seed=i) for i in range(6)]
+    (root / "zero.wav").write_bytes(b"")
+    (root / "text.wav").write_text("this is not audio")
+    trunc = write_audio(root / "trunc.flac", 3.0)
+    trunc.write_bytes(trunc.read_bytes()[:2000])
+    x = np.zeros(16000, dtype=np.float32)
+    x[10] = np.nan
+    sf.write(str(root / "nan.wav"), x, 16000, subtype="FLOAT")
+    write_audio(root / "short.wav", 0.1)
+    write_audio(root / "long.wav", 45.0)
+    write_audio(root / "stereo48k.wav", 2.0, 48000, channels=2)
+    write_audio(root / "int24.wav", 2.0, 8000, subtype="PCM_24")
+    write_audio(root / "u8.wav", 2.0, 16000, subtype="PCM_U8")
+    write_audio(root / "tiny.wav", 0.5)
+    lines = ["path\ttext\tspeaker"]
+    lines += [f"{p.name}\tmaji ya kunywa {i}\ts{i % 3}" for i, p in enumerate(good)]
+    lines += ["zero.wav\tmaji\ts1", "text.wav\tmaji\ts1", "trunc.flac\tmaji\ts1", "nan.wav\tmaji\ts1",
+              "missing.wav\tmaji\ts1", "short.wav\tmaji\ts1", "long.wav\tmaji\ts1",
+              "stereo48k.wav\tSTEREO «sauti»!\ts2", "int24.wav\tsauti\ts2", "u8.wav\tsauti\ts0",
+              "tiny.wav\t" + "maneno mengi sana " * 5 + "\ts0", "good0.flac\t?!…\ts0"]
+    path = root / "t.tsv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    with open(path, "ab") as f:
+        f.write(b"good1.flac\tcaf\xe9 latin1\ts0\n")
+    out = tmp_path / "out"
+    prepare(path, out)
+    reasons = {}
+    for r in rejects(out):
+        reasons.setdefault(r["reason"], []).append(r)
+    assert set(reasons) >= {"empty_audio", "unreadable_audio", "truncated_audio", "non_finite_audio",
+                            "missing_audio", "too_short", "too_long", "transcript_too_long", "bad_encoding"}
+    # the empty transcript line duplicates good0's id, so it is rejected as a duplicate first
+    assert "duplicate_id" in reasons or "empty_transcript" in reasons
+    kept = {u.id for name in ("full", "dev", "test") for u in manifest(out, name)}
+    assert kept == {f"good{i}" for i in range(6)} | {"stereo48k", "int24", "u8"}
+    stereo = next(u for name in ("full", "dev", "test") for u in manifest(out, name) if u.id == "stereo48k")
+    assert stereo.text == "stereo sauti" and stereo.sample_rate == 48000
+    report = json.loads((out / "prepare_report.json").read_text())
+    assert report["rejects"]["total"] == len(rejects(out)) >= 10
+    assert report["digits"]["utterances_with_digits"] == 6
+
+
+def test_empty_transcript_rejected(tmp_path):
+    write_audio(tmp_path / "a.wav", 2.0)
+    write_audio(tmp_path / "b.wav", 2.0)
+    path = tmp_path / "t.csv"
+    path.write_text("path,text\na.wav,habari\nb.wav,?!…\n")
+    prepare(path, tmp_path / "out")
+    assert [r["reason"] for r in rejects(tmp_path / "out")] == ["empty_transcript"]
+
+
+def test_rerun_is_byte_identical_and_seed_changes_splits(tmp_path):
+    path = table(tmp_path / "corpus" / "data.csv", n=30, speakers=6)
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    prepare(path, a, PrepareConfig(emit=("fairseq",)))
+    prepare(path, b, PrepareConfig(emit=("fairseq",)))
+    assert outputs(a) == outputs(b)
+    prepare(path, c, PrepareConfig(seed=5, emit=("fairseq",)))
+    assert outputs(a) != outputs(c)
+
+
+def test_output_folder_never_overwritten_without_flag(tmp_path):
+    path = table(tmp_path / "corpus" / "data.csv", n=12)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(LowresError, match="--overwrite"):
+        prepare(path, out)
+    prepare(path, out, overwrite=True)
+    assert (out / "notes.txt").read_text() == "mine"
+    assert (out / "manifests" / "full.jsonl").is_file()
+
+
+def test_moving_prepared_folder_with_corpus_keeps_manifests_valid(tmp_path):
+    project = tmp_path / "project"
+    path = table(project / "corpus" / "data.csv", n=12)
+    prepare(path, project / "prepared")
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(project), str(moved))
+    for name in ("full", "dev", "test"):
+        for u in manifest(moved / "prepared", name):
+            assert Path(u.audio_filepath).is_file()
+
+
+def test_unlabeled_segmentation_and_heldout_exclusion(tmp_path):
+    corpus = table(tmp_path / "corpus" / "data.csv", n=12)
+    unl = tmp_path / "unl"
+    write_audio(unl / "a" / "long.flac", 50.0, seed=3)
+    write_audio(unl / "b.wav", 5.0, 44100, channels=2)
+    write_audio(unl / "short.wav", 1.0)
+    (unl / "readme.txt").write_text("not audio")
+    (unl / "broken.wav").write_text("nope")
+    (unl / "loop").symlink_to(unl)  # a symlink loop must not hang the walk
+    out = tmp_path / "out"
+    result = prepare(corpus, out, unlabeled=unl)
+    pieces = list(read_manifest(out / "unlabeled.jsonl"))
+    long = [p for p in pieces if "long" in p.id]
+    assert len(long) >= 4 and all(2.0 <= p.duration <= 15.6 for p in pieces)
+    assert sum(p.duration for p in long) == pytest.approx(50.0, abs=0.05)
+    assert any(p.id == "b" for p in pieces)
+    reasons = {r["reason"] for r in rejects(out)}
+    assert {"too_short", "unreadable_audio"} <= reasons
+    assert result.report["unlabeled"]["non_audio_files_skipped"] == 1
+    # unlabeled alone; dev/test audio inside the unlabeled folder is left out
+    out2 = tmp_path / "out2"
+    prepare(None, out2, unlabeled=unl)
+    assert not (out2 / "vocab.json").exists() and (out2 / "unlabeled.jsonl").is_file()
+    out3 = tmp_path / "out3"
+    prepare(corpus, out3, unlabeled=corpus.parent)
+    heldout = {Path(u.audio_filepath).resolve() for n in ("dev", "test") for u in manifest(out3, n)}
+    assert not heldout & {Path(p.audio_filepath).resolve() for p in read_manifest(out3 / "unlabeled.jsonl")}
+
+
+def test_fairseq_emit(tmp_path):
+    path = table(tmp_path / "corpus" / "data.csv", n=12)
+    out = tmp_path / "out"
+    prepare(path, out, PrepareConfig(emit=("fairseq",)))
+    tsv = (out / "fairseq" / "full.tsv").read_text().splitlines()
+    ltr = (out / "fairseq" / "full.ltr").read_text().splitlines()
+    wrd = (out / "fairseq" / "full.wrd").read_text().splitlines()
+    root = Path(tsv[0])
+    assert root.is_absolute() and len(tsv) - 1 == len(ltr) == len(wrd) == len(manifest(out, "full"))
+    rel, frames = tsv[1].split("\t")
+    assert sf.info(str(root / rel)).frames == int(frames)
+    assert ltr[0].endswith(" |") and ltr[0].replace(" ", "").replace("|", " ").strip() == wrd[0]
+    assert (out / "fairseq" / "dict.ltr.txt").is_file()
+
+
+def test_layout_detection_errors(tmp_path, libri):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(LowresError, match="matches no corpus layout"):
+        detect_format(tmp_path / "empty")
+    with pytest.raises(LowresError, match="does not look like a 'kaldi' corpus"):
+        detect_format(libri, "kaldi")
+    with pytest.raises(LowresError, match="Corpus not found"):
+        detect_format(tmp_path / "nope")
+    with pytest.raises(LowresError, match="Nothing to prepare"):
+        prepare(None, tmp_path / "o")
