@@ -1,0 +1,1 @@
+"""Backbones, masking, CTC and pretraining heads, LoRA, and their composition (build.py)."""

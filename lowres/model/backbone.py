@@ -1,0 +1,368 @@
+"""Backbones: named torchaudio bundles, local Hugging Face folders, lowres run folders, random-init configs.
+
+Every backbone is a torchaudio ``Wav2Vec2Model`` described by a :class:`BackboneSpec` (family, the keyword
+arguments of torchaudio's factory, and the waveform normalisation the checkpoint was trained with), so a
+run folder can always rebuild its model.
+
+The forward pieces here are shared by fine-tuning and pretraining:
+
+- :func:`normalize_waveform` normalises each utterance over its valid samples (never over padding);
+- :func:`conv_features` runs the conv feature encoder so that padding never changes a valid frame: the
+  group-norm layer of BASE-style encoders takes its statistics over valid frames only, which is what the
+  model saw in pretraining (equal-length crops). A padded batch therefore equals one-at-a-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lowres import LowresError
+
+FAMILIES = ("wav2vec2", "hubert", "wavlm")
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    family: str  # wav2vec2 | hubert | wavlm
+    arch: dict  # keyword arguments of torchaudio.models.wav2vec2_model / wavlm_model (no aux_num_out)
+    normalize_waveform: bool  # zero mean, unit variance per utterance (LARGE, XLS-R); BASE models: raw
+    pretrained: bool = True  # False for random-init configurations (training from scratch)
+    name: str = ""  # what --base said
+
+    def to_dict(self) -> dict:
+        arch = dict(self.arch)
+        arch["extractor_conv_layer_config"] = [list(c) for c in arch["extractor_conv_layer_config"]]
+        return {"family": self.family, "arch": arch, "normalize_waveform": self.normalize_waveform,
+                "pretrained": self.pretrained, "name": self.name}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> BackboneSpec:
+        arch = dict(d["arch"])
+        arch["extractor_conv_layer_config"] = [tuple(c) for c in arch["extractor_conv_layer_config"]]
+        return cls(d["family"], arch, bool(d["normalize_waveform"]), bool(d.get("pretrained", True)),
+                   d.get("name", ""))
+
+    @property
+    def embed_dim(self) -> int:
+        return int(self.arch["encoder_embed_dim"])
+
+    @property
+    def conv_stack(self) -> tuple[tuple[int, int], ...]:
+        return tuple((int(k), int(s)) for _, k, s in self.arch["extractor_conv_layer_config"])
+
+
+@dataclass
+class LoadedBackbone:
+    model: nn.Module  # torchaudio Wav2Vec2Model
+    spec: BackboneSpec
+    mask_embedding: Tensor | None = None  # learned mask embedding when the checkpoint has one (HF, lowres runs)
+    pretrain_heads: dict = field(default_factory=dict)  # quantizer/project_q/final_proj weights, when present
+    fingerprint: str = ""  # of the base weights, to detect a changed base when a run is reloaded
+    source: str = ""  # human-readable origin
+
+
+# ---------------------------------------------------------------------------------------------------
+# registries: data, not code
+
+# name → (torchaudio.pipelines attribute, family)
+NAMED_BUNDLES: dict[str, tuple[str, str]] = {
+    "wav2vec2-base": ("WAV2VEC2_BASE", "wav2vec2"),
+    "wav2vec2-large": ("WAV2VEC2_LARGE", "wav2vec2"),
+    "wav2vec2-large-lv60k": ("WAV2VEC2_LARGE_LV60K", "wav2vec2"),
+    "xlsr-53": ("WAV2VEC2_XLSR53", "wav2vec2"),
+    "xls-r-300m": ("WAV2VEC2_XLSR_300M", "wav2vec2"),
+    "xls-r-1b": ("WAV2VEC2_XLSR_1B", "wav2vec2"),
+    "xls-r-2b": ("WAV2VEC2_XLSR_2B", "wav2vec2"),
+    "hubert-base": ("HUBERT_BASE", "hubert"),
+    "hubert-large": ("HUBERT_LARGE", "hubert"),
+    "hubert-xlarge": ("HUBERT_XLARGE", "hubert"),
+    "wavlm-base": ("WAVLM_BASE", "wavlm"),
+    "wavlm-base-plus": ("WAVLM_BASE_PLUS", "wavlm"),
+    "wavlm-large": ("WAVLM_LARGE", "wavlm"),
+}
+
+_STANDARD_CONV = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
+
+
+def _arch(conv, dim, layers, heads, ff, pos_kernel, pos_groups, *, mode="layer_norm", conv_bias=True,
+          norm_first=True, dropout=0.1, attention_dropout=0.1, ff_dropout=0.0, projection_dropout=0.1,
+          layer_drop=0.05) -> dict:
+    return {
+        "extractor_mode": mode, "extractor_conv_layer_config": [tuple(c) for c in conv],
+        "extractor_conv_bias": conv_bias, "encoder_embed_dim": dim, "encoder_projection_dropout": projection_dropout,
+        "encoder_pos_conv_kernel": pos_kernel, "encoder_pos_conv_groups": pos_groups, "encoder_num_layers": layers,
+        "encoder_num_heads": heads, "encoder_attention_dropout": attention_dropout,
+        "encoder_ff_interm_features": ff, "encoder_ff_interm_dropout": ff_dropout, "encoder_dropout": dropout,
+        "encoder_layer_norm_first": norm_first, "encoder_layer_drop": layer_drop,
+    }
+
+
+# Random-init architectures for training from scratch. `tiny` runs on a laptop CPU (tests, demo); the
+# others are the standard sizes. All keep the standard 320-sample (20 ms) frame stride.
+RANDOM_CONFIGS: dict[str, BackboneSpec] = {
+    "tiny": BackboneSpec("wav2vec2", _arch(
+        [(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2, 144, 4, 4, 576, 32, 8,
+        dropout=0.1, attention_dropout=0.0, projection_dropout=0.0, layer_drop=0.0), True, False, "tiny"),
+    "small": BackboneSpec("wav2vec2", _arch(
+        [(256, 10, 5)] + [(256, 3, 2)] * 4 + [(256, 2, 2)] * 2, 384, 8, 6, 1536, 64, 16), True, False, "small"),
+    "base-scratch": BackboneSpec("wav2vec2", _arch(
+        _STANDARD_CONV, 768, 12, 12, 3072, 128, 16, mode="group_norm", conv_bias=False, norm_first=False),
+        False, False, "base-scratch"),
+    "large-scratch": BackboneSpec("wav2vec2", _arch(
+        _STANDARD_CONV, 1024, 24, 16, 4096, 128, 16), True, False, "large-scratch"),
+}
+
+
+def available_names() -> list[str]:
+    return sorted(NAMED_BUNDLES) + sorted(RANDOM_CONFIGS)
+
+
+# ---------------------------------------------------------------------------------------------------
+# building and loading
+
+
+def build_model(spec: BackboneSpec) -> nn.Module:
+    """A randomly initialised torchaudio model of ``spec``'s architecture."""
+    from torchaudio.models import wav2vec2_model, wavlm_model
+
+    arch = dict(spec.arch)
+    arch["extractor_conv_layer_config"] = [tuple(c) for c in arch["extractor_conv_layer_config"]]
+    factory = wavlm_model if spec.family == "wavlm" else wav2vec2_model
+    try:
+        return factory(**arch, aux_num_out=None)
+    except TypeError as exc:
+        raise LowresError(f"Backbone architecture does not fit torchaudio's {factory.__name__}: {exc}") from None
+
+
+def fingerprint(model: nn.Module) -> str:
+    """A short hash of a model's weights (names, shapes and sums): detects a base that changed on disk."""
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, t in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(str(tuple(t.shape)).encode())
+            h.update(f"{float(t.double().sum()):.6e}".encode())
+    return h.hexdigest()[:16]
+
+
+def load_backbone(base: str, seed: int = 0) -> LoadedBackbone:
+    """Resolve ``--base``: a random-init config name, a torchaudio bundle name, a lowres run folder or a
+    local Hugging Face folder."""
+    if not base:
+        raise LowresError(f"No --base given. Use a name ({', '.join(available_names())}), a Hugging Face folder "
+                          "or a lowres run folder.")
+    if base in RANDOM_CONFIGS:
+        spec = RANDOM_CONFIGS[base]
+        torch.manual_seed(seed)
+        model = build_model(spec)
+        return LoadedBackbone(model, spec, source=f"random initialisation ({base}, seed {seed})")
+    if base in NAMED_BUNDLES:
+        return _load_bundle(base)
+    path = Path(base)
+    if path.is_dir():
+        config = path / "config.json"
+        if not config.is_file():
+            raise LowresError(f"{path} has no config.json: it is neither a lowres run folder nor a Hugging Face "
+                              "model folder.")
+        try:
+            data = json.loads(config.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise LowresError(f"{config} is not valid JSON: {exc}") from None
+        if "lowres_run" in data:
+            from lowres.model.build import load_run_backbone
+
+            return load_run_backbone(path)
+        return _load_huggingface(path, data)
+    if path.suffix or "/" in base:
+        raise LowresError(f"--base {base}: no such folder. Give a Hugging Face model folder, a lowres run folder, "
+                          f"or a name: {', '.join(available_names())}.")
+    import difflib
+
+    close = difflib.get_close_matches(base, available_names(), n=2)
+    hint = f" Did you mean {' or '.join(close)}?" if close else ""
+    raise LowresError(f"Unknown --base {base!r}.{hint} Known names: {', '.join(available_names())}; or pass a "
+                      "Hugging Face folder or a lowres run folder.")
+
+
+def _load_bundle(name: str) -> LoadedBackbone:
+    import torchaudio.pipelines as pipelines
+
+    attr, family = NAMED_BUNDLES[name]
+    bundle = getattr(pipelines, attr, None)
+    if bundle is None:
+        raise LowresError(f"This torchaudio has no bundle {attr} for --base {name}.")
+    # torchaudio keeps a bundle's architecture and normalisation in these two attributes
+    # (pinned by tests/test_backbone.py::test_bundle_registry_reads_torchaudio_parameters).
+    arch = {k: v for k, v in bundle._params.items() if k != "aux_num_out"}
+    spec = BackboneSpec(family, arch, bool(bundle._normalize_waveform), True, name)
+    try:
+        model = bundle.get_model()
+    except Exception as exc:  # URLError, HTTPError, OSError, RuntimeError from torch.hub
+        raise LowresError(
+            f"Could not load the torchaudio bundle {name} ({attr}): {type(exc).__name__}: {exc}. Loading a named "
+            "bundle downloads its weights once into the torch hub cache, which needs the network. Offline, pass a "
+            "local checkpoint instead: --base /path/to/hf-model-folder (a Hugging Face folder such as a download "
+            "of facebook/wav2vec2-base or facebook/wav2vec2-xls-r-300m, holding config.json and the weights), or "
+            "copy the bundle file into ~/.cache/torch/hub/checkpoints/ on this machine."
+        ) from None
+    return LoadedBackbone(model, spec, fingerprint=fingerprint(model), source=f"torchaudio bundle {attr}")
+
+
+def _load_huggingface(path: Path, config: dict) -> LoadedBackbone:
+    model_type = config.get("model_type", "")
+    if model_type not in FAMILIES:
+        raise LowresError(f"{path}: model_type {model_type!r} is not supported; lowres reads wav2vec2 (also "
+                          "XLS-R and MMS), hubert and wavlm checkpoints.")
+    import transformers
+    from torchaudio.models.wav2vec2.utils import import_huggingface_model
+
+    from lowres.model.hf_convert import arch_from_hf_config
+
+    try:
+        hf = transformers.AutoModel.from_pretrained(str(path))
+    except Exception as exc:
+        raise LowresError(f"transformers could not load {path}: {type(exc).__name__}: {exc}") from None
+    family, arch = arch_from_hf_config(hf.config)
+    model = import_huggingface_model(hf)
+    normalize = config.get("feat_extract_norm", "group") == "layer"
+    pre = path / "preprocessor_config.json"
+    if pre.is_file():
+        normalize = bool(json.loads(pre.read_text(encoding="utf-8")).get("do_normalize", normalize))
+    mask = getattr(hf, "masked_spec_embed", None)
+    heads = _huggingface_pretrain_heads(path, config)
+    spec = BackboneSpec(family, arch, normalize, True, str(path.resolve()))
+    return LoadedBackbone(model, spec, mask.detach().clone() if mask is not None else None, heads,
+                          fingerprint(model), source=f"Hugging Face {type(hf).__name__} from {path}")
+
+
+def _huggingface_pretrain_heads(path: Path, config: dict) -> dict:
+    """Quantizer and projection weights of a ``*ForPreTraining`` checkpoint (empty dict otherwise)."""
+    archs = config.get("architectures") or []
+    if not any(a.endswith("ForPreTraining") for a in archs):
+        return {}
+    import transformers
+
+    cls = getattr(transformers, archs[0], None)
+    if cls is None:
+        return {}
+    full = cls.from_pretrained(str(path))
+    keep = ("quantizer.", "project_q.", "project_hid.")
+    return {k: v.detach().clone() for k, v in full.state_dict().items() if k.startswith(keep)}
+
+
+# ---------------------------------------------------------------------------------------------------
+# forward pieces
+
+
+def normalize_waveform(waves: Tensor, lengths: Tensor | None, eps: float = 1e-7) -> Tensor:
+    """Zero mean, unit variance per utterance over its valid samples; padding stays zero. (B, T) → (B, T)."""
+    if lengths is None:
+        mean = waves.mean(dim=1, keepdim=True)
+        var = waves.var(dim=1, unbiased=False, keepdim=True)
+        return (waves - mean) / torch.sqrt(var + eps)
+    valid = (torch.arange(waves.shape[1], device=waves.device)[None, :] < lengths[:, None]).to(waves.dtype)
+    n = lengths.clamp(min=1).to(waves.dtype)[:, None]
+    mean = (waves * valid).sum(dim=1, keepdim=True) / n
+    var = (((waves - mean) * valid) ** 2).sum(dim=1, keepdim=True) / n
+    return (waves - mean) / torch.sqrt(var + eps) * valid
+
+
+def frame_lengths(lengths: Tensor, conv_stack: tuple[tuple[int, int], ...]) -> Tensor:
+    for kernel, stride in conv_stack:
+        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
+        lengths = lengths.clamp(min=0)
+    return lengths
+
+
+def _masked_group_norm(x: Tensor, lengths: Tensor, norm: nn.GroupNorm) -> Tensor:
+    """GroupNorm over (channels in group, valid frames) only. x: (B, C, T)."""
+    b, c, t = x.shape
+    g = norm.num_groups
+    valid = (torch.arange(t, device=x.device)[None, :] < lengths[:, None]).to(x.dtype)  # (B, T)
+    xg = x.reshape(b, g, c // g, t)
+    m = valid[:, None, None, :]
+    count = (m.sum(dim=-1, keepdim=True) * (c // g)).sum(dim=2, keepdim=True).clamp(min=1)  # (B, G, 1, 1)
+    mean = (xg * m).sum(dim=(2, 3), keepdim=True) / count
+    var = (((xg - mean) * m) ** 2).sum(dim=(2, 3), keepdim=True) / count
+    y = ((xg - mean) / torch.sqrt(var + norm.eps)).reshape(b, c, t)
+    if norm.affine:
+        y = y * norm.weight[None, :, None] + norm.bias[None, :, None]
+    return y
+
+
+def conv_features(feature_extractor: nn.Module, waves: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """torchaudio's conv feature encoder, exact under padding. (B, T) samples → (B, T', C) frames, lengths."""
+    if waves.ndim != 2:
+        raise ValueError(f"expected waveforms of shape (batch, time), got {tuple(waves.shape)}")
+    x = waves.unsqueeze(1)
+    for layer in feature_extractor.conv_layers:
+        x = layer.conv(x)
+        if lengths is not None:
+            lengths = (torch.div(lengths - layer.kernel_size, layer.stride, rounding_mode="floor") + 1).clamp(min=0)
+        norm = layer.layer_norm
+        if isinstance(norm, nn.GroupNorm) and lengths is not None and bool((lengths < x.shape[-1]).any()):
+            x = _masked_group_norm(x, lengths, norm)
+        elif norm is not None:
+            x = norm(x)
+        x = F.gelu(x)
+    return x.transpose(1, 2), lengths
+
+
+def padding_mask(lengths: Tensor | None, max_len: int) -> Tensor | None:
+    """(B, T) True at padded frames, or None when nothing is padded."""
+    if lengths is None:
+        return None
+    mask = torch.arange(max_len, device=lengths.device)[None, :] >= lengths[:, None]
+    return mask if bool(mask.any()) else None
+
+
+def attention_mask(pad: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    """torchaudio's additive attention mask (B, 1, T, T) from a padding mask; None keeps fast kernels."""
+    if pad is None:
+        return None
+    b, t = pad.shape
+    mask = torch.zeros(b, 1, 1, t, dtype=dtype, device=pad.device).masked_fill(pad[:, None, None, :], -10000.0)
+    return mask.expand(b, 1, t, t)
+
+
+def run_transformer(transformer: nn.Module, x: Tensor, pad: Tensor | None, family: str,
+                    layer_drop: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
+    """torchaudio's transformer stack with padding handled for every family (its own forward cannot pass
+    a padding mask to WavLM layers) and layerdrop drawn from ``generator``: the same seed drops the same
+    layers on every distributed rank and again after a resume. x: (B, T, D) → (B, T, D)."""
+    x = x + transformer.pos_conv_embed(x)
+    if transformer.layer_norm_first:
+        x = transformer.layer_norm(x)
+    x = transformer.dropout(x)
+    wavlm = family == "wavlm"
+    mask = None if wavlm else attention_mask(pad, x.dtype)
+    drops = None
+    if layer_drop > 0 and transformer.training:
+        drops = torch.rand(len(transformer.layers), generator=generator) < layer_drop
+    position_bias = None
+    for i, layer in enumerate(transformer.layers):
+        if drops is not None and bool(drops[i]):
+            continue
+        if wavlm:
+            x, position_bias = layer(x, None, position_bias=position_bias, key_padding_mask=pad)
+        else:
+            x, _ = layer(x, mask)
+    if not transformer.layer_norm_first:
+        x = transformer.layer_norm(x)
+    return x
+
+
+def lora_targets(family: str) -> tuple[str, ...]:
+    """Module names LoRA adapts: attention and feed-forward linears. torchaudio's WavLM attention reads its
+    packed q/k/v weight directly (no module call peft could wrap), so WavLM gets its output projection and
+    feed-forward linears only."""
+    if family == "wavlm":
+        return ("out_proj", "intermediate_dense", "output_dense")
+    return ("q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense")

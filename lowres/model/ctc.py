@@ -1,0 +1,90 @@
+"""The CTC recogniser: backbone → (masking) → transformer → dropout → linear head over the vocabulary.
+
+Shapes: waveforms (B, T) float32 at 16 kHz with lengths (B,); logits (B, T', V) with frame lengths (B,).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lowres.data.vocab import BLANK_ID
+from lowres.model.backbone import BackboneSpec, conv_features, normalize_waveform, padding_mask, run_transformer
+from lowres.model.masking import apply_masks
+
+
+class CTCModel(nn.Module):
+    def __init__(self, backbone: nn.Module, spec: BackboneSpec, vocab_size: int, *, mask_embedding: Tensor | None,
+                 final_dropout: float = 0.0, layerdrop: float = 0.0, mask_prob: float = 0.0, mask_length: int = 10,
+                 mask_channel_prob: float = 0.0, mask_channel_length: int = 64):
+        super().__init__()
+        self.backbone = backbone
+        self.spec = spec
+        dim = spec.embed_dim
+        emb = mask_embedding.detach().clone().float() if mask_embedding is not None else torch.empty(dim).uniform_()
+        self.mask_emb = nn.Parameter(emb)
+        self.final_dropout = nn.Dropout(final_dropout)
+        self.head = nn.Linear(dim, vocab_size)
+        self.layerdrop = layerdrop
+        self.mask_prob, self.mask_length = mask_prob, mask_length
+        self.mask_channel_prob, self.mask_channel_length = mask_channel_prob, mask_channel_length
+        self.freeze_feature_encoder = True
+        self.transformer_frozen = False  # the head-only phase
+
+    def forward(self, waves: Tensor, lengths: Tensor | None, generator: torch.Generator | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """(B, T) samples → logits (B, T', V) and frame lengths (B,). Masks and layerdrop in training only."""
+        if lengths is None:
+            lengths = torch.full((waves.shape[0],), waves.shape[1], dtype=torch.long, device=waves.device)
+        x = self.encode(waves, lengths, generator)
+        frames = self.frame_lengths(lengths)
+        return self.head(self.final_dropout(x)), frames
+
+    def frame_lengths(self, lengths: Tensor) -> Tensor:
+        from lowres.model.backbone import frame_lengths
+
+        return frame_lengths(lengths, self.spec.conv_stack)
+
+    def encode(self, waves: Tensor, lengths: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if self.spec.normalize_waveform:
+            waves = normalize_waveform(waves, lengths)
+        grad = torch.is_grad_enabled()
+        with _grad(grad and not self.freeze_feature_encoder):
+            feats, frames = conv_features(self.backbone.feature_extractor, waves, lengths)
+        with _grad(grad and not self.transformer_frozen):
+            x = self.backbone.encoder.feature_projection(feats)
+            pad = padding_mask(frames, x.shape[1])
+            if pad is not None:
+                x = x.masked_fill(pad[..., None], 0.0)
+            if self.training and (self.mask_prob > 0 or self.mask_channel_prob > 0):
+                x, _ = apply_masks(x, frames, self.mask_emb, self.mask_prob, self.mask_length,
+                                   self.mask_channel_prob, self.mask_channel_length, generator)
+            x = run_transformer(self.backbone.encoder.transformer, x, pad, self.spec.family,
+                                self.layerdrop if self.training else 0.0, generator)
+        return x
+
+
+def _grad(enabled: bool):
+    return contextlib.nullcontext() if enabled else torch.no_grad()
+
+
+def ctc_loss(logits: Tensor, frame_lengths: Tensor, targets: Tensor, target_lengths: Tensor) -> Tensor:
+    """Per-utterance CTC loss (B,) in float32, blank 0, ``zero_infinity`` (an impossible alignment gives 0,
+    not inf). ``targets``: concatenated label ids (sum of target_lengths,)."""
+    log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, V)
+    return F.ctc_loss(log_probs, targets, frame_lengths, target_lengths, blank=BLANK_ID, reduction="none",
+                      zero_infinity=True)
+
+
+def greedy_ids(logits: Tensor, frame_lengths: Tensor) -> list[list[int]]:
+    """Best path per utterance: argmax per frame, repeats collapsed, blanks removed. Only repeated frames
+    collapse: a doubled letter survives when the model puts a blank between its two frames."""
+    best = logits.argmax(dim=-1).cpu()
+    out = []
+    for row, n in zip(best, frame_lengths.cpu().tolist(), strict=True):
+        ids = torch.unique_consecutive(row[:n]).tolist()
+        out.append([i for i in ids if i != BLANK_ID])
+    return out

@@ -1,0 +1,47 @@
+"""LoRA through peft on the transformer's attention and feed-forward linears.
+
+Adapters are injected into the transformer module only (``peft.inject_adapter_in_model``); the CTC head
+and the mask embedding are ordinary parameters of lowres's model, saved by lowres next to the adapter
+weights. That sidesteps the "adapter plus a new head" saving problems of wrapping the whole model.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from lowres.model.backbone import lora_targets
+
+
+def add_lora(transformer: nn.Module, family: str, rank: int, alpha: float, dropout: float) -> int:
+    """Inject LoRA adapters; returns the number of adapted modules. Base weights are frozen by peft."""
+    from peft import LoraConfig, inject_adapter_in_model
+
+    targets = lora_targets(family)
+    config = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=dropout,
+                        target_modules=r".*\.(" + "|".join(targets) + r")$", bias="none")
+    inject_adapter_in_model(config, transformer)
+    return sum(1 for m in transformer.modules() if _is_lora_layer(m))
+
+
+def _is_lora_layer(module: nn.Module) -> bool:
+    from peft.tuners.lora import LoraLayer
+
+    return isinstance(module, LoraLayer)
+
+
+def has_lora(module: nn.Module) -> bool:
+    return any(_is_lora_layer(m) for m in module.modules())
+
+
+def merge_lora(module: nn.Module) -> int:
+    """Fold every adapter into its base weight and put the plain layer back. Returns how many were merged."""
+    merged = 0
+    for name, child in list(module.named_modules()):
+        if not _is_lora_layer(child):
+            continue
+        child.merge()
+        parent_name, _, attr = name.rpartition(".")
+        parent = module.get_submodule(parent_name) if parent_name else module
+        setattr(parent, attr, child.get_base_layer())
+        merged += 1
+    return merged
