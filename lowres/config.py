@@ -127,8 +127,9 @@ def _field_types(cls) -> dict[str, Any]:
 def _unknown_key(cls, key: str, where: str) -> LowresError:
     names = [f.name for f in dataclasses.fields(cls)]
     close = difflib.get_close_matches(key, names, n=1)
-    hint = f" Did you mean {close[0]!r}?" if close else f" Known keys: {', '.join(names)}."
-    return LowresError(f"Unknown setting {where}{key!r}.{hint}")
+    hint = f" Did you mean {where}{close[0]}?" if close else f" Known keys: {', '.join(where + n for n in names)}."
+    return LowresError(f"Unknown setting {where}{key}.{hint} The settings and their defaults are in "
+                       "lowres/config.py and recipes/README.md.")
 
 
 def merge(cfg, updates: dict, prefix: str = ""):
@@ -148,7 +149,8 @@ def merge(cfg, updates: dict, prefix: str = ""):
     try:
         return dataclasses.replace(cfg, **changes)
     except (ValueError, TypeError) as exc:
-        raise LowresError(f"Invalid setting in {prefix or 'configuration'}: {exc}") from None
+        where = f"[{prefix.rstrip('.')}]" if prefix else "the configuration"
+        raise LowresError(f"Invalid setting in {where}: {exc}") from None
 
 
 def parse_sets(items: list[str] | tuple[str, ...]) -> dict:

@@ -1,0 +1,56 @@
+"""Waveform augmentation behind one function, configured by ``AugmentConfig`` (recipe ``[augment]``).
+
+Noise, gain, pitch and band-pass filtering come from audiomentations; speed perturbation (tempo and pitch
+together, as in Kaldi recipes) is resampling. Every draw is seeded per (seed, epoch, utterance), so the same
+run sees the same augmented audio, also after a resume.
+"""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from lowres.data.audio import TARGET_SAMPLE_RATE, resample
+
+
+def make_augmenter(cfg):
+    """A picklable callable ``(wave, seed) -> wave`` for ``cfg`` (an AugmentConfig), or None when off."""
+    return Augmenter(cfg) if cfg is not None and cfg.enabled else None
+
+
+class Augmenter:
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self._transforms = None
+
+    def _build(self):
+        import audiomentations as A
+
+        c = self.cfg
+        steps = []
+        if c.noise_prob > 0:
+            steps.append(A.AddGaussianSNR(min_snr_db=c.noise_snr_db[0], max_snr_db=c.noise_snr_db[1], p=c.noise_prob))
+        if c.gain_prob > 0:
+            steps.append(A.Gain(min_gain_db=c.gain_db[0], max_gain_db=c.gain_db[1], p=c.gain_prob))
+        if c.pitch_prob > 0:
+            steps.append(A.PitchShift(min_semitones=c.pitch_semitones[0], max_semitones=c.pitch_semitones[1],
+                                      p=c.pitch_prob))
+        if c.band_prob > 0:
+            steps.append(A.BandPassFilter(min_center_freq=300.0, max_center_freq=3400.0, p=c.band_prob))
+        return A.Compose(steps) if steps else None
+
+    def __call__(self, wave: np.ndarray, seed: int) -> np.ndarray:
+        rng = random.Random(seed)
+        c = self.cfg
+        if c.speed_prob > 0 and rng.random() < c.speed_prob:
+            factor = rng.uniform(*c.speed)
+            wave = resample(wave, int(round(TARGET_SAMPLE_RATE * factor)), TARGET_SAMPLE_RATE)
+        if self._transforms is None:
+            self._transforms = self._build() or False
+        if self._transforms:
+            # audiomentations draws from the global generators: seed them for this utterance
+            random.seed(seed)
+            np.random.seed(seed % (2**32))
+            wave = self._transforms(samples=wave.astype(np.float32), sample_rate=TARGET_SAMPLE_RATE)
+        return np.ascontiguousarray(wave, dtype=np.float32)

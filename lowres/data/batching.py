@@ -1,0 +1,243 @@
+"""Datasets, collation and duration-bucketed batching.
+
+- :class:`UtteranceDataset` decodes one utterance (via ``data/audio.py``), optionally augments it (seeded by
+  (seed, epoch, index), so a resumed run sees the same audio) and encodes its transcript.
+- :func:`collate` pads a batch: waveforms (B, T) float32, lengths (B,), concatenated targets and their
+  lengths. Items whose audio cannot be decoded arrive as ``None`` and are dropped and counted.
+- :class:`BucketBatchSampler` packs utterances of similar length so that ``longest × count`` stays under a
+  budget of audio seconds (padding included), reshuffled every epoch, identical for the same seed.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from lowres.data import audio as audio_mod
+from lowres.data.manifest import Utterance
+from lowres.data.vocab import Vocab, ctc_frames_needed
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """What the sampler hands the dataset: which utterance, in which epoch (for augmentation seeds)."""
+
+    index: int
+    epoch: int = 0
+
+
+class UtteranceDataset(torch.utils.data.Dataset):
+    def __init__(self, utts: Sequence[Utterance], vocab: Vocab | None = None, augment=None, seed: int = 0):
+        self.utts = list(utts)
+        self.vocab = vocab
+        self.augment = augment  # callable(wave, seed) -> wave, or None
+        self.seed = seed
+        self.labels = [vocab.encode(u.text) for u in self.utts] if vocab is not None else None
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, key: Key | int):
+        if isinstance(key, int):
+            key = Key(key)
+        u = self.utts[key.index]
+        try:
+            wave = audio_mod.load(u.audio_filepath, u.offset, u.duration)
+        except audio_mod.AudioError as exc:
+            return {"index": key.index, "error": f"{u.audio_filepath}: {exc.detail}"}
+        if self.augment is not None:
+            wave = self.augment(wave, _item_seed(self.seed, key.epoch, key.index))
+        item = {"index": key.index, "wave": wave}
+        if self.labels is not None:
+            item["labels"] = self.labels[key.index]
+        return item
+
+
+def _item_seed(seed: int, epoch: int, index: int) -> int:
+    return (seed * 1_000_003 + epoch * 65_537 + index) % (2**32)
+
+
+@dataclass
+class Batch:
+    waves: torch.Tensor  # (B, T) float32
+    lengths: torch.Tensor  # (B,) samples
+    indices: list[int]
+    targets: torch.Tensor | None = None  # (sum of target_lengths,)
+    target_lengths: torch.Tensor | None = None  # (B,)
+    errors: list[str] | None = None  # items dropped because their audio could not be decoded
+    position: tuple[int, int] = (0, 0)  # (epoch, batch number within the epoch) of this batch
+
+    @property
+    def size(self) -> int:
+        return len(self.indices)
+
+    def to(self, device) -> Batch:
+        self.waves = self.waves.to(device, non_blocking=True)
+        self.lengths = self.lengths.to(device)
+        return self
+
+
+def collate(items: list[dict]) -> Batch:
+    errors = [it["error"] for it in items if "error" in it]
+    good = [it for it in items if "error" not in it]
+    n = len(good)
+    longest = max((len(it["wave"]) for it in good), default=0)
+    waves = torch.zeros(n, longest, dtype=torch.float32)
+    lengths = torch.zeros(n, dtype=torch.long)
+    for i, it in enumerate(good):
+        w = torch.from_numpy(it["wave"])
+        waves[i, : len(w)] = w
+        lengths[i] = len(w)
+    batch = Batch(waves, lengths, [it["index"] for it in good], errors=errors)
+    if good and "labels" in good[0]:
+        batch.targets = torch.tensor([t for it in good for t in it["labels"]], dtype=torch.long)
+        batch.target_lengths = torch.tensor([len(it["labels"]) for it in good], dtype=torch.long)
+    return batch
+
+
+class BucketBatchSampler:
+    """Batches of similar-length utterances under a padded-seconds budget.
+
+    Each epoch the durations get a small random jitter (±5%) before sorting, so batch composition changes
+    between epochs while padding stays small; the batch order is then shuffled. With ``world_size > 1``
+    every rank gets the same number of batches (the remainder is dropped).
+    """
+
+    def __init__(self, durations: Sequence[float], batch_seconds: float, seed: int = 0, shuffle: bool = True,
+                 rank: int = 0, world_size: int = 1):
+        self.durations = [float(d) for d in durations]
+        self.batch_seconds = batch_seconds
+        self.seed, self.shuffle = seed, shuffle
+        self.rank, self.world_size = rank, world_size
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        rng = random.Random(self.seed * 7_919 + epoch)
+        order = list(range(len(self.durations)))
+        if self.shuffle:
+            keys = [d * (1.0 + rng.uniform(-0.05, 0.05)) for d in self.durations]
+            order.sort(key=lambda i: (keys[i], i))
+        else:
+            order.sort(key=lambda i: (self.durations[i], i))
+        batches: list[list[int]] = []
+        current: list[int] = []
+        longest = 0.0
+        for i in order:
+            d = self.durations[i]
+            if current and max(longest, d) * (len(current) + 1) > self.batch_seconds:
+                batches.append(current)
+                current, longest = [], 0.0
+            current.append(i)
+            longest = max(longest, d)
+        if current:
+            batches.append(current)
+        if self.shuffle:
+            rng.shuffle(batches)
+        if self.world_size > 1:
+            per_rank = len(batches) // self.world_size
+            batches = batches[self.rank * per_rank: (self.rank + 1) * per_rank]
+        return batches
+
+    def __len__(self) -> int:
+        return len(self.epoch_batches(0))
+
+
+class StreamSampler:
+    """Endless batches of :class:`Key` over epochs, starting at a saved position (epoch, batch number).
+
+    Given to a DataLoader as ``batch_sampler``; the loader's collate stamps each batch with its position
+    through :func:`positioned_collate` so the trainer always knows how far the data has gone.
+    """
+
+    def __init__(self, buckets: BucketBatchSampler, start: tuple[int, int] = (0, 0)):
+        self.buckets = buckets
+        self.start = start
+
+    def __iter__(self) -> Iterator[list[tuple[Key, int, int]]]:
+        epoch, pos = self.start
+        while True:
+            batches = self.buckets.epoch_batches(epoch)
+            if not batches:
+                return
+            for b in range(pos, len(batches)):
+                yield [(Key(i, epoch), epoch, b) for i in batches[b]]
+            epoch, pos = epoch + 1, 0
+
+
+class PositionedDataset(torch.utils.data.Dataset):
+    """Wraps a dataset so sampler entries (Key, epoch, batch) keep their position through the loader."""
+
+    def __init__(self, inner: UtteranceDataset):
+        self.inner = inner
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, entry):
+        key, epoch, b = entry
+        item = self.inner[key]
+        item["position"] = (epoch, b)
+        return item
+
+
+def positioned_collate(items: list[dict]) -> Batch:
+    batch = collate(items)
+    batch.position = items[0]["position"] if items else (0, 0)
+    return batch
+
+
+def filter_trainable(utts: Sequence[Utterance], vocab: Vocab, conv_stack, max_seconds: float
+                     ) -> tuple[list[Utterance], dict[str, int]]:
+    """Drop clips that cannot train: transcripts longer than their frames, or longer than a batch."""
+    kept, dropped = [], {"transcript_too_long": 0, "longer_than_batch": 0, "empty_transcript": 0}
+    for u in utts:
+        ids = vocab.encode(u.text)
+        if not ids:
+            dropped["empty_transcript"] += 1
+            continue
+        if u.duration > max_seconds:
+            dropped["longer_than_batch"] += 1
+            continue
+        frames = audio_mod.encoder_frames(int(round(u.duration * audio_mod.TARGET_SAMPLE_RATE)), conv_stack)
+        if ctc_frames_needed(ids) > frames:
+            dropped["transcript_too_long"] += 1
+            continue
+        kept.append(u)
+    return kept, dropped
+
+
+def eval_batches(utts: Sequence[Utterance], batch_seconds: float) -> list[list[int]]:
+    """Deterministic batches for evaluation: sorted by duration, packed under the budget."""
+    return BucketBatchSampler([u.duration for u in utts], batch_seconds, shuffle=False).epoch_batches(0)
+
+
+def num_workers(requested: int) -> int:
+    if requested >= 0:
+        return requested
+    import os
+
+    cores = os.cpu_count() or 1
+    return max(1, min(4, cores - 1)) if cores > 1 else 0
+
+
+def loader(dataset, batch_sampler, workers: int, positioned: bool = False):
+    from lowres.runtime import worker_init
+
+    workers = num_workers(workers)
+    data = PositionedDataset(dataset) if positioned else dataset
+    return torch.utils.data.DataLoader(
+        data, batch_sampler=batch_sampler, collate_fn=positioned_collate if positioned else collate,
+        num_workers=workers, worker_init_fn=worker_init if workers else None,
+        prefetch_factor=4 if workers else None, persistent_workers=False,
+    )
+
+
+def audio_seconds(batch: Batch) -> float:
+    return float(batch.lengths.sum()) / audio_mod.TARGET_SAMPLE_RATE
+
+
+def padded_fraction(batch: Batch) -> float:
+    total = batch.waves.numel()
+    return 1.0 - float(batch.lengths.sum()) / total if total else 0.0

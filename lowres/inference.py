@@ -1,0 +1,72 @@
+"""Using a fine-tuned run: ``transcribe`` (audio files of any length) and ``export`` (a Hugging Face folder)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from lowres import LowresError
+
+
+def plan_chunks(path: Path, chunk_s: float) -> list[tuple[float, float]]:
+    """Pieces (offset, duration) of at most ``chunk_s`` seconds, cut at quiet points."""
+    from lowres.data import audio
+    from lowres.data.segment import plan_cuts
+
+    try:
+        info = audio.probe(path, check_samples=False)
+    except audio.AudioError as exc:
+        raise LowresError(f"{path}: cannot be read as audio ({exc.detail}). Give a wav, flac, ogg or mp3 "
+                          "file.") from None
+    total = info.frames / info.sample_rate
+    if total <= chunk_s:
+        return [(0.0, total)]
+    rms, hop = audio.frame_rms(path)
+    return plan_cuts(rms, hop, total, min_s=min(5.0, chunk_s / 4), max_s=chunk_s)
+
+
+def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "auto", chunk_s: float = 30.0,
+                     batch_seconds: float = 120.0, lm=None, progress=None) -> Iterator[tuple[Path, str]]:
+    """(file, transcript) in input order. Long files are cut into ≤ ``chunk_s`` pieces at quiet points,
+    decoded in batches and joined with spaces; memory stays bounded by the batch, not by the file."""
+    from lowres.data.manifest import Utterance
+    from lowres.evaluate import decode_utterances
+    from lowres.model.build import load_run
+    from lowres.runtime import resolve_device
+
+    if chunk_s < 4:
+        raise LowresError("--chunk must be at least 4 seconds.")
+    missing = [str(f) for f in files if not Path(f).is_file()]
+    if missing:
+        raise LowresError(f"Audio file(s) not found: {', '.join(missing[:5])}. Check the paths.")
+    device = resolve_device(device_name)
+    run = load_run(run_dir, device=device)
+    decoder = lm.make_decoder(run.vocab)[0] if lm is not None else None
+    for f in files:
+        pieces = plan_chunks(Path(f), chunk_s)
+        utts = [Utterance(id=f"{i}", audio_filepath=str(Path(f).resolve()), duration=d, offset=o)
+                for i, (o, d) in enumerate(pieces)]
+        texts = [""] * len(utts)
+        for idx, hyp, err in decode_utterances(run.model, utts, run.vocab, device, batch_seconds, workers=0,
+                                               decoder=decoder, precision=run.config.train.precision,
+                                               progress=progress):
+            if hyp is None:
+                raise LowresError(f"{f}: {err}")
+            texts[idx] = hyp
+        yield Path(f), " ".join(t for t in texts if t)
+
+
+def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
+    """LoRA merged into the base; written as a Hugging Face ``*ForCTC`` folder with a ``Wav2Vec2Processor``."""
+    from lowres.model.build import load_run
+    from lowres.model.hf_convert import save_hf_directory, to_hf_ctc
+
+    out = Path(out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
+        raise LowresError(f"--out {out} already exists and is not empty. Choose a new folder or pass --overwrite.")
+    run = load_run(run_dir, device="cpu", merge=True)
+    spec = run.model.spec
+    hf = to_hf_ctc(run.model.backbone, run.model.head, spec.family, spec.arch, len(run.vocab),
+                   spec.normalize_waveform, mask_embedding=run.model.mask_emb.detach())
+    save_hf_directory(out, hf, run.vocab.token_to_id(), spec.normalize_waveform)
+    return out

@@ -1,0 +1,40 @@
+"""Word n-gram language models for lexicon-constrained CTC beam search.
+
+KenLM's estimator (``lmplz``) is not on the package registries, so lowres estimates the model itself:
+interpolated modified Kneser-Ney as ``lmplz`` does it (:mod:`lowres.lm.ngram`), an ARPA writer and reader
+and a scorer in NumPy, the flashlight lexicon for torchaudio's ``ctc_decoder`` (:mod:`lowres.lm.lexicon`)
+and ``build_lm`` (:mod:`lowres.lm.build`), the library function behind ``lowres lm``.
+"""
+
+from lowres.lm.build import build_lm
+from lowres.lm.lexicon import spell, write_lexicon
+from lowres.lm.ngram import (
+    BOS,
+    EOS,
+    UNK,
+    Corpus,
+    NgramModel,
+    estimate,
+    perplexity,
+    read_arpa,
+    score_sentence,
+    score_word,
+    write_arpa,
+)
+
+__all__ = [
+    "BOS",
+    "EOS",
+    "UNK",
+    "Corpus",
+    "NgramModel",
+    "build_lm",
+    "estimate",
+    "perplexity",
+    "read_arpa",
+    "score_sentence",
+    "score_word",
+    "spell",
+    "write_arpa",
+    "write_lexicon",
+]

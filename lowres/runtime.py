@@ -1,0 +1,116 @@
+"""The one place for device, precision, seeding, threads and distributed state."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+from dataclasses import dataclass
+
+from lowres import LowresError
+
+
+def resolve_device(name: str = "auto"):
+    """``auto`` → the local CUDA device when there is one, else CPU. ``cuda``/``cuda:N``/``cpu`` as asked."""
+    import torch
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", distributed().local_rank if distributed().enabled else 0)
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise LowresError(f"Unknown device {name!r}: use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise LowresError(f"--device {name} asked for CUDA, but torch sees no CUDA device here. Use --device cpu.")
+    if device.type not in ("cpu", "cuda"):
+        raise LowresError(f"Device {name!r} is not supported: use auto, cpu, cuda or cuda:N.")
+    return device
+
+
+def autocast(device, precision: str = "auto"):
+    """Mixed precision context: bf16 autocast on CUDA (``auto`` or ``bf16``), nothing on CPU or for ``fp32``."""
+    import torch
+
+    if precision not in ("auto", "bf16", "fp32"):
+        raise LowresError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    if device.type == "cuda" and precision in ("auto", "bf16"):
+        if not torch.cuda.is_bf16_supported():
+            if precision == "bf16":
+                raise LowresError("This GPU does not support bf16; use --set train.precision=fp32.")
+            return contextlib.nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    if precision == "bf16" and device.type == "cpu":
+        return torch.autocast("cpu", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def seed_everything(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def step_seed(seed: int, step: int, salt: int = 0) -> int:
+    """A seed that depends only on (seed, step): every training step draws its masks, dropout and layerdrop
+    from it, so a resumed run takes exactly the random decisions an uninterrupted one would."""
+    return (seed * 1_000_003 + step * 7919 + salt * 104_729) % (2**63 - 1)
+
+
+def configure_threads(num_threads: int = 0) -> int:
+    """Intra-op threads for this process (0 = all cores, divided among local distributed processes)."""
+    import torch
+
+    if num_threads <= 0:
+        cores = os.cpu_count() or 1
+        local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+        num_threads = max(1, cores // max(1, local))
+    torch.set_num_threads(num_threads)
+    return num_threads
+
+
+def worker_init(_worker_id: int) -> None:
+    """DataLoader workers decode audio: one thread each, or they oversubscribe the cores and crawl."""
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+@dataclass(frozen=True)
+class Distributed:
+    enabled: bool
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def distributed() -> Distributed:
+    """What torchrun told this process (RANK, WORLD_SIZE, LOCAL_RANK), without initialising anything."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Distributed(False)
+    return Distributed(True, int(os.environ.get("RANK", "0")), world, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def init_distributed(device) -> Distributed:
+    """Join the process group when launched by torchrun (nccl on CUDA, gloo on CPU)."""
+    import torch.distributed as dist
+
+    info = distributed()
+    if info.enabled and not dist.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        if device.type == "cuda":
+            import torch
+
+            torch.cuda.set_device(device)
+        dist.init_process_group(backend=backend)
+    return info

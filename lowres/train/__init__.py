@@ -1,0 +1,1 @@
+"""Training: the generic loop, schedules, checkpoints, and the adapt / finetune runs built on them."""

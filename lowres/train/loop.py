@@ -1,0 +1,206 @@
+"""The generic training loop shared by ``adapt`` and ``finetune``.
+
+One update = ``accumulate`` micro-batches → gradient norm (clipped) → a non-finite guard (the update is
+skipped and counted) → the lr for this update → optimizer step. Every update seeds torch's generator and a
+masking generator from (seed, update), so masks, dropout and layerdrop depend on the update number only:
+a run resumed from a checkpoint takes exactly the decisions an uninterrupted run takes.
+
+Hooks give the task its say: ``compute`` runs forward/backward of the micro-batches, ``evaluate`` scores
+the dev set, ``deliver`` writes the run's deliverable, ``checkpoint_weights`` names what a checkpoint holds.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from lowres.fsutil import atomic_write_lines
+from lowres.runtime import step_seed
+from lowres.train.checkpoint import load_checkpoint, save_checkpoint
+
+
+@dataclass
+class LoopState:
+    step: int = 0  # updates done
+    position: tuple[int, int] = (0, 0)  # (epoch, batch) of the next micro-batch
+    skipped_nonfinite: int = 0
+    unreadable_clips: int = 0
+    best_metric: float | None = None  # lower is better (dev WER, or dev loss)
+    best_step: int = -1
+    audio_seconds: float = 0.0  # trained on so far
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["position"] = list(self.position)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LoopState:
+        d = dict(d)
+        d["position"] = tuple(d.get("position", (0, 0)))
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+@dataclass
+class StepOutput:
+    loss: float  # the value to log (already normalised)
+    audio_seconds: float
+    stats: dict = field(default_factory=dict)
+    unreadable: int = 0
+
+
+@dataclass
+class Hooks:
+    compute: Callable[[list, int, torch.Generator], StepOutput]
+    trainable: Callable[[], list[torch.nn.Parameter]]
+    checkpoint_weights: Callable[[], dict]
+    load_weights: Callable[[dict], None]
+    evaluate: Callable[[int], dict] | None = None  # → {"metric": lower-is-better value, ...}
+    deliver: Callable[[str], None] | None = None  # called with "best" or "final"
+    on_update: Callable[[int], None] | None = None  # before each update (e.g. phase changes)
+    check: Callable[[int, dict], None] | None = None  # after logging; may raise to stop the run
+
+
+class MetricsLog:
+    """``metrics.jsonl`` (one JSON object per line) plus a plain ``train.log``."""
+
+    def __init__(self, run: Path, console=None):
+        self.path = Path(run) / "metrics.jsonl"
+        self.log_path = Path(run) / "train.log"
+        self.console = console
+
+    def truncate_after(self, step: int) -> None:
+        """On resume, forget what was logged after the checkpoint (it will be logged again, identically)."""
+        if not self.path.is_file():
+            return
+        keep = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    keep.append(line)
+            except json.JSONDecodeError:
+                continue
+        atomic_write_lines(self.path, keep)
+
+    def write(self, row: dict) -> None:
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+    def say(self, message: str) -> None:
+        with open(self.log_path, "a", encoding="utf-8") as f:
+            f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
+        if self.console is not None:
+            self.console.print(
+                f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+
+
+def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:
+    for group in optimizer.param_groups:
+        group["lr"] = group["peak_lr"] * factor
+    return optimizer.param_groups[0]["lr"]
+
+
+def grad_norm_and_clip(params: list[torch.nn.Parameter], clip_norm: float) -> float:
+    params = [p for p in params if p.grad is not None]
+    if not params:
+        return 0.0
+    norm = torch.nn.utils.clip_grad_norm_(params, clip_norm if clip_norm > 0 else float("inf"))
+    return float(norm)
+
+
+def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+               lr_factor: Callable[[int], float], batches: Callable[[tuple[int, int]], Iterator],
+               hooks: Hooks, max_steps: int, accumulate: int, clip_norm: float, seed: int,
+               log_every: int, eval_every: int, save_every: int, state: LoopState, log: MetricsLog,
+               console=None, extra_meta: dict | None = None) -> LoopState:
+    """Run updates ``state.step .. max_steps``; returns the final state. ``batches(position)`` yields
+    positioned micro-batches starting at ``position``."""
+    from lowres.progress import progress_bar
+
+    data = iter(batches(state.position))
+    model.train()
+    started = time.perf_counter()
+    window = {"loss": 0.0, "n": 0, "audio": 0.0, "t": time.perf_counter(), "stats": {}}
+    with progress_bar(console) as progress:
+        task = progress.add_task("training", total=max_steps, completed=state.step, unit="upd")
+        while state.step < max_steps:
+            step = state.step
+            if hooks.on_update is not None:
+                hooks.on_update(step)
+            torch.manual_seed(step_seed(seed, step))
+            gen = torch.Generator().manual_seed(step_seed(seed, step, salt=1))
+            micro = []
+            for _ in range(accumulate):
+                try:
+                    micro.append(next(data))
+                except StopIteration:
+                    break
+            if not micro:
+                log.say("the training data ran out (no batch could be formed); stopping")
+                break
+            epoch, b = micro[-1].position
+            state.position = (epoch, b + 1)
+            out = hooks.compute(micro, step, gen)
+            state.unreadable_clips += out.unreadable
+            norm = grad_norm_and_clip(hooks.trainable(), clip_norm)
+            lr = set_lr(optimizer, lr_factor(step))
+            if math.isfinite(norm) and math.isfinite(out.loss):
+                optimizer.step()
+            else:
+                state.skipped_nonfinite += 1
+                log.say(f"update {step + 1}: non-finite loss or gradient (loss {out.loss}, grad norm {norm}); "
+                        f"skipped ({state.skipped_nonfinite} so far)")
+            optimizer.zero_grad(set_to_none=True)
+            state.step += 1
+            state.audio_seconds += out.audio_seconds
+            if math.isfinite(out.loss):
+                window["loss"] += out.loss
+                window["n"] += 1
+            window["audio"] += out.audio_seconds
+            for k, v in out.stats.items():
+                window["stats"][k] = window["stats"].get(k, 0.0) + v
+            progress.update(task, completed=state.step,
+                            description=f"training loss {out.loss:.3f} lr {lr:.2e}")
+            done = state.step
+            if done % log_every == 0 or done == max_steps:
+                now = time.perf_counter()
+                speed = window["audio"] / max(now - window["t"], 1e-9)
+                row = {"step": done, "loss": window["loss"] / max(window["n"], 1), "lr": lr,
+                       "grad_norm": norm, "audio_s_per_s": speed, "epoch": epoch,
+                       "skipped_nonfinite": state.skipped_nonfinite, "elapsed_s": now - started}
+                row.update({k: v / max(window["n"], 1) for k, v in window["stats"].items()})
+                log.write(row)
+                if console is None or not getattr(console, "is_terminal", False):
+                    log.say(f"update {done}/{max_steps}  loss {row['loss']:.4f}  lr {lr:.2e}  "
+                            f"{speed:.1f} audio-s/s")
+                if hooks.check is not None:
+                    hooks.check(done, row)
+                window = {"loss": 0.0, "n": 0, "audio": 0.0, "t": now, "stats": {}}
+            if hooks.evaluate is not None and ((eval_every and done % eval_every == 0) or done == max_steps):
+                result = hooks.evaluate(done)
+                metric = result.get("metric")
+                log.write({"step": done, **{k: v for k, v in result.items() if k != "metric"}})
+                if metric is not None and (state.best_metric is None or metric < state.best_metric):
+                    state.best_metric, state.best_step = metric, done
+                    if hooks.deliver is not None:
+                        hooks.deliver("best")
+            if save_every and done % save_every == 0 or done == max_steps:
+                save_checkpoint(run, done, hooks.checkpoint_weights(),
+                                {"optimizer": optimizer.state_dict()},
+                                {**state.to_dict(), **(extra_meta or {})})
+    if hooks.deliver is not None and (hooks.evaluate is None or state.best_step < 0):
+        hooks.deliver("final")
+    return state
+
+
+def restore(path: Path, optimizer: torch.optim.Optimizer, hooks: Hooks) -> LoopState:
+    weights, trainer, meta = load_checkpoint(path)
+    hooks.load_weights(weights)
+    optimizer.load_state_dict(trainer["optimizer"])
+    return LoopState.from_dict(meta)

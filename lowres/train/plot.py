@@ -1,0 +1,65 @@
+"""The learning-curve picture written at the end of a run (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_metrics(path: Path) -> list[dict]:
+    rows = []
+    if Path(path).is_file():
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows
+
+
+def learning_curve(metrics: Path, out: Path, title: str = "", extra: tuple[str, ...] = ("dev_wer", "dev_cer")) -> bool:
+    """Training loss (left axis) and dev metrics (right axis, %) against updates. False when there is nothing
+    to draw or matplotlib is missing (the run goes on; the numbers are in metrics.jsonl)."""
+    rows = read_metrics(metrics)
+    loss = [(r["step"], r["loss"]) for r in rows if "loss" in r and r.get("step")]
+    if not loss:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    from lowres.fsutil import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
+    ax.plot([s for s, _ in loss], [v for _, v in loss], color="tab:blue", label="train loss")
+    ax.set_xlabel("update")
+    ax.set_ylabel("loss")
+    ax.grid(alpha=0.3)
+    shown = False
+    ax2 = None
+    for key, colour in zip(extra, ("tab:red", "tab:orange", "tab:green"), strict=False):
+        pts = [(r["step"], 100 * r[key]) for r in rows if key in r and r[key] is not None]
+        if pts:
+            ax2 = ax2 or ax.twinx()
+            ax2.plot([s for s, _ in pts], [v for _, v in pts], "o-", color=colour, label=key.replace("_", " ") + " %")
+            shown = True
+    if shown and ax2 is not None:
+        ax2.set_ylabel("%")
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.legend(h1 + h2, l1 + l2, loc="upper right")
+    else:
+        ax.legend(loc="upper right")
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+    return True

@@ -1,0 +1,305 @@
+"""prepare → finetune → eval / transcribe / export on tiny models and a tiny synthetic corpus."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import factory
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+from lowres.cli import app
+
+runner = CliRunner()
+
+FAST = ["--set", "train.batch_seconds=20", "--set", "train.accumulate=2", "--set", "train.num_workers=0",
+        "--set", "train.log_every=1", "--quiet"]
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("corpus")
+    factory.table(root / "corpus.csv", n=30, speakers=6)
+    res = invoke("prepare", root / "corpus.csv", "--out", root / "prep", "-q")
+    assert res.exit_code == 0, res.output
+    return root / "prep"
+
+
+def hf_base(folder: Path, model_type: str = "wav2vec2") -> Path:
+    """A tiny *pretrained-looking* Hugging Face checkpoint written by transformers itself."""
+    import transformers
+
+    common = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                  conv_dim=(32, 32, 32, 32, 32, 32, 32), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+                  conv_kernel=(10, 3, 3, 3, 3, 2, 2), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                  feat_extract_norm="layer", do_stable_layer_norm=True, vocab_size=32)
+    torch.manual_seed(0)
+    if model_type == "wav2vec2":
+        cfg = transformers.Wav2Vec2Config(codevector_dim=32, proj_codevector_dim=32, num_codevectors_per_group=8,
+                                          **common)
+        model = transformers.Wav2Vec2ForPreTraining(cfg)
+    elif model_type == "hubert":
+        model = transformers.HubertModel(transformers.HubertConfig(**common))
+    else:
+        model = transformers.WavLMModel(transformers.WavLMConfig(**common))
+    model.save_pretrained(folder)
+    return folder
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def test_end_to_end_prepare_finetune_eval(prepared, tmp_path):
+    run = tmp_path / "run"
+    res = invoke("finetune", "--data", prepared, "--split", "full", "--base", "tiny", "--out", run,
+                 "--max-steps", 6, "--eval-every", 3, *FAST)
+    assert res.exit_code == 0, res.output
+    meta = json.loads((run / "config.json").read_text())
+    assert meta["lowres_run"] == "finetune" and meta["config"]["train"]["max_steps"] == 6
+    assert meta["build"]["lora"] is False  # random base: the whole model trains, and the run says so
+    assert "randomly initialised" in (run / "train.log").read_text()
+    rows = read_jsonl(run / "metrics.jsonl")
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert len(losses) == 6 and all(np.isfinite(losses))
+    assert all(r["audio_s_per_s"] > 0 for r in rows if "loss" in r)
+    assert [r["step"] for r in rows if "dev_wer" in r] == [3, 6]
+    assert (run / "model.safetensors").is_file() and (run / "learning_curve.png").stat().st_size > 1000
+    assert (run / "checkpoints" / "latest").is_file()
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 6 and summary["best_step"] in (3, 6)
+
+    res = invoke("eval", "--model", run, "--data", prepared, "--split", "test")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
+    for key in ("wer", "cer", "num_utterances", "rtf"):
+        assert key in metrics
+    n_test = len(read_jsonl(prepared / "manifests" / "test.jsonl"))
+    hyps = read_jsonl(run / "eval-test" / "hyps.jsonl")
+    assert metrics["num_utterances"] == n_test == len(hyps)
+    assert {"reference", "hypothesis", "word_errors", "char_errors"} <= set(hyps[0])
+    assert 0.0 <= metrics["cer"] and metrics["wer"] <= 1.0 + 1e-9 or metrics["wer"] >= 0
+
+
+def test_tiny_model_learns_to_read_tones(tmp_path):
+    """Training must really fit: on clips where every letter is a tone of its own pitch, the loss falls far
+    below the all-blank plateau and the (train = dev) CER drops from ~100% to a few percent."""
+    factory.tone_table(tmp_path / "c.csv", n=16)
+    assert invoke("prepare", tmp_path / "c.csv", "--out", tmp_path / "prep", "-q", "--dev-fraction", 0,
+                  "--test-fraction", 0).exit_code == 0
+    full = tmp_path / "prep" / "manifests" / "full.jsonl"
+    run = tmp_path / "run"
+    res = invoke("finetune", "--data", tmp_path / "prep", "--split", "full", "--base", "tiny", "--out", run,
+                 "--max-steps", 45, "--lr", 2e-3, "--set", "train.batch_seconds=40", "--set", "train.accumulate=1",
+                 "--set", "train.num_workers=0", "--set", "model.mask_prob=0", "--set", "model.mask_channel_prob=0",
+                 "--set", f"dev_manifest={full}", "--eval-every", 45, "--quiet")
+    assert res.exit_code == 0, res.output
+    rows = read_jsonl(run / "metrics.jsonl")
+    losses = [r["loss"] for r in rows if "loss" in r]
+    assert losses[-1] < 0.3 * losses[0]
+    dev = [r for r in rows if "dev_cer" in r][-1]
+    assert dev["dev_cer"] < 0.3, dev
+
+
+def test_resume_after_a_kill_gives_the_same_run(prepared, tmp_path, monkeypatch):
+    args = ["--data", prepared, "--split", "full", "--base", "tiny", "--max-steps", 6, "--eval-every", 3,
+            "--set", "train.save_every=2", *FAST]
+    assert invoke("finetune", *args, "--out", tmp_path / "a").exit_code == 0
+
+    import lowres.train.loop as loop
+
+    real = loop.save_checkpoint
+
+    def killed_after_step_4(run, step, *a, **k):
+        path = real(run, step, *a, **k)
+        if step == 4:
+            raise KeyboardInterrupt  # the process dies right after the step-4 checkpoint
+        return path
+
+    monkeypatch.setattr(loop, "save_checkpoint", killed_after_step_4)
+    res = invoke("finetune", *args, "--out", tmp_path / "b")
+    assert res.exit_code == 130
+    monkeypatch.setattr(loop, "save_checkpoint", real)
+    res = invoke("finetune", "--resume", "--out", tmp_path / "b", "--data", prepared, "--quiet")
+    assert res.exit_code == 0, res.output
+
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+    strip = ("elapsed_s", "audio_s_per_s")
+    ra = [{k: v for k, v in r.items() if k not in strip} for r in read_jsonl(tmp_path / "a" / "metrics.jsonl")]
+    rb = [{k: v for k, v in r.items() if k not in strip} for r in read_jsonl(tmp_path / "b" / "metrics.jsonl")]
+    assert ra == rb
+
+
+def test_lora_trains_only_adapters_and_head(prepared, tmp_path):
+    base = hf_base(tmp_path / "hf")
+    from lowres.model.backbone import load_backbone
+
+    before = {k: v.clone() for k, v in load_backbone(str(base)).model.state_dict().items()}
+    run = tmp_path / "run"
+    res = invoke("finetune", "--data", prepared, "--split", "full", "--base", base, "--out", run, "--max-steps", 4,
+                 "--set", "train.head_only_steps=2", "--eval-every", 0, *FAST)
+    assert res.exit_code == 0, res.output
+    saved = load_file(str(run / "model.safetensors"))
+    assert saved, "nothing saved"
+    for name in saved:
+        assert "lora_" in name or name.startswith("head.") or name == "mask_emb", name
+    assert any("lora_" in n for n in saved) and "head.weight" in saved
+    # the deliverable is small: adapters + head, not the backbone
+    assert sum(v.numel() for v in saved.values()) < 0.2 * sum(v.numel() for v in before.values())
+    # LoRA B matrices moved away from zero after the head-only phase (the adapters trained)
+    assert any(float(v.abs().sum()) > 0 for n, v in saved.items() if "lora_B" in n)
+    log = (run / "train.log").read_text()
+    assert "head-only phase" in log and "phase over" in log
+
+    from lowres.model.build import load_run
+
+    loaded = load_run(run, merge=False)
+    backbone = {k: v for k, v in loaded.model.backbone.state_dict().items() if "lora_" not in k}
+    for k, v in before.items():
+        key = k if k in backbone else k.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+        torch.testing.assert_close(backbone[key], v, msg=f"{k} changed but should be frozen")
+
+
+@pytest.mark.parametrize("family", ["wav2vec2", "hubert", "wavlm"])
+def test_padded_batch_equals_one_at_a_time(tmp_path, family):
+    from lowres.config import FinetuneConfig
+    from lowres.model.backbone import load_backbone
+    from lowres.model.build import build_ctc_model
+
+    loaded = load_backbone(str(hf_base(tmp_path / family, family)))
+    model, _ = build_ctc_model(FinetuneConfig(), 12, loaded)
+    model.eval()
+    rng = np.random.default_rng(0)
+    lens = [16000, 9000, 23456]
+    waves = [torch.from_numpy(rng.standard_normal(n).astype(np.float32) * 0.1) for n in lens]
+    batch = torch.zeros(3, max(lens))
+    for i, w in enumerate(waves):
+        batch[i, : len(w)] = w
+    with torch.no_grad():
+        logits, frames = model(batch, torch.tensor(lens))
+        for i, w in enumerate(waves):
+            single, f1 = model(w[None], torch.tensor([len(w)]))
+            assert int(frames[i]) == int(f1[0]) == single.shape[1]
+            torch.testing.assert_close(logits[i, : single.shape[1]], single[0], atol=2e-4, rtol=1e-4)
+
+
+def test_huggingface_folder_loads_as_backbone_with_same_features(tmp_path):
+    import transformers
+
+    from lowres.model.backbone import load_backbone
+
+    folder = hf_base(tmp_path / "hf")
+    loaded = load_backbone(str(folder))
+    assert loaded.spec.pretrained and loaded.spec.family == "wav2vec2" and loaded.mask_embedding is not None
+    hf = transformers.Wav2Vec2Model.from_pretrained(folder).eval()
+    wave = torch.randn(1, 16000) * 0.1
+    with torch.no_grad():
+        ours, _ = loaded.model.eval()(wave)
+        theirs = hf(wave).last_hidden_state
+    torch.testing.assert_close(ours, theirs, atol=1e-4, rtol=1e-4)
+
+
+def test_export_round_trip_through_transformers(prepared, tmp_path):
+    import soundfile as sf
+    import transformers
+
+    base = hf_base(tmp_path / "hf")
+    run = tmp_path / "run"
+    assert invoke("finetune", "--data", prepared, "--split", "full", "--base", base, "--out", run, "--max-steps", 3,
+                  "--lr", 5e-2, "--set", "train.head_only_steps=1", "--eval-every", 0, *FAST).exit_code == 0
+    assert invoke("eval", "--model", run, "--data", prepared, "--split", "test", "-q").exit_code == 0
+    res = invoke("export", "--model", run, "--out", tmp_path / "export")
+    assert res.exit_code == 0, res.output
+    model = transformers.AutoModelForCTC.from_pretrained(tmp_path / "export").eval()
+    assert type(model).__name__ == "Wav2Vec2ForCTC"
+    processor = transformers.Wav2Vec2Processor.from_pretrained(tmp_path / "export")
+    hyps = {r["id"]: r["hypothesis"] for r in read_jsonl(run / "eval-test" / "hyps.jsonl")}
+
+    from lowres.model.build import load_run
+
+    ours = load_run(run).model
+    manifest = prepared / "manifests" / "test.jsonl"
+    for row in read_jsonl(manifest):
+        wave, _ = sf.read(manifest.parent / row["audio_filepath"], dtype="float32")
+        inputs = processor(wave, sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(**inputs).logits
+            mine, _ = ours(torch.from_numpy(wave)[None], None)
+        torch.testing.assert_close(logits, mine, atol=2e-4, rtol=1e-4)
+        text = processor.batch_decode(logits.argmax(-1))[0]
+        assert " ".join(text.split()) == hyps[row["id"]]
+    # refuses to overwrite
+    assert invoke("export", "--model", run, "--out", tmp_path / "export").exit_code == 2
+
+
+def test_transcribe_long_file_in_chunks(prepared, tmp_path):
+    run = tmp_path / "run"
+    assert invoke("finetune", "--data", prepared, "--split", "full", "--base", "tiny", "--out", run,
+                  "--max-steps", 1, "--eval-every", 0, *FAST).exit_code == 0
+    factory.write_audio(tmp_path / "long.wav", 70.0, seed=4)
+    from lowres.inference import plan_chunks
+
+    pieces = plan_chunks(tmp_path / "long.wav", 20.0)
+    assert len(pieces) >= 4 and all(d <= 20.0 + 1e-6 for _, d in pieces)
+    assert abs(sum(d for _, d in pieces) - 70.0) < 1e-3
+    res = invoke("transcribe", "--model", run, "--chunk", 20, "--json", tmp_path / "long.wav",
+                 prepared / "manifests" / json.loads((prepared / "manifests" / "test.jsonl").read_text()
+                                                     .splitlines()[0])["audio_filepath"])
+    assert res.exit_code == 0, res.output
+    lines = [json.loads(x) for x in res.output.splitlines() if x.startswith("{")]
+    assert [Path(x["audio"]).name for x in lines][0] == "long.wav" and len(lines) == 2
+
+
+# --------------------------------------------------------------------------------------------------
+# user mistakes: one clear message, exit status 2, nothing lost
+
+
+def test_finetune_errors(prepared, tmp_path):
+    cases = [
+        (["--data", prepared, "--split", "2h", "--base", "tiny", "--out", tmp_path / "r"], "--split must be one of"),
+        (["--data", tmp_path / "nope", "--base", "tiny", "--out", tmp_path / "r"], "no such folder"),
+        (["--data", prepared, "--out", tmp_path / "r"], "--base is required"),
+        (["--data", prepared, "--base", "wav2vec2-bsae", "--out", tmp_path / "r"], "Did you mean wav2vec2-base"),
+        (["--data", prepared, "--base", "tiny", "--out", tmp_path / "r", "--set", "optim.lrr=1"], "optim.lrr"),
+        (["--data", prepared, "--base", "tiny", "--out", tmp_path / "r", "--set", "model.mask_prob=1.5"], "mask_prob"),
+        (["--resume", "--out", tmp_path / "r2", "--data", prepared], "no run to continue"),
+    ]
+    for args, message in cases:
+        res = invoke("finetune", *args)
+        assert res.exit_code == 2, (args, res.output)
+        assert message in " ".join(res.output.split()), (message, res.output)
+        assert "Traceback" not in res.output
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    res = invoke("finetune", "--data", prepared, "--base", "tiny", "--out", mine)
+    assert res.exit_code == 2 and "already holds files" in " ".join(res.output.split())
+    res = invoke("finetune", "--data", prepared, "--base", "tiny", "--out", mine, "--overwrite")
+    assert res.exit_code == 2 and "not a lowres run folder" in " ".join(res.output.split())
+    assert (mine / "notes.txt").read_text() == "precious"
+
+
+def test_eval_errors(prepared, tmp_path):
+    res = invoke("eval", "--model", tmp_path, "--data", prepared)
+    assert res.exit_code == 2 and "not a lowres run folder" in " ".join(res.output.split())
+    res = invoke("eval", "--model", tmp_path)
+    assert res.exit_code == 2 and "--manifest" in res.output
+    res = invoke("eval", "--model", tmp_path, "--data", prepared, "--split", "nosuch")
+    assert res.exit_code == 2 and "Available:" in res.output
+    res = invoke("transcribe", "--model", tmp_path, tmp_path / "missing.wav")
+    assert res.exit_code == 2 and "missing.wav" in res.output
