@@ -165,7 +165,92 @@ def prepare(
 
 
 # ---------------------------------------------------------------------------------------------------
+# lm
+
+
+@app.command("lm", no_args_is_help=True)
+@friendly
+def lm_(
+    text: list[Path] = typer.Option([], "--text", "-t", metavar="FILE", help="UTF-8 text in the language, one or "
+                                    "more sentences a line (repeatable)."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="A prepared folder: adds its training transcripts, "
+                                     "keeps its dev/test transcripts out, spells the lexicon, reports dev perplexity."),
+    order: int = typer.Option(4, "--order", "-n", help="Word n-gram order, 2 to 5."),
+    out: Path = typer.Option(..., "--out", "-o", help="The LM folder (new or empty, unless --overwrite)."),
+    prune: bool = typer.Option(False, "--prune", help="Leave out 3-grams and longer seen once (large corpora)."),
+    unit_order: int = typer.Option(6, "--unit-order", help="Order of the unit model for --lexicon-free decoding "
+                                   "(2 to 10; 0 = none)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the LM files in a non-empty --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+):
+    """Word n-gram language model (modified Kneser-Ney) for beam search in eval and transcribe.
+
+    Example:  lowres lm --text sw_news.txt --data prepared/sw --order 4 --out lm/sw
+              then:  lowres eval --model runs/sw-1h --data prepared/sw --lm lm/sw --tune-lm
+
+    Writes OUT/lm.arpa (KenLM/flashlight ARPA), OUT/lexicon.txt and OUT/units.arpa (with --data) and
+    OUT/lm_report.json (corpus size, vocabulary, n-gram counts, discounts, dev perplexity and OOV rate).
+    """
+    from lowres.lm.build import build_lm, print_summary
+
+    console = None if quiet else _stdout()
+    report = build_lm(text, out, order=order, data=data, prune_singletons=prune, overwrite=overwrite,
+                      console=console, unit_order=unit_order)
+    if console is not None:
+        print_summary(report, out, console)
+
+
+# ---------------------------------------------------------------------------------------------------
 # finetune / eval / transcribe / export
+
+
+@app.command(no_args_is_help=True)
+@friendly
+def adapt(
+    unlabeled: Path | None = typer.Option(None, "--unlabeled", "-u", help="A folder of audio, or the unlabeled.jsonl "
+                                          "written by `lowres prepare --unlabeled`."),
+    base: str | None = typer.Option(None, "--base", "-b", help="Backbone to continue: a Hugging Face *ForPreTraining "
+                                    "folder keeps its codebook; a name (xls-r-300m, wav2vec2-base, tiny, ...) or a "
+                                    "lowres run folder also work."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (new or empty, unless --resume / --overwrite)."),
+    recipe: str | None = typer.Option(None, "--recipe", help="TOML file merged over recipes/adapt.toml."),
+    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one setting, e.g. "
+                                   "--set optim.lr=5e-5 --set gumbel.min=0.1 (repeatable)."),
+    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer updates (train.max_steps)."),
+    lora: bool = typer.Option(False, "--lora", help="Adapt LoRA adapters on the transformer instead of all its weights."),
+    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (optim.lr)."),
+    batch_seconds: float | None = typer.Option(None, "--batch-seconds", help="Audio seconds per micro-batch."),
+    device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
+    seed: int | None = typer.Option(None, "--seed", help="Training seed (train.seed)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the lowres run already in --out."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+):
+    """Continued wav2vec 2.0 pretraining (contrastive + diversity loss) on unlabeled in-language audio.
+
+    Example:  lowres adapt --unlabeled radio/ --base xls-r-300m --out runs/sw-adapt
+              then:  lowres finetune --base runs/sw-adapt --data prepared/sw --split 1h --out runs/sw-1h
+
+    Writes OUT/model.safetensors (adapted encoder + heads), OUT/config.json, OUT/metrics.jsonl
+    (losses, accuracy, perplexities, temperature), OUT/learning_curve.png and OUT/checkpoints/.
+    """
+    from lowres.config import resolve_adapt
+    from lowres.train.adapt import run_adapt
+
+    if not resume and (not base or unlabeled is None):
+        raise LowresError("adapt needs --unlabeled (a folder of audio or an unlabeled.jsonl) and --base (a "
+                          "backbone name such as xls-r-300m or tiny, a Hugging Face folder or a lowres run folder).")
+    flags = {"unlabeled": str(unlabeled) if unlabeled is not None else None, "base": base,
+             "train.max_steps": max_steps, "optim.lr": lr, "train.batch_seconds": batch_seconds,
+             "train.device": device, "train.seed": seed}
+    if lora:
+        flags["lora.enabled"] = True
+    try:
+        cfg = resolve_adapt(recipe, tuple(set_), flags)
+    except ValueError as exc:
+        raise LowresError(f"Invalid setting: {exc}") from None
+    run_adapt(cfg, out, resume=resume, overwrite=overwrite, console=None if quiet else _stdout(),
+              max_steps_override=max_steps if resume else None)
 
 
 @app.command(no_args_is_help=True)
@@ -219,14 +304,21 @@ def finetune(
                  max_steps_override=max_steps if resume else None)
 
 
-def _load_lm(lm: Path | None, lexicon: Path | None, lm_weight: float, word_score: float, beam: int):
+def _load_lm(lm: Path | None, lexicon: Path | None, lm_weight: float | None, word_score: float | None, beam: int,
+             lexicon_free: bool = False):
     if lm is None:
-        if lexicon is not None:
-            raise LowresError("--lexicon needs --lm.")
+        given = [flag for flag, value in (("--lexicon", lexicon), ("--lm-weight", lm_weight),
+                                          ("--word-score", word_score)) if value is not None]
+        if lexicon_free:
+            given.append("--lexicon-free")
+        if given:
+            raise LowresError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --lm LM_DIR (the folder "
+                              "written by `lowres lm`): they set up beam search with a language model.")
         return None
     from lowres.decode import LMDecoding
 
-    return LMDecoding(lm, lexicon=lexicon, lm_weight=lm_weight, word_score=word_score, beam_size=beam)
+    return LMDecoding(lm, lexicon=lexicon, lm_weight=lm_weight, word_score=word_score, beam_size=beam,
+                      lexicon_free=lexicon_free)
 
 
 @app.command("eval", no_args_is_help=True)
@@ -236,19 +328,25 @@ def eval_(
     data: Path | None = typer.Option(None, "--data", "-d", help="A prepared folder (with --split)."),
     split: str = typer.Option("test", "--split", "-s", help="With --data: test, dev, or any manifest name there."),
     manifest: Path | None = typer.Option(None, "--manifest", help="A manifest file (instead of --data/--split)."),
-    lm: Path | None = typer.Option(None, "--lm", help="KenLM model (.arpa or .bin) for beam search; needs the lm extra."),
-    lexicon: Path | None = typer.Option(None, "--lexicon", help="Word lexicon for the LM decoder (default: lexicon-free)."),
-    lm_weight: float = typer.Option(0.5, "--lm-weight", help="LM weight in beam search."),
-    word_score: float = typer.Option(0.0, "--word-score", help="Per-word bonus in beam search."),
+    lm: Path | None = typer.Option(None, "--lm", help="LM folder written by `lowres lm` (or an .arpa/.bin file) for "
+                                   "beam search; needs the lm extra."),
+    lexicon: Path | None = typer.Option(None, "--lexicon", help="Another word lexicon (default: the LM folder's)."),
+    lexicon_free: bool = typer.Option(False, "--lexicon-free", help="Any spelling, scored by the folder's unit model "
+                                      "(default: only words of the lexicon)."),
+    lm_weight: float | None = typer.Option(None, "--lm-weight", help="LM weight (default: the tuned value, else 0.5)."),
+    word_score: float | None = typer.Option(None, "--word-score", help="Per-word bonus (default: tuned, else 0)."),
+    tune_lm: bool = typer.Option(False, "--tune-lm", help="First search LM weight × word score on the dev split "
+                                 "(of --data, or dev.jsonl beside --manifest) and store the best in the LM folder."),
     beam: int = typer.Option(50, "--beam", help="Beam size."),
     out: Path | None = typer.Option(None, "--out", "-o", help="Where hyps.jsonl and metrics.json go (default RUN/eval-NAME)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_seconds: float = typer.Option(120.0, "--batch-seconds", help="Audio seconds per decoding batch."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the metrics line."),
 ):
-    """WER and CER of a fine-tuned run (greedy CTC, or beam search with a KenLM model).
+    """WER and CER of a fine-tuned run (greedy CTC, or beam search with an n-gram LM from `lowres lm`).
 
     Example:  lowres eval --model runs/sw-1h --data prepared/sw --split test
+              lowres eval --model runs/sw-1h --data prepared/sw --split test --lm lm/sw --tune-lm
 
     Writes hyps.jsonl (reference, hypothesis, errors per utterance) and metrics.json (wer, cer,
     num_utterances, rtf, worst utterances, character confusions).
@@ -266,12 +364,25 @@ def eval_(
             raise LowresError(f"No split {split!r} in {data} (no {manifest}). Available: {', '.join(names) or 'none'}.")
     elif not manifest.is_file():
         raise LowresError(f"--manifest {manifest}: file not found.")
-    decoder = _load_lm(lm, lexicon, lm_weight, word_score, beam)
+    tune_on = None
+    if tune_lm:
+        if lm is None:
+            raise LowresError("--tune-lm needs --lm LM_DIR (the folder written by `lowres lm`).")
+        if lm_weight is not None or word_score is not None:
+            raise LowresError("Give --tune-lm or fixed --lm-weight/--word-score, not both: tuning searches them.")
+        tune_on = manifest.parent / "dev.jsonl"
+        if not tune_on.is_file():
+            raise LowresError(f"--tune-lm tunes on the dev split, and there is no {tune_on}. Pass --data PREPARED "
+                              "(its manifests/dev.jsonl is used) or a --manifest that has a dev.jsonl beside it.")
+    decoder = _load_lm(lm, lexicon, lm_weight, word_score, beam, lexicon_free)
     console = _stdout()
-    metrics = run_eval(model, manifest, out, device, batch_seconds, lm=decoder, console=None if quiet else console)
+    metrics = run_eval(model, manifest, out, device, batch_seconds, lm=decoder, console=None if quiet else console,
+                       tune_on=tune_on)
     if quiet:
+        greedy = metrics.get("greedy")
+        versus = f"; greedy WER {100 * greedy['wer']:.2f}%" if greedy else ""
         console.print(f"WER {100 * metrics['wer']:.2f}%  CER {100 * metrics['cer']:.2f}%  "
-                      f"({metrics['num_utterances']} utterances, RTF {metrics['rtf']:.3f})")
+                      f"({metrics['num_utterances']} utterances, RTF {metrics['rtf']:.3f}{versus})")
 
 
 @app.command(no_args_is_help=True)
@@ -279,11 +390,14 @@ def eval_(
 def transcribe(
     audio: list[Path] = typer.Argument(..., help="Audio files (wav, flac, ogg, mp3), any length."),
     model: Path = typer.Option(..., "--model", "-m", help="A run folder written by `lowres finetune`."),
-    lm: Path | None = typer.Option(None, "--lm", help="KenLM model for beam search (needs the lm extra)."),
-    lexicon: Path | None = typer.Option(None, "--lexicon", help="Word lexicon for the LM decoder."),
-    lm_weight: float = typer.Option(0.5, "--lm-weight"),
-    word_score: float = typer.Option(0.0, "--word-score"),
-    beam: int = typer.Option(50, "--beam"),
+    lm: Path | None = typer.Option(None, "--lm", help="LM folder written by `lowres lm` (or an .arpa/.bin file) for "
+                                   "beam search; needs the lm extra."),
+    lexicon: Path | None = typer.Option(None, "--lexicon", help="Another word lexicon (default: the LM folder's)."),
+    lexicon_free: bool = typer.Option(False, "--lexicon-free", help="Any spelling, scored by the folder's unit model."),
+    lm_weight: float | None = typer.Option(None, "--lm-weight", help="LM weight (default: tuned by eval --tune-lm, "
+                                           "else 0.5)."),
+    word_score: float | None = typer.Option(None, "--word-score", help="Per-word bonus (default: tuned, else 0)."),
+    beam: int = typer.Option(50, "--beam", help="Beam size."),
     chunk: float = typer.Option(30.0, "--chunk", help="Longest piece decoded at once (s); long files are cut at quiet points."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per file instead of 'file<TAB>text'."),
@@ -296,7 +410,7 @@ def transcribe(
 
     from lowres.inference import transcribe_files
 
-    decoder = _load_lm(lm, lexicon, lm_weight, word_score, beam)
+    decoder = _load_lm(lm, lexicon, lm_weight, word_score, beam, lexicon_free)
     for path, text in transcribe_files(model, audio, device, chunk, lm=decoder):
         if json_lines:
             typer.echo(json.dumps({"audio": str(path), "text": text}, ensure_ascii=False))
@@ -320,6 +434,86 @@ def export(
 
     path = export_run(model, out, overwrite=overwrite)
     _stdout().print(f"exported to {path} (load with transformers' AutoModelForCTC and Wav2Vec2Processor)")
+
+
+# ---------------------------------------------------------------------------------------------------
+# synth
+
+
+@app.command(no_args_is_help=True)
+@friendly
+def synth(
+    out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (new or empty, unless --overwrite)."),
+    lang: str = typer.Option("sw", "--lang", "-l", help="eSpeak NG language code (sw, am, om, tn, qu, ...; see "
+                             "--list-languages)."),
+    hours: float = typer.Option(1.0, "--hours", help="Transcribed training audio, in hours."),
+    unlabeled_hours: float = typer.Option(1.0, "--unlabeled-hours", help="Unlabeled audio (train speakers only), "
+                                          "in hours; 0 for none."),
+    dev_hours: float | None = typer.Option(None, "--dev-hours", help="Dev audio, held-out speakers and sentences "
+                                           "(default: 10% of --hours)."),
+    test_hours: float | None = typer.Option(None, "--test-hours", help="Test audio, held-out speakers and sentences "
+                                            "(default: 10% of --hours)."),
+    words: Path | None = typer.Option(None, "--words", "-w", help="Word list or UTF-8 text in the language (needed "
+                                      "for languages other than sw)."),
+    speakers: int = typer.Option(24, "--speakers", help="Voices in all (at least 3); about 10% each are held out "
+                                 "for dev and for test."),
+    noise: float = typer.Option(0.0, "--noise", help="Probability of background noise (10-30 dB SNR) per file."),
+    seed: int = typer.Option(0, "--seed", help="Same seed, same corpus (byte for byte)."),
+    workers: int = typer.Option(0, "--workers", "-j", help="Processes (0 = one per CPU core, at most 8)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the synthetic corpus in a non-empty --out."),
+    list_languages: bool = typer.Option(False, "--list-languages", help="Print the languages eSpeak NG speaks and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
+):
+    """A synthetic speech corpus spoken by eSpeak NG, for trying the pipeline without data or downloads.
+
+    Example:  lowres synth --lang sw --hours 1 --unlabeled-hours 2 --out synth/sw
+              then:  lowres prepare synth/sw/labeled/corpus.tsv --unlabeled synth/sw/unlabeled --lang sw --out prepared/sw-synth
+
+    Sentences of 3-12 real words (Swahili: the shipped list of 5,106 words from the African Storybook
+    texts, CC BY 3.0; other languages: --words FILE), spoken by eSpeak voice variants with varied rate and
+    pitch. Writes OUT/labeled/corpus.tsv (id, audio, text, speaker, split) with OUT/labeled/wavs/, OUT/unlabeled/
+    (recordings of several sentences) and OUT/synth_report.json. Dev and test speakers and sentences appear
+    nowhere else. 16 kHz mono 16-bit WAV.
+    """
+    if list_languages:
+        from lowres.synth import list_languages as languages
+
+        for code, name in languages():
+            typer.echo(f"{code}\t{name}")
+        return
+    if out is None:
+        raise LowresError("synth needs --out DIR: the folder to write the corpus into (new or empty).")
+    from lowres.synth import build_corpus
+    from lowres.synth.corpus import print_summary
+
+    console = None if quiet else _stdout()
+    result = build_corpus(out, lang=lang, hours=hours, unlabeled_hours=unlabeled_hours, seed=seed, words=words,
+                          speakers=speakers, dev_hours=dev_hours, test_hours=test_hours, noise=noise,
+                          workers=workers, overwrite=overwrite, console=console)
+    if console is not None:
+        print_summary(result, console)
+
+
+
+@app.command()
+@friendly
+def demo(
+    out: Path = typer.Option(Path("lowres-demo"), "--out", "-o", help="Folder for every step's output."),
+    quick: bool = typer.Option(False, "--quick", help="A 3-minute smoke check instead of the full demo."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the corpus and of every training run."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start again from nothing in --out."),
+):
+    """The whole pipeline on a synthetic Swahili corpus: CPU only, no downloads, under 15 minutes.
+
+    Example:  lowres demo --out demo
+
+    synth (eSpeak NG) → prepare → adapt a tiny wav2vec2 on the unlabeled audio → finetune on the 10min
+    split with and without adapt, and on the 1h split → eval on the test set → one table. Re-running in the
+    same folder reuses the steps that finished.
+    """
+    from lowres.demo import run_demo
+
+    run_demo(out, quick=quick, seed=seed, overwrite=overwrite, console=_stdout())
 
 
 if __name__ == "__main__":  # pragma: no cover

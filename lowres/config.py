@@ -364,6 +364,128 @@ class FinetuneConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
+# ---------------------------------------------------------------------------------------------------
+# adapt: continued wav2vec 2.0 pretraining (recipes/adapt.toml holds the deltas)
+
+
+@dataclass(frozen=True)
+class QuantizerConfig:
+    """Used only when the base has no pretraining heads (they are then initialised fresh)."""
+
+    groups: int = 2  # G
+    entries: int = 320  # V per group
+    dim: int = 0  # codevector dim (all groups together); 0 = final_dim
+    final_dim: int = 0  # contrastive space; 0 = 256 for models up to 768 wide, 768 above
+
+
+@dataclass(frozen=True)
+class PretrainLossConfig:
+    num_negatives: int = 100  # K distractors per masked frame, same utterance, other masked frames
+    logit_temperature: float = 0.1
+    diversity_weight: float = 0.1  # alpha
+    feature_penalty: float = -1.0  # beta; -1 = 10 for group-norm (BASE-style) encoders, 0 for layer-norm
+    feature_dropout: float = 0.1  # on the quantizer input (and the projected features)
+
+    def __post_init__(self):
+        if self.num_negatives < 1:
+            raise ValueError("loss.num_negatives must be at least 1")
+
+
+@dataclass(frozen=True)
+class GumbelConfig:
+    """Gumbel temperature: tau = max(start * decay^step, end); decay compressed to the run by default."""
+
+    max: float = 2.0  # start for fresh heads
+    min: float = 0.5  # floor (0.5 BASE, 0.1 LARGE in fairseq)
+    decay: float = 0.0  # per update; 0 = (min/start)^(1/max_steps), i.e. the floor is reached at the end
+    imported_start: float = 0.0  # start when the quantizer was imported (trained); 0 = 1.5 x min
+
+
+@dataclass(frozen=True)
+class AdaptModelConfig:
+    mask_prob: float = 0.65
+    mask_length: int = 10
+    min_spans: int = 2
+    layerdrop: float = 0.05
+    freeze_feature_encoder: bool = True  # conv encoder frozen (the literature's choice for continued runs)
+
+    def __post_init__(self):
+        if not 0.0 < self.mask_prob < 1.0:
+            raise ValueError("model.mask_prob must be in (0, 1)")
+
+
+@dataclass(frozen=True)
+class AdaptOptimConfig:
+    lr: float = 1e-4  # peak (continued pretraining: 5e-5 to 3e-4 in the literature)
+    head_lr: float | None = None  # quantizer / projections / mask embedding; None = lr (x10 in the heads warm-up)
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    weight_decay: float = 0.01
+    clip_norm: float = 10.0
+    warmup: float = 0.1  # share of max_steps, then linear decay to final_scale
+    final_scale: float = 0.0
+
+
+@dataclass(frozen=True)
+class AdaptTrainConfig:
+    max_steps: int = 2000
+    heads_warmup_steps: int = -1  # encoder frozen while fresh heads learn; -1 = 10% of max_steps (0 if imported)
+    batch_seconds: float = 200.0
+    accumulate: int = 1
+    crop_min_s: float = 2.0  # shorter pieces are dropped
+    crop_max_s: float = 15.6  # longer pieces are randomly cropped
+    log_every: int = 10
+    save_every: int = 500
+    num_workers: int = -1
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 0
+    collapse_patience: int = 3  # consecutive logged windows that look collapsed before the run stops
+
+    def __post_init__(self):
+        if self.max_steps < 1:
+            raise ValueError("train.max_steps must be at least 1")
+        if self.crop_max_s < self.crop_min_s:
+            raise ValueError("train.crop_max_s must be >= crop_min_s")
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    unlabeled: str = ""  # --unlabeled: a folder of audio or an unlabeled.jsonl
+    base: str = ""
+    model: AdaptModelConfig = field(default_factory=AdaptModelConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    loss: PretrainLossConfig = field(default_factory=PretrainLossConfig)
+    gumbel: GumbelConfig = field(default_factory=GumbelConfig)
+    optim: AdaptOptimConfig = field(default_factory=AdaptOptimConfig)
+    train: AdaptTrainConfig = field(default_factory=AdaptTrainConfig)
+    lora: LoraSettings = field(default_factory=lambda: LoraSettings(enabled=False))
+
+
+def _apply_flags(cfg, flags: dict | None):
+    updates: dict = {}
+    for key, value in (flags or {}).items():
+        if value is None:
+            continue
+        section, _, name = key.rpartition(".")
+        node = updates
+        for part in section.split(".") if section else []:
+            node = node.setdefault(part, {})
+        node[name] = value
+    return merge(cfg, updates)
+
+
+def resolve_adapt(recipe: str | Path | None = None, sets: tuple[str, ...] = (), flags: dict | None = None
+                  ) -> AdaptConfig:
+    """Defaults ← recipes/adapt.toml ← ``--recipe`` ← ``--set`` ← explicit flags."""
+    cfg = merge(AdaptConfig(), load_recipe("adapt"))
+    if recipe:
+        cfg = merge(cfg, load_recipe(recipe))
+    cfg = merge(cfg, parse_sets(sets))
+    return _apply_flags(cfg, flags)
+
+
 SPLITS = ("10min", "1h", "10h", "full")
 
 
@@ -378,19 +500,12 @@ def resolve_finetune(split: str, recipe: str | Path | None = None, sets: tuple[s
     if recipe:
         cfg = merge(cfg, load_recipe(recipe))
     cfg = merge(cfg, parse_sets(sets))
-    updates: dict = {"split": split}
-    for key, value in (flags or {}).items():
-        if value is None:
-            continue
-        section, _, name = key.rpartition(".")
-        node = updates
-        for part in section.split(".") if section else []:
-            node = node.setdefault(part, {})
-        node[name] = value
-    return merge(cfg, updates)
+    return _apply_flags(merge(cfg, {"split": split}), flags)
 
 
 __all__ = [
+    "AdaptConfig",
+    "resolve_adapt",
     "AugmentConfig",
     "FinetuneConfig",
     "LoraSettings",

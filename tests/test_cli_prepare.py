@@ -4,9 +4,9 @@ import json
 import subprocess
 import sys
 
+from factory import table
 from typer.testing import CliRunner
 
-from factory import table
 from lowres.cli import app
 
 runner = CliRunner()

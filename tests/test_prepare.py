@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-
 from factory import commonvoice, kaldi, librispeech_set, table, write_audio
+
 from lowres import LowresError
 from lowres.config import PrepareConfig
 from lowres.data.corpora import CorpusOptions, detect_format

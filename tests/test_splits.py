@@ -110,7 +110,7 @@ def test_plan_cuts_properties():
     pieces = plan_cuts(energy, hop, total, 2.0, 15.6)
     assert pieces[0][0] == 0.0
     assert sum(d for _, d in pieces) == pytest.approx(total)
-    for (o1, d1), (o2, _) in zip(pieces, pieces[1:]):
+    for (o1, d1), (o2, _) in zip(pieces, pieces[1:], strict=False):
         assert o1 + d1 == pytest.approx(o2)
     assert all(2.0 - 1e-9 <= d <= 15.6 + 1e-9 for _, d in pieces)
     # every cut lands on a quiet stretch

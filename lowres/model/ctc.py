@@ -12,7 +12,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lowres.data.vocab import BLANK_ID
-from lowres.model.backbone import BackboneSpec, conv_features, normalize_waveform, padding_mask, run_transformer
+from lowres.model.backbone import (
+    BackboneSpec,
+    conv_features,
+    normalize_waveform,
+    padding_mask,
+    run_transformer,
+)
 from lowres.model.masking import apply_masks
 
 

@@ -112,7 +112,13 @@ def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwr
     from lowres.data.vocab import Vocab
     from lowres.evaluate import evaluate_utterances
     from lowres.model.backbone import load_backbone
-    from lowres.model.build import RUN_WEIGHTS, _base_backbone, build_ctc_model, trainable_report, trained_state
+    from lowres.model.build import (
+        RUN_WEIGHTS,
+        _base_backbone,
+        build_ctc_model,
+        trainable_report,
+        trained_state,
+    )
     from lowres.model.ctc import ctc_loss
     from lowres.runtime import autocast, configure_threads, resolve_device, seed_everything
     from lowres.train.checkpoint import latest_checkpoint, save_safetensors

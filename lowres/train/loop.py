@@ -126,7 +126,7 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
     data = iter(batches(state.position))
     model.train()
     started = time.perf_counter()
-    window = {"loss": 0.0, "n": 0, "audio": 0.0, "t": time.perf_counter(), "stats": {}}
+    window = {"loss": 0.0, "n": 0, "updates": 0, "audio": 0.0, "t": time.perf_counter(), "stats": {}}
     with progress_bar(console) as progress:
         task = progress.add_task("training", total=max_steps, completed=state.step, unit="upd")
         while state.step < max_steps:
@@ -163,6 +163,7 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
                 window["loss"] += out.loss
                 window["n"] += 1
             window["audio"] += out.audio_seconds
+            window["updates"] += 1
             for k, v in out.stats.items():
                 window["stats"][k] = window["stats"].get(k, 0.0) + v
             progress.update(task, completed=state.step,
@@ -174,14 +175,14 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
                 row = {"step": done, "loss": window["loss"] / max(window["n"], 1), "lr": lr,
                        "grad_norm": norm, "audio_s_per_s": speed, "epoch": epoch,
                        "skipped_nonfinite": state.skipped_nonfinite, "elapsed_s": now - started}
-                row.update({k: v / max(window["n"], 1) for k, v in window["stats"].items()})
+                row.update({k: v / max(window["updates"], 1) for k, v in window["stats"].items()})
                 log.write(row)
                 if console is None or not getattr(console, "is_terminal", False):
                     log.say(f"update {done}/{max_steps}  loss {row['loss']:.4f}  lr {lr:.2e}  "
                             f"{speed:.1f} audio-s/s")
                 if hooks.check is not None:
                     hooks.check(done, row)
-                window = {"loss": 0.0, "n": 0, "audio": 0.0, "t": now, "stats": {}}
+                window = {"loss": 0.0, "n": 0, "updates": 0, "audio": 0.0, "t": now, "stats": {}}
             if hooks.evaluate is not None and ((eval_every and done % eval_every == 0) or done == max_steps):
                 result = hooks.evaluate(done)
                 metric = result.get("metric")

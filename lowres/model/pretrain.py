@@ -1,0 +1,269 @@
+"""The wav2vec 2.0 pretraining objective on torchaudio's ``Wav2Vec2Model`` (used by ``lowres adapt``).
+
+Per batch (B utterances, T frames, valid lengths):
+
+1. conv features ``f`` (B, T, C); feature penalty = mean of ``f²`` over valid frames (before the LayerNorm);
+2. ``n = LayerNorm(f)``; quantizer input = dropout(n); transformer input = dropout(projection(n));
+3. span masks (p=0.65, span 10, ≥ 2 spans, never in padding); masked frames ← the learned mask embedding;
+4. context ``c`` = transformer(masked input) (layerdrop in training);
+5. targets ``q`` = project_q(GumbelQuantizer(dropout(n)))  at masked frames only (straight-through hard
+   Gumbel-softmax at temperature τ in training, argmax at evaluation);
+6. for each masked frame, K negatives drawn uniformly with replacement from the *other* masked frames of the
+   same utterance;
+7. logits = cos(final_proj(c), [q, q_neg]) / 0.1, a negative equal to its positive → −∞;
+8. loss = (Σ CE(logits, 0) + α·N·(GV − prob_perplexity)/GV + β·N·penalty) / N, N = masked frames.
+
+Names follow Hugging Face ``Wav2Vec2ForPreTraining`` (``quantizer.codevectors``, ``quantizer.weight_proj``,
+``project_q``, ``project_hid``), so its heads import directly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lowres.model.backbone import (
+    BackboneSpec,
+    conv_features,
+    normalize_waveform,
+    padding_mask,
+    run_transformer,
+)
+from lowres.model.masking import span_mask
+
+
+class GumbelQuantizer(nn.Module):
+    """Product quantizer: G groups × V entries; ``codevectors`` (1, G·V, dim/G), ``weight_proj`` C → G·V."""
+
+    def __init__(self, in_dim: int, groups: int, entries: int, dim: int):
+        super().__init__()
+        if dim % groups:
+            raise ValueError(f"quantizer dim {dim} must be divisible by groups {groups}")
+        self.groups, self.entries = groups, entries
+        self.codevectors = nn.Parameter(torch.empty(1, groups * entries, dim // groups).uniform_())
+        self.weight_proj = nn.Linear(in_dim, groups * entries)
+        nn.init.normal_(self.weight_proj.weight, mean=0.0, std=1.0)
+        nn.init.zeros_(self.weight_proj.bias)
+
+    @property
+    def dim(self) -> int:
+        return self.codevectors.shape[-1] * self.groups
+
+    def forward(self, x: Tensor, temperature: float, generator: torch.Generator | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """x (N, C) → quantized (N, dim), code perplexity, probability perplexity (summed over groups)."""
+        n = x.shape[0]
+        logits = self.weight_proj(x).float().view(n, self.groups, self.entries)
+        idx = logits.argmax(dim=-1)  # (N, G)
+        hard = torch.zeros_like(logits).scatter_(-1, idx[..., None], 1.0)
+        code_ppl = _perplexity(hard.mean(dim=0))
+        soft = torch.softmax(logits, dim=-1)
+        prob_ppl = _perplexity(soft.mean(dim=0))
+        if self.training:
+            u = torch.rand(logits.shape, generator=generator, device="cpu").to(logits.device)
+            gumbels = -torch.log((-torch.log(u.clamp_min(1e-10))).clamp_min(1e-10))
+            y = torch.softmax((logits + gumbels) / temperature, dim=-1)
+            pick = y.argmax(dim=-1)
+            one_hot = torch.zeros_like(y).scatter_(-1, pick[..., None], 1.0)
+            probs = one_hot - y.detach() + y  # straight-through
+        else:
+            probs = hard
+        books = self.codevectors.view(self.groups, self.entries, -1).to(probs.dtype)
+        q = torch.einsum("ngv,gvd->ngd", probs, books).reshape(n, -1)
+        return q, code_ppl, prob_ppl
+
+
+def _perplexity(marginal: Tensor) -> Tensor:
+    """Σ over groups of exp(entropy) of the (G, V) marginal distribution."""
+    return torch.exp(-(marginal * torch.log(marginal.clamp_min(1e-9))).sum(dim=-1)).sum()
+
+
+class PretrainHeads(nn.Module):
+    def __init__(self, conv_dim: int, embed_dim: int, groups: int, entries: int, dim: int, final_dim: int):
+        super().__init__()
+        self.quantizer = GumbelQuantizer(conv_dim, groups, entries, dim)
+        self.project_q = nn.Linear(dim, final_dim)
+        self.project_hid = nn.Linear(embed_dim, final_dim)  # fairseq's final_proj
+
+    @classmethod
+    def from_state(cls, state: dict, conv_dim: int, embed_dim: int, groups: int) -> PretrainHeads:
+        """Heads with the shapes of a Hugging Face ``*ForPreTraining`` state (keys quantizer.*, project_*)."""
+        code = state["quantizer.codevectors"]
+        entries = code.shape[1] // groups
+        dim = code.shape[2] * groups
+        final_dim = state["project_q.weight"].shape[0]
+        heads = cls(conv_dim, embed_dim, groups, entries, dim, final_dim)
+        heads.load_state_dict({k: v for k, v in state.items() if k.split(".")[0] in
+                               ("quantizer", "project_q", "project_hid")}, strict=True)
+        return heads
+
+
+@dataclass
+class PretrainOutput:
+    loss: Tensor  # normalised by the number of masked frames
+    n_masked: int
+    contrastive: float  # per masked frame
+    diversity: float  # (GV - prob_ppl) / GV
+    feature_penalty: float
+    accuracy: float  # positive ranked first
+    code_perplexity: float
+    prob_perplexity: float
+    masked_fraction: float
+    # for tests / parity checks
+    mask: Tensor | None = None
+    negatives: Tensor | None = None
+    logits: Tensor | None = None
+    quantized: Tensor | None = None
+
+
+def sample_negatives(mask: Tensor, k: int, generator: torch.Generator | None = None) -> Tensor:
+    """(N, K) indices into the N masked frames (row-major over the batch): for each masked frame, K draws
+    with replacement from the other masked frames of its own utterance. Rows with a single masked frame
+    point at themselves (their logits are then −∞ and the frame is dropped by the caller)."""
+    counts = mask.sum(dim=1).cpu()
+    offsets = torch.cumsum(counts, 0) - counts
+    row = torch.repeat_interleave(torch.arange(mask.shape[0]), counts)
+    local = torch.arange(int(counts.sum())) - offsets[row]
+    m = counts[row]
+    u = torch.rand(len(row), k, generator=generator)
+    r = (u * (m - 1).clamp_min(1)[:, None]).long()
+    r = r + (r >= local[:, None]).long()
+    r = torch.where((m > 1)[:, None], r, local[:, None])
+    return (offsets[row][:, None] + r).to(mask.device)
+
+
+class Wav2Vec2Pretrainer(nn.Module):
+    """Backbone + mask embedding + pretraining heads; ``forward`` returns the objective."""
+
+    def __init__(self, backbone: nn.Module, spec: BackboneSpec, heads: PretrainHeads, mask_embedding: Tensor | None,
+                 *, mask_prob: float = 0.65, mask_length: int = 10, min_spans: int = 2, layerdrop: float = 0.05,
+                 num_negatives: int = 100, logit_temperature: float = 0.1, diversity_weight: float = 0.1,
+                 feature_penalty: float = 10.0, feature_dropout: float = 0.1):
+        super().__init__()
+        self.backbone, self.spec, self.heads = backbone, spec, heads
+        dim = spec.embed_dim
+        emb = mask_embedding.detach().clone().float() if mask_embedding is not None else torch.empty(dim).uniform_()
+        self.mask_emb = nn.Parameter(emb)
+        self.mask_prob, self.mask_length, self.min_spans = mask_prob, mask_length, min_spans
+        self.layerdrop = layerdrop
+        self.num_negatives, self.logit_temperature = num_negatives, logit_temperature
+        self.diversity_weight, self.feature_penalty = diversity_weight, feature_penalty
+        self.feature_dropout = nn.Dropout(feature_dropout)
+        self.freeze_feature_encoder = True
+        self.encoder_frozen = False  # the heads warm-up
+
+    def forward(self, waves: Tensor, lengths: Tensor, temperature: float = 2.0,
+                generator: torch.Generator | None = None, mask: Tensor | None = None,
+                negatives: Tensor | None = None, keep: bool = False) -> PretrainOutput:
+        if self.spec.normalize_waveform:
+            waves = normalize_waveform(waves, lengths)
+        grad = torch.is_grad_enabled()
+        with torch.set_grad_enabled(grad and not self.freeze_feature_encoder and not self.encoder_frozen):
+            feats, frames = conv_features(self.backbone.feature_extractor, waves, lengths)
+        b, t, _ = feats.shape
+        pad = padding_mask(frames, t)
+        valid = ~pad if pad is not None else torch.ones(b, t, dtype=torch.bool, device=feats.device)
+        penalty = feats.float().pow(2)[valid].mean()
+        proj = self.backbone.encoder.feature_projection
+        with torch.set_grad_enabled(grad and not self.encoder_frozen):
+            normed = proj.layer_norm(feats)
+            x = proj.dropout(proj.projection(normed))
+        if mask is None:
+            mask = span_mask(frames if frames is not None else torch.full((b,), t), t, self.mask_prob,
+                             self.mask_length, self.min_spans, generator).to(x.device)
+        mask = mask & valid
+        x = torch.where(mask[..., None], self.mask_emb.to(x.dtype)[None, None, :], x)
+        if pad is not None:
+            x = x.masked_fill(pad[..., None], 0.0)
+        with torch.set_grad_enabled(grad and not self.encoder_frozen):
+            ctx = run_transformer(self.backbone.encoder.transformer, x, pad, self.spec.family,
+                                  self.layerdrop if self.training else 0.0, generator)
+        # targets: quantize the masked frames only
+        q_in = self.feature_dropout(normed)[mask]
+        q, code_ppl, prob_ppl = self.heads.quantizer(q_in, temperature, generator)
+        y = self.heads.project_q(q.to(self.heads.project_q.weight.dtype))
+        c = self.heads.project_hid(ctx[mask])
+        n = y.shape[0]
+        if negatives is None:
+            negatives = sample_negatives(mask, self.num_negatives, generator)
+        # index_select: its backward (index_add) is deterministic on CPU, unlike advanced indexing's
+        y_neg = torch.index_select(y, 0, negatives.reshape(-1)).view(n, negatives.shape[1], -1)  # (N, K, F)
+        targets = torch.cat([y[:, None, :], y_neg], dim=1)
+        logits = F.cosine_similarity(c.float()[:, None, :], targets.float(), dim=-1) / self.logit_temperature
+        neg_is_pos = (y_neg == y[:, None, :]).all(dim=-1)
+        logits[:, 1:] = logits[:, 1:].masked_fill(neg_is_pos, float("-inf"))
+        ce = F.cross_entropy(logits, torch.zeros(n, dtype=torch.long, device=logits.device), reduction="sum")
+        gv = self.heads.quantizer.groups * self.heads.quantizer.entries
+        diversity = (gv - prob_ppl) / gv
+        total = ce + self.diversity_weight * n * diversity + self.feature_penalty * n * penalty
+        loss = total / max(n, 1)
+        with torch.no_grad():
+            acc = float((logits.argmax(dim=-1) == 0).float().mean()) if n else 0.0
+        out = PretrainOutput(loss=loss, n_masked=n, contrastive=float(ce.detach()) / max(n, 1),
+                             diversity=float(diversity.detach()), feature_penalty=float(penalty.detach()),
+                             accuracy=acc, code_perplexity=float(code_ppl.detach()), prob_perplexity=float(prob_ppl.detach()),
+                             masked_fraction=float(mask.sum()) / max(float(valid.sum()), 1.0))
+        if keep:
+            out.mask, out.negatives, out.logits, out.quantized = mask, negatives, logits.detach(), y.detach()
+        return out
+
+
+def temperature_at(step: int, start: float, floor: float, decay: float, max_steps: int) -> float:
+    """τ = max(start · decay^step, floor); decay 0 = compressed so the floor is reached at ``max_steps``."""
+    if decay <= 0:
+        decay = (floor / start) ** (1.0 / max(max_steps, 1)) if start > floor else 1.0
+    return max(start * decay**step, floor)
+
+
+def fresh_heads(spec: BackboneSpec, groups: int, entries: int, dim: int, final_dim: int) -> PretrainHeads:
+    conv_dim = spec.arch["extractor_conv_layer_config"][-1][0]
+    embed = spec.embed_dim
+    final_dim = final_dim or (256 if embed <= 768 else 768)
+    dim = dim or final_dim
+    return PretrainHeads(conv_dim, embed, groups, entries, dim, final_dim)
+
+
+def collapse_signs(row: dict, groups: int) -> list[str]:
+    """What in a logged metrics row looks like codebook collapse (empty = healthy)."""
+    signs = []
+    if row.get("prob_perplexity", math.inf) <= groups * 1.05:
+        signs.append(f"probability perplexity {row['prob_perplexity']:.2f} is at its minimum ({groups}: one code "
+                     "per group)")
+    if row.get("code_perplexity", math.inf) <= groups * 1.05:
+        signs.append(f"code perplexity {row['code_perplexity']:.2f} is at its minimum")
+    if row.get("contrastive", 1.0) == 0.0:
+        signs.append("contrastive loss is exactly 0")
+    if 0.0 <= row.get("grad_norm", 1.0) < 1e-7:
+        signs.append(f"gradient norm {row['grad_norm']:.1e} vanished")
+    return signs
+
+
+def load_adapt_run(run) -> tuple[nn.Module, Tensor, dict]:
+    """(backbone with the adapted weights, mask embedding, pretraining-head state) of an adapt run folder."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from lowres import LowresError
+    from lowres.model.backbone import build_model
+    from lowres.model.build import RUN_WEIGHTS, read_run_config
+
+    run = Path(run)
+    meta = read_run_config(run)
+    spec = BackboneSpec.from_dict(meta["backbone"])
+    path = run / RUN_WEIGHTS
+    if not path.is_file():
+        raise LowresError(f"{run} has no {RUN_WEIGHTS}: the adapt run has not saved its model yet "
+                          "(`lowres adapt --resume` continues it).")
+    state = load_file(str(path))
+    backbone = build_model(spec)
+    missing, unexpected = backbone.load_state_dict(
+        {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, strict=False)
+    if missing:
+        raise LowresError(f"{path} lacks backbone weights {missing[:3]}...: not a complete adapt deliverable.")
+    heads = {k.removeprefix("heads."): v for k, v in state.items() if k.startswith("heads.")}
+    return backbone, state["mask_emb"], heads
