@@ -132,17 +132,13 @@ class Scorer:
 # decoding a set of utterances
 
 
-def decode_utterances(model, utts: Sequence[Utterance], vocab, device, batch_seconds: float = 120.0,
-                      workers: int = -1, decoder=None, precision: str = "auto", progress=None
-                      ) -> Iterator[tuple[int, str | None, str]]:
-    """``(index, hypothesis or None, error)`` for each utterance, batch by batch (duration-sorted).
-
-    ``decoder`` maps (logits (B, T, V) float32 CPU, frame lengths (B,)) to lists of texts; greedy by default.
-    """
+def forward_batches(model, utts: Sequence[Utterance], device, batch_seconds: float = 120.0, workers: int = -1,
+                    precision: str = "auto", progress=None) -> Iterator[tuple[list[int], object, object, list[str]]]:
+    """The model's output batch by batch (duration-sorted): ``(utterance indices, logits (B, T, V) float32
+    CPU, frame lengths (B,) CPU, errors)``; logits and frames are None when no utterance of the batch loaded."""
     import torch
 
     from lowres.data.batching import UtteranceDataset, eval_batches, loader
-    from lowres.model.ctc import greedy_ids
     from lowres.runtime import autocast
 
     dataset = UtteranceDataset(utts)
@@ -152,49 +148,84 @@ def decode_utterances(model, utts: Sequence[Utterance], vocab, device, batch_sec
     model.eval()
     try:
         for batch in loader(dataset, batches, workers):
-            for err in batch.errors or []:
-                yield -1, None, err
+            errors = list(batch.errors or [])
             if not batch.indices:
+                yield [], None, None, errors
                 continue
             with torch.inference_mode(), autocast(device, precision):
                 logits, frames = model(batch.waves.to(device), batch.lengths.to(device))
-            logits = logits.float().cpu()
-            if decoder is None:
-                texts = [vocab.decode(ids) for ids in greedy_ids(logits, frames)]
-            else:
-                texts = decoder(logits, frames.cpu())
-            for idx, text in zip(batch.indices, texts, strict=True):
-                yield idx, text, ""
+            yield list(batch.indices), logits.float().cpu(), frames.cpu(), errors
             if task is not None:
-                progress.advance(task, len(batch.indices) + len(batch.errors or []))
+                progress.advance(task, len(batch.indices) + len(errors))
     finally:
         model.train(was_training)
+
+
+def _decode_batches(model, utts: Sequence[Utterance], vocab, device, batch_seconds: float = 120.0,
+                    workers: int = -1, decoder=None, precision: str = "auto", progress=None, greedy_too: bool = False
+                    ) -> Iterator[tuple[int, str | None, str | None, str]]:
+    """``(index, hypothesis or None, greedy hypothesis or None, error)``; the greedy one only with a
+    ``decoder`` and ``greedy_too`` (it costs an argmax over logits already computed)."""
+    from lowres.model.ctc import greedy_ids
+
+    for indices, logits, frames, errors in forward_batches(model, utts, device, batch_seconds, workers, precision,
+                                                           progress):
+        for err in errors:
+            yield -1, None, None, err
+        if not indices:
+            continue
+        greedy = None
+        if decoder is None or greedy_too:
+            greedy = [vocab.decode(ids) for ids in greedy_ids(logits, frames)]
+        texts = greedy if decoder is None else decoder(logits, frames)
+        for k, (idx, text) in enumerate(zip(indices, texts, strict=True)):
+            yield idx, text, (greedy[k] if decoder is not None and greedy is not None else None), ""
+
+
+def decode_utterances(model, utts: Sequence[Utterance], vocab, device, batch_seconds: float = 120.0,
+                      workers: int = -1, decoder=None, precision: str = "auto", progress=None
+                      ) -> Iterator[tuple[int, str | None, str]]:
+    """``(index, hypothesis or None, error)`` for each utterance, batch by batch (duration-sorted).
+
+    ``decoder`` maps (logits (B, T, V) float32 CPU, frame lengths (B,)) to lists of texts; greedy by default.
+    """
+    for idx, text, _, err in _decode_batches(model, utts, vocab, device, batch_seconds, workers, decoder,
+                                             precision, progress):
+        yield idx, text, err
 
 
 def evaluate_utterances(model, utts: Sequence[Utterance], vocab, device, text_config, batch_seconds: float = 120.0,
                         workers: int = -1, decoder=None, precision: str = "auto", progress=None,
                         on_row=None) -> tuple[Scorer, dict]:
-    """Decode and score ``utts``; ``on_row(row)`` receives each utterance's result (in decoding order)."""
+    """Decode and score ``utts``; ``on_row(row)`` receives each utterance's result (in decoding order).
+
+    With a ``decoder``, greedy decoding is scored too (``info["greedy"]``, a :class:`Scorer`; rows get
+    ``greedy_hypothesis``), so an LM run always shows what the LM changed."""
     from lowres.data.text import normalize
 
     scorer = Scorer(units=vocab.units)
+    greedy_scorer = Scorer(units=vocab.units) if decoder is not None else None
     failed: list[str] = []
     audio_s = 0.0
     t0 = time.perf_counter()
-    for idx, hyp, err in decode_utterances(model, utts, vocab, device, batch_seconds, workers, decoder, precision,
-                                           progress):
+    for idx, hyp, greedy, err in _decode_batches(model, utts, vocab, device, batch_seconds, workers, decoder,
+                                                 precision, progress, greedy_too=decoder is not None):
         if hyp is None:
             failed.append(err)
             continue
         u = utts[idx]
         audio_s += u.duration
-        row = scorer.add(u.id, normalize(u.text, text_config), normalize(hyp, text_config))
+        ref = normalize(u.text, text_config)
+        row = scorer.add(u.id, ref, normalize(hyp, text_config))
+        if greedy_scorer is not None and greedy is not None:
+            g = greedy_scorer.add(u.id, ref, normalize(greedy, text_config))
+            row["greedy_hypothesis"], row["greedy_wer"] = g["hypothesis"], g["wer"]
         row["duration"] = round(u.duration, 3)
         if on_row is not None:
             on_row(row)
     seconds = time.perf_counter() - t0
     return scorer, {"audio_seconds": audio_s, "decode_seconds": seconds, "failed": failed,
-                    "rtf": seconds / audio_s if audio_s else 0.0}
+                    "rtf": seconds / audio_s if audio_s else 0.0, "greedy": greedy_scorer}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -202,14 +233,21 @@ def evaluate_utterances(model, utts: Sequence[Utterance], vocab, device, text_co
 
 
 def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_name: str = "auto",
-             batch_seconds: float = 120.0, workers: int = -1, lm=None, console=None) -> dict:
-    """Evaluate a fine-tuned run on a manifest: ``hyps.jsonl``, ``metrics.json`` and a printed summary."""
+             batch_seconds: float = 120.0, workers: int = -1, lm=None, console=None,
+             tune_on: Path | None = None) -> dict:
+    """Evaluate a fine-tuned run on a manifest: ``hyps.jsonl``, ``metrics.json`` and a printed summary.
+
+    ``lm``: a :class:`lowres.decode.LMDecoding` for beam search (greedy without); the greedy scores are
+    reported beside the LM ones. ``tune_on``: a dev manifest on which :func:`tune_lm` first searches the LM
+    weight and word score, stores them in the LM folder and evaluates with them."""
     from lowres.data.manifest import read_manifest
     from lowres.fsutil import atomic_write_json, atomic_write_lines
     from lowres.model.build import load_run
     from lowres.progress import progress_bar
     from lowres.runtime import resolve_device
 
+    if tune_on is not None and lm is None:
+        raise LowresError("--tune-lm needs --lm LM_DIR (the folder written by `lowres lm`).")
     device = resolve_device(device_name)
     manifest = Path(manifest)
     utts = list(read_manifest(manifest, require_text=True))
@@ -220,10 +258,16 @@ def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_na
     out = Path(out) if out else Path(model_dir) / f"eval-{manifest.stem}"
     out.mkdir(parents=True, exist_ok=True)
     decoder, decoder_name = (None, "greedy")
-    if lm is not None:
-        decoder, decoder_name = lm.make_decoder(run.vocab)
+    tuning = None
     rows: list[dict] = []
     with progress_bar(console) as progress:
+        if lm is not None:
+            with_weights = lm.decoder_factory(run.vocab)  # the model is loaded once, for tuning and decoding
+            if tune_on is not None:
+                tuning = tune_lm(run, lm, tune_on, device, with_weights, batch_seconds, workers, progress)
+                tuning["model"] = str(model_dir)
+                lm.store_tuned(tuning)
+            decoder, decoder_name = with_weights(lm.lm_weight, lm.word_score), lm.name()
         scorer, timing = evaluate_utterances(run.model, utts, run.vocab, device, text_config, batch_seconds, workers,
                                              decoder, run.config.train.precision, progress, rows.append)
     order = {u.id: i for i, u in enumerate(utts)}
@@ -236,12 +280,108 @@ def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_na
         "device": str(device), "words": scorer.words.to_dict(), "chars": scorer.chars.to_dict(),
         "char_units": run.vocab.units, "worst": scorer.worst()[:5], "confusions": scorer.top_confusions(10),
     }
+    greedy = timing.get("greedy")
+    if lm is not None:
+        metrics["lm"] = lm.describe()
+        if greedy is not None:
+            metrics["greedy"] = {"wer": round(greedy.wer, 6), "cer": round(greedy.cer, 6),
+                                 "words": greedy.words.to_dict(), "chars": greedy.chars.to_dict()}
+    if tuning is not None:
+        metrics["lm_tuning"] = {k: v for k, v in tuning.items() if k != "grid"}
+        if Path(tune_on).resolve() == manifest.resolve():
+            metrics["lm_tuning"]["note"] = "tuned and evaluated on the same manifest: the WER is optimistic"
     if timing["failed"]:
         metrics["failures"] = timing["failed"][:20]
     atomic_write_json(out / "metrics.json", metrics)
     if console is not None:
         print_eval(metrics, out, console)
     return metrics
+
+
+# ---------------------------------------------------------------------------------------------------
+# LM weight tuning
+
+TUNE_LM_WEIGHTS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0)
+TUNE_WORD_SCORES = (-2.0, -1.0, 0.0, 1.0, 2.0)
+TUNE_CACHE_BYTES = 512 * 2**20  # dev log-probs held in memory while tuning; a larger dev set is subsampled
+TUNE_FRAMES_PER_SECOND = 50  # wav2vec 2.0 / HuBERT / WavLM frame rate, to size the cache before decoding
+
+
+def tune_lm(run, lm, dev_manifest: Path, device, with_weights=None, batch_seconds: float = 120.0,
+            workers: int = -1, progress=None, lm_weights=None, word_scores=None) -> dict:
+    """Grid search of LM weight × word score (default ``TUNE_LM_WEIGHTS`` × ``TUNE_WORD_SCORES``) by dev WER
+    (then CER, then the smaller weight and score) with beam search.
+
+    The model runs once over the dev set; its logits are kept (at most ``TUNE_CACHE_BYTES``: a larger dev
+    set is tuned on a seeded random subset that fits, and the result says so) and decoded once per grid
+    point. Returns the tuned.json entry: best ``lm_weight`` and ``word_score``, their dev WER/CER, the
+    greedy dev WER, the grid and what it was tuned on."""
+    import random
+
+    from lowres.data.manifest import read_manifest
+    from lowres.data.text import normalize
+
+    lm_weights = TUNE_LM_WEIGHTS if lm_weights is None else lm_weights
+    word_scores = TUNE_WORD_SCORES if word_scores is None else word_scores
+    dev_manifest = Path(dev_manifest)
+    utts = list(read_manifest(dev_manifest, require_text=True))
+    if not utts:
+        raise LowresError(f"{dev_manifest} holds no utterances to tune the LM weights on.")
+    vocab = run.vocab
+    text_config = text_config_of(run.meta)
+    bytes_per_s = TUNE_FRAMES_PER_SECOND * len(vocab) * 4
+    total = len(utts)
+    if sum(u.duration for u in utts) * bytes_per_s > TUNE_CACHE_BYTES:
+        order = list(range(total))
+        random.Random(0).shuffle(order)
+        keep, used = [], 0.0
+        for i in order:
+            cost = utts[i].duration * bytes_per_s
+            if used + cost <= TUNE_CACHE_BYTES:
+                keep.append(i)
+                used += cost
+        utts = [utts[i] for i in sorted(keep)]
+    with_weights = with_weights or lm.decoder_factory(vocab)
+    cache: list[tuple[int, object]] = []  # (utterance index, logits (T, V) float32)
+    from lowres.model.ctc import greedy_ids
+
+    greedy = Scorer(units=vocab.units)
+    refs = [normalize(u.text, text_config) for u in utts]
+    for indices, logits, frames, _errors in forward_batches(run.model, utts, device, batch_seconds, workers,
+                                                            run.config.train.precision, progress):
+        if not indices:
+            continue
+        for k, ids in enumerate(greedy_ids(logits, frames)):
+            greedy.add(utts[indices[k]].id, refs[indices[k]], normalize(vocab.decode(ids), text_config))
+        for k, idx in enumerate(indices):
+            cache.append((idx, logits[k, : int(frames[k])].clone()))
+    if not cache:
+        raise LowresError(f"None of the utterances of {dev_manifest} could be decoded to tune the LM weights.")
+    import torch
+
+    grid: list[dict] = []
+    task = progress.add_task("tuning LM weights", total=len(lm_weights) * len(word_scores), unit="points") \
+        if progress is not None else None
+    for w in lm_weights:
+        for ws in word_scores:
+            decode = with_weights(w, ws)
+            scorer = Scorer(units=vocab.units)
+            for idx, logits in cache:
+                hyp = decode(logits[None], torch.tensor([logits.shape[0]]))[0]
+                scorer.add(utts[idx].id, refs[idx], normalize(hyp, text_config))
+            grid.append({"lm_weight": w, "word_score": ws, "wer": round(scorer.wer, 6), "cer": round(scorer.cer, 6)})
+            if task is not None:
+                progress.advance(task)
+    best = min(grid, key=lambda g: (g["wer"], g["cer"], g["lm_weight"], abs(g["word_score"])))
+    return {
+        "lm_weight": best["lm_weight"], "word_score": best["word_score"], "dev_wer": best["wer"],
+        "dev_cer": best["cer"], "greedy_dev_wer": round(greedy.wer, 6), "greedy_dev_cer": round(greedy.cer, 6),
+        "mode": lm.mode, "beam": lm.beam_size, "model": None,  # run_eval fills in the run folder
+        "dev_manifest": str(dev_manifest), "utterances": len(cache), "dev_utterances": total,
+        "note": None if len(utts) == total else f"tuned on a random {len(cache)} of {total} dev utterances (the "
+                f"cached log-probabilities are capped at {TUNE_CACHE_BYTES // 2**20} MiB)",
+        "grid": grid,
+    }
 
 
 def text_config_of(meta: dict):
@@ -260,6 +400,17 @@ def print_eval(metrics: dict, out: Path, console) -> None:
     table.add_row(f"{100 * metrics['wer']:.2f}%", f"{100 * metrics['cer']:.2f}%", str(metrics["num_utterances"]),
                   f"{metrics['hours']:.3f}", f"{metrics['rtf']:.3f}", metrics["decoder"])
     console.print(table)
+    if metrics.get("greedy"):
+        g = metrics["greedy"]
+        console.print(f"greedy decoding of the same outputs: WER {100 * g['wer']:.2f}%  CER {100 * g['cer']:.2f}%")
+    if metrics.get("lm_tuning"):
+        t = metrics["lm_tuning"]
+        console.print(f"LM weights tuned on {t['dev_manifest']} ({t['utterances']} utterances): lm weight "
+                      f"{t['lm_weight']:g}, word score {t['word_score']:g} (dev WER {100 * t['dev_wer']:.2f}%, "
+                      f"greedy {100 * t['greedy_dev_wer']:.2f}%); stored in the LM folder")
+        for note in (t.get("note"),):
+            if note:
+                console.print(f"note: {note}")
     if metrics["worst"]:
         worst = Table(title="worst utterances", show_lines=False)
         for col in ("id", "WER", "reference", "hypothesis"):

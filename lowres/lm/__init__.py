@@ -2,12 +2,13 @@
 
 KenLM's estimator (``lmplz``) is not on the package registries, so lowres estimates the model itself:
 interpolated modified Kneser-Ney as ``lmplz`` does it (:mod:`lowres.lm.ngram`), an ARPA writer and reader
-and a scorer in NumPy, the flashlight lexicon for torchaudio's ``ctc_decoder`` (:mod:`lowres.lm.lexicon`)
-and ``build_lm`` (:mod:`lowres.lm.build`), the library function behind ``lowres lm``.
+and a scorer in NumPy, the flashlight lexicon and the unit-level sentences for torchaudio's
+``ctc_decoder`` (:mod:`lowres.lm.lexicon`) and ``build_lm`` (:mod:`lowres.lm.build`), the library function
+behind ``lowres lm``. Decoding with the result lives in :mod:`lowres.decode`.
 """
 
 from lowres.lm.build import build_lm
-from lowres.lm.lexicon import spell, write_lexicon
+from lowres.lm.lexicon import read_lexicon, spell, unit_sentences, write_lexicon
 from lowres.lm.ngram import (
     BOS,
     EOS,
@@ -15,6 +16,7 @@ from lowres.lm.ngram import (
     Corpus,
     NgramModel,
     estimate,
+    estimate_arrays,
     perplexity,
     read_arpa,
     score_sentence,
@@ -30,11 +32,14 @@ __all__ = [
     "NgramModel",
     "build_lm",
     "estimate",
+    "estimate_arrays",
     "perplexity",
     "read_arpa",
+    "read_lexicon",
     "score_sentence",
     "score_word",
     "spell",
+    "unit_sentences",
     "write_arpa",
     "write_lexicon",
 ]

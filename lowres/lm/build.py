@@ -1,11 +1,18 @@
-"""``build_lm()``: text files (+ the training transcripts of a prepared folder) → ``lm.arpa``, ``lexicon.txt``
-and ``lm_report.json``. The library function behind ``lowres lm``.
+"""``build_lm()``: text files (+ the training transcripts of a prepared folder) → an LM folder. The library
+function behind ``lowres lm``.
+
+The folder holds ``lm.arpa`` (the word n-gram), ``lexicon.txt`` (every word the acoustic vocabulary can
+spell, in its units, for lexicon-constrained beam search), ``units.arpa`` (an n-gram over the acoustic
+units with ``|`` between words, for lexicon-free beam search, whose flashlight decoder scores every emitted
+unit) and ``lm_report.json``; ``lowres eval --tune-lm`` adds ``tuned.json``. The lexicon and the unit model
+need the prepared folder's vocabulary (``--data``).
 
 Each line of a text file is split into sentences at sentence-final punctuation followed by a space, and
 each sentence is normalised exactly as ``prepare`` normalised the transcripts (the settings are read from
 ``prepare_report.json``). Dev and test transcripts never reach the model: a sentence or a whole line equal
-to one of them (after normalisation) is dropped, counted and reported. The dev perplexity and OOV rate in
-the report are computed on ``manifests/dev.jsonl``.
+to one of them (after normalisation) is dropped, counted and reported, and the prepared folder's own
+manifests cannot be given as text. The dev perplexity and OOV rate in the report are computed on
+``manifests/dev.jsonl``.
 """
 
 from __future__ import annotations
@@ -19,13 +26,19 @@ import regex
 
 from lowres import LowresError, __version__
 from lowres.data.manifest import read_manifest
-from lowres.data.text import LanguageRules, TextConfig, available_rules, load_rules, normalize
+from lowres.data.text import TextConfig, normalize, text_config_from_dict
 from lowres.data.vocab import Vocab
 from lowres.fsutil import atomic_write_json
-from lowres.lm.lexicon import write_lexicon
-from lowres.lm.ngram import MAX_ORDER, MIN_ORDER, Corpus, estimate, perplexity, write_arpa
+from lowres.lm.lexicon import unit_sentences, write_lexicon
+from lowres.lm.ngram import Corpus, estimate_arrays, perplexity, write_arpa
 
-OUTPUT_NAMES = ("lm.arpa", "lexicon.txt", "lm_report.json")
+ARPA, LEXICON, UNITS_ARPA, REPORT, TUNED = "lm.arpa", "lexicon.txt", "units.arpa", "lm_report.json", "tuned.json"
+OUTPUT_NAMES = (ARPA, LEXICON, UNITS_ARPA, REPORT, TUNED)
+WORD_ORDERS = (2, 5)  # the --order range (words)
+UNIT_ORDERS = (2, 10)  # the --unit-order range (units; 0 turns the unit model off)
+DEFAULT_ORDER, DEFAULT_UNIT_ORDER = 4, 6
+UNIT_MAX_TOKENS = 10_000_000  # the unit model sees at most this many units (every k-th sentence beyond):
+#                               unit statistics settle long before that, and memory stays near the word model's
 DEFAULT_PRUNE_FROM_ORDER = 3  # prune_singletons=True drops singleton 3-grams and longer (lmplz --prune 0 0 1)
 _SENTENCE_BREAK = regex.compile(r"(?<=\p{Sentence_Terminal}[\p{Pe}\p{Pf}\"']*)\s+")
 _EXAMPLES = 10  # dropped held-out sentences quoted in the report
@@ -39,32 +52,24 @@ def split_sentences(line: str) -> list[str]:
 
 
 def text_config_from_prepare(data: Path) -> tuple[TextConfig, str]:
-    """The text normalisation settings and vocabulary units that ``prepare`` used for ``data``."""
+    """The text normalisation settings (language rules included) and vocabulary units that ``prepare``
+    used for ``data``, from its ``prepare_report.json``."""
     path = Path(data) / "prepare_report.json"
     if not path.is_file():
         raise LowresError(f"{data} has no prepare_report.json. Pass the folder written by `lowres prepare`.")
     try:
         report = json.loads(path.read_text(encoding="utf-8"))
-        cfg = report.get("config") or {}
-        rules_name = report.get("text_rules")
+        text = report.get("text")
+        units = (report.get("config") or {}).get("units") or (report.get("vocabulary") or {}).get("units")
     except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
         raise LowresError(f"{path} is not a valid prepare report: {exc}") from None
-    rules = LanguageRules()
-    if rules_name:
-        if rules_name not in available_rules():
-            raise LowresError(
-                f"`lowres prepare` normalised {data} with the text rules {rules_name!r} from your own TOML file, "
-                "which the report does not hold. Pass the same rules again (text_config=TextConfig(rules="
-                "load_rules(path)), or --text-rules PATH) so the language model sees the same spellings."
-            )
-        rules = load_rules(rules_name)
+    if not isinstance(text, dict):
+        raise LowresError(f"{path} has no 'text' settings (it was written by an older lowres). Run `lowres "
+                          "prepare` again so the language model sees the same spellings as the acoustic model.")
     try:
-        text_cfg = TextConfig(unicode_form=cfg.get("unicode_form", "NFKC"), lowercase=cfg.get("lowercase", True),
-                              keep_apostrophes=cfg.get("keep_apostrophes", True), digits=cfg.get("digits", "keep"),
-                              rules=rules)
-    except TypeError as exc:
+        return text_config_from_dict(text), str(units or "grapheme")
+    except (TypeError, KeyError) as exc:
         raise LowresError(f"{path}: unexpected text settings: {exc}") from None
-    return text_cfg, str(cfg.get("units", "grapheme"))
 
 
 def claim_output_folder(out: Path, overwrite: bool) -> None:
@@ -83,50 +88,68 @@ def claim_output_folder(out: Path, overwrite: bool) -> None:
 def build_lm(
     texts: list[Path],
     out: Path,
-    order: int = 4,
+    order: int = DEFAULT_ORDER,
     data: Path | None = None,
     text_config: TextConfig | None = None,
     prune_singletons: bool = False,
     overwrite: bool = False,
     console=None,
     *,
+    unit_order: int = DEFAULT_UNIT_ORDER,
     prune_from_order: int = DEFAULT_PRUNE_FROM_ORDER,
 ) -> dict:
     """Estimate a word n-gram model (interpolated modified Kneser-Ney, :mod:`lowres.lm.ngram`) and write
-    ``out/lm.arpa``, ``out/lexicon.txt`` (when ``data`` has a vocabulary) and ``out/lm_report.json``.
+    ``out/lm.arpa``, ``out/lexicon.txt`` and ``out/units.arpa`` (when ``data`` has a vocabulary) and
+    ``out/lm_report.json``.
 
     ``texts``: UTF-8 text files, one or more sentences a line (lines that are not UTF-8 are skipped and
     counted). ``data``: a folder written by ``lowres prepare``; its training transcripts
     (``manifests/full.jsonl``) are added, its dev and test transcripts are kept out, its vocabulary spells
-    the lexicon. ``text_config``: the normalisation; None means prepare's (from ``data``) or the default.
-    ``prune_singletons``: leave out n-grams of order >= ``prune_from_order`` seen once. Returns the report.
+    the lexicon and the unit model. ``text_config``: the normalisation; None means prepare's (from ``data``)
+    or the default. ``prune_singletons``: leave out n-grams of order >= ``prune_from_order`` seen once (both
+    models). ``unit_order``: order of the unit model (0: none). Returns the report.
     """
     t0 = time.perf_counter()
     from lowres.progress import progress_bar
 
     texts = [Path(t) for t in texts]
     out = Path(out)
-    if not MIN_ORDER <= order <= MAX_ORDER:
-        raise LowresError(f"--order must be between {MIN_ORDER} and {MAX_ORDER}, not {order}.")
+    if not WORD_ORDERS[0] <= order <= WORD_ORDERS[1]:
+        raise LowresError(f"--order must be between {WORD_ORDERS[0]} and {WORD_ORDERS[1]}, not {order}.")
+    if unit_order and not UNIT_ORDERS[0] <= unit_order <= UNIT_ORDERS[1]:
+        raise LowresError(f"--unit-order must be 0 (no unit model) or between {UNIT_ORDERS[0]} and "
+                          f"{UNIT_ORDERS[1]}, not {unit_order}.")
+    if prune_singletons and prune_from_order < 2:
+        raise LowresError(f"Singletons can be pruned from order 2 upwards, not {prune_from_order}.")
     for t in texts:
         if not t.is_file():
             raise LowresError(f"Text file not found: {t}. Give UTF-8 text files, one or more sentences a line.")
     if not texts and data is None:
-        raise LowresError("Nothing to build from: give text files, a prepared folder (--data), or both.")
+        raise LowresError("Nothing to build from: give text files (--text), a prepared folder (--data), or both.")
     notes: list[str] = []
     units = "grapheme"
     manifests = None
+    vocab = None
     if data is not None:
         data = Path(data)
         manifests = data / "manifests"
         if not (manifests / "full.jsonl").is_file():
             raise LowresError(f"{data} has no manifests/full.jsonl. Pass the folder written by `lowres prepare` "
                               "for a labeled corpus.")
+        for t in texts:
+            if t.resolve().is_relative_to(data.resolve()):
+                raise LowresError(f"--text {t} is inside the prepared folder {data}. Its training transcripts are "
+                                  "added by --data already, and its dev and test transcripts must never reach "
+                                  "the language model; give only outside text with --text.")
         prepared_cfg, units = text_config_from_prepare(data)
         if text_config is None:
             text_config = prepared_cfg
         elif text_config != prepared_cfg:
             notes.append("the text normalisation given differs from the one `lowres prepare` used for --data")
+        if (data / "vocab.json").is_file():
+            vocab = Vocab.load(data, units=units)
+        else:
+            notes.append("the prepared folder has no vocab.json: no lexicon and no unit model were written")
     text_config = text_config or TextConfig()
 
     heldout = _heldout_transcripts(manifests) if manifests is not None else {}
@@ -150,46 +173,74 @@ def build_lm(
         return False
 
     sources: list[dict] = []
+    prune_from = prune_from_order if prune_singletons else None
+    train = {"transcripts": 0, "equal_to_dev_or_test": 0}
+    dev_texts: list[str] = []
+    unit_report = None
     with progress_bar(console) as progress:
         total_mb = sum(t.stat().st_size for t in texts) / 1e6
         task = progress.add_task("reading text", total=round(total_mb, 3) or None, unit="MB")
         for path in texts:
             sources.append(_read_text(path, text_config, corpus, keep, progress, task))
-        train = {"transcripts": 0, "equal_to_dev_or_test": 0}
         if manifests is not None:
             for utt in read_manifest(manifests / "full.jsonl"):
-                # already normalised by prepare; a training sentence that is also a held-out one is kept
+                # already normalised by prepare; a training transcript that is also a held-out one is kept
                 # (the acoustic model trains on it too) but counted
                 if utt.text in heldout:
                     train["equal_to_dev_or_test"] += 1
                 if corpus.add(utt.text.split()):
                     train["transcripts"] += 1
+            if (manifests / "dev.jsonl").is_file():
+                dev_texts = [u.text for u in read_manifest(manifests / "dev.jsonl") if u.text]
         if not corpus.sentences:
             raise LowresError("No sentences are left to build a language model from (all text files and "
                               "transcripts are empty after normalisation, or were dev/test sentences).")
-        est = progress.add_task(f"estimating {order}-gram model", total=2, unit="steps")
-        model = estimate(corpus, order, prune_singletons_from=prune_from_order if prune_singletons else None)
+        steps = 2 + (1 if vocab is not None else 0) + (2 if vocab is not None and unit_order else 0)
+        est = progress.add_task(f"estimating the {order}-gram model", total=steps, unit="steps")
+        words, tokens, lengths = corpus.arrays()
+        del corpus
+        model = estimate_arrays(words, tokens, lengths, order, prune_singletons_from=prune_from)
         progress.advance(est)
-        write_arpa(model, out / "lm.arpa")
+        write_arpa(model, out / ARPA)
         progress.advance(est)
-        dev = None
-        if manifests is not None and (manifests / "dev.jsonl").is_file():
-            dev_texts = [u.text for u in read_manifest(manifests / "dev.jsonl") if u.text]
-            if dev_texts:
-                dev = perplexity(model, dev_texts)
+        dev = perplexity(model, dev_texts) if dev_texts else None
+        lexicon = None
+        if vocab is not None:
+            lexicon = write_lexicon(model.vocab, vocab, out / LEXICON)
+            progress.advance(est)
+        m = _summary(model)
+        model_sentences = m["sentences"]
+        del model  # the unit model needs the memory
+        if vocab is not None and unit_order:
+            unit_vocab, unit_tokens, unit_lengths = unit_sentences(words, tokens, lengths, vocab,
+                                                                   max_units=UNIT_MAX_TOKENS)
+            unit_sentence_count = len(unit_lengths)
+            del tokens, lengths
+            unit_model = estimate_arrays(unit_vocab, unit_tokens, unit_lengths, unit_order,
+                                         prune_singletons_from=prune_from)
+            del unit_tokens, unit_lengths
+            progress.advance(est)
+            write_arpa(unit_model, out / UNITS_ARPA)
+            progress.advance(est)
+            unit_report = {
+                "order": unit_model.order, "requested_order": unit_order, "units": len(unit_vocab),
+                "tokens": unit_model.info["tokens"], "sentences": unit_sentence_count,
+                "ngrams": {str(n): c for n, c in enumerate(unit_model.counts, 1)},
+                "discounts": {str(n): d.as_dict() for n, d in enumerate(unit_model.discounts, 1)},
+                "dev": _unit_dev(unit_model, dev_texts, vocab) if dev_texts else None,
+                "notes": unit_model.info["notes"],
+            }
+            if unit_sentence_count < model_sentences:
+                unit_report["notes"].append(
+                    f"estimated on {unit_sentence_count:,} evenly spaced sentences of {model_sentences:,} "
+                    f"(at most {UNIT_MAX_TOKENS:,} units)")
 
-    lexicon = None
-    if data is not None:
-        if (data / "vocab.json").is_file():
-            vocab = Vocab.load(data, units=units)
-            lexicon = write_lexicon(model.vocab, vocab, out / "lexicon.txt")
-        else:
-            notes.append("the prepared folder has no vocab.json: no lexicon was written")
-
-    notes.extend(model.info["notes"])
+    if data is not None and not dev_texts:
+        notes.append("the prepared folder has no dev transcripts: no dev perplexity")
+    notes.extend(m["notes"])
     report = {
         "lowres_version": __version__,
-        "order": model.order,
+        "order": m["order"],
         "requested_order": order,
         "smoothing": "interpolated modified Kneser-Ney (as KenLM lmplz)",
         "texts": sources,
@@ -202,26 +253,52 @@ def build_lm(
             "dropped_matching_test": dropped["test"],
             "dropped_examples": dropped_examples,
         },
-        "sentences": model.info["sentences"],
-        "tokens": model.info["tokens"],
-        "vocabulary_size": len(model.vocab),
-        "ngrams": {str(n): c for n, c in enumerate(model.counts, 1)},
+        "sentences": m["sentences"],
+        "tokens": m["tokens"],
+        "vocabulary_size": m["vocabulary_size"],
+        "ngrams": m["ngrams"],
         "pruning": {
             "singletons_from_order": prune_from_order,
-            "ngrams_before": {str(n): c for n, c in enumerate(model.info["ngrams_before_pruning"], 1)},
+            "ngrams_before": m["ngrams_before"],
         } if prune_singletons else None,
-        "discounts": {str(n): d.as_dict() for n, d in enumerate(model.discounts, 1)},
+        "discounts": m["discounts"],
         "dev": dev,
         "lexicon": lexicon,
+        "units_lm": unit_report,
         "text_config": {"unicode_form": text_config.unicode_form, "lowercase": text_config.lowercase,
                         "keep_apostrophes": text_config.keep_apostrophes, "digits": text_config.digits,
                         "text_rules": text_config.rules.name or None, "units": units},
-        "files": {"arpa": "lm.arpa", "lexicon": "lexicon.txt" if lexicon is not None else None},
+        "files": {"arpa": ARPA, "lexicon": LEXICON if lexicon is not None else None,
+                  "units_arpa": UNITS_ARPA if unit_report is not None else None},
         "notes": notes,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    atomic_write_json(out / "lm_report.json", report)
+    atomic_write_json(out / REPORT, report)
     return report
+
+
+def _summary(model) -> dict:
+    return {"order": model.order, "sentences": model.info["sentences"], "tokens": model.info["tokens"],
+            "vocabulary_size": len(model.vocab), "ngrams": {str(n): c for n, c in enumerate(model.counts, 1)},
+            "ngrams_before": {str(n): c for n, c in enumerate(model.info["ngrams_before_pruning"], 1)},
+            "discounts": {str(n): d.as_dict() for n, d in enumerate(model.discounts, 1)},
+            "notes": list(model.info["notes"])}
+
+
+def _unit_dev(model, dev_texts: list[str], vocab: Vocab) -> dict:
+    """Per-unit dev perplexity of the unit model (``|`` and ``</s>`` predicted too)."""
+    from lowres.lm.lexicon import unit_spelling
+
+    def spelled(text: str) -> list[str]:
+        out: list[str] = []
+        for w in text.split():
+            if out:
+                out.append("|")
+            out.extend(unit_spelling(w, vocab))
+        return out
+
+    ppl = perplexity(model, (spelled(t) for t in dev_texts))
+    return {"units": ppl["words"], "perplexity": ppl["perplexity"]}
 
 
 def _heldout_transcripts(manifests: Path) -> dict[str, tuple[str, ...]]:
@@ -236,7 +313,7 @@ def _heldout_transcripts(manifests: Path) -> dict[str, tuple[str, ...]]:
     return {t: tuple(sorted(s)) for t, s in sets.items()}
 
 
-def _read_text(path: Path, cfg: TextConfig, corpus: Corpus, keep, progress, task) -> dict:
+def _read_text(path: Path, cfg: TextConfig, corpus, keep, progress, task) -> dict:
     """Add the sentences of one text file to ``corpus``; return its counts for the report."""
     stats = {"path": str(path), "lines": 0, "undecodable_lines": 0, "empty_lines": 0, "sentences": 0,
              "dropped_heldout": 0}
@@ -253,23 +330,21 @@ def _read_text(path: Path, cfg: TextConfig, corpus: Corpus, keep, progress, task
             except UnicodeDecodeError:
                 stats["undecodable_lines"] += 1
                 continue
-            pieces = split_sentences(line)
-            if len(pieces) > 1 and not keep(normalize(line, cfg)):  # the whole line is a held-out transcript
+            sentences = [s for s in (normalize(piece, cfg) for piece in split_sentences(line)) if s]
+            if not sentences:
+                stats["empty_lines"] += 1
+                continue
+            # the whole line may be one held-out transcript that the punctuation split up
+            if len(sentences) > 1 and not keep(" ".join(sentences)):
                 stats["dropped_heldout"] += 1
                 continue
-            added = nonempty = 0
-            for piece in pieces:
-                sentence = normalize(piece, cfg)
-                if not sentence:
-                    continue
-                nonempty += 1
+            added = 0
+            for sentence in sentences:
                 if not keep(sentence):
                     stats["dropped_heldout"] += 1
                     continue
                 corpus.add(sentence.split())
                 added += 1
-            if not nonempty:
-                stats["empty_lines"] += 1
             stats["sentences"] += added
     progress.advance(task, pending / 1e6)
     return stats
@@ -291,7 +366,12 @@ def print_summary(report: dict, out: Path, console) -> None:
     if lex:
         console.print(f"lexicon: {lex['words']:,} words; {lex['left_out']:,} left out (symbols outside the "
                       "acoustic vocabulary)")
+    unit = report.get("units_lm")
+    if unit:
+        unit_dev = f"; dev perplexity {unit['dev']['perplexity']} per unit" if unit.get("dev") else ""
+        console.print(f"unit model (lexicon-free decoding): {unit['order']}-grams over {unit['units']} units"
+                      f"{unit_dev}")
     for note in report.get("notes", []):
         console.print(f"note: {note}")
-    console.print(f"wrote {out / 'lm.arpa'}" + (f", {out / 'lexicon.txt'}" if lex else "")
-                  + f" and {out / 'lm_report.json'} in {report['seconds']} s")
+    written = [name for name in report["files"].values() if name] + [REPORT]
+    console.print(f"wrote {', '.join(written)} to {out} in {report['seconds']} s")

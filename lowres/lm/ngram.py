@@ -10,7 +10,7 @@ NumPy only. The estimate is the one KenLM's ``lmplz`` makes (Chen & Goodman 1998
   just before g. The unigrams ``<s>`` and (unless the text has it) ``<unk>`` have a = 0.
 * Discounts per order from the count-of-counts n1..n4 of the adjusted counts (Chen & Goodman eq. 26):
   Y = n1/(n1 + 2 n2), D1 = 1 - 2Y n2/n1, D2 = 2 - 3Y n3/n2, D3+ = 3 - 4Y n4/n3. When one of n1, n2, n3 is 0
-  (tiny or artificial text) or a discount falls outside (0, k], that order uses the fixed discounts
+  (tiny or artificial text) or a discount falls outside [0, k], that order uses the fixed discounts
   ``FALLBACK_DISCOUNTS`` = (0.5, 1, 1.5), the values of lmplz's ``--discount_fallback``, and the model
   records why (:attr:`Discount.fallback`). lmplz stops with an error there unless told to fall back.
 * u(w|h) = (a(hw) - D(a(hw))) / Σx a(hx), γ(h) = (D1 N1(h•) + D2 N2(h•) + D3+ N3+(h•)) / Σx a(hx), and
@@ -50,13 +50,14 @@ from typing import TextIO
 import numpy as np
 
 from lowres import LowresError
+from lowres.fsutil import _umask
 
 BOS = "<s>"
 EOS = "</s>"
 UNK = "<unk>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2  # ids of models estimated here; words follow in code-point order
 SPECIAL_WORDS = (UNK, BOS, EOS)
-MIN_ORDER, MAX_ORDER, DEFAULT_ORDER = 2, 5, 4
+MIN_ORDER, MAX_ORDER, DEFAULT_ORDER = 2, 10, 4  # word models use 2..5 (lowres lm); unit models go higher
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)  # lmplz --discount_fallback defaults: D1, D2, D3+
 _WRITE_CHUNK = 100_000  # n-grams formatted per batch when writing ARPA
 
@@ -204,20 +205,28 @@ class Corpus:
 
 
 def _pad(tokens: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Word ids (W,) and sentence lengths (S,) → ``<s> w.. </s>`` per sentence, concatenated (T,) int64 with
-    T = W + 2S, and each token's position in its sentence (T,) int64 (0 at ``<s>``)."""
+    """Word ids (W,) and sentence lengths (S,) → ``<s> w.. </s>`` per sentence, concatenated (T,) with
+    T = W + 2S, and each token's position in its sentence (T,) (0 at ``<s>``); int32 while T < 2**31 (the
+    token stream is the largest thing in memory), else int64."""
     n_sent = len(lengths)
     padded_len = lengths.astype(np.int64) + 2
     total = int(padded_len.sum())
+    dtype = _index_dtype(total)
     starts = np.zeros(n_sent, dtype=np.int64)
     np.cumsum(padded_len[:-1], out=starts[1:])
-    out = np.empty(total, dtype=np.int64)
+    out = np.empty(total, dtype=dtype)
     out[starts] = BOS_ID
     out[starts + padded_len - 1] = EOS_ID
     word_pos = np.repeat(2 * np.arange(n_sent, dtype=np.int64) + 1, lengths) + np.arange(len(tokens))
     out[word_pos] = tokens
-    pos = np.arange(total, dtype=np.int64) - np.repeat(starts, padded_len)
+    del word_pos
+    pos = np.arange(total, dtype=dtype)
+    pos -= np.repeat(starts, padded_len).astype(dtype)
     return out, pos
+
+
+def _index_dtype(n: int):
+    return np.int32 if n < 2**31 - 1 else np.int64
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -226,20 +235,37 @@ def _pad(tokens: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def estimate(corpus: Corpus | Iterable[Sequence[str]], order: int = DEFAULT_ORDER,
              prune_singletons_from: int | None = None) -> NgramModel:
-    """Interpolated modified Kneser-Ney model of ``order`` (2..5) from sentences (lists of words, or a
-    :class:`Corpus`). ``prune_singletons_from=k`` (k >= 2) leaves out n-grams of order >= k seen once.
-    See the module docstring for the formulas and the edge cases."""
-    if not MIN_ORDER <= order <= MAX_ORDER:
-        raise LowresError(f"The n-gram order must be between {MIN_ORDER} and {MAX_ORDER}, not {order}.")
-    if prune_singletons_from is not None and prune_singletons_from < 2:
-        raise LowresError(f"Singletons can be pruned from order 2 or higher, not {prune_singletons_from} "
-                          "(unigrams are never pruned).")
+    """Interpolated modified Kneser-Ney model of ``order`` (2..10; ``lowres lm`` uses 2..5 for words) from
+    sentences (lists of words, or a :class:`Corpus`). ``prune_singletons_from=k`` (k >= 2) leaves out
+    n-grams of order >= k seen once. See the module docstring for the formulas and the edge cases."""
     if not isinstance(corpus, Corpus):
         c = Corpus()
         for sentence in corpus:
             c.add(list(sentence))
         corpus = c
-    vocab, tokens, lengths = corpus.arrays()
+    return estimate_arrays(*corpus.arrays(), order=order, prune_singletons_from=prune_singletons_from)
+
+
+def estimate_arrays(vocab: Sequence[str], tokens: np.ndarray, lengths: np.ndarray, order: int = DEFAULT_ORDER,
+                    prune_singletons_from: int | None = None) -> NgramModel:
+    """:func:`estimate` from arrays: ``vocab`` starts with ``<unk>``, ``<s>``, ``</s>`` (ids 0, 1, 2);
+    ``tokens`` (W,) are the word ids of all sentences one after the other, without markers; ``lengths``
+    (S,) the number of words of each sentence (each >= 1)."""
+    if not MIN_ORDER <= order <= MAX_ORDER:
+        raise LowresError(f"The n-gram order must be between {MIN_ORDER} and {MAX_ORDER}, not {order}.")
+    if prune_singletons_from is not None and prune_singletons_from < 2:
+        raise LowresError(f"Singletons can be pruned from order 2 or higher, not {prune_singletons_from} "
+                          "(unigrams are never pruned).")
+    vocab = tuple(vocab)
+    if vocab[:3] != SPECIAL_WORDS:
+        raise ValueError(f"the vocabulary must start with {SPECIAL_WORDS}, not {vocab[:3]}")
+    tokens = np.asarray(tokens, dtype=np.int64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    if int(lengths.sum()) != len(tokens) or (len(lengths) and int(lengths.min()) < 1):
+        raise ValueError("sentence lengths must be >= 1 and add up to the number of tokens")
+    if len(tokens) and (int(tokens.min()) < 0 or int(tokens.max()) >= len(vocab)
+                        or np.any((tokens == BOS_ID) | (tokens == EOS_ID))):
+        raise ValueError("token ids must be word ids of the vocabulary other than <s> and </s>")
     if not len(lengths):
         raise LowresError("No sentences to estimate a language model from: the text is empty after normalisation.")
     notes: list[str] = []
@@ -254,22 +280,29 @@ def estimate(corpus: Corpus | Iterable[Sequence[str]], order: int = DEFAULT_ORDE
     raw = [np.bincount(padded, minlength=v).astype(np.int64)]
     suffix: list[np.ndarray | None] = [None]  # row of the n-gram without its first word, in order n-1
     here = padded
+    ends = np.flatnonzero(pos >= 1).astype(padded.dtype)  # tokens that end a bigram
     for n in range(2, order + 1):
-        ends = np.flatnonzero(pos >= n - 1)
+        if n > 2:
+            ends = ends[pos[ends] >= n - 1]
         if not len(ends):
             break
-        keys = here[ends - 1] * v + padded[ends]
+        keys = here[ends - 1].astype(np.int64)
+        keys *= v
+        keys += padded[ends]
         uniq, inverse, cnt = np.unique(keys, return_inverse=True, return_counts=True)
+        del keys
         ctx.append(uniq // v)
         word.append(uniq % v)
+        del uniq
         raw.append(cnt.astype(np.int64))
-        suf = np.empty(len(uniq), dtype=np.int64)
+        suf = np.empty(len(cnt), dtype=np.int64)
         suf[inverse] = here[ends]  # the (n-1)-gram ending at the same token
         suffix.append(suf)
-        nxt = np.full(len(padded), -1, dtype=np.int64)
+        nxt = np.full(len(padded), -1, dtype=padded.dtype)
         nxt[ends] = inverse
+        del inverse
         here = nxt
-    del here, padded, pos
+    del here, padded, pos, ends
     top = len(word)
     if top < order:
         notes.append(f"the longest sentence has {int(lengths.max())} words, too few for {order}-grams (they need "
@@ -365,8 +398,8 @@ def _discount(adjusted: np.ndarray, order: int) -> Discount:
     y = n1 / (n1 + 2 * n2)
     d = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)
     for k, dk in enumerate(d, 1):
-        if not 0 < dk <= k:
-            return Discount(*FALLBACK_DISCOUNTS, n, f"D{k}{'+' if k == 3 else ''} = {dk:.4f} is outside (0, {k}]")
+        if not 0 <= dk <= k:  # lmplz's range check
+            return Discount(*FALLBACK_DISCOUNTS, n, f"D{k}{'+' if k == 3 else ''} = {dk:.4f} is outside [0, {k}]")
     return Discount(*d, n)
 
 
@@ -426,13 +459,14 @@ def _parse_arpa(f: TextIO, where: str) -> NgramModel:
     def bad(msg: str) -> LowresError:
         return LowresError(f"{where}:{lineno}: {msg}")
 
-    for lineno, line in lines:  # anything before \data\ (lmplz's verbose header, comments) is skipped
+    # `lineno` is read by bad(); anything before \data\ (lmplz's verbose header, comments) is skipped
+    for lineno, line in lines:  # noqa: B007
         if line == "\\data\\":
             break
     else:
         raise LowresError(f"{where}: no \\data\\ line; this is not an ARPA file.")
     counts: list[int] = []
-    for lineno, line in lines:
+    for lineno, line in lines:  # noqa: B007
         if not line.startswith("ngram "):
             break
         n_str, _, c_str = line[6:].partition("=")
@@ -523,6 +557,7 @@ def _atomic_text_file(path: Path) -> Iterator[TextIO]:
     same temp-file, fsync and rename dance as :mod:`lowres.fsutil`, for files too big to hold in memory)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as f:
             yield f
@@ -555,13 +590,15 @@ def _advance(model: NgramModel, state: list[int], w: int) -> tuple[float, int, l
     found = [w]  # found[k]: row of (last k history words, w) in order k+1
     for k, r in enumerate(state[: n_max - 1], 1):
         found.append(model.find(k + 1, r, w) if r >= 0 else -1)
-    best = max(k for k, f in enumerate(found) if f >= 0)
+    best = 0  # the longest match whose shorter suffixes all match too (KenLM stops at the first miss)
+    while best + 1 < len(found) and found[best + 1] >= 0:
+        best += 1
     logp = float(model.logprob[best][found[best]])
     for k in range(best + 1, len(found)):
         r = state[k - 1]
         if r >= 0:
             logp += float(model.backoff[k - 1][r])
-    return logp, best + 1, found[: n_max - 1]
+    return logp, best + 1, [f if k <= best else -1 for k, f in enumerate(found[: n_max - 1])]
 
 
 def sentence_scores(model: NgramModel, words: str | Sequence[str], bos: bool = True,

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from lowres import LowresError
-from lowres.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text
+from lowres.fsutil import _umask, atomic_write_bytes, atomic_write_json, atomic_write_text
 
 LATEST = "latest"
 
@@ -39,6 +39,7 @@ def save_safetensors(path: Path, tensors: dict, metadata: dict | None = None) ->
 def _torch_save_atomic(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     try:
         torch.save(obj, tmp)
