@@ -1,0 +1,108 @@
+"""Quality benchmark: test WER/CER for finetune --split 10min, 1h, 10h, each with and without a preceding adapt.
+
+On a synthetic corpus (`lowres synth`, default Swahili), from the same initial weights on both sides and
+with the same fine-tuning method and budget; writes a JSON of results, a markdown table and a PNG plot of
+WER against labeled duration.
+
+    python benchmarks/quality.py --work /tmp/quality --budget cpu        # what fits a 2-core CPU
+    python benchmarks/quality.py --work /tmp/quality --budget gpu        # the shipped recipes' budgets
+
+Budgets (updates): cpu = the demo's tiny model and recipes with fewer hours; gpu = `small` model, the
+shipped recipes scaled as in the table below. Every run is a normal lowres run folder under --work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+BUDGETS = {
+    # labeled hours, unlabeled hours, base, adapt updates, finetune updates per split, finetune recipe
+    "cpu": {"hours": 2.0, "unlabeled": 2.0, "base": "tiny", "adapt_steps": 300,
+            "steps": {"10min": 300, "1h": 600, "10h": 600}, "recipe": "demo_finetune", "adapt_recipe": "demo_adapt"},
+    "gpu": {"hours": 10.0, "unlabeled": 10.0, "base": "small", "adapt_steps": 20000,
+            "steps": {"10min": 13000, "1h": 13000, "10h": 20000}, "recipe": "demo_finetune",
+            "adapt_recipe": "demo_adapt"},
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--budget", choices=sorted(BUDGETS), default="cpu")
+    ap.add_argument("--splits", default="10min,1h,10h")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+
+    from lowres.config import PrepareConfig, resolve_adapt, resolve_finetune
+    from lowres.data.prepare import prepare
+    from lowres.data.text import load_rules
+    from lowres.evaluate import run_eval
+    from lowres.synth.corpus import build_corpus
+    from lowres.train.adapt import run_adapt
+    from lowres.train.finetune import run_finetune
+
+    b = BUDGETS[args.budget]
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    if not (work / "synth" / "synth_report.json").is_file():
+        build_corpus(work / "synth", hours=b["hours"], unlabeled_hours=b["unlabeled"], seed=args.seed, overwrite=True)
+    if not (work / "prepared" / "prepare_report.json").is_file():
+        prepare(work / "synth" / "labeled" / "corpus.tsv", work / "prepared", PrepareConfig(seed=args.seed),
+                unlabeled=work / "synth" / "unlabeled", rules=load_rules("sw"), overwrite=True)
+    if not (work / "adapt" / "summary.json").is_file():
+        cfg = resolve_adapt(b["adapt_recipe"], flags={"unlabeled": str(work / "prepared" / "unlabeled.jsonl"),
+                                                      "base": b["base"], "train.max_steps": b["adapt_steps"],
+                                                      "train.device": args.device, "train.seed": args.seed})
+        run_adapt(cfg, work / "adapt", overwrite=True)
+    rows = []
+    for split in args.splits.split(","):
+        for adapted in (False, True):
+            run = work / f"ft-{split}{'-adapt' if adapted else ''}"
+            if not (run / "summary.json").is_file():
+                cfg = resolve_finetune(split, b["recipe"], flags={
+                    "data": str(work / "prepared"), "base": str(work / "adapt") if adapted else b["base"],
+                    "train.max_steps": b["steps"][split], "train.seed": args.seed, "train.device": args.device,
+                    "lora.enabled": False, "train.head_only_steps": 0, "model.freeze_feature_encoder": False})
+                run_finetune(cfg, run, overwrite=True)
+            m = run_eval(run, work / "prepared" / "manifests" / "test.jsonl", run / "eval-test", args.device)
+            rows.append({"split": split, "adapt": adapted, "updates": b["steps"][split], "wer": m["wer"],
+                         "cer": m["cer"]})
+            print(rows[-1], flush=True)
+    result = {"budget": args.budget, **b, "rows": rows, "wall_minutes": (time.perf_counter() - t0) / 60}
+    (work / "quality.json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = ["| split | adapt | updates | test WER | test CER |", "|---|---|---|---|---|"]
+    lines += [f"| {r['split']} | {'yes' if r['adapt'] else 'no'} | {r['updates']} | {100 * r['wer']:.1f}% | "
+              f"{100 * r['cer']:.1f}% |" for r in rows]
+    (work / "quality.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    plot(rows, work / "quality.png")
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    hours = {"10min": 1 / 6, "1h": 1.0, "10h": 10.0, "full": 10.0}
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
+    for adapted, style in ((False, "o--"), (True, "s-")):
+        pts = sorted((hours[r["split"]], 100 * r["wer"]) for r in rows if r["adapt"] == adapted)
+        ax.plot([h for h, _ in pts], [w for _, w in pts], style, label="with adapt" if adapted else "without adapt")
+    ax.set_xscale("log")
+    ax.set_xlabel("labeled hours (split)")
+    ax.set_ylabel("test WER %")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("lowres quality benchmark (synthetic Swahili)")
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+if __name__ == "__main__":
+    main()
