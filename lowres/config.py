@@ -185,8 +185,8 @@ def recipe_dir() -> Path:
     """Where the shipped recipes are: the package data folder when installed, ``recipes/`` in a checkout."""
     try:
         folder = resources.files("lowres.recipes")
-        if folder.is_dir() and any(p.name.endswith(".toml") for p in folder.iterdir()):
-            return Path(str(folder))
+        if isinstance(folder, Path) and folder.is_dir() and any(folder.glob("*.toml")):
+            return folder
     except (ModuleNotFoundError, TypeError):
         pass
     return Path(__file__).resolve().parent.parent / "recipes"
