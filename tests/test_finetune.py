@@ -198,6 +198,35 @@ def test_padded_batch_equals_one_at_a_time(tmp_path, family):
             torch.testing.assert_close(logits[i, : single.shape[1]], single[0], atol=2e-4, rtol=1e-4)
 
 
+def test_group_norm_features_of_a_padded_batch_equal_one_at_a_time():
+    """BASE-style encoders (group norm on the first conv layer): statistics over valid frames only, and the
+    padded path stays differentiable (the feature encoder trains from scratch)."""
+    from lowres.model.backbone import RANDOM_CONFIGS, BackboneSpec, build_model, conv_features
+
+    tiny = RANDOM_CONFIGS["tiny"]
+    spec = BackboneSpec("wav2vec2", dict(tiny.arch, extractor_mode="group_norm", extractor_conv_bias=False),
+                        False, False, "tiny-group-norm")
+    torch.manual_seed(0)
+    extractor = build_model(spec).feature_extractor
+    torch.nn.init.normal_(extractor.conv_layers[0].layer_norm.weight)
+    torch.nn.init.normal_(extractor.conv_layers[0].layer_norm.bias)
+    rng = np.random.default_rng(0)
+    lens = [16000, 9000, 23456, 400]
+    waves = [torch.from_numpy(rng.standard_normal(n).astype(np.float32) * 0.1 + 0.05) for n in lens]
+    batch = torch.zeros(len(lens), max(lens))
+    for i, w in enumerate(waves):
+        batch[i, : len(w)] = w
+    batch.requires_grad_(True)
+    feats, frames = conv_features(extractor, batch, torch.tensor(lens))
+    for i, w in enumerate(waves):
+        single, f1 = conv_features(extractor, w[None], torch.tensor([len(w)]))
+        assert int(frames[i]) == int(f1[0]) == single.shape[1]
+        torch.testing.assert_close(feats[i, : single.shape[1]], single[0], atol=1e-5, rtol=1e-5)
+    feats.sum().backward()
+    assert batch.grad is not None and bool(torch.isfinite(batch.grad).all())
+    assert extractor.conv_layers[0].layer_norm.weight.grad is not None
+
+
 def test_huggingface_folder_loads_as_backbone_with_same_features(tmp_path):
     import transformers
 

@@ -1,9 +1,9 @@
 """The only place that composes a backbone with heads and LoRA, and rebuilds models from run folders.
 
 A run folder holds ``config.json`` (the resolved configuration, the backbone spec and what ``--base`` was),
-``vocab.json`` and ``model.safetensors`` with the weights the run trained (LoRA + head + mask embedding,
-or the whole backbone when it was trained fully). Everything else comes from the base, rebuilt the same
-way, so a LoRA run's deliverable stays small and loads on its own with its base.
+``vocab.json`` and ``model.safetensors`` with the weights the run trained (LoRA + head, plus the mask
+embedding when it trains; or the whole backbone when it was trained fully). Everything else comes from the
+base, rebuilt the same way, so a LoRA run's deliverable stays small and loads on its own with its base.
 """
 
 from __future__ import annotations
@@ -73,7 +73,13 @@ def build_ctc_model(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBackbone
     for p in model.parameters():
         p.requires_grad = False
     model.head.requires_grad_(True)
-    model.mask_emb.requires_grad_(True)
+    # Under LoRA a mask embedding learned in pretraining stays frozen like every other pretrained weight (as
+    # peft leaves a Hugging Face model's masked_spec_embed): training it needs the gradient of the
+    # transformer's input, i.e. a backward pass through the grouped positional convolution (kernel 128)
+    # and the first layer's frozen projections, ~6% of a BASE LoRA step on CPU
+    # (benchmarks/README.md). A fresh one (torchaudio bundles carry none) trains, and full fine-tuning
+    # computes that gradient anyway.
+    model.mask_emb.requires_grad_(not use_lora or loaded.mask_embedding is None)
     if use_lora:
         add_lora(model.backbone.encoder.transformer, spec.family, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout)
         for name, p in model.backbone.encoder.transformer.named_parameters():
