@@ -76,9 +76,8 @@ def build_ctc_model(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBackbone
     # Under LoRA a mask embedding learned in pretraining stays frozen like every other pretrained weight (as
     # peft leaves a Hugging Face model's masked_spec_embed): training it needs the gradient of the
     # transformer's input, i.e. a backward pass through the grouped positional convolution (kernel 128)
-    # and the first layer's frozen projections, ~6% of a BASE LoRA step on CPU
-    # (benchmarks/README.md). A fresh one (torchaudio bundles carry none) trains, and full fine-tuning
-    # computes that gradient anyway.
+    # and the first layer's frozen projections, about 5% of a BASE LoRA step on CPU (benchmarks/README.md).
+    # A fresh one (torchaudio bundles carry none) trains; full fine-tuning computes that gradient anyway.
     model.mask_emb.requires_grad_(not use_lora or loaded.mask_embedding is None)
     if use_lora:
         add_lora(model.backbone.encoder.transformer, spec.family, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout)
