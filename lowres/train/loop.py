@@ -166,8 +166,9 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
             window["updates"] += 1
             for k, v in out.stats.items():
                 window["stats"][k] = window["stats"].get(k, 0.0) + v
+            seen = window["audio"] / max(time.perf_counter() - window["t"], 1e-9)
             progress.update(task, completed=state.step,
-                            description=f"training loss {out.loss:.3f} lr {lr:.2e}")
+                            description=f"training loss {out.loss:.3f} lr {lr:.2e} {seen:.1f} audio-s/s")
             done = state.step
             if done % log_every == 0 or done == max_steps:
                 now = time.perf_counter()
