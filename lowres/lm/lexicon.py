@@ -29,15 +29,8 @@ _EXAMPLES = 20  # left-out words named in the report
 
 def spell(word: str, vocab: Vocab) -> list[str] | None:
     """The units of ``word`` in ``vocab`` (without the final ``|``), or None when one is not in it."""
-    out: list[str] = []
-    for unit in split_units(word, vocab.units):
-        if unit in vocab and unit not in SPECIALS:
-            out.append(unit)
-        elif len(unit) > 1 and all(c in vocab and c not in SPECIALS for c in unit):
-            out.extend(unit)
-        else:
-            return None
-    return out or None
+    units = unit_spelling(word, vocab)
+    return None if not units or UNK in units else units
 
 
 def lexicon_lines(words: Iterable[str], vocab: Vocab) -> tuple[list[str], list[str]]:

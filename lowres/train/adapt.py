@@ -13,7 +13,6 @@ Run folder (``--out``)::
 from __future__ import annotations
 
 import copy
-import json
 import random
 import time
 from dataclasses import replace
@@ -22,7 +21,7 @@ from pathlib import Path
 import torch
 
 from lowres import LowresError, __version__
-from lowres.config import AdaptConfig, from_dict, to_dict
+from lowres.config import AdaptConfig, to_dict
 from lowres.fsutil import atomic_write_json
 
 
@@ -88,7 +87,7 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
     )
     from lowres.runtime import autocast, configure_threads, resolve_device, seed_everything
     from lowres.train.checkpoint import latest_checkpoint, save_safetensors
-    from lowres.train.finetune import claim_run_folder
+    from lowres.train.finetune import claim_run_folder, resumed_run
     from lowres.train.loop import Hooks, LoopState, MetricsLog, StepOutput, restore, train_loop
     from lowres.train.plot import learning_curve
     from lowres.train.schedules import warmup_decay
@@ -96,12 +95,7 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
     out = Path(out)
     mode = claim_run_folder(out, resume=resume, overwrite=overwrite)
     if mode == "resume":
-        meta = json.loads((out / "config.json").read_text(encoding="utf-8"))
-        if meta.get("lowres_run") != "adapt":
-            raise LowresError(f"--resume: {out} is not an adapt run.")
-        cfg = from_dict(AdaptConfig, meta["config"])
-        if max_steps_override is not None:
-            cfg = replace(cfg, train=replace(cfg.train, max_steps=max_steps_override))
+        meta, cfg = resumed_run(out, "adapt", AdaptConfig, max_steps_override)
     t = cfg.train
     configure_threads(t.threads)
     device = resolve_device(t.device)

@@ -70,6 +70,17 @@ def claim_run_folder(out: Path, *, resume: bool, overwrite: bool) -> str:
     return "new"
 
 
+def resumed_run(out: Path, kind: str, config_class, max_steps_override: int | None):
+    """(config.json, the run's saved configuration) of a run being resumed; ``--max-steps`` may extend it."""
+    meta = json.loads((out / "config.json").read_text(encoding="utf-8"))
+    if meta.get("lowres_run") != kind:
+        raise LowresError(f"--resume: {out} is not a {kind} run.")
+    cfg = from_dict(config_class, meta["config"])
+    if max_steps_override is not None:
+        cfg = replace(cfg, train=replace(cfg.train, max_steps=max_steps_override))
+    return meta, cfg
+
+
 def _prepared(data: Path) -> tuple[Path, dict]:
     data = Path(data)
     if not data.is_dir():
@@ -129,13 +140,7 @@ def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwr
     out = Path(out)
     mode = claim_run_folder(out, resume=resume, overwrite=overwrite)
     if mode == "resume":
-        meta = json.loads((out / "config.json").read_text(encoding="utf-8"))
-        if meta.get("lowres_run") != "finetune":
-            raise LowresError(f"--resume: {out} is not a finetune run.")
-        saved = from_dict(FinetuneConfig, meta["config"])
-        if max_steps_override is not None and max_steps_override != saved.train.max_steps:
-            saved = replace(saved, train=replace(saved.train, max_steps=max_steps_override))
-        cfg = saved
+        meta, cfg = resumed_run(out, "finetune", FinetuneConfig, max_steps_override)
     data, report = _prepared(Path(cfg.data))
     train_path, dev_path = manifest_paths(cfg)
     t = cfg.train
