@@ -9,7 +9,6 @@ logits of the whole set.
 from __future__ import annotations
 
 import heapq
-import json
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -240,7 +239,7 @@ def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_na
     ``lm``: a :class:`lowres.decode.LMDecoding` for beam search (greedy without); the greedy scores are
     reported beside the LM ones. ``tune_on``: a dev manifest on which :func:`tune_lm` first searches the LM
     weight and word score, stores them in the LM folder and evaluates with them."""
-    from lowres.data.manifest import read_manifest
+    from lowres.data.manifest import json_line, read_manifest
     from lowres.fsutil import atomic_write_json, atomic_write_lines
     from lowres.model.build import load_run
     from lowres.progress import progress_bar
@@ -270,9 +269,13 @@ def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_na
             decoder, decoder_name = with_weights(lm.lm_weight, lm.word_score), lm.name()
         scorer, timing = evaluate_utterances(run.model, utts, run.vocab, device, text_config, batch_seconds, workers,
                                              decoder, run.config.train.precision, progress, rows.append)
+    if not scorer.count:  # else the metrics would say WER 0% for a set of which nothing was heard
+        raise LowresError(f"None of the {len(utts)} utterances of {manifest} could be decoded, e.g. "
+                          f"{timing['failed'][0] if timing['failed'] else 'no audio'}. Audio paths in a manifest are "
+                          "relative to the manifest's folder; check that the audio is there and readable.")
     order = {u.id: i for i, u in enumerate(utts)}
     rows.sort(key=lambda r: order[r["id"]])
-    atomic_write_lines(out / "hyps.jsonl", (json.dumps(r, ensure_ascii=False) for r in rows))
+    atomic_write_lines(out / "hyps.jsonl", (json_line(r) for r in rows))
     metrics = {
         "wer": round(scorer.wer, 6), "cer": round(scorer.cer, 6), "num_utterances": scorer.count,
         "failed_utterances": len(timing["failed"]), "hours": round(timing["audio_seconds"] / 3600, 4),
@@ -392,9 +395,10 @@ def text_config_of(meta: dict):
 
 
 def print_eval(metrics: dict, out: Path, console) -> None:
+    from rich.markup import escape  # ids, paths and transcripts are text, not markup
     from rich.table import Table
 
-    table = Table(title=f"eval: {metrics['manifest']}")
+    table = Table(title=escape(f"eval: {metrics['manifest']}"))
     for col in ("WER", "CER", "utterances", "hours", "RTF", "decoder"):
         table.add_column(col, justify="right")
     table.add_row(f"{100 * metrics['wer']:.2f}%", f"{100 * metrics['cer']:.2f}%", str(metrics["num_utterances"]),
@@ -405,23 +409,24 @@ def print_eval(metrics: dict, out: Path, console) -> None:
         console.print(f"greedy decoding of the same outputs: WER {100 * g['wer']:.2f}%  CER {100 * g['cer']:.2f}%")
     if metrics.get("lm_tuning"):
         t = metrics["lm_tuning"]
-        console.print(f"LM weights tuned on {t['dev_manifest']} ({t['utterances']} utterances): lm weight "
+        console.print(f"LM weights tuned on {escape(t['dev_manifest'])} ({t['utterances']} utterances): lm weight "
                       f"{t['lm_weight']:g}, word score {t['word_score']:g} (dev WER {100 * t['dev_wer']:.2f}%, "
                       f"greedy {100 * t['greedy_dev_wer']:.2f}%); stored in the LM folder")
         for note in (t.get("note"),):
             if note:
-                console.print(f"note: {note}")
+                console.print(escape(f"note: {note}"))
     if metrics["worst"]:
         worst = Table(title="worst utterances", show_lines=False)
         for col in ("id", "WER", "reference", "hypothesis"):
             worst.add_column(col, overflow="fold")
         for row in metrics["worst"]:
-            worst.add_row(row["id"], f"{100 * row['wer']:.0f}%", row["reference"], row["hypothesis"] or "∅")
+            worst.add_row(escape(row["id"]), f"{100 * row['wer']:.0f}%", escape(row["reference"]),
+                          escape(row["hypothesis"]) or "∅")
         console.print(worst)
     if metrics["confusions"]:
         conf = ", ".join(f"{c['reference']}→{c['hypothesis']} ×{c['count']}" for c in metrics["confusions"])
-        console.print(f"most frequent character confusions: {conf}")
+        console.print(escape(f"most frequent character confusions: {conf}"))
     if metrics.get("failed_utterances"):
         console.print(f"[yellow]{metrics['failed_utterances']} utterance(s) could not be decoded[/yellow] "
                       "(see metrics.json)")
-    console.print(f"hypotheses: {out / 'hyps.jsonl'}   metrics: {out / 'metrics.json'}")
+    console.print(escape(f"hypotheses: {out / 'hyps.jsonl'}   metrics: {out / 'metrics.json'}"))

@@ -7,8 +7,10 @@ accepted; :func:`load` returns float32 mono at 16 kHz (the rate every wav2vec 2.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,19 +52,31 @@ class AudioInfo:
 
 def _open(path: str | os.PathLike) -> sf.SoundFile:
     path = Path(path)
-    if not path.exists():
-        raise AudioError("missing_audio", f"audio file not found: {path}")
-    if not path.is_file():
+    try:
+        st = path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise AudioError("unreadable_audio", f"{path} is a symbolic link loop") from None
+        if path.is_symlink():
+            raise AudioError("missing_audio", f"{path} is a symbolic link to {os.readlink(path)}, which does "
+                             "not exist") from None
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR):
+            raise AudioError("missing_audio", f"audio file not found: {path}") from None
+        raise AudioError("unreadable_audio", f"cannot read {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(st.st_mode):  # a folder, a FIFO (opening it would block), a device
         raise AudioError("unreadable_audio", f"not a regular file: {path}")
-    if path.stat().st_size == 0:
+    if st.st_size == 0:
         raise AudioError("empty_audio", f"{path.name} is an empty (zero-byte) file")
     try:
-        return sf.SoundFile(str(path))
+        # bytes, so that a file name that is not valid UTF-8 (os.walk gives it surrogate escapes) still opens
+        return sf.SoundFile(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as exc:
         raise AudioError("unreadable_audio", f"cannot decode {path.name}: {_short(exc)}") from None
 
 
 def _short(exc: Exception) -> str:
+    if isinstance(exc, sf.LibsndfileError) and exc.error_string:
+        return exc.error_string.strip()  # without "Error opening <the path>", which the caller names
     text = str(exc).strip().splitlines()
     return text[-1] if text else type(exc).__name__
 

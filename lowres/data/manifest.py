@@ -3,7 +3,8 @@
 ``audio_filepath`` is stored relative to the folder of the manifest that holds it, so a prepared folder
 and its corpus can be moved together (keeping their relative position) and every manifest stays valid.
 Absolute paths are read as they are. A manifest written by another tool (NeMo, or by hand) is valid
-when each line has at least ``audio_filepath`` and ``duration`` (and ``text`` for labeled use).
+when each line has at least ``audio_filepath`` and ``duration`` (and ``text`` for labeled use); reading
+stops at the first line that is not, with the file, line number and reason (:class:`ManifestError`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,24 @@ class Utterance:
             "text": self.text,
             "raw_text": self.raw_text,
         }
-        return json.dumps(row, ensure_ascii=False)
+        return json_line(row)
+
+
+# Characters that str.splitlines() and many JSONL readers take for line ends; json.dumps keeps them raw.
+_LINE_BREAKS = str.maketrans({"\x85": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
+def json_line(obj) -> str:
+    """One JSONL line: UTF-8 kept readable, but nothing inside that any reader could take for a line end.
+
+    A file name that is not valid UTF-8 reaches Python with surrogate escapes (PEP 383), which UTF-8 cannot
+    hold: such a line is written with ``\\u`` escapes, and reading it back gives the same name."""
+    line = json.dumps(obj, ensure_ascii=False).translate(_LINE_BREAKS)
+    try:
+        line.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(obj)
+    return line
 
 
 def relative_path(path: str, base: Path) -> str:
@@ -71,21 +89,22 @@ class ManifestError(LowresError):
 
 
 def read_manifest(path: str | Path, require_text: bool = False) -> Iterator[Utterance]:
-    """Stream the utterances of a JSONL manifest. A bad line raises :class:`ManifestError` naming it."""
+    """Stream the utterances of a JSONL manifest; blank lines are skipped. A line that is not a valid
+    record (not UTF-8, not a JSON object, a missing or bad field) raises :class:`ManifestError` naming the
+    file, the line and the reason: the reader stops at the first bad line rather than guess."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"Manifest not found: {path}. Pass a .jsonl file written by `lowres prepare`.")
     base = path.parent.resolve()
-    with open(path, encoding="utf-8", errors="strict") as f:
-        lineno = 0
-        while True:
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):  # bytes, decoded line by line, so the error names the right line
+            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                raw = raw[3:]
             try:
-                line = f.readline()
+                line = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise ManifestError(f"{path}:{lineno + 1}: not UTF-8 text ({exc.reason}).") from None
-            if not line:
-                break
-            lineno += 1
+                raise ManifestError(f"{path}:{lineno}: not UTF-8 text (byte {exc.start}: "
+                                    f"{raw[exc.start:exc.start + 1]!r}). Manifests are UTF-8 JSON lines.") from None
             if not line.strip():
                 continue
             yield parse_line(line, base, f"{path}:{lineno}", require_text)
@@ -94,8 +113,9 @@ def read_manifest(path: str | Path, require_text: bool = False) -> Iterator[Utte
 def parse_line(line: str, base: Path, where: str, require_text: bool = False) -> Utterance:
     try:
         row = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(f"{where}: not a JSON object ({exc.msg}). Each line must be one JSON object.") from None
+    except (json.JSONDecodeError, RecursionError) as exc:
+        why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+        raise ManifestError(f"{where}: not a JSON object ({why}). Each line must be one JSON object.") from None
     if not isinstance(row, dict):
         raise ManifestError(f"{where}: expected a JSON object, found {type(row).__name__}.")
     audio = row.get("audio_filepath", row.get("audio", row.get("path")))
@@ -112,6 +132,9 @@ def parse_line(line: str, base: Path, where: str, require_text: bool = False) ->
         raise ManifestError(f"{where}: 'text' must be a string.")
     if require_text and not text.strip():
         raise ManifestError(f"{where}: empty 'text'; a labeled manifest needs a transcript on every line.")
+    sample_rate = row.get("sample_rate", 0) or 0
+    if not isinstance(sample_rate, int) or isinstance(sample_rate, bool) or sample_rate < 0:
+        raise ManifestError(f"{where}: 'sample_rate' must be a whole number of Hz, found {sample_rate!r}.")
     full = Path(audio)
     if not full.is_absolute():
         full = base / full
@@ -122,7 +145,7 @@ def parse_line(line: str, base: Path, where: str, require_text: bool = False) ->
         text=text,
         offset=float(offset),
         speaker=str(row.get("speaker", "") or ""),
-        sample_rate=int(row.get("sample_rate", 0) or 0),
+        sample_rate=sample_rate,
         raw_text=str(row.get("raw_text", "") or ""),
     )
 

@@ -21,7 +21,7 @@ from lowres import LowresError, __version__
 from lowres.config import PrepareConfig, to_dict
 from lowres.data import audio as audio_mod
 from lowres.data.corpora import CorpusOptions, Record, Reject, detect_format, get_parser, walk_files
-from lowres.data.manifest import Utterance, write_manifest
+from lowres.data.manifest import Utterance, json_line, write_manifest
 from lowres.data.segment import plan_cuts
 from lowres.data.splits import Item, carve_heldout, nested_splits
 from lowres.data.text import LanguageRules, TextConfig, has_digit, normalize, text_config_dict
@@ -183,15 +183,9 @@ def prepare(
     rejects.sort(key=lambda r: (r.reason, r.source, r.id))
     by_reason = Counter(r.reason for r in rejects)
     report["rejects"] = {"total": len(rejects), "by_reason": dict(sorted(by_reason.items()))}
-    atomic_write_lines(out / "rejects.jsonl", (_json(r.to_dict()) for r in rejects))
+    atomic_write_lines(out / "rejects.jsonl", (json_line(r.to_dict()) for r in rejects))
     atomic_write_json(out / "prepare_report.json", report)
     return result
-
-
-def _json(obj) -> str:
-    import json
-
-    return json.dumps(obj, ensure_ascii=False)
 
 
 def _check_records(records: list[Record], probes: dict, cfg: PrepareConfig, text_cfg: TextConfig,
@@ -492,17 +486,18 @@ def write_fairseq(folder: Path, rows: list[_Row], splits: dict[str, list[Utteran
 
 
 def print_summary(result: PrepareResult, console) -> None:
+    from rich.markup import escape  # paths and notes are text, not markup: "[/x]" in a folder name is fine
     from rich.table import Table
 
     report = result.report
     splits = report.get("splits", {})
     if splits:
-        table = Table(title=f"prepared {result.out}", show_lines=False)
+        table = Table(title=escape(f"prepared {result.out}"), show_lines=False)
         for col in ("split", "hours", "utterances", "speakers", "note"):
             table.add_column(col, justify="right" if col in ("hours", "utterances", "speakers") else "left")
         for name, s in splits.items():
             note = s.get("flag") or s.get("source") or (f"part of {s['part_of']}" if "part_of" in s else "")
-            table.add_row(name, f"{s['hours']:.3f}", str(s["utterances"]), str(s["speakers"]), note)
+            table.add_row(escape(name), f"{s['hours']:.3f}", str(s["utterances"]), str(s["speakers"]), escape(note))
         console.print(table)
     un = report.get("unlabeled")
     if un:
@@ -519,8 +514,9 @@ def print_summary(result: PrepareResult, console) -> None:
     rej = report.get("rejects", {})
     if rej.get("total"):
         reasons = ", ".join(f"{k} {v}" for k, v in rej["by_reason"].items())
-        console.print(f"[yellow]rejected {rej['total']}[/yellow] ({reasons}); see {result.out / 'rejects.jsonl'}")
+        console.print(f"[yellow]rejected {rej['total']}[/yellow] ({reasons}); see "
+                      + escape(str(result.out / "rejects.jsonl")))
     else:
         console.print("rejected 0")
     for note in report.get("notes", []):
-        console.print(f"note: {note}")
+        console.print(escape(f"note: {note}"))

@@ -12,7 +12,8 @@ Pure functions. The steps, in order:
 7. punctuation (Unicode category P*) and symbols (S*) become spaces, except characters the rules keep;
    letters (L*, including modifier letters such as the Hawaiian ʻokina U+02BB), combining marks (M*)
    and numbers (N*) are never touched — no diacritic is ever stripped;
-8. combining marks with no base letter are dropped; digits are kept (default) or dropped;
+8. combining marks with no base letter, and ZWJ/ZWNJ with no letter or mark before them (what is left of
+   an emoji sequence), are dropped; digits are kept (default) or dropped;
 9. whitespace is collapsed.
 """
 
@@ -34,7 +35,8 @@ _KEEP_FORMAT = frozenset("\u200c\u200d")
 _APOSTROPHES = "'\u2019\u2018\u00b4`\u2032\u02b9"
 _APOSTROPHE_IN_WORD = regex.compile(rf"(?<=[\p{{L}}\p{{M}}])[{_APOSTROPHES}](?=\p{{L}})")
 _SPACES = regex.compile(r"\s+")
-_LONE_MARKS = regex.compile(r"(?:^|(?<=\s))\p{M}+")
+# combining marks and joiners that start a word, and joiners after anything but a letter or mark
+_LONE_MARKS = regex.compile(r"(?:^|(?<=\s))[\p{M}\u200c\u200d]+|(?<![\p{L}\p{M}])[\u200c\u200d]+")
 
 
 @dataclass(frozen=True)

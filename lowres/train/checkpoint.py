@@ -100,6 +100,11 @@ def load_checkpoint(path: Path) -> tuple[dict, dict, dict]:
         state = torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
         meta = json.loads((path / "meta.json").read_text())
     except Exception as exc:
-        raise LowresError(f"Checkpoint {path} cannot be read ({type(exc).__name__}: {exc}). Delete that folder "
-                          "to fall back to the previous checkpoint.") from None
+        if type(exc).__name__ == "UnpicklingError":  # torch's own text advises weights_only=False: never that
+            why = ("trainer.pt holds Python objects besides tensors and plain data; lowres never unpickles "
+                   "arbitrary objects, so a checkpoint it did not write, or one that was altered, is refused")
+        else:
+            why = f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+        raise LowresError(f"Checkpoint {path} cannot be read ({why}). Delete that folder to fall back to the "
+                          "previous checkpoint.") from None
     return weights, state, meta

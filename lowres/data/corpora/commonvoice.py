@@ -9,12 +9,11 @@ The official dev and test sets are kept as they are. The training pool is ``trai
 from __future__ import annotations
 
 import csv
-import io
 from collections.abc import Iterator
 from pathlib import Path
 
 from lowres import LowresError
-from lowres.data.corpora import CorpusOptions, Record, Reject, iter_text_lines
+from lowres.data.corpora import CorpusOptions, Record, Reject, iter_text_lines, split_fields
 
 EXPECTED = "expected a clips/ folder and train.tsv, dev.tsv, test.tsv or validated.tsv beside it."
 _TSVS = ("train.tsv", "dev.tsv", "test.tsv", "validated.tsv")
@@ -24,15 +23,16 @@ def detect(root: Path) -> bool:
     return root.is_dir() and (root / "clips").is_dir() and any((root / t).is_file() for t in _TSVS)
 
 
-def _rows(path: Path) -> Iterator[tuple[str, dict | None, str]]:
-    """(source, row or None, error) for each data line of a TSV. Quotes are literal in Common Voice."""
+def _rows(path: Path) -> Iterator[tuple[str, dict | None, str, str]]:
+    """(source, row or None, reject reason, detail) for each data line of a TSV. Quotes are literal in
+    Common Voice."""
     header: list[str] | None = None
-    for lineno, line, err in iter_text_lines(path):
+    for lineno, line, reason, detail in iter_text_lines(path):
         where = f"{path}:{lineno}"
         if line is None:
             if header is None:
-                raise LowresError(f"{where}: the header line is not UTF-8 text.")
-            yield where, None, err
+                raise LowresError(f"{where}: the header line cannot be read: {detail}.")
+            yield where, None, reason, detail
             continue
         if header is None:
             header = line.split("\t")
@@ -45,10 +45,18 @@ def _rows(path: Path) -> Iterator[tuple[str, dict | None, str]]:
             continue
         if not line.strip():
             continue
-        values = next(csv.reader(io.StringIO(line), delimiter="\t", quoting=csv.QUOTE_NONE))
+        try:
+            values = split_fields(line, "\t", quoting=csv.QUOTE_NONE)
+        except csv.Error as exc:
+            yield where, None, "bad_line", f"cannot be split into fields ({exc})"
+            continue
         if len(values) < len(header):
             values += [""] * (len(header) - len(values))
-        yield where, dict(zip(header, values, strict=False)), ""
+        row = dict(zip(header, values, strict=False))
+        if not row["path"].strip():
+            yield where, None, "bad_line", "no clip name in the 'path' column"
+            continue
+        yield where, row, "", ""
 
 
 def parse(root: Path, opts: CorpusOptions) -> Iterator[Record | Reject]:
@@ -61,9 +69,9 @@ def parse(root: Path, opts: CorpusOptions) -> Iterator[Record | Reject]:
         tsv = root / f"{split}.tsv"
         if not tsv.is_file():
             continue
-        for where, row, err in _rows(tsv):
+        for where, row, reason, detail in _rows(tsv):
             if row is None:
-                yield Reject(where, "bad_encoding", err)
+                yield Reject(where, reason, detail)
                 continue
             held["path"].add(row["path"])
             if row.get("client_id"):
@@ -76,9 +84,9 @@ def parse(root: Path, opts: CorpusOptions) -> Iterator[Record | Reject]:
         pool = root / "validated.tsv"
         if not pool.is_file():
             return
-    for where, row, err in _rows(pool):
+    for where, row, reason, detail in _rows(pool):
         if row is None:
-            yield Reject(where, "bad_encoding", err)
+            yield Reject(where, reason, detail)
             continue
         if use_validated:
             if row["path"] in held["path"]:

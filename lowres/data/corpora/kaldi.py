@@ -4,11 +4,13 @@ CORPUS is one data folder (a training pool: dev/test are carved out), or a folde
 data folders named ``train*``, ``dev*``/``valid*`` and ``test*``/``eval*`` (Kaldi's ``data/`` layout).
 Piped ``wav.scp`` entries (``... |``) and ``.ark`` offsets are rejected with a reason: lowres reads audio
 files, not commands. Relative paths are looked up from the data folder, then from the folders above it
-(Kaldi recipes run from the folder that holds ``data/``).
+(Kaldi recipes run from the folder that holds ``data/``). A key repeated within a file is rejected (the
+first line wins), and so is a ``wav.scp`` (or ``segments``) entry that ``text`` does not transcribe.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -48,17 +50,24 @@ def detect(root: Path) -> bool:
     return root.is_dir() and bool(_data_dirs(root))
 
 
-def _table(path: Path) -> Iterator[tuple[str, str | None, str, str]]:
-    """(source, key, rest, error) for 'KEY REST' lines."""
-    for lineno, line, err in iter_text_lines(path):
+def _table(path: Path) -> Iterator[tuple[str, str | None, str, Reject | None]]:
+    """(source, key, rest, reject) for 'KEY REST' lines; key is None (and reject says why) for a line that
+    cannot be read. A key seen before is a reject too (Kaldi's tables are maps: the first line wins)."""
+    first: dict[str, str] = {}
+    for lineno, line, reason, detail in iter_text_lines(path):
         where = f"{path}:{lineno}"
         if line is None:
-            yield where, None, "", err
+            yield where, None, "", Reject(where, reason, detail)
             continue
         if not line.strip():
             continue
         parts = line.strip().split(maxsplit=1)
-        yield where, parts[0], parts[1] if len(parts) > 1 else "", ""
+        if parts[0] in first:
+            yield where, None, "", Reject(where, "duplicate_id", f"{parts[0]!r} already used at {first[parts[0]]}",
+                                          id=parts[0])
+            continue
+        first[parts[0]] = where
+        yield where, parts[0], parts[1] if len(parts) > 1 else "", None
 
 
 def _resolve(path_text: str, data_dir: Path) -> Path:
@@ -80,9 +89,9 @@ def _parse_dir(d: Path, split: str) -> Iterator[Record | Reject]:
     recordings: dict[str, Path] = {}
     rec_source: dict[str, str] = {}
     bad_recordings: dict[str, str] = {}
-    for where, key, rest, err in _table(d / "wav.scp"):
+    for where, key, rest, bad in _table(d / "wav.scp"):
         if key is None:
-            yield Reject(where, "bad_encoding", err)
+            yield bad
             continue
         rest = rest.strip()
         if rest.endswith("|") or rest.startswith("|"):
@@ -105,16 +114,16 @@ def _parse_dir(d: Path, split: str) -> Iterator[Record | Reject]:
 
     speakers: dict[str, str] = {}
     if (d / "utt2spk").is_file():
-        for _where, key, rest, _err in _table(d / "utt2spk"):
+        for _where, key, rest, _bad in _table(d / "utt2spk"):
             if key is not None:
                 speakers[key] = rest.strip()
 
     segments: dict[str, tuple[str, float, float | None, str]] = {}
     has_segments = (d / "segments").is_file()
     if has_segments:
-        for where, key, rest, err in _table(d / "segments"):
+        for where, key, rest, bad in _table(d / "segments"):
             if key is None:
-                yield Reject(where, "bad_encoding", err)
+                yield bad
                 continue
             fields = rest.split()
             try:
@@ -122,15 +131,17 @@ def _parse_dir(d: Path, split: str) -> Iterator[Record | Reject]:
             except (IndexError, ValueError):
                 yield Reject(where, "bad_line", "a segments line is 'UTT REC START END' (seconds)", id=key)
                 continue
-            if start < 0 or (end >= 0 and end <= start):
+            if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or (end >= 0 and end <= start):
                 yield Reject(where, "bad_segment", f"start {start} and end {end} do not make a segment", id=key)
                 continue
             segments[key] = (rec, start, None if end < 0 else end - start, where)
 
-    for where, key, rest, err in _table(d / "text"):
+    transcribed: set[str] = set()
+    for where, key, rest, bad in _table(d / "text"):
         if key is None:
-            yield Reject(where, "bad_encoding", err)
+            yield bad
             continue
+        transcribed.add(key)
         if has_segments:
             seg = segments.get(key)
             if seg is None:
@@ -147,3 +158,8 @@ def _parse_dir(d: Path, split: str) -> Iterator[Record | Reject]:
             continue
         yield Record(id=key, audio=audio, text=rest, source=where, speaker=speakers.get(key, ""), split=split,
                      group=d.name, offset=offset, duration=duration)
+    # what wav.scp (or segments) lists but text does not (an unreadable text line also shows up here by its id)
+    untranscribed = ((k, seg[3]) for k, seg in segments.items()) if has_segments else rec_source.items()
+    for key, where in untranscribed:
+        if key not in transcribed:
+            yield Reject(where, "no_transcript", f"{key!r} has no line in {d / 'text'}", id=key)

@@ -2,6 +2,7 @@
 
 ``speaker/chapter/speaker-chapter-NNNN.flac`` next to ``speaker-chapter.trans.txt`` ("ID TRANSCRIPT" per
 line). Folders named ``dev*`` and ``test*`` hold dev and test sets; everything else is training data.
+An audio file beside a transcript file that none of its lines names is reported (``no_transcript``).
 
 Libri-light's ``librispeech_finetuning/`` gives the official subsets, used exactly as
 ``torchaudio.datasets.LibriLightLimited`` does: 10min = ``1h/0``, 1h = all of ``1h/{0..5}``,
@@ -122,6 +123,7 @@ def _inside(path: Path, root: Path) -> bool:
 
 
 def _parse_tree(tree: Path, forced_split: str | None, ft: Path | None, explicit_heldout: bool):
+    claimed: dict[Path, set[str]] = {}  # folder of a transcript file -> the audio files its lines name
     for trans in walk_files(tree, names_end=".trans.txt"):
         rel = trans.relative_to(tree).parts
         if forced_split:
@@ -135,11 +137,12 @@ def _parse_tree(tree: Path, forced_split: str | None, ft: Path | None, explicit_
             split, group = "train", FINETUNING
             tags = _librilight_tags(trans.relative_to(ft.resolve()).parts)
         folder = trans.parent
+        names = claimed.setdefault(folder, set())
         speaker_dir = folder.parent.name
-        for lineno, line, err in iter_text_lines(trans):
+        for lineno, line, reason, detail in iter_text_lines(trans):
             where = f"{trans}:{lineno}"
             if line is None:
-                yield Reject(where, "bad_encoding", err)
+                yield Reject(where, reason, detail)
                 continue
             if not line.strip():
                 continue
@@ -147,9 +150,15 @@ def _parse_tree(tree: Path, forced_split: str | None, ft: Path | None, explicit_
             utt_id = parts[0]
             text = parts[1] if len(parts) > 1 else ""
             audio = _find_audio(folder, utt_id)
+            names.add(audio.name)
             speaker = utt_id.split("-")[0] if "-" in utt_id else speaker_dir
             yield Record(id=utt_id, audio=audio, text=text, source=where, speaker=speaker, split=split,
                          group=group, tags=tags)
+    for folder, names in claimed.items():  # audio beside a transcript file that no line names
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() in _AUDIO_ENDINGS and path.name not in names and not path.name.startswith("."):
+                yield Reject(str(path), "no_transcript", f"no line of the *.trans.txt beside it names {path.stem!r}",
+                             id=path.stem)
 
 
 def _find_audio(folder: Path, utt_id: str) -> Path:

@@ -15,14 +15,13 @@ Relative audio paths are relative to the table file's folder.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import math
 from collections.abc import Iterator
 from pathlib import Path
 
 from lowres import LowresError
-from lowres.data.corpora import CorpusOptions, Record, Reject, iter_text_lines
+from lowres.data.corpora import CorpusOptions, Record, Reject, iter_text_lines, split_fields
 
 EXPECTED = "expected a .csv, .tsv, .jsonl or .json file with an audio path column and a transcript column."
 ENDINGS = (".csv", ".tsv", ".jsonl", ".json", ".ndjson")
@@ -63,28 +62,32 @@ def _rows(path: Path) -> Iterator[tuple[str, dict | None, str, str]]:
         yield from _delimited(path, "\t" if suffix == ".tsv" else ",")
         return
     # JSON: a JSON array, or one object per line (NeMo writes JSON lines into .json files)
-    with open(path, "rb") as f:
-        head = f.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096).lstrip(b"\xef\xbb\xbf").lstrip()
+    except OSError as exc:
+        raise LowresError(f"Cannot read {path}: {exc.strerror or exc}.") from None
     if suffix == ".json" and head.startswith(b"["):
         try:
             data = json.loads(path.read_text(encoding="utf-8-sig"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
             raise LowresError(f"{path} is not valid JSON: {exc}") from None
         for i, row in enumerate(data, 1):
             where = f"{path}[{i}]"
             yield (where, row, "", "") if isinstance(row, dict) else (where, None, "bad_line", "array item is not an object")
         return
-    for lineno, line, err in iter_text_lines(path):
+    for lineno, line, reason, detail in iter_text_lines(path):
         where = f"{path}:{lineno}"
         if line is None:
-            yield where, None, "bad_encoding", err
+            yield where, None, reason, detail
             continue
         if not line.strip():
             continue
         try:
             row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            yield where, None, "bad_line", f"not a JSON object ({exc.msg})"
+        except (json.JSONDecodeError, RecursionError) as exc:
+            why = exc.msg if isinstance(exc, json.JSONDecodeError) else "nested too deeply"
+            yield where, None, "bad_line", f"not a JSON object ({why})"
             continue
         if not isinstance(row, dict):
             yield where, None, "bad_line", "not a JSON object"
@@ -94,16 +97,22 @@ def _rows(path: Path) -> Iterator[tuple[str, dict | None, str, str]]:
 
 def _delimited(path: Path, delimiter: str) -> Iterator[tuple[str, dict | None, str, str]]:
     header: list[str] | None = None
-    for lineno, line, err in iter_text_lines(path):
+    for lineno, line, reason, detail in iter_text_lines(path):
         where = f"{path}:{lineno}"
         if line is None:
             if header is None:
-                raise LowresError(f"{where}: the header line is not UTF-8 text.")
-            yield where, None, "bad_encoding", err
+                raise LowresError(f"{where}: the header line cannot be read: {detail}.")
+            yield where, None, reason, detail
             continue
         if not line.strip():
             continue
-        values = next(csv.reader(io.StringIO(line), delimiter=delimiter))
+        try:
+            values = split_fields(line, delimiter)
+        except csv.Error as exc:
+            if header is None:
+                raise LowresError(f"{where}: the header line cannot be split into columns ({exc}).") from None
+            yield where, None, "bad_line", f"cannot be split into fields ({exc})"
+            continue
         if header is None:
             header = [v.strip() for v in values]
             continue
@@ -138,7 +147,10 @@ def parse(root: Path, opts: CorpusOptions) -> Iterator[Record | Reject]:
         if not audio.is_absolute():
             audio = base / audio
         text = row.get(columns["text"])
-        text = "" if text is None else str(text)
+        if text is not None and not isinstance(text, str):  # JSON: a number, list or object
+            yield Reject(where, "bad_line", f"the transcript in column {columns['text']!r} is not a string")
+            continue
+        text = text or ""
         speaker = str(row.get(columns["speaker"]) or "") if columns["speaker"] else ""
         offset, duration = 0.0, None
         if "offset" in row:
