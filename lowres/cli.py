@@ -52,7 +52,9 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except LowresError as exc:
-            _stderr().print(f"[bold red]error:[/bold red] {exc}")
+            from rich.markup import escape
+
+            _stderr().print(f"[bold red]error:[/bold red] {escape(str(exc))}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             _stderr().print("[yellow]interrupted[/yellow]")
@@ -220,9 +222,12 @@ def adapt(
     lora: bool = typer.Option(False, "--lora", help="Adapt LoRA adapters on the transformer instead of all its weights."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (optim.lr)."),
     batch_seconds: float | None = typer.Option(None, "--batch-seconds", help="Audio seconds per micro-batch."),
+    accumulate: int | None = typer.Option(None, "--accumulate", help="Micro-batches per update (per process "
+                                          "under torchrun)."),
     device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed (train.seed)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint "
+                                "(--max-steps, --accumulate, --device may change)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the lowres run already in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
@@ -242,7 +247,7 @@ def adapt(
                           "backbone name such as xls-r-300m or tiny, a Hugging Face folder or a lowres run folder).")
     flags = {"unlabeled": str(unlabeled) if unlabeled is not None else None, "base": base,
              "train.max_steps": max_steps, "optim.lr": lr, "train.batch_seconds": batch_seconds,
-             "train.device": device, "train.seed": seed}
+             "train.accumulate": accumulate, "train.device": device, "train.seed": seed}
     if lora:
         flags["lora.enabled"] = True
     try:
@@ -250,13 +255,29 @@ def adapt(
     except ValueError as exc:
         raise LowresError(f"Invalid setting: {exc}") from None
     run_adapt(cfg, out, resume=resume, overwrite=overwrite, console=None if quiet else _stdout(),
-              max_steps_override=max_steps if resume else None)
+              max_steps_override=max_steps if resume else None,
+              resume_train=_resume_changes(flags, set_) if resume else None)
+
+
+def _resume_changes(flags: dict, sets: list[str]) -> dict:
+    """The resuming command line's settings, nested: its --set values and its explicit flags (see
+    train/finetune.py resumed_run for what a --resume may change; the others must equal the run's)."""
+    from lowres.config import parse_sets
+
+    nested = parse_sets(tuple(sets))
+    for key, value in flags.items():
+        if value is None or "." not in key:  # data / base / unlabeled: the run keeps its own
+            continue
+        section, name = key.split(".", 1)
+        nested.setdefault(section, {})[name] = value
+    return nested
 
 
 @app.command(no_args_is_help=True)
 @friendly
 def finetune(
-    data: Path = typer.Option(..., "--data", "-d", help="Folder written by `lowres prepare`."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Folder written by `lowres prepare` (required "
+                                     "unless --resume)."),
     split: str = typer.Option("1h", "--split", "-s", help="Labeled split: 10min, 1h, 10h or full (also picks the recipe)."),
     base: str | None = typer.Option(None, "--base", "-b", help="Backbone: a name (wav2vec2-base, xls-r-300m, "
                                     "hubert-base, wavlm-base-plus, tiny, ...), a Hugging Face folder or a lowres run folder."),
@@ -269,11 +290,13 @@ def finetune(
     lora_rank: int | None = typer.Option(None, "--lora-rank", help="LoRA rank (lora.rank, default 8)."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (optim.lr)."),
     batch_seconds: float | None = typer.Option(None, "--batch-seconds", help="Audio seconds per micro-batch."),
-    accumulate: int | None = typer.Option(None, "--accumulate", help="Micro-batches per update."),
+    accumulate: int | None = typer.Option(None, "--accumulate", help="Micro-batches per update (per process "
+                                          "under torchrun)."),
     eval_every: int | None = typer.Option(None, "--eval-every", help="Dev WER every N updates (0 = at the end)."),
     device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
     seed: int | None = typer.Option(None, "--seed", help="Training seed (train.seed)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint "
+                                "(--max-steps, --accumulate, --device may change)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the lowres run already in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
@@ -290,7 +313,9 @@ def finetune(
     if not resume and not base:
         raise LowresError("--base is required: a backbone name (e.g. xls-r-300m, wav2vec2-base, tiny), a Hugging "
                           "Face model folder or a lowres run folder.")
-    flags = {"data": str(data), "base": base, "train.max_steps": max_steps, "lora.rank": lora_rank,
+    if not resume and data is None:
+        raise LowresError("--data is required: the --out folder of `lowres prepare`.")
+    flags = {"data": str(data) if data is not None else None, "base": base, "train.max_steps": max_steps, "lora.rank": lora_rank,
              "optim.lr": lr, "train.batch_seconds": batch_seconds, "train.accumulate": accumulate,
              "train.eval_every": eval_every, "train.device": device, "train.seed": seed}
     if no_lora:
@@ -301,7 +326,8 @@ def finetune(
         raise LowresError(f"Invalid setting: {exc}") from None
     console = None if quiet else _stdout()
     run_finetune(cfg, out, resume=resume, overwrite=overwrite, console=console,
-                 max_steps_override=max_steps if resume else None)
+                 max_steps_override=max_steps if resume else None,
+                 resume_train=_resume_changes(flags, set_) if resume else None)
 
 
 def _load_lm(lm: Path | None, lexicon: Path | None, lm_weight: float | None, word_score: float | None, beam: int,

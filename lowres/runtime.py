@@ -112,5 +112,74 @@ def init_distributed(device) -> Distributed:
             import torch
 
             torch.cuda.set_device(device)
-        dist.init_process_group(backend=backend)
+        try:
+            dist.init_process_group(backend=backend)
+        except (RuntimeError, ValueError) as exc:
+            raise LowresError(f"Could not join the torchrun process group ({backend}): {exc}. Check the "
+                              "--nnodes / --rdzv-endpoint / --master-addr flags given to torchrun.") from None
     return info
+
+
+def _group_active() -> bool:
+    import torch.distributed as dist
+
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def world_size() -> int:
+    import torch.distributed as dist
+
+    return dist.get_world_size() if _group_active() else 1
+
+
+def is_main_process() -> bool:
+    import torch.distributed as dist
+
+    return not _group_active() or dist.get_rank() == 0
+
+
+def all_reduce_sum(values: list[float]) -> list[float]:
+    """Element-wise sum of ``values`` over all processes (the values themselves in a single process)."""
+    if not _group_active():
+        return [float(v) for v in values]
+    import torch
+    import torch.distributed as dist
+
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    t = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(t)
+    return t.cpu().tolist()
+
+
+def barrier() -> None:
+    if _group_active():
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def on_main(fn, *args, **kwargs):
+    """Run ``fn`` on rank 0 only and hand its result to every rank. A LowresError raised there is raised on
+    every rank (so no rank waits forever for one that gave up)."""
+    if not _group_active():
+        return fn(*args, **kwargs)
+    import torch.distributed as dist
+
+    box: list = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", fn(*args, **kwargs))
+        except LowresError as exc:
+            box[0] = ("error", str(exc))
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise LowresError(value)
+    return value
+
+
+def shutdown_distributed() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -80,6 +80,18 @@ class Batch:
         return self
 
 
+def placeholder_batch(seconds: float = 2.0, labels: bool = True) -> Batch:
+    """A batch of quiet noise that stands in for a micro-batch whose every clip failed to decode, under
+    torchrun: every rank must run forward and backward for DDP to synchronise. Its loss is weighted by 0."""
+    gen = torch.Generator().manual_seed(0)
+    n = int(seconds * audio_mod.TARGET_SAMPLE_RATE)
+    batch = Batch(0.01 * torch.randn(1, n, generator=gen), torch.tensor([n]), [-1])
+    if labels:
+        batch.targets = torch.tensor([1], dtype=torch.long)
+        batch.target_lengths = torch.tensor([1], dtype=torch.long)
+    return batch
+
+
 def collate(items: list[dict]) -> Batch:
     errors = [it["error"] for it in items if "error" in it]
     good = [it for it in items if "error" not in it]
@@ -103,7 +115,9 @@ class BucketBatchSampler:
 
     Each epoch the durations get a small random jitter (±5%) before sorting, so batch composition changes
     between epochs while padding stays small; the batch order is then shuffled. With ``world_size > 1``
-    every rank gets the same number of batches (the remainder is dropped).
+    rank r takes batches r, r + world_size, r + 2·world_size, ... and every rank gets the same number (the
+    remainder is dropped): the micro-batches of one update over N ranks are the ones a single process
+    takes with N times the gradient accumulation, so the two train the same model.
     """
 
     def __init__(self, durations: Sequence[float], batch_seconds: float, seed: int = 0, shuffle: bool = True,
@@ -136,8 +150,8 @@ class BucketBatchSampler:
         if self.shuffle:
             rng.shuffle(batches)
         if self.world_size > 1:
-            per_rank = len(batches) // self.world_size
-            batches = batches[self.rank * per_rank: (self.rank + 1) * per_rank]
+            usable = len(batches) - len(batches) % self.world_size
+            batches = batches[self.rank:usable:self.world_size]
         return batches
 
     def __len__(self) -> int:

@@ -72,7 +72,7 @@ def unlabeled_manifest(source: Path, out: Path, console=None) -> Path:
 
 
 def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: bool = False, console=None,
-              max_steps_override: int | None = None) -> dict:
+              max_steps_override: int | None = None, resume_train: dict | None = None) -> dict:
     from lowres.data import batching
     from lowres.data.manifest import read_manifest
     from lowres.model.backbone import BackboneSpec, build_model
@@ -85,17 +85,42 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
         fresh_heads,
         temperature_at,
     )
-    from lowres.runtime import autocast, configure_threads, resolve_device, seed_everything
+    from lowres.runtime import (
+        all_reduce_sum,
+        autocast,
+        barrier,
+        configure_threads,
+        distributed,
+        init_distributed,
+        is_main_process,
+        on_main,
+        resolve_device,
+        seed_everything,
+        world_size,
+    )
     from lowres.train.checkpoint import latest_checkpoint, save_safetensors
     from lowres.train.finetune import claim_run_folder, resumed_run
-    from lowres.train.loop import Hooks, LoopState, MetricsLog, StepOutput, restore, train_loop
+    from lowres.train.loop import (
+        Hooks,
+        LoopState,
+        MetricsLog,
+        StepOutput,
+        data_parallel,
+        grad_sync,
+        restore,
+        train_loop,
+    )
     from lowres.train.plot import learning_curve
     from lowres.train.schedules import warmup_decay
 
     out = Path(out)
-    mode = claim_run_folder(out, resume=resume, overwrite=overwrite)
+    init_distributed(resolve_device(cfg.train.device))  # under torchrun: join the group (nothing otherwise)
+    main, world = is_main_process(), world_size()
+    if not main:
+        console = None
+    mode = on_main(claim_run_folder, out, resume=resume, overwrite=overwrite)
     if mode == "resume":
-        meta, cfg = resumed_run(out, "adapt", AdaptConfig, max_steps_override)
+        meta, cfg = resumed_run(out, "adapt", AdaptConfig, max_steps_override, resume_train)
     t = cfg.train
     configure_threads(t.threads)
     device = resolve_device(t.device)
@@ -160,7 +185,7 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
 
     if mode == "new":
         base = str(Path(cfg.base).resolve()) if Path(cfg.base).is_dir() else cfg.base
-        manifest = unlabeled_manifest(Path(cfg.unlabeled), out, console)
+        manifest = on_main(unlabeled_manifest, Path(cfg.unlabeled), out, console)
         cfg = replace(cfg, base=base, unlabeled=str(Path(cfg.unlabeled).resolve()))
         q = model.heads.quantizer
         meta = {"lowres_run": "adapt", "lowres_version": __version__, "config": to_dict(cfg),
@@ -170,7 +195,9 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
                           "dim": q.dim, "final_dim": model.heads.project_q.out_features},
                 "feature_penalty": beta, "heads_warmup_steps": warm, "temperature_start": tau_start,
                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-        atomic_write_json(out / "config.json", meta)
+        if main:
+            atomic_write_json(out / "config.json", meta)
+        barrier()
     manifest = Path(meta["manifest"])
 
     # data
@@ -180,7 +207,7 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
         raise LowresError(f"No piece in {manifest} is at least {t.crop_min_s} s long: nothing to adapt on.")
     dataset = CropDataset(kept, t.crop_max_s, t.seed)
     buckets = batching.BucketBatchSampler([min(u.duration, t.crop_max_s) for u in kept], t.batch_seconds,
-                                          seed=t.seed)
+                                          seed=t.seed, rank=distributed().rank, world_size=world)
 
     def batches(position):
         return iter(batching.loader(dataset, batching.StreamSampler(buckets, position), t.num_workers,
@@ -201,44 +228,54 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
 
     current = {"tau": tau_start}
 
-    def compute(micro, step, gen) -> StepOutput:
+    net = {"model": model}  # DistributedDataParallel(model) under torchrun, set once the weights are final
+    stat_keys = ("contrastive", "diversity", "feature_penalty", "accuracy", "code_perplexity", "prob_perplexity",
+                 "masked_fraction")
+
+    def compute(micro, step) -> StepOutput:
         tau = temperature_at(step, tau_start, g.min, g.decay, t.max_steps)
         current["tau"] = tau
         audio, unreadable, total_masked = 0.0, 0, 0
         results = []
-        for b in micro:
+        for m in micro:
+            b = m.start()
             unreadable += len(b.errors or [])
+            weight = 1.0
             if not b.size:
-                continue
+                if world == 1:
+                    continue
+                b, weight = batching.placeholder_batch(labels=False), 0.0  # every rank joins DDP's all-reduce
             b.to(device)
-            with autocast(device, t.precision):
-                res = model(b.waves, b.lengths, tau, gen)
-            results.append(res)
-            total_masked += res.n_masked
-            # per-micro-batch loss is normalised by its own masked frames; weight by its share of the update
-            (res.loss * res.n_masked).backward()
-            audio += batching.audio_seconds(b)
+            with grad_sync(net["model"], m):
+                with autocast(device, t.precision):
+                    res = net["model"](b.waves, b.lengths, tau, m.gen)
+                # each micro-batch's loss is normalised by its own masked frames: weight it by their number,
+                # then divide by the update's total (below)
+                (res.loss * (res.n_masked * weight)).backward()
+            if weight:
+                results.append(res)
+                total_masked += res.n_masked
+                audio += batching.audio_seconds(b)
+        # the update's masked frames over all micro-batches and ranks; DDP averaged the gradients over ranks
+        sums = all_reduce_sum([total_masked, sum(r.n_masked * float(r.loss.detach()) for r in results)]
+                              + [sum(r.n_masked * getattr(r, k) for r in results) for k in stat_keys])
+        total = sums[0]
         for p in trainable:
             if p.grad is not None:
-                p.grad.div_(max(total_masked, 1))
-        outs = results
-        if not outs:
+                p.grad.mul_(world / max(total, 1))
+        if not total:
             return StepOutput(float("nan"), audio, unreadable=unreadable)
-        w = [r.n_masked / max(total_masked, 1) for r in outs]
-        stats = {k: sum(wi * getattr(r, k) for wi, r in zip(w, outs, strict=True))
-                 for k in ("contrastive", "diversity", "feature_penalty", "accuracy", "code_perplexity",
-                           "prob_perplexity", "masked_fraction")}
+        stats = {k: v / total for k, v in zip(stat_keys, sums[2:], strict=True)}
         stats["temperature"] = tau
-        loss = sum(wi * float(r.loss.detach()) for wi, r in zip(w, outs, strict=True))
-        return StepOutput(loss, audio, stats=stats, unreadable=unreadable)
+        return StepOutput(sums[1] / total, audio, stats=stats, unreadable=unreadable)
 
     def on_update(step: int) -> None:
         frozen = step < warm
+        for grp in optimizer.param_groups:  # the heads learn 10x faster while the encoder waits (set every
+            if grp["name"] == "heads" and o.head_lr is None:  # update: a resumed optimizer holds the old value)
+                grp["peak_lr"] = o.lr * (10.0 if frozen else 1.0)
         if frozen != model.encoder_frozen or step == 0:
             model.encoder_frozen = frozen
-            for grp in optimizer.param_groups:  # the heads learn 10x faster while the encoder waits
-                if grp["name"] == "heads" and o.head_lr is None:
-                    grp["peak_lr"] = o.lr * (10.0 if frozen else 1.0)
             if frozen:
                 log.say(f"updates 1-{warm}: heads warm-up, the encoder is frozen while the freshly initialised "
                         "quantizer and projections learn")
@@ -303,17 +340,21 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
                 f"{len(utts) - len(kept)} shorter than {t.crop_min_s} s left out; Gumbel temperature "
                 f"{tau_start:g} → {g.min:g}")
         log.write({"step": 0, "event": "start", "pieces": len(kept), **rep})
+    net["model"] = data_parallel(model, device)
     started = time.perf_counter()
     final = train_loop(run=out, model=model, optimizer=optimizer, lr_factor=lr_factor, batches=batches, hooks=hooks,
                        max_steps=t.max_steps, accumulate=t.accumulate, clip_norm=o.clip_norm, seed=t.seed,
                        log_every=t.log_every, eval_every=0, save_every=t.save_every, state=state, log=log,
                        console=console)
-    learning_curve(out / "metrics.jsonl", out / "learning_curve.png", title="lowres adapt",
-                   extra=("accuracy", "masked_fraction"))
+    if main:
+        learning_curve(out / "metrics.jsonl", out / "learning_curve.png", title="lowres adapt",
+                       extra=("accuracy", "masked_fraction"))
     summary = {"steps": final.step, "skipped_nonfinite": final.skipped_nonfinite,
                "unreadable_clips": final.unreadable_clips, "audio_seconds_trained": final.audio_seconds,
                "wall_seconds": time.perf_counter() - started, "deliverable": str(out / RUN_WEIGHTS),
                "heads_imported": imported}
-    atomic_write_json(out / "summary.json", summary)
+    if main:
+        atomic_write_json(out / "summary.json", summary)
+    barrier()
     log.say(f"done: {final.step} updates → {out / RUN_WEIGHTS} (use it with: lowres finetune --base {out} ...)")
     return summary

@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 from lowres import LowresError, __version__
-from lowres.config import FinetuneConfig, from_dict, to_dict
+from lowres.config import FinetuneConfig, from_dict, merge, to_dict
 from lowres.fsutil import atomic_write_json
 
 ALL_BLANK_NOTE = (
@@ -37,8 +37,9 @@ ALL_BLANK_NOTE = (
 # the run folder
 
 
-def claim_run_folder(out: Path, *, resume: bool, overwrite: bool) -> str:
-    """'new' | 'resume'. Never deletes anything that does not look like a lowres run unless it is empty."""
+def claim_run_folder(out: Path, *, resume: bool, overwrite: bool, check_only: bool = False) -> str:
+    """'new' | 'resume'. Never deletes anything that does not look like a lowres run unless it is empty.
+    ``check_only``: say whether the folder could be claimed, touching nothing (before the inputs are read)."""
     out = Path(out)
     if resume and overwrite:
         raise LowresError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
@@ -65,20 +66,57 @@ def claim_run_folder(out: Path, *, resume: bool, overwrite: bool) -> str:
         if not is_run:
             raise LowresError(f"--overwrite refused: {out} is not a lowres run folder (no lowres config.json), so "
                               "it may hold your own files. Choose an empty or new --out.")
+        if check_only:
+            return "new"
         shutil.rmtree(out)
+    if check_only:
+        return "new"
     out.mkdir(parents=True, exist_ok=True)
     return "new"
 
 
-def resumed_run(out: Path, kind: str, config_class, max_steps_override: int | None):
-    """(config.json, the run's saved configuration) of a run being resumed; ``--max-steps`` may extend it."""
+# what --resume may change: the length of the run and how the global batch is laid out on the machine
+# (another world size under torchrun wants another accumulate to keep the same global batch)
+RESUME_SETTINGS = ("max_steps", "accumulate", "device", "num_workers", "threads")
+
+
+def resumed_run(out: Path, kind: str, config_class, max_steps_override: int | None,
+                changes: dict | None = None):
+    """(config.json, the run's saved configuration) of a run being resumed.
+
+    ``changes`` is the nested ``--set`` dict of the resuming command line (plus --accumulate / --device): the
+    train settings in RESUME_SETTINGS are applied; any other setting must equal the saved one (so the original
+    command line with --resume added works), else the resume is refused."""
     meta = json.loads((out / "config.json").read_text(encoding="utf-8"))
     if meta.get("lowres_run") != kind:
         raise LowresError(f"--resume: {out} is not a {kind} run.")
-    cfg = from_dict(config_class, meta["config"])
+    saved = from_dict(config_class, meta["config"])
+    changes = {k: dict(v) if isinstance(v, dict) else v for k, v in (changes or {}).items()}
+    train = changes.pop("train", {})
+    allowed = {k: train.pop(k) for k in list(train) if k in RESUME_SETTINGS and train[k] is not None}
     if max_steps_override is not None:
-        cfg = replace(cfg, train=replace(cfg.train, max_steps=max_steps_override))
+        allowed["max_steps"] = max_steps_override
+    if train:
+        changes["train"] = train
+    if changes:
+        before, after = _flat(to_dict(saved)), _flat(to_dict(merge(saved, changes)))
+        differ = [k for k in after if after[k] != before.get(k)]
+        if differ:
+            raise LowresError(f"--resume continues the run with its own settings; {', '.join(differ)} cannot change "
+                              f"(only train.{', train.'.join(RESUME_SETTINGS)} can). Start a new run (another "
+                              "--out) to change the others.")
+    cfg = merge(saved, {"train": allowed}) if allowed else saved
     return meta, cfg
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
 
 
 def _prepared(data: Path) -> tuple[Path, dict]:
@@ -115,7 +153,7 @@ def manifest_paths(cfg: FinetuneConfig) -> tuple[Path, Path | None]:
 
 
 def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwrite: bool = False,
-                 console=None, max_steps_override: int | None = None) -> dict:
+                 console=None, max_steps_override: int | None = None, resume_train: dict | None = None) -> dict:
     from lowres.data import batching
     from lowres.data.augment import make_augmenter
     from lowres.data.manifest import read_manifest
@@ -131,18 +169,49 @@ def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwr
         trained_state,
     )
     from lowres.model.ctc import ctc_loss
-    from lowres.runtime import autocast, configure_threads, resolve_device, seed_everything
+    from lowres.runtime import (
+        all_reduce_sum,
+        autocast,
+        barrier,
+        configure_threads,
+        distributed,
+        init_distributed,
+        is_main_process,
+        on_main,
+        resolve_device,
+        seed_everything,
+        world_size,
+    )
     from lowres.train.checkpoint import latest_checkpoint, save_safetensors
-    from lowres.train.loop import Hooks, LoopState, MetricsLog, StepOutput, restore, train_loop
+    from lowres.train.loop import (
+        Hooks,
+        LoopState,
+        MetricsLog,
+        StepOutput,
+        data_parallel,
+        grad_sync,
+        restore,
+        train_loop,
+    )
     from lowres.train.plot import learning_curve
     from lowres.train.schedules import tri_stage
 
     out = Path(out)
-    mode = claim_run_folder(out, resume=resume, overwrite=overwrite)
+    init_distributed(resolve_device(cfg.train.device))  # under torchrun: join the group (nothing otherwise)
+    main, world = is_main_process(), world_size()
+    if not main:
+        console = None
+    # every input is read and checked before the run folder is touched: a mistake leaves --out as it was
+    mode = on_main(claim_run_folder, out, resume=resume, overwrite=overwrite, check_only=not resume)
     if mode == "resume":
-        meta, cfg = resumed_run(out, "finetune", FinetuneConfig, max_steps_override)
+        meta, cfg = resumed_run(out, "finetune", FinetuneConfig, max_steps_override, resume_train)
     data, report = _prepared(Path(cfg.data))
     train_path, dev_path = manifest_paths(cfg)
+    train_all = list(read_manifest(train_path, require_text=True))
+    if not train_all:
+        raise LowresError(f"{train_path} holds no utterances: nothing to train on. Check the prepare report "
+                          f"({data / 'prepare_report.json'}) for why.")
+    dev_all = list(read_manifest(dev_path, require_text=True)) if dev_path else []
     t = cfg.train
     configure_threads(t.threads)
     device = resolve_device(t.device)
@@ -158,6 +227,15 @@ def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwr
         text_dict = report.get("text")
         loaded = load_backbone(cfg.base, seed=t.seed)
     text_cfg = text_config_from_dict(text_dict)
+    # data
+    max_utt = t.max_utterance_s or t.batch_seconds
+    train_utts, dropped = batching.filter_trainable(train_all, vocab, loaded.spec.conv_stack, max_utt)
+    if not train_utts:
+        raise LowresError(f"None of the {len(train_all)} clips in {train_path} can train: {dropped}. Transcripts "
+                          "must fit in their audio frames (20 ms each) and clips must be shorter than "
+                          "train.batch_seconds.")
+    if mode == "new":
+        on_main(claim_run_folder, out, resume=False, overwrite=overwrite)
     model, info = build_ctc_model(cfg, len(vocab), loaded)
     model.to(device)
     head_only = t.head_only_steps if loaded.spec.pretrained else 0
@@ -174,26 +252,18 @@ def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwr
                 "build": {"lora": info.lora, "feature_encoder_trained": info.feature_encoder_trained,
                           "pretrained_base": info.pretrained, "head_only_steps": head_only},
                 "created": time.strftime("%Y-%m-%d %H:%M:%S")}
-        shutil.copyfile(data / "vocab.json", out / "vocab.json")
-        atomic_write_json(out / "config.json", meta)
+        if main:
+            shutil.copyfile(data / "vocab.json", out / "vocab.json")
+            atomic_write_json(out / "config.json", meta)
+        barrier()
 
-    # data
-    train_all = list(read_manifest(train_path, require_text=True))
-    if not train_all:
-        raise LowresError(f"{train_path} holds no utterances: nothing to train on. Check the prepare report "
-                          f"({data / 'prepare_report.json'}) for why.")
-    max_utt = t.max_utterance_s or t.batch_seconds
-    train_utts, dropped = batching.filter_trainable(train_all, vocab, loaded.spec.conv_stack, max_utt)
-    if not train_utts:
-        raise LowresError(f"None of the {len(train_all)} clips in {train_path} can train: {dropped}. Transcripts "
-                          "must fit in their audio frames (20 ms each) and clips must be shorter than "
-                          "train.batch_seconds.")
-    dev_utts = list(read_manifest(dev_path, require_text=True)) if dev_path else []
+    dev_utts = dev_all
     if t.dev_max_utterances:
         dev_utts = dev_utts[: t.dev_max_utterances]
     augment = make_augmenter(cfg.augment)
     dataset = batching.UtteranceDataset(train_utts, vocab, augment=augment, seed=t.seed)
-    buckets = batching.BucketBatchSampler([u.duration for u in train_utts], t.batch_seconds, seed=t.seed)
+    buckets = batching.BucketBatchSampler([u.duration for u in train_utts], t.batch_seconds, seed=t.seed,
+                                          rank=distributed().rank, world_size=world)
 
     def batches(position):
         return iter(batching.loader(dataset, batching.StreamSampler(buckets, position), t.num_workers,
@@ -215,24 +285,35 @@ def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwr
     def lr_factor(step: int) -> float:
         return tri_stage(step, t.max_steps, s.warmup, s.hold, s.decay, s.init_scale, s.final_scale)
 
-    def compute(micro, step, gen) -> StepOutput:
-        total_utts = sum(b.size for b in micro)
-        total_tokens = sum(int(b.target_lengths.sum()) for b in micro if b.size)
+    net = {"model": model}  # DistributedDataParallel(model) under torchrun, set once the weights are final
+
+    def compute(micro, step) -> StepOutput:
+        # normalisers over the whole global batch (all micro-batches, all ranks); DDP averages gradients
+        # over ranks, hence the factor `world`
+        total_utts, total_tokens = all_reduce_sum([sum(m.batch.size for m in micro),
+                                                   sum(int(m.batch.target_lengths.sum()) for m in micro
+                                                       if m.batch.size)])
         loss_sum, audio, unreadable = 0.0, 0.0, 0
-        for b in micro:
+        for m in micro:
+            b = m.start()
             unreadable += len(b.errors or [])
+            weight = 1.0
             if not b.size:
-                continue
+                if world == 1:
+                    continue
+                b, weight = batching.placeholder_batch(), 0.0  # every rank must take part in DDP's all-reduce
             b.to(device)
-            with autocast(device, t.precision):
-                logits, frames = model(b.waves, b.lengths, gen)
-            losses = ctc_loss(logits, frames, b.targets.to(device), b.target_lengths.to(device))
-            loss = losses.sum() / max(total_utts, 1)
-            loss.backward()
-            loss_sum += float(losses.detach().sum())
-            audio += batching.audio_seconds(b)
-        for e in (err for b in micro for err in (b.errors or [])):
+            with grad_sync(net["model"], m):
+                with autocast(device, t.precision):
+                    logits, frames = net["model"](b.waves, b.lengths, m.gen)
+                losses = ctc_loss(logits, frames, b.targets.to(device), b.target_lengths.to(device))
+                (losses.sum() * (weight * world / max(total_utts, 1))).backward()
+            if weight:
+                loss_sum += float(losses.detach().sum())
+                audio += batching.audio_seconds(b)
+        for e in (err for m in micro for err in (m.batch.errors or [])):
             log.say(f"unreadable clip skipped: {e}")
+        (loss_sum,) = all_reduce_sum([loss_sum])
         # gradients are averaged per utterance (fairseq's sentence_avg); the logged loss is per target
         # symbol (what the Hugging Face example prints), where the all-blank plateau sits near 3
         return StepOutput(loss_sum / max(total_tokens, 1), audio, unreadable=unreadable,
@@ -308,6 +389,7 @@ def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwr
         log.write({"step": 0, "event": "start", "train_clips": len(train_utts), "dropped": dropped,
                    "dev_clips": len(dev_utts), **rep})
     state_box["state"] = state
+    net["model"] = data_parallel(model, device)
 
     started = time.perf_counter()
     final = train_loop(run=out, model=model, optimizer=optimizer, lr_factor=lr_factor, batches=batches,
@@ -315,12 +397,16 @@ def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwr
                        clip_norm=o.clip_norm, seed=t.seed, log_every=t.log_every, eval_every=t.eval_every,
                        save_every=t.save_every, state=state, log=log, console=console)
     state_box["state"] = final
-    learning_curve(out / "metrics.jsonl", out / "learning_curve.png", title=f"lowres finetune --split {cfg.split}")
+    if main:
+        learning_curve(out / "metrics.jsonl", out / "learning_curve.png",
+                       title=f"lowres finetune --split {cfg.split}")
     summary = {"steps": final.step, "best_dev_wer": final.best_metric, "best_step": final.best_step,
                "skipped_nonfinite": final.skipped_nonfinite, "unreadable_clips": final.unreadable_clips,
                "dropped_clips": dropped, "train_clips": len(train_utts), "audio_seconds_trained": final.audio_seconds,
                "wall_seconds": time.perf_counter() - started, "deliverable": str(out / RUN_WEIGHTS)}
-    atomic_write_json(out / "summary.json", summary)
+    if main:
+        atomic_write_json(out / "summary.json", summary)
+    barrier()
     if final.best_metric is not None:
         log.say(f"done: best dev WER {100 * final.best_metric:.2f}% at update {final.best_step} → {out / RUN_WEIGHTS}")
     else:

@@ -1,9 +1,15 @@
 """The generic training loop shared by ``adapt`` and ``finetune``.
 
 One update = ``accumulate`` micro-batches → gradient norm (clipped) → a non-finite guard (the update is
-skipped and counted) → the lr for this update → optimizer step. Every update seeds torch's generator and a
-masking generator from (seed, update), so masks, dropout and layerdrop depend on the update number only:
-a run resumed from a checkpoint takes exactly the decisions an uninterrupted run takes.
+skipped and counted) → the lr for this update → optimizer step. Every micro-batch seeds torch's generator
+and a masking generator from (seed, update, its index in the global batch), so masks, dropout and
+layerdrop depend on those only: a run resumed from a checkpoint takes exactly the decisions an
+uninterrupted run takes, and N torchrun processes take the decisions one process takes with N times the
+accumulation.
+
+Under torchrun (DistributedDataParallel) every rank runs this loop on its share of the batches; the data
+position is kept in global batch numbers (so a run resumes with another world size), counters are summed
+over ranks, and only rank 0 logs, evaluates, shows progress and writes checkpoints.
 
 Hooks give the task its say: ``compute`` runs forward/backward of the micro-batches, ``evaluate`` scores
 the dev set, ``deliver`` writes the run's deliverable, ``checkpoint_weights`` names what a checkpoint holds.
@@ -21,7 +27,7 @@ from pathlib import Path
 import torch
 
 from lowres.fsutil import atomic_write_lines
-from lowres.runtime import step_seed
+from lowres.runtime import all_reduce_sum, is_main_process, step_seed, world_size
 from lowres.train.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -34,6 +40,8 @@ class LoopState:
     best_metric: float | None = None  # lower is better (dev WER, or dev loss)
     best_step: int = -1
     audio_seconds: float = 0.0  # trained on so far
+    world_size: int = 1  # torchrun processes that trained it
+    window: dict = field(default_factory=dict)  # sums since the last logged row (a resumed run logs the same rows)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -48,6 +56,20 @@ class LoopState:
 
 
 @dataclass
+class Micro:
+    """One micro-batch of an update with its own random stream: call :meth:`start` right before its forward."""
+
+    batch: object  # data.batching.Batch
+    gen: torch.Generator  # masks and layerdrop
+    torch_seed: int  # dropout (torch's global generator)
+    last: bool  # the update's last micro-batch on this rank (DDP synchronises gradients after it)
+
+    def start(self):
+        torch.manual_seed(self.torch_seed)
+        return self.batch
+
+
+@dataclass
 class StepOutput:
     loss: float  # the value to log (already normalised)
     audio_seconds: float
@@ -57,7 +79,7 @@ class StepOutput:
 
 @dataclass
 class Hooks:
-    compute: Callable[[list, int, torch.Generator], StepOutput]
+    compute: Callable[[list[Micro], int], StepOutput]
     trainable: Callable[[], list[torch.nn.Parameter]]
     checkpoint_weights: Callable[[], dict]
     load_weights: Callable[[dict], None]
@@ -74,10 +96,11 @@ class MetricsLog:
         self.path = Path(run) / "metrics.jsonl"
         self.log_path = Path(run) / "train.log"
         self.console = console
+        self.enabled = is_main_process()  # under torchrun only rank 0 writes
 
     def truncate_after(self, step: int) -> None:
         """On resume, forget what was logged after the checkpoint (it will be logged again, identically)."""
-        if not self.path.is_file():
+        if not self.enabled or not self.path.is_file():
             return
         keep = []
         for line in self.path.read_text(encoding="utf-8").splitlines():
@@ -89,10 +112,14 @@ class MetricsLog:
         atomic_write_lines(self.path, keep)
 
     def write(self, row: dict) -> None:
+        if not self.enabled:
+            return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
     def say(self, message: str) -> None:
+        if not self.enabled:
+            return
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
         if self.console is not None:
@@ -122,11 +149,21 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
     """Run updates ``state.step .. max_steps``; returns the final state. ``batches(position)`` yields
     positioned micro-batches starting at ``position``."""
     from lowres.progress import progress_bar
+    from lowres.runtime import distributed
 
-    data = iter(batches(state.position))
+    world, rank, main = world_size(), distributed().rank, is_main_process()
+    if state.step and state.world_size != world:
+        log.say(f"resumed with {world} process(es) instead of {state.world_size}: the data goes on from the same "
+                f"place; one update now takes {world} × {accumulate} micro-batches")
+    state.world_size = world
+    if not main:
+        console = None
+    epoch0, global_next = state.position
+    data = iter(batches((epoch0, -(-global_next // world))))  # this rank's batch number, rounded up
     model.train()
     started = time.perf_counter()
-    window = {"loss": 0.0, "n": 0, "updates": 0, "audio": 0.0, "t": time.perf_counter(), "stats": {}}
+    window = {"loss": 0.0, "n": 0, "updates": 0, "stats": {}, **state.window,  # sums restored on resume,
+              "audio": 0.0, "t": time.perf_counter()}  # the speed measured anew
     with progress_bar(console) as progress:
         task = progress.add_task("training", total=max_steps, completed=state.step, unit="upd")
         while state.step < max_steps:
@@ -134,19 +171,24 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
             if hooks.on_update is not None:
                 hooks.on_update(step)
             torch.manual_seed(step_seed(seed, step))
-            gen = torch.Generator().manual_seed(step_seed(seed, step, salt=1))
             micro = []
-            for _ in range(accumulate):
+            for i in range(accumulate):
                 try:
-                    micro.append(next(data))
+                    batch = next(data)
                 except StopIteration:
                     break
+                g = i * world + rank  # the micro-batch's index in the global batch of this update
+                micro.append(Micro(batch, torch.Generator().manual_seed(step_seed(seed, step, salt=1 + 2 * g)),
+                                   step_seed(seed, step, salt=2 + 2 * g), last=False))
             if not micro:
                 log.say("the training data ran out (no batch could be formed); stopping")
                 break
-            epoch, b = micro[-1].position
-            state.position = (epoch, b + 1)
-            out = hooks.compute(micro, step, gen)
+            micro[-1].last = True
+            epoch, b = micro[-1].batch.position
+            state.position = (epoch, (b + 1) * world)
+            out = hooks.compute(micro, step)
+            audio, unreadable = all_reduce_sum([out.audio_seconds, out.unreadable])
+            out.audio_seconds, out.unreadable = audio, int(unreadable)
             state.unreadable_clips += out.unreadable
             norm = grad_norm_and_clip(hooks.trainable(), clip_norm)
             lr = set_lr(optimizer, lr_factor(step))
@@ -184,7 +226,9 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
                 if hooks.check is not None:
                     hooks.check(done, row)
                 window = {"loss": 0.0, "n": 0, "updates": 0, "audio": 0.0, "t": now, "stats": {}}
-            if hooks.evaluate is not None and ((eval_every and done % eval_every == 0) or done == max_steps):
+            state.window = {k: v for k, v in window.items() if k != "t"}
+            if main and hooks.evaluate is not None and ((eval_every and done % eval_every == 0)
+                                                         or done == max_steps):
                 result = hooks.evaluate(done)
                 metric = result.get("metric")
                 log.write({"step": done, **{k: v for k, v in result.items() if k != "metric"}})
@@ -192,13 +236,36 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
                     state.best_metric, state.best_step = metric, done
                     if hooks.deliver is not None:
                         hooks.deliver("best")
-            if save_every and done % save_every == 0 or done == max_steps:
+            if main and (save_every and done % save_every == 0 or done == max_steps):
                 save_checkpoint(run, done, hooks.checkpoint_weights(),
                                 {"optimizer": optimizer.state_dict()},
                                 {**state.to_dict(), **(extra_meta or {})})
-    if hooks.deliver is not None and (hooks.evaluate is None or state.best_step < 0):
+    if main and hooks.deliver is not None and (hooks.evaluate is None or state.best_step < 0):
         hooks.deliver("final")
     return state
+
+
+def data_parallel(model: torch.nn.Module, device) -> torch.nn.Module:
+    """The model wrapped in DistributedDataParallel under torchrun, else the model itself.
+
+    ``find_unused_parameters``: layerdrop, the head-only phase and the heads warm-up leave parameters
+    without a gradient in some updates, which plain DDP refuses."""
+    if world_size() <= 1:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None,
+                                   find_unused_parameters=True)
+
+
+def grad_sync(net: torch.nn.Module, micro: Micro):
+    """Forward + backward of ``micro`` inside this context: DDP all-reduces gradients after the update's
+    last micro-batch only (``no_sync`` for the others)."""
+    import contextlib
+
+    if micro.last or not hasattr(net, "no_sync"):
+        return contextlib.nullcontext()
+    return net.no_sync()
 
 
 def restore(path: Path, optimizer: torch.optim.Optimizer, hooks: Hooks) -> LoopState:
