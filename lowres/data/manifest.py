@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lowres import LowresError
-from lowres.fsutil import atomic_write_text
+from lowres.fsutil import atomic_write_lines
 
 KEY_ORDER = ("id", "audio_filepath", "offset", "duration", "sample_rate", "speaker", "text", "raw_text")
 
@@ -79,9 +79,16 @@ def write_manifest(path: str | Path, rows: Iterable[Utterance]) -> int:
     """Atomically write ``rows`` (in the given order) with paths relative to the manifest's folder."""
     path = Path(path)
     base = path.parent.resolve()
-    lines = [u.to_json(base) for u in rows]
-    atomic_write_text(path, "".join(line + "\n" for line in lines))
-    return len(lines)
+    written = 0
+
+    def lines():  # streamed: a manifest of 100,000 lines is never one string in memory
+        nonlocal written
+        for u in rows:
+            written += 1
+            yield u.to_json(base)
+
+    atomic_write_lines(path, lines())
+    return written
 
 
 class ManifestError(LowresError):

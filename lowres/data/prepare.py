@@ -173,6 +173,7 @@ def prepare(
             files = sorted({r.audio for r in records})
             probes = parallel_map(_probe_one, files, workers, progress, "probing audio")
             rows = _check_records(records, probes, cfg, text_cfg, rejects)
+            del records, files, probes  # the rows hold all that is used from here on (these were ~30% of the peak)
             _labeled(result, rows, cfg, format_name, rejects, report)
         if unlabeled is not None:
             heldout_files = {os.path.realpath(r.utt.audio_filepath) for r in rows if r.split in HELDOUT_SPLITS}
