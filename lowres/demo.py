@@ -28,7 +28,7 @@ class DemoPlan:
     steps_1h: int
 
 
-FULL = DemoPlan(hours=1.0, unlabeled_hours=0.5, adapt_steps=60, steps_10min=150, steps_1h=800)
+FULL = DemoPlan(hours=1.0, unlabeled_hours=0.5, adapt_steps=60, steps_10min=150, steps_1h=1100)
 QUICK = DemoPlan(hours=0.2, unlabeled_hours=0.05, adapt_steps=6, steps_10min=8, steps_1h=0)
 
 
