@@ -262,14 +262,12 @@ def adapt(
 def _resume_changes(flags: dict, sets: list[str]) -> dict:
     """The resuming command line's settings, nested: its --set values and its explicit flags (see
     train/finetune.py resumed_run for what a --resume may change; the others must equal the run's)."""
-    from lowres.config import parse_sets
+    from lowres.config import nest_flags, parse_sets
 
     nested = parse_sets(tuple(sets))
-    for key, value in flags.items():
-        if value is None or "." not in key:  # data / base / unlabeled: the run keeps its own
-            continue
-        section, name = key.split(".", 1)
-        nested.setdefault(section, {})[name] = value
+    for section, values in nest_flags(flags).items():
+        if isinstance(values, dict):  # not data / base / unlabeled: the run keeps its own
+            nested.setdefault(section, {}).update(values)
     return nested
 
 

@@ -463,7 +463,8 @@ class AdaptConfig:
     lora: LoraSettings = field(default_factory=lambda: LoraSettings(enabled=False))
 
 
-def _apply_flags(cfg, flags: dict | None):
+def nest_flags(flags: dict | None) -> dict:
+    """``{"optim.lr": 1e-3, "data": "p"}`` → ``{"optim": {"lr": 1e-3}, "data": "p"}``; None values left out."""
     updates: dict = {}
     for key, value in (flags or {}).items():
         if value is None:
@@ -473,7 +474,11 @@ def _apply_flags(cfg, flags: dict | None):
         for part in section.split(".") if section else []:
             node = node.setdefault(part, {})
         node[name] = value
-    return merge(cfg, updates)
+    return updates
+
+
+def _apply_flags(cfg, flags: dict | None):
+    return merge(cfg, nest_flags(flags))
 
 
 def resolve_adapt(recipe: str | Path | None = None, sets: tuple[str, ...] = (), flags: dict | None = None

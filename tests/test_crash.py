@@ -63,6 +63,13 @@ def assert_same_run(a: Path, b: Path) -> None:
     assert metrics(a) == metrics(b)
 
 
+def run_uninterrupted(args: list[str]) -> None:
+    """The reference: the same command in the same kind of process (``python -m lowres``), never killed."""
+    proc = subprocess.run([sys.executable, "-m", "lowres", *args], capture_output=True, text=True,
+                          env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
 def run_with_kills(cmd: list[str], run: Path, kills: int, steps: int, rng: random.Random) -> int:
     """Start ``cmd`` and SIGKILL it ``kills`` times at random points of training, resuming each time; then let
     the last --resume finish. Returns the number of kills that landed before the run ended."""
@@ -100,9 +107,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted(prepared, tmp
             "--eval-every", "3", "--set", "train.batch_seconds=8", "--set", "train.accumulate=1",
             "--set", "train.num_workers=0", "--set", "train.log_every=1", "--set", "train.save_every=1", "--quiet"]
     ref = tmp_path / "ref"
-    proc = subprocess.run([sys.executable, "-m", "lowres", *args, "--out", str(ref)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_uninterrupted([*args, "--out", str(ref)])
     crashed = tmp_path / "crashed"
     landed = run_with_kills([*args, "--out", str(crashed)], crashed, kills=3, steps=steps, rng=random.Random(7))
     assert landed >= 2  # the kills really hit a running process
@@ -119,9 +124,7 @@ def test_adapt_sigkill_then_resume_equals_uninterrupted(prepared, tmp_path):
             "--set", "train.batch_seconds=8", "--set", "train.num_workers=0", "--set", "train.log_every=1",
             "--set", "train.save_every=1", "--set", "train.crop_min_s=0.5", "--quiet"]
     ref = tmp_path / "ref"
-    proc = subprocess.run([sys.executable, "-m", "lowres", *args, "--out", str(ref)], capture_output=True, text=True,
-                          env={**os.environ, "OMP_NUM_THREADS": "2"}, timeout=300)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_uninterrupted([*args, "--out", str(ref)])
     crashed = tmp_path / "crashed"
     landed = run_with_kills([*args, "--out", str(crashed)], crashed, kills=2, steps=steps, rng=random.Random(3))
     assert landed >= 1

@@ -80,16 +80,14 @@ class Batch:
         return self
 
 
-def placeholder_batch(seconds: float = 2.0, labels: bool = True) -> Batch:
+def placeholder_batch(seconds: float = 2.0) -> Batch:
     """A batch of quiet noise that stands in for a micro-batch whose every clip failed to decode, under
-    torchrun: every rank must run forward and backward for DDP to synchronise. Its loss is weighted by 0."""
+    torchrun: every rank must run forward and backward for DDP to synchronise. Its loss is weighted by 0.
+    It carries a one-symbol transcript for CTC; adapt ignores it."""
     gen = torch.Generator().manual_seed(0)
     n = int(seconds * audio_mod.TARGET_SAMPLE_RATE)
-    batch = Batch(0.01 * torch.randn(1, n, generator=gen), torch.tensor([n]), [-1])
-    if labels:
-        batch.targets = torch.tensor([1], dtype=torch.long)
-        batch.target_lengths = torch.tensor([1], dtype=torch.long)
-    return batch
+    return Batch(0.01 * torch.randn(1, n, generator=gen), torch.tensor([n]), [-1],
+                 targets=torch.tensor([1], dtype=torch.long), target_lengths=torch.tensor([1], dtype=torch.long))
 
 
 def collate(items: list[dict]) -> Batch:

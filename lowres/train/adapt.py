@@ -235,16 +235,13 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
     def compute(micro, step) -> StepOutput:
         tau = temperature_at(step, tau_start, g.min, g.decay, t.max_steps)
         current["tau"] = tau
-        audio, unreadable, total_masked = 0.0, 0, 0
+        audio, total_masked = 0.0, 0
         results = []
         for m in micro:
-            b = m.start()
-            unreadable += len(b.errors or [])
-            weight = 1.0
-            if not b.size:
-                if world == 1:
-                    continue
-                b, weight = batching.placeholder_batch(labels=False), 0.0  # every rank joins DDP's all-reduce
+            started = m.start()
+            if started is None:
+                continue
+            b, weight = started
             b.to(device)
             with grad_sync(net["model"], m):
                 with autocast(device, t.precision):
@@ -264,10 +261,10 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
             if p.grad is not None:
                 p.grad.mul_(world / max(total, 1))
         if not total:
-            return StepOutput(float("nan"), audio, unreadable=unreadable)
+            return StepOutput(float("nan"), audio)
         stats = {k: v / total for k, v in zip(stat_keys, sums[2:], strict=True)}
         stats["temperature"] = tau
-        return StepOutput(sums[1] / total, audio, stats=stats, unreadable=unreadable)
+        return StepOutput(sums[1] / total, audio, stats=stats)
 
     def on_update(step: int) -> None:
         frozen = step < warm

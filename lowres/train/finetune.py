@@ -293,15 +293,12 @@ def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwr
         total_utts, total_tokens = all_reduce_sum([sum(m.batch.size for m in micro),
                                                    sum(int(m.batch.target_lengths.sum()) for m in micro
                                                        if m.batch.size)])
-        loss_sum, audio, unreadable = 0.0, 0.0, 0
+        loss_sum, audio = 0.0, 0.0
         for m in micro:
-            b = m.start()
-            unreadable += len(b.errors or [])
-            weight = 1.0
-            if not b.size:
-                if world == 1:
-                    continue
-                b, weight = batching.placeholder_batch(), 0.0  # every rank must take part in DDP's all-reduce
+            started = m.start()
+            if started is None:
+                continue
+            b, weight = started
             b.to(device)
             with grad_sync(net["model"], m):
                 with autocast(device, t.precision):
@@ -316,7 +313,7 @@ def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwr
         (loss_sum,) = all_reduce_sum([loss_sum])
         # gradients are averaged per utterance (fairseq's sentence_avg); the logged loss is per target
         # symbol (what the Hugging Face example prints), where the all-blank plateau sits near 3
-        return StepOutput(loss_sum / max(total_tokens, 1), audio, unreadable=unreadable,
+        return StepOutput(loss_sum / max(total_tokens, 1), audio,
                           stats={"loss_per_utterance": loss_sum / max(total_utts, 1)})
 
     def on_update(step: int) -> None:

@@ -65,8 +65,17 @@ class Micro:
     last: bool  # the update's last micro-batch on this rank (DDP synchronises gradients after it)
 
     def start(self):
+        """(batch, loss weight) to run forward and backward on, or None to skip this micro-batch (every clip in
+        it failed to decode). Under torchrun such a batch is replaced by a stand-in weighted 0 instead: every
+        rank must take part in DDP's gradient all-reduce."""
         torch.manual_seed(self.torch_seed)
-        return self.batch
+        if self.batch.size:
+            return self.batch, 1.0
+        if world_size() == 1:
+            return None
+        from lowres.data.batching import placeholder_batch
+
+        return placeholder_batch(), 0.0
 
 
 @dataclass
@@ -74,7 +83,6 @@ class StepOutput:
     loss: float  # the value to log (already normalised)
     audio_seconds: float
     stats: dict = field(default_factory=dict)
-    unreadable: int = 0
 
 
 @dataclass
@@ -187,9 +195,9 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
             epoch, b = micro[-1].batch.position
             state.position = (epoch, (b + 1) * world)
             out = hooks.compute(micro, step)
-            audio, unreadable = all_reduce_sum([out.audio_seconds, out.unreadable])
-            out.audio_seconds, out.unreadable = audio, int(unreadable)
-            state.unreadable_clips += out.unreadable
+            unreadable = sum(len(m.batch.errors or []) for m in micro)
+            out.audio_seconds, unreadable = all_reduce_sum([out.audio_seconds, unreadable])
+            state.unreadable_clips += int(unreadable)
             norm = grad_norm_and_clip(hooks.trainable(), clip_norm)
             lr = set_lr(optimizer, lr_factor(step))
             if math.isfinite(norm) and math.isfinite(out.loss):
