@@ -20,8 +20,9 @@ from pathlib import Path
 
 BUDGETS = {
     # labeled hours, unlabeled hours, base, adapt updates, finetune updates per split, finetune recipe
-    # cpu: ≈1 h 15 min on 2 cores (synth 20 h ≈ 8 min, 0.42 s per tiny update at 20 s batches)
-    "cpu": {"hours": 10.0, "unlabeled": 10.0, "base": "tiny", "adapt_steps": 300,
+    # cpu: ≈1 h 30 min on 2 cores (synth 20 h ≈ 3 min, adapt ≈0.5 s per 30 s batch, 0.42 s per tiny
+    # fine-tuning update at 20 s batches)
+    "cpu": {"hours": 10.0, "unlabeled": 10.0, "base": "tiny", "adapt_steps": 2000,
             "steps": {"10min": 500, "1h": 1100, "10h": 1500}, "recipe": "demo_finetune", "adapt_recipe": "demo_adapt"},
     "gpu": {"hours": 10.0, "unlabeled": 10.0, "base": "small", "adapt_steps": 20000,
             "steps": {"10min": 13000, "1h": 13000, "10h": 20000}, "recipe": "demo_finetune",
@@ -60,6 +61,10 @@ def main() -> None:
                                                       "base": b["base"], "train.max_steps": b["adapt_steps"],
                                                       "train.device": args.device, "train.seed": args.seed})
         run_adapt(cfg, work / "adapt", overwrite=True)
+    adapt_rows = [json.loads(line) for line in (work / "adapt" / "metrics.jsonl").read_text().splitlines()]
+    adapt_last = [r for r in adapt_rows if "accuracy" in r][-1]
+    adapt_stats = {k: adapt_last[k] for k in ("step", "contrastive", "accuracy", "code_perplexity")}
+    print("adapt, last logged window:", adapt_stats, flush=True)
     rows = []
     for split in args.splits.split(","):
         for adapted in (False, True):
@@ -74,11 +79,14 @@ def main() -> None:
             rows.append({"split": split, "adapt": adapted, "updates": b["steps"][split], "wer": m["wer"],
                          "cer": m["cer"]})
             print(rows[-1], flush=True)
-    result = {"budget": args.budget, **b, "rows": rows, "wall_minutes": (time.perf_counter() - t0) / 60}
+    result = {"budget": args.budget, **b, "adapt_end": adapt_stats, "rows": rows,
+              "wall_minutes": (time.perf_counter() - t0) / 60}
     (work / "quality.json").write_text(json.dumps(result, indent=1) + "\n")
     lines = ["| split | adapt | updates | test WER | test CER |", "|---|---|---|---|---|"]
     lines += [f"| {r['split']} | {'yes' if r['adapt'] else 'no'} | {r['updates']} | {100 * r['wer']:.1f}% | "
               f"{100 * r['cer']:.1f}% |" for r in rows]
+    lines.append(f"\nadapt: {adapt_stats['step']} updates, at the end contrastive loss {adapt_stats['contrastive']:.3f}, "
+                 f"accuracy {100 * adapt_stats['accuracy']:.1f}% (chance: 1/(negatives + 1))")
     (work / "quality.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     plot(rows, work / "quality.png")
@@ -91,16 +99,18 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     hours = {"10min": 1 / 6, "1h": 1.0, "10h": 10.0, "full": 10.0}
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-    for adapted, style in ((False, "o--"), (True, "s-")):
-        pts = sorted((hours[r["split"]], 100 * r["wer"]) for r in rows if r["adapt"] == adapted)
-        ax.plot([h for h, _ in pts], [w for _, w in pts], style, label="with adapt" if adapted else "without adapt")
-    ax.set_xscale("log")
-    ax.set_xlabel("labeled hours (split)")
-    ax.set_ylabel("test WER %")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title("lowres quality benchmark (synthetic Swahili)")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    for ax, key, name in ((axes[0], "wer", "test WER %"), (axes[1], "cer", "test CER %")):
+        for adapted, style in ((False, "o--"), (True, "s-")):
+            pts = sorted((hours[r["split"]], 100 * r[key]) for r in rows if r["adapt"] == adapted)
+            ax.plot([h for h, _ in pts], [v for _, v in pts], style,
+                    label="with adapt" if adapted else "without adapt")
+        ax.set_xscale("log")
+        ax.set_xlabel("labeled hours (split)")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("lowres quality benchmark (synthetic Swahili)")
     fig.tight_layout()
     fig.savefig(path)
 

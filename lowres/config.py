@@ -315,6 +315,7 @@ class TrainConfig:
     save_every: int = 500  # training-state checkpoint every N updates
     log_every: int = 10
     dev_max_utterances: int = 0  # evaluate on the first N dev utterances only (0 = all)
+    best_metric: str = "wer"  # wer | cer: the dev metric that picks the delivered weights (all-blank ones never)
     num_workers: int = -1  # audio decoding processes; -1 = automatic
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -324,6 +325,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.max_steps < 1:
             raise ValueError("train.max_steps must be at least 1")
+        if self.best_metric not in ("wer", "cer"):
+            raise ValueError("train.best_metric must be wer or cer")
         if self.batch_seconds <= 0 or self.accumulate < 1:
             raise ValueError("train.batch_seconds must be > 0 and train.accumulate >= 1")
         if self.head_only_steps < 0:
@@ -407,7 +410,8 @@ class AdaptModelConfig:
     mask_length: int = 10
     min_spans: int = 2
     layerdrop: float = 0.05
-    freeze_feature_encoder: bool = True  # conv encoder frozen (the literature's choice for continued runs)
+    freeze_feature_encoder: bool | None = None  # None: frozen for pretrained bases (the literature's choice
+    # for continued runs), trained for a randomly initialised one
 
     def __post_init__(self):
         if not 0.0 < self.mask_prob < 1.0:

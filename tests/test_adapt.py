@@ -214,3 +214,13 @@ def test_adapt_errors(tmp_path):
     assert res.exit_code == 2 and "no such file or folder" in " ".join(res.output.split())
     res = invoke("adapt", "--unlabeled", tmp_path, "--base", "tiny", "--out", tmp_path / "r2", "--set", "gumbel.mn=1")
     assert res.exit_code == 2 and "gumbel.min" in res.output
+    # a mistake in the inputs leaves --out untouched: nothing is created, nothing is replaced
+    bad = tmp_path / "unlabeled.jsonl"
+    bad.write_text('{"id": "a", "audio_filepath": "a.wav", "duration": 3.0}\nnot json\n', encoding="utf-8")
+    res = invoke("adapt", "--unlabeled", bad, "--base", "tiny", "--out", tmp_path / "r3")
+    assert res.exit_code == 2 and "unlabeled.jsonl:2" in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "r3").exists()
+    res = invoke("adapt", "--unlabeled", tmp_path / "nope", "--base", "tiny", "--out", tmp_path / "r4")
+    assert not (tmp_path / "r4").exists()
+    res = invoke("adapt", "--unlabeled", tmp_path, "--base", "no-such-model", "--out", tmp_path / "r5")
+    assert res.exit_code == 2 and not (tmp_path / "r5").exists(), res.output

@@ -79,7 +79,14 @@ def test_end_to_end_prepare_finetune_eval(prepared, tmp_path):
     assert (run / "model.safetensors").is_file() and (run / "learning_curve.png").stat().st_size > 1000
     assert (run / "checkpoints" / "latest").is_file()
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"] == 6 and summary["best_step"] in (3, 6)
+    assert summary["steps"] == 6 and summary["best_by"] == "dev_wer"
+    # the best dev WER picks the deliverable, but an all-blank evaluation never does
+    n_dev = len(read_jsonl(prepared / "manifests" / "dev.jsonl"))
+    real = [r for r in rows if "dev_wer" in r and r["dev_empty_hypotheses"] < n_dev]
+    if real:
+        assert summary["best_step"] == min(real, key=lambda r: r["dev_wer"])["step"]
+    else:
+        assert summary["best_step"] == -1 and "every dev evaluation was all blank" in (run / "train.log").read_text()
 
     res = invoke("eval", "--model", run, "--data", prepared, "--split", "test")
     assert res.exit_code == 0, res.output
@@ -104,13 +111,15 @@ def test_tiny_model_learns_to_read_tones(tmp_path):
     res = invoke("finetune", "--data", tmp_path / "prep", "--split", "full", "--base", "tiny", "--out", run,
                  "--max-steps", 45, "--lr", 2e-3, "--set", "train.batch_seconds=40", "--set", "train.accumulate=1",
                  "--set", "train.num_workers=0", "--set", "model.mask_prob=0", "--set", "model.mask_channel_prob=0",
-                 "--set", f"dev_manifest={full}", "--eval-every", 45, "--quiet")
+                 "--set", f"dev_manifest={full}", "--eval-every", 45, "--set", "train.best_metric=cer", "--quiet")
     assert res.exit_code == 0, res.output
     rows = read_jsonl(run / "metrics.jsonl")
     losses = [r["loss"] for r in rows if "loss" in r]
     assert losses[-1] < 0.3 * losses[0]
     dev = [r for r in rows if "dev_cer" in r][-1]
     assert dev["dev_cer"] < 0.3, dev
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["best_by"] == "dev_cer" and summary["best_step"] == 45 and summary["best_value"] == dev["dev_cer"]
 
 
 def test_resume_after_a_kill_gives_the_same_run(prepared, tmp_path, monkeypatch):

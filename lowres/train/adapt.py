@@ -53,6 +53,18 @@ class CropDataset(torch.utils.data.Dataset):
         return {"index": key.index, "wave": wave}
 
 
+def check_unlabeled_source(source: Path) -> None:
+    """``--unlabeled`` exists; an ``unlabeled.jsonl`` is read through (a bad line stops the run, naming it)."""
+    from lowres.data.manifest import read_manifest
+
+    if source.is_file():
+        for _ in read_manifest(source):
+            pass
+    elif not source.is_dir():
+        raise LowresError(f"--unlabeled {source}: no such file or folder. Give a folder of audio or the "
+                          "unlabeled.jsonl written by `lowres prepare --unlabeled`.")
+
+
 def unlabeled_manifest(source: Path, out: Path, console=None) -> Path:
     """``--unlabeled``: an ``unlabeled.jsonl`` as is, or a folder indexed and cut like ``prepare --unlabeled``."""
     source = Path(source)
@@ -118,7 +130,10 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
     main, world = is_main_process(), world_size()
     if not main:
         console = None
-    mode = on_main(claim_run_folder, out, resume=resume, overwrite=overwrite)
+    # every input is read and checked before the run folder is touched: a mistake leaves --out as it was
+    mode = on_main(claim_run_folder, out, resume=resume, overwrite=overwrite, check_only=not resume)
+    if mode == "new":
+        on_main(check_unlabeled_source, Path(cfg.unlabeled))
     if mode == "resume":
         meta, cfg = resumed_run(out, "adapt", AdaptConfig, max_steps_override, resume_train)
     t = cfg.train
@@ -161,7 +176,9 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
                                logit_temperature=cfg.loss.logit_temperature,
                                diversity_weight=cfg.loss.diversity_weight, feature_penalty=beta,
                                feature_dropout=cfg.loss.feature_dropout)
-    freeze_fe = cfg.model.freeze_feature_encoder and spec.pretrained
+    freeze_fe = cfg.model.freeze_feature_encoder
+    if freeze_fe is None:
+        freeze_fe = spec.pretrained
     model.freeze_feature_encoder = freeze_fe
     for p in model.parameters():
         p.requires_grad = False
@@ -184,6 +201,7 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
     tau_start = g.max if not imported else (g.imported_start or min(g.max, 1.5 * g.min))
 
     if mode == "new":
+        on_main(claim_run_folder, out, resume=False, overwrite=overwrite)
         base = str(Path(cfg.base).resolve()) if Path(cfg.base).is_dir() else cfg.base
         manifest = on_main(unlabeled_manifest, Path(cfg.unlabeled), out, console)
         cfg = replace(cfg, base=base, unlabeled=str(Path(cfg.unlabeled).resolve()))

@@ -341,7 +341,10 @@ def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwr
             log.say(f"update {step}: dev hypotheses are all empty (all-blank phase). " + ALL_BLANK_NOTE)
         log.say(f"update {step}: dev WER {100 * scorer.wer:.2f}%  CER {100 * scorer.cer:.2f}%  "
                 f"({scorer.count} utterances)")
-        return {"metric": scorer.wer, "dev_wer": scorer.wer, "dev_cer": scorer.cer,
+        # an all-blank model is never the deliverable: its WER (100%) would beat the first real hypotheses,
+        # whose insertions often put WER just above 100% while CER is already falling
+        metric = None if hyps_empty else (scorer.cer if t.best_metric == "cer" else scorer.wer)
+        return {"metric": metric, "dev_wer": scorer.wer, "dev_cer": scorer.cer,
                 "dev_empty_hypotheses": scorer.empty_hypotheses}
 
     def deliver(kind: str) -> None:
@@ -397,7 +400,8 @@ def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwr
     if main:
         learning_curve(out / "metrics.jsonl", out / "learning_curve.png",
                        title=f"lowres finetune --split {cfg.split}")
-    summary = {"steps": final.step, "best_dev_wer": final.best_metric, "best_step": final.best_step,
+    summary = {"steps": final.step, "best_by": f"dev_{t.best_metric}", "best_value": final.best_metric,
+               "best_step": final.best_step,
                "skipped_nonfinite": final.skipped_nonfinite, "unreadable_clips": final.unreadable_clips,
                "dropped_clips": dropped, "train_clips": len(train_utts), "audio_seconds_trained": final.audio_seconds,
                "wall_seconds": time.perf_counter() - started, "deliverable": str(out / RUN_WEIGHTS)}
@@ -405,7 +409,11 @@ def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwr
         atomic_write_json(out / "summary.json", summary)
     barrier()
     if final.best_metric is not None:
-        log.say(f"done: best dev WER {100 * final.best_metric:.2f}% at update {final.best_step} → {out / RUN_WEIGHTS}")
+        log.say(f"done: best dev {t.best_metric.upper()} {100 * final.best_metric:.2f}% at update {final.best_step} "
+                f"→ {out / RUN_WEIGHTS}")
+    elif dev_utts:
+        log.say(f"done: {final.step} updates; every dev evaluation was all blank, so the final weights are the "
+                f"deliverable → {out / RUN_WEIGHTS}")
     else:
         log.say(f"done: {final.step} updates (no dev set: the final weights are the deliverable) → {out / RUN_WEIGHTS}")
     return summary
