@@ -107,3 +107,31 @@ def test_adapt_two_processes_match_one(prepared, tmp_path):
     assert_same_weights(single, ddp)
     for key in ("loss", "contrastive", "accuracy", "code_perplexity", "masked_fraction", "grad_norm"):
         assert trace(ddp, key) == pytest.approx(trace(single, key), rel=1e-3), key
+
+
+def test_a_rank_whose_micro_batch_cannot_be_read_takes_part_with_a_stand_in(prepared, tmp_path):
+    """One clip is corrupted after prepare. With one clip per micro-batch, the rank that draws it has nothing
+    to train on: it runs a zero-weighted stand-in so that the gradient all-reduce still has every rank, and
+    the weights equal one process skipping that micro-batch."""
+    import shutil
+
+    root = tmp_path / "corpus"
+    shutil.copytree(prepared.parent, root)
+    prep = root / prepared.name
+    first = json.loads((prep / "manifests" / "full.jsonl").read_text().splitlines()[0])
+    (prep / "manifests" / first["audio_filepath"]).resolve().write_bytes(b"this is not audio" * 100)
+    n_clips = len((prep / "manifests" / "full.jsonl").read_text().splitlines())
+    steps = (n_clips + 1) // 2  # one epoch: every clip, the corrupted one included, is drawn once
+    flags = ["--data", prep, "--split", "full", "--base", "tiny", "--max-steps", steps, "--eval-every", 0,
+             *COMMON, "--set", "train.batch_seconds=4.01"]
+    single = tmp_path / "single"
+    res = invoke("finetune", "--out", single, "--accumulate", 2, *flags)
+    assert res.exit_code == 0, res.output
+    ddp = tmp_path / "ddp"
+    proc = torchrun("finetune", "--out", ddp, "--accumulate", 1, *flags)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for run in (single, ddp):  # the count is summed over ranks
+        assert json.loads((run / "summary.json").read_text())["unreadable_clips"] == 1
+    assert "unreadable clip skipped" in (single / "train.log").read_text()
+    assert len(trace(ddp, "loss")) == steps
+    assert_same_weights(single, ddp)
