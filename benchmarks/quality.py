@@ -20,10 +20,11 @@ from pathlib import Path
 
 BUDGETS = {
     # labeled hours, unlabeled hours, base, adapt updates, finetune updates per split, finetune recipe
-    # cpu: ≈1 h 30 min on 2 cores (synth 20 h ≈ 3 min, adapt ≈0.5 s per 30 s batch, 0.42 s per tiny
-    # fine-tuning update at 20 s batches)
+    # cpu: ≈2 h on 2 cores (synth 20 h ≈ 3 min, adapt ≈0.5 s per 30 s batch, 0.42 s per tiny fine-tuning
+    # update at 20 s batches). 10h gets 3000 updates: with 1500 (8 h of audio seen, under one pass over the
+    # split) it ended behind the 1h split's 1100 updates (6 passes).
     "cpu": {"hours": 10.0, "unlabeled": 10.0, "base": "tiny", "adapt_steps": 2000,
-            "steps": {"10min": 500, "1h": 1100, "10h": 1500}, "recipe": "demo_finetune", "adapt_recipe": "demo_adapt"},
+            "steps": {"10min": 500, "1h": 1100, "10h": 3000}, "recipe": "demo_finetune", "adapt_recipe": "demo_adapt"},
     "gpu": {"hours": 10.0, "unlabeled": 10.0, "base": "small", "adapt_steps": 20000,
             "steps": {"10min": 13000, "1h": 13000, "10h": 20000}, "recipe": "demo_finetune",
             "adapt_recipe": "demo_adapt"},
