@@ -66,17 +66,23 @@ def trace(run: Path, key: str) -> list[float]:
     return [r[key] for r in rows if key in r]
 
 
+def single_and_torchrun(command: str, tmp_path: Path, flags: list) -> tuple[Path, Path]:
+    """The same run as 1 process with accumulate 2 and as 2 torchrun processes with accumulate 1."""
+    single = tmp_path / "single"
+    res = invoke(command, "--out", single, "--accumulate", 2, *flags)
+    assert res.exit_code == 0, res.output
+    ddp = tmp_path / "ddp"
+    proc = torchrun(command, "--out", ddp, "--accumulate", 1, *flags)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    return single, ddp
+
+
 def test_finetune_two_processes_match_one(prepared, tmp_path):
     # masking, layerdrop and dropout on: the per-micro-batch seeds must make them identical
     flags = ["--data", prepared, "--split", "full", "--base", "tiny", "--max-steps", 3, "--eval-every", 0,
              "--set", "model.layerdrop=0.2", "--set", "model.mask_prob=0.3", *COMMON]
-    single = tmp_path / "single"
-    res = invoke("finetune", "--out", single, "--accumulate", 2, *flags)
-    assert res.exit_code == 0, res.output
-    ddp = tmp_path / "ddp"
-    proc = torchrun("finetune", "--out", ddp, "--accumulate", 1, *flags)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "Traceback" not in proc.stderr
+    single, ddp = single_and_torchrun("finetune", tmp_path, flags)
     assert_same_weights(single, ddp)
     # the same data, masks and dropout (loss) and the same normalisation over the global batch (grad norm)
     assert trace(ddp, "loss") == pytest.approx(trace(single, "loss"), rel=1e-5)
@@ -98,12 +104,7 @@ def test_adapt_two_processes_match_one(prepared, tmp_path):
     unlabeled = prepared.parent  # the corpus folder's audio
     flags = ["--unlabeled", unlabeled, "--base", "tiny", "--max-steps", 3, "--set", "train.heads_warmup_steps=1",
              "--set", "train.crop_min_s=0.5", "--set", "model.layerdrop=0.2", *COMMON]
-    single = tmp_path / "single"
-    res = invoke("adapt", "--out", single, "--accumulate", 2, *flags)
-    assert res.exit_code == 0, res.output
-    ddp = tmp_path / "ddp"
-    proc = torchrun("adapt", "--out", ddp, "--accumulate", 1, *flags)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    single, ddp = single_and_torchrun("adapt", tmp_path, flags)
     assert_same_weights(single, ddp)
     for key in ("loss", "contrastive", "accuracy", "code_perplexity", "masked_fraction", "grad_norm"):
         assert trace(ddp, key) == pytest.approx(trace(single, key), rel=1e-3), key
@@ -124,12 +125,7 @@ def test_a_rank_whose_micro_batch_cannot_be_read_takes_part_with_a_stand_in(prep
     steps = (n_clips + 1) // 2  # one epoch: every clip, the corrupted one included, is drawn once
     flags = ["--data", prep, "--split", "full", "--base", "tiny", "--max-steps", steps, "--eval-every", 0,
              *COMMON, "--set", "train.batch_seconds=4.01"]
-    single = tmp_path / "single"
-    res = invoke("finetune", "--out", single, "--accumulate", 2, *flags)
-    assert res.exit_code == 0, res.output
-    ddp = tmp_path / "ddp"
-    proc = torchrun("finetune", "--out", ddp, "--accumulate", 1, *flags)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
+    single, ddp = single_and_torchrun("finetune", tmp_path, flags)
     for run in (single, ddp):  # the count is summed over ranks
         assert json.loads((run / "summary.json").read_text())["unreadable_clips"] == 1
     assert "unreadable clip skipped" in (single / "train.log").read_text()
