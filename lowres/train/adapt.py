@@ -66,13 +66,11 @@ def check_unlabeled_source(source: Path) -> None:
 
 
 def unlabeled_manifest(source: Path, out: Path, console=None) -> Path:
-    """``--unlabeled``: an ``unlabeled.jsonl`` as is, or a folder indexed and cut like ``prepare --unlabeled``."""
+    """``--unlabeled`` (checked by :func:`check_unlabeled_source`): an ``unlabeled.jsonl`` as is, or a folder
+    indexed and cut like ``prepare --unlabeled``."""
     source = Path(source)
     if source.is_file():
         return source
-    if not source.is_dir():
-        raise LowresError(f"--unlabeled {source}: no such file or folder. Give a folder of audio or the "
-                          "unlabeled.jsonl written by `lowres prepare --unlabeled`.")
     from lowres.config import PrepareConfig
     from lowres.data.prepare import prepare
 
