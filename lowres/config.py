@@ -412,10 +412,14 @@ class AdaptModelConfig:
     layerdrop: float = 0.05
     freeze_feature_encoder: bool | None = None  # None: frozen for pretrained bases (the literature's choice
     # for continued runs), trained for a randomly initialised one
+    feature_grad_mult: float = 0.1  # scales the gradient reaching a trained conv encoder (0.1 in BASE)
 
     def __post_init__(self):
         if not 0.0 < self.mask_prob < 1.0:
             raise ValueError("model.mask_prob must be in (0, 1)")
+        if not 0.0 < self.feature_grad_mult <= 1.0:
+            raise ValueError("model.feature_grad_mult must be in (0, 1] (freeze the conv encoder with "
+                             "model.freeze_feature_encoder=true instead of 0)")
 
 
 @dataclass(frozen=True)

@@ -113,6 +113,30 @@ def test_objective_matches_transformers(tmp_path):
     assert (gv - out.code_perplexity) / gv == pytest.approx(hf_div, rel=1e-5)
 
 
+def test_feature_grad_mult_scales_only_the_conv_encoder_gradient():
+    from lowres.model.backbone import load_backbone
+    from lowres.model.pretrain import fresh_heads
+
+    grads = {}
+    for mult in (1.0, 0.1):
+        loaded = load_backbone("tiny", seed=0)
+        torch.manual_seed(1)
+        heads = fresh_heads(loaded.spec, 2, 16, 0, 32)
+        model = Wav2Vec2Pretrainer(loaded.model, loaded.spec, heads, None, num_negatives=5, layerdrop=0.0,
+                                   feature_dropout=0.0, feature_penalty=1.0, feature_grad_mult=mult)
+        model.freeze_feature_encoder = False
+        model.eval()  # no dropout: the two passes compute the same thing
+        waves = torch.randn(2, 16000, generator=torch.Generator().manual_seed(2))
+        out = model(waves, torch.tensor([16000, 12000]), generator=torch.Generator().manual_seed(3))
+        out.loss.backward()
+        grads[mult] = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    conv = [n for n in grads[1.0] if ".feature_extractor." in n]
+    assert conv and set(grads[1.0]) == set(grads[0.1])
+    for n, g in grads[1.0].items():
+        expected = g * 0.1 if n in conv else g
+        torch.testing.assert_close(grads[0.1][n], expected, rtol=1e-4, atol=1e-7)
+
+
 def test_temperature_schedule():
     assert temperature_at(0, 2.0, 0.5, 0.0, 100) == 2.0
     assert temperature_at(100, 2.0, 0.5, 0.0, 100) == pytest.approx(0.5)

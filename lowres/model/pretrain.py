@@ -3,6 +3,7 @@
 Per batch (B utterances, T frames, valid lengths):
 
 1. conv features ``f`` (B, T, C); feature penalty = mean of ``f²`` over valid frames (before the LayerNorm);
+   (a trained conv encoder gets its gradient scaled by ``feature_grad_mult``, 0.1 in BASE);
 2. ``n = LayerNorm(f)``; quantizer input = dropout(n); transformer input = dropout(projection(n));
 3. span masks (p=0.65, span 10, ≥ 2 spans, never in padding); masked frames ← the learned mask embedding;
 4. context ``c`` = transformer(masked input) (layerdrop in training);
@@ -77,6 +78,23 @@ class GumbelQuantizer(nn.Module):
         return q, code_ppl, prob_ppl
 
 
+class _ScaleGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, factor: float) -> Tensor:
+        ctx.factor = factor
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad * ctx.factor, None
+
+
+def scale_grad(x: Tensor, factor: float) -> Tensor:
+    """``x`` unchanged in the forward pass; its gradient times ``factor`` in the backward pass (fairseq's
+    GradMultiply)."""
+    return _ScaleGrad.apply(x, factor)
+
+
 def _perplexity(marginal: Tensor) -> Tensor:
     """Σ over groups of exp(entropy) of the (G, V) marginal distribution."""
     return torch.exp(-(marginal * torch.log(marginal.clamp_min(1e-9))).sum(dim=-1)).sum()
@@ -142,7 +160,7 @@ class Wav2Vec2Pretrainer(nn.Module):
     def __init__(self, backbone: nn.Module, spec: BackboneSpec, heads: PretrainHeads, mask_embedding: Tensor | None,
                  *, mask_prob: float = 0.65, mask_length: int = 10, min_spans: int = 2, layerdrop: float = 0.05,
                  num_negatives: int = 100, logit_temperature: float = 0.1, diversity_weight: float = 0.1,
-                 feature_penalty: float = 10.0, feature_dropout: float = 0.1):
+                 feature_penalty: float = 10.0, feature_dropout: float = 0.1, feature_grad_mult: float = 1.0):
         super().__init__()
         self.backbone, self.spec, self.heads = backbone, spec, heads
         dim = spec.embed_dim
@@ -153,6 +171,7 @@ class Wav2Vec2Pretrainer(nn.Module):
         self.num_negatives, self.logit_temperature = num_negatives, logit_temperature
         self.diversity_weight, self.feature_penalty = diversity_weight, feature_penalty
         self.feature_dropout = nn.Dropout(feature_dropout)
+        self.feature_grad_mult = feature_grad_mult
         self.freeze_feature_encoder = True
         self.encoder_frozen = False  # the heads warm-up
 
@@ -164,6 +183,8 @@ class Wav2Vec2Pretrainer(nn.Module):
         grad = torch.is_grad_enabled()
         with torch.set_grad_enabled(grad and not self.freeze_feature_encoder and not self.encoder_frozen):
             feats, frames = conv_features(self.backbone.feature_extractor, waves, lengths)
+        if feats.requires_grad and self.feature_grad_mult != 1.0:
+            feats = scale_grad(feats, self.feature_grad_mult)
         b, t, _ = feats.shape
         pad = padding_mask(frames, t)
         valid = ~pad if pad is not None else torch.ones(b, t, dtype=torch.bool, device=feats.device)

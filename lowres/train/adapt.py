@@ -173,7 +173,8 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
                                layerdrop=cfg.model.layerdrop, num_negatives=cfg.loss.num_negatives,
                                logit_temperature=cfg.loss.logit_temperature,
                                diversity_weight=cfg.loss.diversity_weight, feature_penalty=beta,
-                               feature_dropout=cfg.loss.feature_dropout)
+                               feature_dropout=cfg.loss.feature_dropout,
+                               feature_grad_mult=cfg.model.feature_grad_mult)
     freeze_fe = cfg.model.freeze_feature_encoder
     if freeze_fe is None:
         freeze_fe = spec.pretrained
