@@ -43,6 +43,24 @@ def test_random_configs_build_and_keep_20ms_frames():
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
+def test_random_configs_get_the_fairseq_initialisation():
+    import math
+
+    import torch
+
+    model = load_backbone("small", seed=0).model
+    transformer = model.encoder.transformer
+    linears = [m for m in transformer.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) == 8 * 6  # q, k, v, out, 2 feed-forward per layer
+    for lin in linears:
+        assert abs(float(lin.weight.detach().std()) - 0.02) < 0.002 and not lin.bias.any()
+    pos = transformer.pos_conv_embed.conv
+    expected = math.sqrt(4.0 / (pos.kernel_size[0] * pos.in_channels))
+    assert abs(float(pos.weight.detach().std()) / expected - 1) < 0.05 and not pos.bias.any()
+    conv = model.feature_extractor.conv_layers[1].conv.weight  # kaiming-normal: std sqrt(2 / fan_in)
+    assert abs(float(conv.detach().std()) / math.sqrt(2.0 / (conv.shape[1] * conv.shape[2])) - 1) < 0.05
+
+
 def test_unknown_base_suggests_names(tmp_path):
     with pytest.raises(LowresError, match="Did you mean xls-r-300m"):
         load_backbone("xls-r-300")

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -141,6 +142,26 @@ def build_model(spec: BackboneSpec) -> nn.Module:
         raise LowresError(f"Backbone architecture does not fit torchaudio's {factory.__name__}: {exc}") from None
 
 
+def reference_init(model: nn.Module) -> None:
+    """Initialise a randomly built torchaudio wav2vec 2.0 model as fairseq and transformers do for training
+    from scratch (torchaudio leaves PyTorch's layer defaults): transformer linears N(0, 0.02) with zero bias
+    (BERT's init), conv encoder kaiming-normal, positional conv N(0, sqrt(4 / (kernel · dim))) under its
+    weight norm with zero bias. LayerNorms stay 1 / 0 and the feature projection keeps its default."""
+    with torch.no_grad():
+        for layer in model.feature_extractor.conv_layers:
+            nn.init.kaiming_normal_(layer.conv.weight)
+        transformer = model.encoder.transformer
+        for module in transformer.modules():
+            if isinstance(module, nn.Linear):
+                module.weight.normal_(0.0, 0.02)
+                if module.bias is not None:
+                    module.bias.zero_()
+        pos = transformer.pos_conv_embed.conv
+        std = math.sqrt(4.0 / (pos.kernel_size[0] * pos.in_channels))
+        pos.weight = torch.randn(pos.weight.shape) * std  # weight norm: sets g and v
+        pos.bias.zero_()
+
+
 def fingerprint(model: nn.Module) -> str:
     """A short hash of a model's weights (names, shapes and sums): detects a base that changed on disk."""
     h = hashlib.sha256()
@@ -162,6 +183,7 @@ def load_backbone(base: str, seed: int = 0) -> LoadedBackbone:
         spec = RANDOM_CONFIGS[base]
         torch.manual_seed(seed)
         model = build_model(spec)
+        reference_init(model)
         return LoadedBackbone(model, spec, source=f"random initialisation ({base}, seed {seed})")
     if base in NAMED_BUNDLES:
         return _load_bundle(base)
