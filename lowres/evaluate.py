@@ -107,7 +107,7 @@ class Scorer:
         row = {"id": uid, "reference": ref, "hypothesis": hyp, "word_errors": w.errors, "words": w.reference_length,
                "char_errors": c.errors, "chars": c.reference_length, "wer": round(w.rate, 6),
                "cer": round(c.rate, 6)}
-        item = (w.errors, c.errors, uid, row)
+        item = (w.errors, c.errors, uid, self.count, row)  # the count breaks ties (ids may repeat)
         if len(self._worst) < self.keep_worst:
             heapq.heappush(self._worst, item)
         else:
@@ -123,7 +123,7 @@ class Scorer:
         return self.chars.rate
 
     def worst(self) -> list[dict]:
-        return [row for *_, row in sorted(self._worst, key=lambda t: (-t[0], -t[1], t[2]))]
+        return [row for *_, row in sorted(self._worst, key=lambda t: (-t[0], -t[1], t[2], t[3]))]
 
     def top_confusions(self, n: int = 10) -> list[dict]:
         return [{"reference": r, "hypothesis": h, "count": k}

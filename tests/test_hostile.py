@@ -764,3 +764,14 @@ def test_a_bad_manifest_leaves_the_run_folder_untouched(run, tmp_path):
                               "--out", str(out), "--max-steps", "1", "--set", f"train_manifest={path}", "--quiet"])
     assert res.exit_code == 2
     assert not out.exists() or not any(out.iterdir())
+
+
+def test_scorer_worst_list_survives_repeated_ids_with_equal_errors():
+    # Two manifest lines may name the same audio (hence the same id) and score the same errors; the
+    # worst-utterance heap must not fall back to comparing the row dicts.
+    from lowres.evaluate import Scorer
+    scorer = Scorer(keep_worst=2)
+    for ref in ("maji safi", "maji safi", "maji safi"):
+        scorer.add("same", ref, "maji")
+    worst = scorer.worst()
+    assert len(worst) == 2 and all(r["id"] == "same" and r["word_errors"] == 1 for r in worst)
