@@ -157,6 +157,7 @@ def test_adapt_loss_falls_then_finetune_uses_it(tone_audio, tmp_path):
         assert key in rows[-1]
     assert 0.4 < rows[-1]["masked_fraction"] < 0.6
     assert (run / "data" / "unlabeled.jsonl").is_file() and (run / "learning_curve.png").is_file()
+    assert "tiny is a random initialisation" in (run / "train.log").read_text()  # what to expect from it
     state = load_file(str(run / "model.safetensors"))
     assert any(k.startswith("heads.quantizer") for k in state) and "mask_emb" in state
 
@@ -176,6 +177,20 @@ def test_adapt_loss_falls_then_finetune_uses_it(tone_audio, tmp_path):
     for k, v in enc.items():
         torch.testing.assert_close(v, state[f"backbone.feature_extractor.{k}"])
 
+    # a finetune run (say, a recogniser of another language) is a base for adapt too: its encoder is kept, its
+    # CTC head dropped, the pretraining heads start fresh, and its trained conv encoder stays frozen
+    again = tmp_path / "adapt-ft"
+    res = invoke("adapt", "--unlabeled", tone_audio, "--base", ft, "--out", again, "--max-steps", 3, *ADAPT_FAST)
+    assert res.exit_code == 0, res.output
+    meta = json.loads((again / "config.json").read_text())
+    assert meta["backbone"]["pretrained"] and not meta["heads_imported"]
+    log = (again / "train.log").read_text()
+    assert "initialised fresh" in log and "random initialisation" not in log
+    adapted = load_file(str(again / "model.safetensors"))
+    for k, v in enc.items():
+        torch.testing.assert_close(adapted[f"backbone.feature_extractor.{k}"], v, rtol=0, atol=0)
+    assert not any(k.startswith("backbone.aux") or "ctc" in k for k in adapted)
+
 
 def test_adapt_imports_huggingface_heads_and_resumes_exactly(tone_audio, tmp_path, monkeypatch):
     base = hf_base(tmp_path / "hf")
@@ -184,6 +199,7 @@ def test_adapt_imports_huggingface_heads_and_resumes_exactly(tone_audio, tmp_pat
     assert invoke("adapt", *args, "--out", tmp_path / "a").exit_code == 0
     meta = json.loads((tmp_path / "a" / "config.json").read_text())
     assert meta["heads_imported"] and meta["heads_warmup_steps"] == 0
+    assert "random initialisation" not in (tmp_path / "a" / "train.log").read_text()
     assert meta["temperature_start"] == pytest.approx(0.75)  # near the floor, not 2
 
     import lowres.train.loop as loop

@@ -25,6 +25,16 @@ from lowres.config import AdaptConfig, to_dict
 from lowres.fsutil import atomic_write_json
 
 
+RANDOM_INIT_NOTE = (
+    "{base} is a random initialisation: its conv features do not yet describe sound (two adjacent frames of one "
+    "vowel are about as alike as any two frames), so the quantized targets of speech frames are close to noise "
+    "and the run learns little beyond telling silence from speech until the encoder itself has been trained, "
+    "which is the compute of a pretraining from scratch. On a small budget, start from a model trained on other "
+    "data (XLS-R, MMS, wav2vec2-base, or a lowres finetune run of another language): see the README, "
+    "`lowres adapt`."
+)
+
+
 class CropDataset(torch.utils.data.Dataset):
     """Unlabeled pieces, randomly cropped to at most ``crop_max_s`` (seeded by seed, epoch, index)."""
 
@@ -350,6 +360,8 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
         if not imported:
             log.say(f"{cfg.base} has no pretraining heads (quantizer, project_q, final projection): they start "
                     f"from scratch, with {warm} updates of heads warm-up (encoder frozen) first")
+        if not spec.pretrained:
+            log.say(RANDOM_INIT_NOTE.format(base=cfg.base))
         log.say(f"{len(kept)} pieces ({sum(u.duration for u in kept) / 3600:.3f} h) from {manifest}; "
                 f"{len(utts) - len(kept)} shorter than {t.crop_min_s} s left out; Gumbel temperature "
                 f"{tau_start:g} → {g.min:g}")
