@@ -24,7 +24,6 @@ from lowres import LowresError, __version__
 from lowres.config import AdaptConfig, to_dict
 from lowres.fsutil import atomic_write_json
 
-
 RANDOM_INIT_NOTE = (
     "{base} is a random initialisation: its conv features do not yet describe sound (two adjacent frames of one "
     "vowel are about as alike as any two frames), so the quantized targets of speech frames are close to noise "
