@@ -25,8 +25,8 @@ from lowres.config import AdaptConfig, to_dict
 from lowres.fsutil import atomic_write_json
 
 RANDOM_INIT_NOTE = (
-    "{base} is a random initialisation: its conv features do not yet describe sound (two adjacent frames of one "
-    "vowel are about as alike as any two frames), so the quantized targets of speech frames are close to noise "
+    "{base} is a random initialisation: its conv features do not yet describe the audio (two adjacent frames of one "
+    "sound are about as alike as any two frames), so the quantized targets of speech frames are close to noise "
     "and the run learns little beyond telling silence from speech until the encoder itself has been trained, "
     "which is the compute of a pretraining from scratch. On a small budget, start from a model trained on other "
     "data (XLS-R, MMS, wav2vec2-base, or a lowres finetune run of another language): see the README, "
