@@ -31,6 +31,22 @@ BUDGETS = {
 }
 
 
+def ensure_corpus(work: Path, hours: float, unlabeled: float, seed: int) -> Path:
+    """The synthetic Swahili corpus in ``work/synth``, prepared into ``work/prepared`` (both kept if there)."""
+    from lowres.config import PrepareConfig
+    from lowres.data.prepare import prepare
+    from lowres.data.text import load_rules
+    from lowres.synth.corpus import build_corpus
+
+    work.mkdir(parents=True, exist_ok=True)
+    if not (work / "synth" / "synth_report.json").is_file():
+        build_corpus(work / "synth", hours=hours, unlabeled_hours=unlabeled, seed=seed, overwrite=True)
+    if not (work / "prepared" / "prepare_report.json").is_file():
+        prepare(work / "synth" / "labeled" / "corpus.tsv", work / "prepared", PrepareConfig(seed=seed),
+                unlabeled=work / "synth" / "unlabeled", rules=load_rules("sw"), overwrite=True)
+    return work / "prepared"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
@@ -40,23 +56,15 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
 
-    from lowres.config import PrepareConfig, resolve_adapt, resolve_finetune
-    from lowres.data.prepare import prepare
-    from lowres.data.text import load_rules
+    from lowres.config import resolve_adapt, resolve_finetune
     from lowres.evaluate import run_eval
-    from lowres.synth.corpus import build_corpus
     from lowres.train.adapt import run_adapt
     from lowres.train.finetune import run_finetune
 
     b = BUDGETS[args.budget]
     work = args.work
-    work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if not (work / "synth" / "synth_report.json").is_file():
-        build_corpus(work / "synth", hours=b["hours"], unlabeled_hours=b["unlabeled"], seed=args.seed, overwrite=True)
-    if not (work / "prepared" / "prepare_report.json").is_file():
-        prepare(work / "synth" / "labeled" / "corpus.tsv", work / "prepared", PrepareConfig(seed=args.seed),
-                unlabeled=work / "synth" / "unlabeled", rules=load_rules("sw"), overwrite=True)
+    ensure_corpus(work, b["hours"], b["unlabeled"], args.seed)
     if not (work / "adapt" / "summary.json").is_file():
         cfg = resolve_adapt(b["adapt_recipe"], flags={"unlabeled": str(work / "prepared" / "unlabeled.jsonl"),
                                                       "base": b["base"], "train.max_steps": b["adapt_steps"],
