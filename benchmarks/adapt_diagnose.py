@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import sys
 from pathlib import Path
 
@@ -125,7 +126,6 @@ def main() -> None:
 
     from lowres.model.backbone import load_backbone
 
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     data = batches(args.unlabeled, args.batches, args.seed)
     for name in args.model:
         loaded = load_backbone(name, seed=0)
@@ -136,8 +136,6 @@ def main() -> None:
             mask_length = 10
             config = Path(name) / "config.json"
             if config.is_file():
-                import json
-
                 mask_length = json.loads(config.read_text()).get("config", {}).get("model", {}).get("mask_length", 10)
             rows = frame_accuracy(loaded, data, args.negatives, mask_length)
             print(f"  contrastive accuracy in evaluation mode (chance {1 / (args.negatives + 1):.3f}), by frames "

@@ -107,8 +107,9 @@ def ft_name(start: str, seed: int) -> str:
 
 
 def last_adapt_window(run: Path) -> dict:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    last = [r for r in rows if "accuracy" in r][-1]
+    from lowres.train.plot import read_metrics
+
+    last = [r for r in read_metrics(run / "metrics.jsonl") if "accuracy" in r][-1]
     return {k: last[k] for k in ("step", "contrastive", "accuracy", "prob_perplexity")}
 
 
