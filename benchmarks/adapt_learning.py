@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -57,7 +56,10 @@ def tiny_config():
 
 def batches(manifest: Path, steps: int, seed: int, max_seconds: float = 30.0):
     """``steps`` lists of normalised waveforms (the same for both sides)."""
-    rows = [json.loads(line) for line in manifest.read_text().splitlines() if line.strip()]
+    from lowres.data import audio as audio_mod
+    from lowres.data.manifest import read_manifest
+
+    rows = list(read_manifest(manifest))
     rng = random.Random(seed)
     out, pending = [], None
     crop = int(15.6 * SR)
@@ -65,12 +67,9 @@ def batches(manifest: Path, steps: int, seed: int, max_seconds: float = 30.0):
         waves = [pending] if pending is not None else []
         pending = None
         while True:
-            r = rng.choice(rows)
-            path = Path(r["audio_filepath"])
-            path = path if path.is_absolute() else manifest.parent / path
-            w, sr = sf.read(str(path), dtype="float32", start=int(r.get("offset", 0.0) * SR),
-                            frames=int(r["duration"] * SR))
-            if sr != SR or len(w) < 2 * SR:
+            u = rng.choice(rows)
+            w = audio_mod.load(u.audio_filepath, u.offset, u.duration)
+            if len(w) < 2 * SR:
                 continue
             if len(w) > crop:
                 s = rng.randrange(len(w) - crop)
