@@ -256,19 +256,17 @@ def adapt(
         raise LowresError(f"Invalid setting: {exc}") from None
     run_adapt(cfg, out, resume=resume, overwrite=overwrite, console=None if quiet else _stdout(),
               max_steps_override=max_steps if resume else None,
-              resume_train=_resume_changes(flags, set_) if resume else None)
+              resume_train=_resume_changes(flags, set_, recipe) if resume else None)
 
 
-def _resume_changes(flags: dict, sets: list[str]) -> dict:
-    """The resuming command line's settings, nested: its --set values and its explicit flags (see
-    train/finetune.py resumed_run for what a --resume may change; the others must equal the run's)."""
-    from lowres.config import nest_flags, parse_sets
+def _resume_changes(flags: dict, sets: list[str], recipe: str | None) -> dict:
+    """What the resuming command line asks for, nested: its --recipe's values, its --set values and its explicit
+    flags, inputs (--data, --split, --base, --unlabeled) included when given. lowres.runs.resume_config applies
+    the few train settings a resume may change and refuses any other difference from the run's own record."""
+    from lowres.config import load_recipe, merge_nested, nest_flags, parse_sets
 
-    nested = parse_sets(tuple(sets))
-    for section, values in nest_flags(flags).items():
-        if isinstance(values, dict):  # not data / base / unlabeled: the run keeps its own
-            nested.setdefault(section, {}).update(values)
-    return nested
+    nested = merge_nested(load_recipe(recipe) if recipe else {}, parse_sets(tuple(sets)))
+    return merge_nested(nested, nest_flags(flags))
 
 
 @app.command(no_args_is_help=True)
@@ -276,7 +274,8 @@ def _resume_changes(flags: dict, sets: list[str]) -> dict:
 def finetune(
     data: Path | None = typer.Option(None, "--data", "-d", help="Folder written by `lowres prepare` (required "
                                      "unless --resume)."),
-    split: str = typer.Option("1h", "--split", "-s", help="Labeled split: 10min, 1h, 10h or full (also picks the recipe)."),
+    split: str | None = typer.Option(None, "--split", "-s", help="Labeled split: 10min, 1h, 10h or full (also picks the "
+                                     "recipe). Default: 1h."),
     base: str | None = typer.Option(None, "--base", "-b", help="Backbone: a name (wav2vec2-base, xls-r-300m, "
                                     "hubert-base, wavlm-base-plus, tiny, ...), a Hugging Face folder or a lowres run folder."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (new or empty, unless --resume / --overwrite)."),
@@ -305,7 +304,7 @@ def finetune(
     Writes OUT/model.safetensors (LoRA + head, best by dev WER), OUT/config.json, OUT/vocab.json,
     OUT/metrics.jsonl, OUT/learning_curve.png and OUT/checkpoints/ for --resume.
     """
-    from lowres.config import resolve_finetune
+    from lowres.config import FinetuneConfig, resolve_finetune
     from lowres.train.finetune import run_finetune
 
     if not resume and not base:
@@ -319,13 +318,13 @@ def finetune(
     if no_lora:
         flags["lora.enabled"] = False
     try:
-        cfg = resolve_finetune(split, recipe, tuple(set_), flags)
+        cfg = resolve_finetune(split or FinetuneConfig.split, recipe, tuple(set_), flags)
     except ValueError as exc:
         raise LowresError(f"Invalid setting: {exc}") from None
     console = None if quiet else _stdout()
     run_finetune(cfg, out, resume=resume, overwrite=overwrite, console=console,
                  max_steps_override=max_steps if resume else None,
-                 resume_train=_resume_changes(flags, set_) if resume else None)
+                 resume_train=_resume_changes({**flags, "split": split}, set_, recipe) if resume else None)
 
 
 def _load_lm(lm: Path | None, lexicon: Path | None, lm_weight: float | None, word_score: float | None, beam: int,

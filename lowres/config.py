@@ -485,6 +485,17 @@ def nest_flags(flags: dict | None) -> dict:
     return updates
 
 
+def merge_nested(base: dict, updates: dict) -> dict:
+    """A copy of nested dict ``base`` with ``updates`` laid over it (sections merged key by key)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
+    for key, value in updates.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge_nested(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def _apply_flags(cfg, flags: dict | None):
     return merge(cfg, nest_flags(flags))
 

@@ -273,8 +273,8 @@ def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_na
     weight and word score, stores them in the LM folder and evaluates with them."""
     from lowres.data.manifest import json_line, read_manifest
     from lowres.fsutil import atomic_write_json, atomic_write_lines
-    from lowres.model.build import load_run
     from lowres.progress import progress_bar
+    from lowres.runs import load_run
     from lowres.runtime import resolve_device
 
     if tune_on is not None and lm is None:

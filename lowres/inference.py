@@ -31,7 +31,7 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
     decoded in batches and joined with spaces; memory stays bounded by the batch, not by the file."""
     from lowres.data.manifest import Utterance
     from lowres.evaluate import decode_utterances
-    from lowres.model.build import load_run
+    from lowres.runs import load_run
     from lowres.runtime import resolve_device
 
     if chunk_s < 4:
@@ -58,8 +58,8 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
 
 def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
     """LoRA merged into the base; written as a Hugging Face ``*ForCTC`` folder with a ``Wav2Vec2Processor``."""
-    from lowres.model.build import load_run
     from lowres.model.hf_convert import save_hf_directory, to_hf_ctc
+    from lowres.runs import load_run
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:

@@ -171,7 +171,7 @@ def test_adapt_loss_falls_then_finetune_uses_it(tone_audio, tmp_path):
     meta = json.loads((ft / "config.json").read_text())
     assert meta["backbone"]["pretrained"] and meta["build"]["lora"]
     # the adapted encoder, not a fresh one, is what fine-tuning started from
-    from lowres.model.build import load_run
+    from lowres.runs import load_run
 
     enc = load_run(ft, merge=False).model.backbone.feature_extractor.state_dict()
     for k, v in enc.items():

@@ -175,7 +175,7 @@ def test_lora_trains_only_adapters_and_head(prepared, tmp_path):
     log = (run / "train.log").read_text()
     assert "head-only phase" in log and "phase over" in log
 
-    from lowres.model.build import load_run
+    from lowres.runs import load_run
 
     loaded = load_run(run, merge=False)
     backbone = {k: v for k, v in loaded.model.backbone.state_dict().items() if "lora_" not in k}
@@ -268,7 +268,7 @@ def test_export_round_trip_through_transformers(prepared, tmp_path):
     processor = transformers.Wav2Vec2Processor.from_pretrained(tmp_path / "export")
     hyps = {r["id"]: r["hypothesis"] for r in read_jsonl(run / "eval-test" / "hyps.jsonl")}
 
-    from lowres.model.build import load_run
+    from lowres.runs import load_run
 
     ours = load_run(run).model
     manifest = prepared / "manifests" / "test.jsonl"

@@ -1,4 +1,5 @@
-"""Backbones: named torchaudio bundles, local Hugging Face folders, lowres run folders, random-init configs.
+"""Backbones: named torchaudio bundles, local Hugging Face folders, random-init configs (lowres run folders
+as bases are resolved by lowres/runs.py, which hands the other kinds of --base on to :func:`load_backbone`).
 
 Every backbone is a torchaudio ``Wav2Vec2Model`` described by a :class:`BackboneSpec` (family, the keyword
 arguments of torchaudio's factory, and the waveform normalisation the checkpoint was trained with), so a
@@ -174,8 +175,9 @@ def fingerprint(model: nn.Module) -> str:
 
 
 def load_backbone(base: str, seed: int = 0) -> LoadedBackbone:
-    """Resolve ``--base``: a random-init config name, a torchaudio bundle name, a lowres run folder or a
-    local Hugging Face folder."""
+    """A random-init config name, a torchaudio bundle name or a local Hugging Face folder. (``--base`` as a
+    user gives it, which may also be a lowres run folder, is resolved by :func:`lowres.runs.load_base`; the
+    messages here still name run folders because that is what users can pass.)"""
     if not base:
         raise LowresError(f"No --base given. Use a name ({', '.join(available_names())}), a Hugging Face folder "
                           "or a lowres run folder.")
@@ -197,10 +199,6 @@ def load_backbone(base: str, seed: int = 0) -> LoadedBackbone:
             data = json.loads(config.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise LowresError(f"{config} is not valid JSON: {exc}") from None
-        if "lowres_run" in data:
-            from lowres.model.build import load_run_backbone
-
-            return load_run_backbone(path)
         return _load_huggingface(path, data)
     if path.suffix or "/" in base:
         raise LowresError(f"--base {base}: no such folder. Give a Hugging Face model folder, a lowres run folder, "
@@ -381,11 +379,3 @@ def run_transformer(transformer: nn.Module, x: Tensor, pad: Tensor | None, famil
         x = transformer.layer_norm(x)
     return x
 
-
-def lora_targets(family: str) -> tuple[str, ...]:
-    """Module names LoRA adapts: attention and feed-forward linears. torchaudio's WavLM attention reads its
-    packed q/k/v weight directly (no module call peft could wrap), so WavLM gets its output projection and
-    feed-forward linears only."""
-    if family == "wavlm":
-        return ("out_proj", "intermediate_dense", "output_dense")
-    return ("q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense")

@@ -1,29 +1,22 @@
-"""The only place that composes a backbone with heads and LoRA, and rebuilds models from run folders.
+"""The only place that composes a backbone with heads and LoRA, for every task, and sets what trains.
 
-A run folder holds ``config.json`` (the resolved configuration, the backbone spec and what ``--base`` was),
-``vocab.json`` and ``model.safetensors`` with the weights the run trained (LoRA + head, plus the mask
-embedding when it trains; or the whole backbone when it was trained fully). Everything else comes from the
-base, rebuilt the same way, so a LoRA run's deliverable stays small and loads on its own with its base.
+A fine-tuning run saves only the weights it trained (LoRA + head, plus the mask embedding when it trains;
+or the whole backbone when it trained fully): everything else is rebuilt from the base the same way, so a
+LoRA run's deliverable stays small. How runs are stored is lowres/runs.py's business, not this module's.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from lowres import LowresError
-from lowres.config import FinetuneConfig, ModelConfig, from_dict
-from lowres.data.vocab import Vocab
-from lowres.model.backbone import BackboneSpec, LoadedBackbone, build_model, fingerprint, load_backbone
+from lowres.config import AdaptConfig, FinetuneConfig, ModelConfig
+from lowres.model.backbone import LoadedBackbone
 from lowres.model.ctc import CTCModel
-from lowres.model.lora import add_lora, has_lora, merge_lora
-
-RUN_CONFIG = "config.json"
-RUN_WEIGHTS = "model.safetensors"
+from lowres.model.lora import add_lora
+from lowres.model.pretrain import PretrainHeads, Wav2Vec2Pretrainer
 
 
 @dataclass
@@ -79,16 +72,44 @@ def build_ctc_model(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBackbone
     # and the first layer's frozen projections, about 5% of a BASE LoRA step on CPU (benchmarks/README.md).
     # A fresh one (torchaudio bundles carry none) trains; full fine-tuning computes that gradient anyway.
     model.mask_emb.requires_grad_(not use_lora or loaded.mask_embedding is None)
-    if use_lora:
-        add_lora(model.backbone.encoder.transformer, spec.family, cfg.lora.rank, cfg.lora.alpha, cfg.lora.dropout)
-        for name, p in model.backbone.encoder.transformer.named_parameters():
-            p.requires_grad = "lora_" in name
-    else:
-        model.backbone.encoder.requires_grad_(True)
-    if not freeze_fe:
-        model.backbone.feature_extractor.requires_grad_(True)
+    _train_encoder(model.backbone, spec.family, cfg.lora if use_lora else None, train_conv=not freeze_fe)
     model.freeze_feature_encoder = freeze_fe
     return model, BuildInfo(use_lora, not freeze_fe, pretrained, notes)
+
+
+def build_wav2vec2_pretrainer(cfg: AdaptConfig, loaded: LoadedBackbone, heads: PretrainHeads,
+                              feature_penalty: float) -> tuple[Wav2Vec2Pretrainer, BuildInfo]:
+    """Backbone + mask embedding + wav2vec 2.0 pretraining heads (+ LoRA), with ``requires_grad`` set to what
+    ``lowres adapt`` trains: the heads, the mask embedding and the transformer (or its LoRA adapters); the
+    conv encoder too when it is not frozen (default: frozen for a pretrained base)."""
+    m, loss, spec = cfg.model, cfg.loss, loaded.spec
+    model = Wav2Vec2Pretrainer(loaded.model, spec, heads, loaded.mask_embedding, mask_prob=m.mask_prob,
+                               mask_length=m.mask_length, min_spans=m.min_spans, layerdrop=m.layerdrop,
+                               num_negatives=loss.num_negatives, logit_temperature=loss.logit_temperature,
+                               diversity_weight=loss.diversity_weight, feature_penalty=feature_penalty,
+                               feature_dropout=loss.feature_dropout, feature_grad_mult=m.feature_grad_mult)
+    freeze_fe = m.freeze_feature_encoder if m.freeze_feature_encoder is not None else spec.pretrained
+    model.freeze_feature_encoder = freeze_fe
+    for p in model.parameters():
+        p.requires_grad = False
+    model.heads.requires_grad_(True)
+    model.mask_emb.requires_grad_(True)
+    _train_encoder(model.backbone, spec.family, cfg.lora if cfg.lora.enabled else None, train_conv=not freeze_fe)
+    return model, BuildInfo(cfg.lora.enabled, not freeze_fe, spec.pretrained, [])
+
+
+def _train_encoder(backbone: nn.Module, family: str, lora, train_conv: bool) -> None:
+    """The transformer trains through LoRA adapters (``lora``: LoraSettings) or fully (``lora`` None); the
+    conv feature encoder trains when ``train_conv``."""
+    transformer = backbone.encoder.transformer
+    if lora is not None:
+        add_lora(transformer, family, lora.rank, lora.alpha, lora.dropout)
+        for name, p in transformer.named_parameters():
+            p.requires_grad = "lora_" in name
+    else:
+        backbone.encoder.requires_grad_(True)
+    if train_conv:
+        backbone.feature_extractor.requires_grad_(True)
 
 
 def trainable_report(model: nn.Module) -> dict:
@@ -100,100 +121,3 @@ def trainable_report(model: nn.Module) -> dict:
 def trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
     """The weights this run changes (its deliverable): every parameter that trains."""
     return {name: p.detach().cpu().contiguous() for name, p in model.named_parameters() if p.requires_grad}
-
-
-# ---------------------------------------------------------------------------------------------------
-# run folders
-
-
-def read_run_config(run: Path) -> dict:
-    path = Path(run) / RUN_CONFIG
-    if not path.is_file():
-        raise LowresError(f"{run} is not a lowres run folder (no {RUN_CONFIG}). Pass the --out folder of "
-                          "`lowres finetune` or `lowres adapt`.")
-    data = json.loads(path.read_text(encoding="utf-8"))
-    if "lowres_run" not in data:
-        raise LowresError(f"{path} was not written by lowres (no 'lowres_run' key).")
-    return data
-
-
-def _base_backbone(meta: dict, seed: int) -> LoadedBackbone:
-    """The run's base, rebuilt: random-init architectures from the saved spec (their weights are all in the
-    run), everything else from what --base named, checked against its fingerprint."""
-    spec = BackboneSpec.from_dict(meta["backbone"])
-    if not spec.pretrained:
-        torch.manual_seed(seed)
-        return LoadedBackbone(build_model(spec), spec, source=f"architecture of {spec.name}")
-    loaded = load_backbone(meta["base"], seed=seed)
-    want = meta.get("base_fingerprint")
-    if want and loaded.fingerprint and loaded.fingerprint != want:
-        raise LowresError(
-            f"The base {meta['base']} is not the one this run was trained on (its weights changed since). "
-            "Use the same base checkpoint, or fine-tune again."
-        )
-    return loaded
-
-
-def _load_weights(model: nn.Module, run: Path, weights: Path | None = None) -> None:
-    from safetensors.torch import load_file
-
-    path = weights or Path(run) / RUN_WEIGHTS
-    if not path.is_file():
-        raise LowresError(f"{run} has no {path.name}: the run has not saved a model yet (did it finish? "
-                          "`lowres finetune --resume` continues it).")
-    state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected:
-        raise LowresError(f"{path} does not fit the model rebuilt from {run / RUN_CONFIG}: unexpected weights "
-                          f"{unexpected[:3]}...")
-    del missing  # everything not saved comes from the base
-
-
-@dataclass
-class LoadedRun:
-    model: CTCModel
-    vocab: Vocab
-    config: FinetuneConfig
-    meta: dict
-
-
-def load_run(run: str | Path, device="cpu", merge: bool = True, weights: Path | None = None) -> LoadedRun:
-    """A fine-tuned recogniser from its run folder (LoRA merged into the base for fast inference)."""
-    run = Path(run)
-    meta = read_run_config(run)
-    if meta["lowres_run"] != "finetune":
-        raise LowresError(f"{run} is a lowres {meta['lowres_run']} run, not a fine-tuned recogniser. Fine-tune it "
-                          f"first: lowres finetune --base {run} ...")
-    cfg = from_dict(FinetuneConfig, meta["config"])
-    vocab = Vocab.load(run / "vocab.json", units=meta.get("vocab_units", "grapheme"))
-    loaded = _base_backbone(meta, cfg.train.seed)
-    model, _ = build_ctc_model(cfg, len(vocab), loaded)
-    _load_weights(model, run, weights)
-    if merge and has_lora(model):
-        merge_lora(model.backbone.encoder.transformer)
-    model.eval().to(device)
-    for p in model.parameters():
-        p.requires_grad = False
-    return LoadedRun(model, vocab, cfg, meta)
-
-
-def load_run_backbone(run: Path) -> LoadedBackbone:
-    """The encoder of a run folder, as a base for another run (``--base RUN``)."""
-    meta = read_run_config(run)
-    kind = meta["lowres_run"]
-    if kind == "finetune":
-        loaded = load_run(run, merge=True)
-        backbone, mask = loaded.model.backbone, loaded.model.mask_emb.detach().clone()
-        heads: dict = {}
-    elif kind == "adapt":
-        from lowres.model.pretrain import load_adapt_run
-
-        backbone, mask, heads = load_adapt_run(run)
-    else:
-        raise LowresError(f"{run}: unknown run kind {kind!r}.")
-    spec = BackboneSpec.from_dict(meta["backbone"])
-    spec = BackboneSpec(spec.family, spec.arch, spec.normalize_waveform, True, str(Path(run).resolve()))
-    for p in backbone.parameters():
-        p.requires_grad = True
-    backbone.train()
-    return LoadedBackbone(backbone, spec, mask, heads, fingerprint(backbone), source=f"lowres {kind} run {run}")

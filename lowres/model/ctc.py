@@ -24,8 +24,10 @@ from lowres.model.masking import apply_masks
 
 class CTCModel(nn.Module):
     def __init__(self, backbone: nn.Module, spec: BackboneSpec, vocab_size: int, *, mask_embedding: Tensor | None,
-                 final_dropout: float = 0.0, layerdrop: float = 0.0, mask_prob: float = 0.0, mask_length: int = 10,
-                 mask_channel_prob: float = 0.0, mask_channel_length: int = 64):
+                 final_dropout: float, layerdrop: float, mask_prob: float, mask_length: int,
+                 mask_channel_prob: float, mask_channel_length: int):
+        """The regularisers have no defaults here: they are the configuration's (lowres/config.py ModelConfig),
+        passed by model/build.py."""
         super().__init__()
         self.backbone = backbone
         self.spec = spec

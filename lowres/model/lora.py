@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from torch import nn
 
-from lowres.model.backbone import lora_targets
+
+def lora_targets(family: str) -> tuple[str, ...]:
+    """Module names LoRA adapts: attention and feed-forward linears. torchaudio's WavLM attention reads its
+    packed q/k/v weight directly (no module call peft could wrap), so WavLM gets its output projection and
+    feed-forward linears only."""
+    if family == "wavlm":
+        return ("out_proj", "intermediate_dense", "output_dense")
+    return ("q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense")
 
 
 def add_lora(transformer: nn.Module, family: str, rank: int, alpha: float, dropout: float) -> int:

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lowres.config import AdaptModelConfig as _M
+from lowres.config import PretrainLossConfig as _L
 from lowres.model.backbone import (
     BackboneSpec,
     conv_features,
@@ -158,9 +160,14 @@ class Wav2Vec2Pretrainer(nn.Module):
     """Backbone + mask embedding + pretraining heads; ``forward`` returns the objective."""
 
     def __init__(self, backbone: nn.Module, spec: BackboneSpec, heads: PretrainHeads, mask_embedding: Tensor | None,
-                 *, mask_prob: float = 0.65, mask_length: int = 10, min_spans: int = 2, layerdrop: float = 0.05,
-                 num_negatives: int = 100, logit_temperature: float = 0.1, diversity_weight: float = 0.1,
-                 feature_penalty: float = 10.0, feature_dropout: float = 0.1, feature_grad_mult: float = 1.0):
+                 *, mask_prob: float = _M.mask_prob, mask_length: int = _M.mask_length,
+                 min_spans: int = _M.min_spans, layerdrop: float = _M.layerdrop,
+                 num_negatives: int = _L.num_negatives, logit_temperature: float = _L.logit_temperature,
+                 diversity_weight: float = _L.diversity_weight, feature_penalty: float = 10.0,
+                 feature_dropout: float = _L.feature_dropout, feature_grad_mult: float = 1.0):
+        """Defaults are the configuration's (lowres/config.py), except ``feature_penalty`` (the configuration
+        resolves -1 to 10 or 0 by the conv encoder's norm; here the value itself) and ``feature_grad_mult``
+        (1 = the plain gradient; adapt passes its configured 0.1)."""
         super().__init__()
         self.backbone, self.spec, self.heads = backbone, spec, heads
         dim = spec.embed_dim
@@ -262,29 +269,3 @@ def collapse_signs(row: dict, groups: int) -> list[str]:
         signs.append(f"gradient norm {row['grad_norm']:.1e} vanished")
     return signs
 
-
-def load_adapt_run(run) -> tuple[nn.Module, Tensor, dict]:
-    """(backbone with the adapted weights, mask embedding, pretraining-head state) of an adapt run folder."""
-    from pathlib import Path
-
-    from safetensors.torch import load_file
-
-    from lowres import LowresError
-    from lowres.model.backbone import build_model
-    from lowres.model.build import RUN_WEIGHTS, read_run_config
-
-    run = Path(run)
-    meta = read_run_config(run)
-    spec = BackboneSpec.from_dict(meta["backbone"])
-    path = run / RUN_WEIGHTS
-    if not path.is_file():
-        raise LowresError(f"{run} has no {RUN_WEIGHTS}: the adapt run has not saved its model yet "
-                          "(`lowres adapt --resume` continues it).")
-    state = load_file(str(path))
-    backbone = build_model(spec)
-    missing, unexpected = backbone.load_state_dict(
-        {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, strict=False)
-    if missing:
-        raise LowresError(f"{path} lacks backbone weights {missing[:3]}...: not a complete adapt deliverable.")
-    heads = {k.removeprefix("heads."): v for k, v in state.items() if k.startswith("heads.")}
-    return backbone, state["mask_emb"], heads

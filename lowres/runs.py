@@ -1,0 +1,343 @@
+"""Run folders: the one module that knows how a training run is stored.
+
+A run folder (``--out`` of ``lowres finetune`` / ``lowres adapt``)::
+
+    config.json        the run's record (:class:`RunRecord`): kind, resolved configuration, backbone spec,
+                       base + fingerprint, text normalisation, vocabulary units, task extras (written first)
+    vocab.json         (finetune) the prepared vocabulary, copied so the run is self-contained
+    model.safetensors  the deliverable
+    metrics.jsonl, train.log, learning_curve.png, summary.json, checkpoints/
+
+Everything that reads or writes a run goes through here: the trainers (claim, record, resume), evaluation
+and inference (:func:`load_run`), and ``--base RUN`` (:func:`load_base`). Models never read run folders.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lowres import LowresError, __version__
+
+RUN_CONFIG = "config.json"
+RUN_WEIGHTS = "model.safetensors"
+RUN_VOCAB = "vocab.json"
+KINDS = ("finetune", "adapt")
+
+# config.json keys of the record itself; every other key is a task extra (kept as is, in order)
+_CORE = ("lowres_run", "lowres_version", "config", "backbone", "base", "base_fingerprint", "vocab_units", "text",
+         "created")
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What ``config.json`` says about a run. Written once when the run starts; read by resume, eval,
+    transcribe, export and by runs that use this one as their base."""
+
+    kind: str  # finetune | adapt
+    config: dict  # the resolved configuration (config.to_dict of FinetuneConfig / AdaptConfig)
+    backbone: dict  # BackboneSpec.to_dict(): rebuilds the architecture
+    base: str  # what --base was (a name, or an absolute path)
+    base_fingerprint: str = ""  # of the base weights, to detect a base that changed on disk
+    text: dict | None = None  # (finetune) the prepared folder's text normalisation
+    vocab_units: str | None = None  # (finetune) grapheme | codepoint
+    extras: dict = field(default_factory=dict)  # task extras (manifests, build info, heads shapes, ...)
+    version: str = __version__  # lowres version that started the run
+    created: str = ""
+
+    def to_json(self) -> dict:
+        """The config.json layout (unchanged since the first lowres runs)."""
+        out = {"lowres_run": self.kind, "lowres_version": self.version, "config": self.config,
+               "backbone": self.backbone, "base": self.base, "base_fingerprint": self.base_fingerprint}
+        if self.vocab_units is not None:
+            out["vocab_units"] = self.vocab_units
+        if self.text is not None:
+            out["text"] = self.text
+        out.update(self.extras)
+        out["created"] = self.created or time.strftime("%Y-%m-%d %H:%M:%S")
+        return out
+
+    @classmethod
+    def from_json(cls, data: dict) -> RunRecord:
+        return cls(kind=data["lowres_run"], config=data.get("config", {}), backbone=data.get("backbone", {}),
+                   base=data.get("base", ""), base_fingerprint=data.get("base_fingerprint") or "",
+                   text=data.get("text"), vocab_units=data.get("vocab_units"),
+                   extras={k: v for k, v in data.items() if k not in _CORE},
+                   version=data.get("lowres_version", ""), created=data.get("created", ""))
+
+    def typed_config(self):
+        """The configuration as its dataclass (FinetuneConfig / AdaptConfig)."""
+        from lowres.config import AdaptConfig, FinetuneConfig, from_dict
+
+        return from_dict(FinetuneConfig if self.kind == "finetune" else AdaptConfig, self.config)
+
+    def spec(self):
+        from lowres.model.backbone import BackboneSpec
+
+        return BackboneSpec.from_dict(self.backbone)
+
+
+def is_run(folder: Path) -> bool:
+    """Whether ``folder`` holds a lowres run (a config.json with its 'lowres_run' key)."""
+    meta = Path(folder) / RUN_CONFIG
+    if not meta.is_file():
+        return False
+    try:
+        return "lowres_run" in json.loads(meta.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        return False
+
+
+def read_run(run: Path) -> RunRecord:
+    path = Path(run) / RUN_CONFIG
+    if not path.is_file():
+        raise LowresError(f"{run} is not a lowres run folder (no {RUN_CONFIG}). Pass the --out folder of "
+                          "`lowres finetune` or `lowres adapt`.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise LowresError(f"{path} is not valid JSON ({exc}); the run folder is damaged.") from None
+    if not isinstance(data, dict) or "lowres_run" not in data:
+        raise LowresError(f"{path} was not written by lowres (no 'lowres_run' key).")
+    if data["lowres_run"] not in KINDS:
+        raise LowresError(f"{run}: unknown run kind {data['lowres_run']!r}.")
+    return RunRecord.from_json(data)
+
+
+def write_run(run: Path, record: RunRecord) -> None:
+    from lowres.fsutil import atomic_write_json
+
+    atomic_write_json(Path(run) / RUN_CONFIG, record.to_json())
+
+
+# ---------------------------------------------------------------------------------------------------
+# claiming a folder, resuming
+
+
+def claim_run_folder(out: Path, *, resume: bool, overwrite: bool, check_only: bool = False) -> str:
+    """'new' | 'resume'. Never deletes anything that does not look like a lowres run unless it is empty.
+    ``check_only``: say whether the folder could be claimed, touching nothing (before the inputs are read)."""
+    out = Path(out)
+    if resume and overwrite:
+        raise LowresError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
+                          "--overwrite starts it again from nothing. Pick one.")
+    if out.exists() and not out.is_dir():
+        raise LowresError(f"--out {out} is a file. Give a folder for the run.")
+    exists = out.is_dir() and any(out.iterdir())
+    if resume:
+        if not (out / RUN_CONFIG).is_file():
+            raise LowresError(f"--resume: {out} holds no run to continue (no config.json). Drop --resume to start "
+                              "a new run there.")
+        return "resume"
+    if exists:
+        if not overwrite:
+            raise LowresError(f"{out} already holds files. Use --resume to continue that run, --overwrite to "
+                              "replace it, or another --out.")
+        if not is_run(out):
+            raise LowresError(f"--overwrite refused: {out} is not a lowres run folder (no lowres config.json), so "
+                              "it may hold your own files. Choose an empty or new --out.")
+        if check_only:
+            return "new"
+        shutil.rmtree(out)
+    if check_only:
+        return "new"
+    out.mkdir(parents=True, exist_ok=True)
+    return "new"
+
+
+# what --resume may change: the length of the run and how the global batch is laid out on the machine
+# (another world size under torchrun wants another accumulate to keep the same global batch)
+RESUME_SETTINGS = ("max_steps", "accumulate", "device", "num_workers", "threads")
+# the run's inputs, named by their flags: a resume must not point the run at other ones
+_INPUT_FLAGS = {"data": "--data", "split": "--split", "base": "--base", "unlabeled": "--unlabeled"}
+
+
+def _same_input(saved: str, given: str) -> bool:
+    if saved == given:
+        return True
+    a, b = Path(saved), Path(given)
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
+
+
+def resume_config(out: Path, kind: str, changes: dict | None = None, max_steps_override: int | None = None):
+    """(record, the run's own configuration, as resumed) of the run in ``out``.
+
+    ``changes`` is what the resuming command line asked for, nested like the configuration: the values of
+    its --recipe, --set and explicit flags (``data``/``split``/``base``/``unlabeled`` at the top when given).
+    The train settings in RESUME_SETTINGS are applied; any other setting, and every input, must equal the
+    run's (so the original command line with --resume added works), else the resume is refused."""
+    from lowres.config import merge, to_dict
+
+    record = read_run(out)
+    if record.kind != kind:
+        raise LowresError(f"--resume: {out} is not a {kind} run (it is a lowres {record.kind} run).")
+    saved = record.typed_config()
+    changes = {k: dict(v) if isinstance(v, dict) else v for k, v in (changes or {}).items()}
+    for key, flag in _INPUT_FLAGS.items():
+        given = changes.pop(key, None)
+        if given is None:
+            continue
+        own = str(getattr(saved, key, ""))
+        if not _same_input(own, str(given)):
+            raise LowresError(f"--resume continues the run in {out} with its own {flag} ({own}); this command gives "
+                              f"{flag} {given}. Drop {flag} to continue the run, or start a new run (another --out) "
+                              f"with {flag} {given}.")
+    train = changes.pop("train", {})
+    allowed = {k: train.pop(k) for k in list(train) if k in RESUME_SETTINGS and train[k] is not None}
+    if max_steps_override is not None:
+        allowed["max_steps"] = max_steps_override
+    if train:
+        changes["train"] = train
+    if changes:
+        before, after = _flat(to_dict(saved)), _flat(to_dict(merge(saved, changes)))
+        differ = [k for k in after if after[k] != before.get(k)]
+        if differ:
+            raise LowresError(f"--resume continues the run with its own settings; {', '.join(differ)} cannot change "
+                              f"(only train.{', train.'.join(RESUME_SETTINGS)} can). Start a new run (another "
+                              "--out) to change the others.")
+    cfg = merge(saved, {"train": allowed}) if allowed else saved
+    return record, cfg
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def stored_base(base: str) -> str:
+    """How a run records its --base: a folder as its absolute path, a name as is."""
+    return str(Path(base).resolve()) if base and Path(base).is_dir() else base
+
+
+# ---------------------------------------------------------------------------------------------------
+# bases and recognisers
+
+
+def load_base(base: str, seed: int = 0):
+    """Resolve ``--base``: a lowres run folder (its encoder), else whatever model/backbone.py knows (a
+    random-init config name, a torchaudio bundle name, a local Hugging Face folder)."""
+    from lowres.model.backbone import load_backbone
+
+    if base and Path(base).is_dir() and is_run(Path(base)):
+        return load_encoder(Path(base))
+    return load_backbone(base, seed=seed)
+
+
+def rebuild_base(record: RunRecord, seed: int):
+    """The run's base, rebuilt: random-init architectures from the saved spec (their weights are all in the
+    run), everything else from what --base named, checked against its fingerprint."""
+    import torch
+
+    from lowres.model.backbone import LoadedBackbone, build_model
+
+    spec = record.spec()
+    if not spec.pretrained:
+        torch.manual_seed(seed)
+        return LoadedBackbone(build_model(spec), spec, source=f"architecture of {spec.name}")
+    loaded = load_base(record.base, seed=seed)
+    want = record.base_fingerprint
+    if want and loaded.fingerprint and loaded.fingerprint != want:
+        raise LowresError(
+            f"The base {record.base} is not the one this run was trained on (its weights changed since). "
+            "Use the same base checkpoint, or fine-tune again."
+        )
+    return loaded
+
+
+def _read_weights(run: Path, path: Path | None = None, what: str = "run") -> dict:
+    from safetensors.torch import load_file
+
+    path = path or Path(run) / RUN_WEIGHTS
+    if not path.is_file():
+        raise LowresError(f"{run} has no {path.name}: the {what} has not saved a model yet (did it finish? "
+                          f"`lowres {'adapt' if what == 'adapt run' else 'finetune'} --resume` continues it).")
+    return load_file(str(path))
+
+
+@dataclass
+class LoadedRun:
+    model: object  # model.ctc.CTCModel, in eval mode, on the device
+    vocab: object  # data.vocab.Vocab
+    config: object  # config.FinetuneConfig
+    record: RunRecord
+
+    @property
+    def meta(self) -> dict:
+        """The run's config.json as a dict."""
+        return self.record.to_json()
+
+
+def load_run(run: str | Path, device="cpu", merge: bool = True, weights: Path | None = None) -> LoadedRun:
+    """A fine-tuned recogniser from its run folder (LoRA merged into the base for fast inference)."""
+    from lowres.data.vocab import Vocab
+    from lowres.model.build import build_ctc_model
+    from lowres.model.lora import has_lora, merge_lora
+
+    run = Path(run)
+    record = read_run(run)
+    if record.kind != "finetune":
+        raise LowresError(f"{run} is a lowres {record.kind} run, not a fine-tuned recogniser. Fine-tune it "
+                          f"first: lowres finetune --base {run} ...")
+    cfg = record.typed_config()
+    vocab = Vocab.load(run / RUN_VOCAB, units=record.vocab_units or "grapheme")
+    loaded = rebuild_base(record, cfg.train.seed)
+    model, _ = build_ctc_model(cfg, len(vocab), loaded)
+    path = weights or run / RUN_WEIGHTS
+    missing, unexpected = model.load_state_dict(_read_weights(run, path), strict=False)
+    if unexpected:
+        raise LowresError(f"{path} does not fit the model rebuilt from {run / RUN_CONFIG}: unexpected weights "
+                          f"{unexpected[:3]}...")
+    del missing  # everything not saved comes from the base
+    if merge and has_lora(model):
+        merge_lora(model.backbone.encoder.transformer)
+    model.eval().to(device)
+    for p in model.parameters():
+        p.requires_grad = False
+    return LoadedRun(model, vocab, cfg, record)
+
+
+def load_encoder(run: Path):
+    """The encoder of a run folder, as a base for another run (``--base RUN``): a finetune run's backbone
+    (LoRA merged, CTC head dropped), or an adapt run's adapted backbone with its mask embedding and
+    pretraining heads."""
+    from lowres.model.backbone import BackboneSpec, LoadedBackbone, build_model, fingerprint
+
+    run = Path(run)
+    record = read_run(run)
+    heads: dict = {}
+    if record.kind == "finetune":
+        recogniser = load_run(run, merge=True)
+        backbone, mask = recogniser.model.backbone, recogniser.model.mask_emb.detach().clone()
+    else:
+        path = run / RUN_WEIGHTS
+        state = _read_weights(run, path, "adapt run")
+        backbone = build_model(record.spec())
+        missing, _ = backbone.load_state_dict(
+            {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, strict=False)
+        if missing:
+            raise LowresError(f"{path} lacks backbone weights {missing[:3]}...: not a complete adapt deliverable.")
+        heads = {k.removeprefix("heads."): v for k, v in state.items() if k.startswith("heads.")}
+        mask = state["mask_emb"]
+    spec = record.spec()
+    spec = BackboneSpec(spec.family, spec.arch, spec.normalize_waveform, True, str(run.resolve()))
+    for p in backbone.parameters():
+        p.requires_grad = True
+    backbone.train()
+    return LoadedBackbone(backbone, spec, mask, heads, fingerprint(backbone), source=f"lowres {record.kind} run {run}")
+
+
+def encoder_state(backbone, mask_emb, heads) -> dict:
+    """An adapt run's deliverable (model.safetensors): ``backbone.*`` (LoRA merged), ``heads.*`` (the
+    pretraining heads) and ``mask_emb``; :func:`load_encoder` reads it back."""
+    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
+    state.update({f"heads.{k}": v for k, v in heads.state_dict().items()})
+    state["mask_emb"] = mask_emb.detach()
+    return state

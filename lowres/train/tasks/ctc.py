@@ -1,0 +1,278 @@
+"""CTC fine-tuning (``lowres finetune``): backbone + LoRA adapters (or the whole transformer) + a CTC head
+over the prepared character vocabulary, trained on a labeled split, scored on the dev set.
+
+Files it adds to the run folder: ``vocab.json`` (a copy of the prepared vocabulary: the run is self-contained);
+``model.safetensors`` holds the weights it trained (LoRA + head; + a fresh mask embedding), best by dev WER
+or CER (``train.best_metric``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+from lowres import LowresError
+from lowres.train.harness import FrozenPhase, ParamGroup, Task
+from lowres.train.loop import StepOutput
+
+ALL_BLANK_NOTE = (
+    "CTC training starts by predicting only blanks: the loss falls quickly to a plateau (about 3) and the "
+    "hypotheses stay empty (WER 100%) until the model finds the first letters. This phase is normal and can "
+    "last a good share of the run on tiny data; it is not a bug."
+)
+
+
+def _prepared(data: Path) -> tuple[Path, dict]:
+    import json
+
+    data = Path(data)
+    if not data.is_dir():
+        raise LowresError(f"--data {data}: no such folder. Give the --out folder of `lowres prepare`.")
+    report_path = data / "prepare_report.json"
+    if not (data / "vocab.json").is_file() or not (data / "manifests").is_dir():
+        raise LowresError(f"--data {data} is not a prepared folder (no vocab.json or manifests/). Run "
+                          f"`lowres prepare CORPUS --out {data}` first.")
+    report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {}
+    return data, report
+
+
+def manifest_paths(cfg) -> tuple[Path, Path | None]:
+    data = Path(cfg.data)
+    train = Path(cfg.train_manifest) if cfg.train_manifest else data / "manifests" / f"{cfg.split}.jsonl"
+    if cfg.dev_manifest:
+        dev: Path | None = Path(cfg.dev_manifest)
+        if not dev.is_file():
+            raise LowresError(f"dev manifest {dev} not found.")
+    else:
+        dev = data / "manifests" / "dev.jsonl"
+        if not dev.is_file() or dev.stat().st_size == 0:
+            dev = None
+    if not train.is_file():
+        raise LowresError(f"Training manifest {train} not found. `lowres prepare` writes manifests/10min.jsonl, "
+                          "1h.jsonl, 10h.jsonl and full.jsonl; check --data and --split.")
+    return train, dev
+
+
+class CTCTask(Task):
+    kind = "finetune"
+
+    @property
+    def curve_title(self) -> str:
+        return f"lowres finetune --split {self.cfg.split}"
+
+    # -- inputs and model ---------------------------------------------------------------------------------
+    def check_inputs(self) -> None:
+        from lowres.data.manifest import read_manifest
+
+        cfg = self.cfg
+        self.data, self.report = _prepared(Path(cfg.data))
+        self.train_path, self.dev_path = manifest_paths(cfg)
+        self.train_all = list(read_manifest(self.train_path, require_text=True))
+        if not self.train_all:
+            raise LowresError(f"{self.train_path} holds no utterances: nothing to train on. Check the prepare "
+                              f"report ({self.data / 'prepare_report.json'}) for why.")
+        self.dev_all = list(read_manifest(self.dev_path, require_text=True)) if self.dev_path else []
+
+    def build(self) -> None:
+        from lowres.data import batching
+        from lowres.data.text import text_config_from_dict
+        from lowres.data.vocab import Vocab
+        from lowres.model.build import build_ctc_model
+        from lowres.runs import RUN_VOCAB, load_base, rebuild_base
+
+        run, cfg, t = self.run, self.cfg, self.cfg.train
+        resumed = run.mode == "resume"
+        vocab_src = run.out / RUN_VOCAB if resumed else self.data / "vocab.json"
+        self.vocab = Vocab.load(vocab_src, units=self.report.get("config", {}).get("units", "grapheme"))
+        if resumed:
+            self.text_dict = run.record.text
+            self.loaded = rebuild_base(run.record, t.seed)
+        else:
+            self.text_dict = self.report.get("text")
+            self.loaded = load_base(cfg.base, seed=t.seed)
+        self.text_cfg = text_config_from_dict(self.text_dict)
+        max_utt = t.max_utterance_s or t.batch_seconds
+        self.train_utts, self.dropped = batching.filter_trainable(self.train_all, self.vocab,
+                                                                  self.loaded.spec.conv_stack, max_utt)
+        if not self.train_utts:
+            raise LowresError(f"None of the {len(self.train_all)} clips in {self.train_path} can train: "
+                              f"{self.dropped}. Transcripts must fit in their audio frames (20 ms each) and clips "
+                              "must be shorter than train.batch_seconds.")
+        self.model, self.info = build_ctc_model(cfg, len(self.vocab), self.loaded)
+        self.model.to(run.device)
+        self.head_only = t.head_only_steps if self.loaded.spec.pretrained else 0
+        self.dev_utts = self.dev_all[: t.dev_max_utterances] if t.dev_max_utterances else self.dev_all
+        dataset = batching.UtteranceDataset(self.train_utts, self.vocab,
+                                            augment=_augmenter(cfg.augment), seed=t.seed)
+        buckets = batching.BucketBatchSampler([u.duration for u in self.train_utts], t.batch_seconds,
+                                              seed=t.seed, rank=run.rank, world_size=run.world)
+        self._data = (dataset, buckets)
+
+    def record(self):
+        from lowres.config import to_dict
+        from lowres.runs import RunRecord, stored_base
+
+        self.cfg = replace(self.cfg, data=str(self.data.resolve()), base=stored_base(self.cfg.base))
+        return RunRecord(
+            kind=self.kind, config=to_dict(self.cfg), backbone=self.loaded.spec.to_dict(), base=self.cfg.base,
+            base_fingerprint=self.loaded.fingerprint, vocab_units=self.vocab.units, text=self.text_dict or {},
+            extras={"train_manifest": str(self.train_path.resolve()),
+                    "dev_manifest": str(self.dev_path.resolve()) if self.dev_path else None,
+                    "build": {"lora": self.info.lora, "feature_encoder_trained": self.info.feature_encoder_trained,
+                              "pretrained_base": self.info.pretrained, "head_only_steps": self.head_only}})
+
+    def write_files(self) -> None:
+        from lowres.runs import RUN_VOCAB
+
+        shutil.copyfile(self.data / "vocab.json", self.run.out / RUN_VOCAB)
+
+    # -- training -----------------------------------------------------------------------------------------
+    def batches(self, position):
+        from lowres.data import batching
+
+        dataset, buckets = self._data
+        return iter(batching.loader(dataset, batching.StreamSampler(buckets, position), self.cfg.train.num_workers,
+                                    positioned=True))
+
+    def param_groups(self) -> list[ParamGroup]:
+        """LoRA / transformer at lr, head + mask embedding at head_lr."""
+        o = self.cfg.optim
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        head = [p for n, p in named if n.startswith("head.") or n == "mask_emb"]
+        head_ids = {id(p) for p in head}
+        body = [p for p in self.model.parameters() if p.requires_grad and id(p) not in head_ids]
+        groups = [ParamGroup("head", head, o.head_lr or o.lr)]
+        if body:
+            groups.insert(0, ParamGroup("body", body, o.lr))
+        return groups
+
+    def lr_factor(self, step: int) -> float:
+        from lowres.train.schedules import tri_stage
+
+        s = self.cfg.schedule
+        return tri_stage(step, self.cfg.train.max_steps, s.warmup, s.hold, s.decay, s.init_scale, s.final_scale)
+
+    def frozen_phase(self) -> FrozenPhase:
+        model = self.model
+        trains = "LoRA adapters" if self.info.lora else "transformer"
+        return FrozenPhase(
+            self.head_only,
+            during="head-only phase, the transformer is frozen (fairseq's 'freeze_finetune_updates'); only the "
+                   "CTC head learns",
+            over=f"head-only phase over, the {trains} train from now on",
+            set_frozen=lambda frozen: setattr(model, "transformer_frozen", frozen),
+            is_frozen=lambda: model.transformer_frozen)
+
+    def compute(self, micro, step) -> StepOutput:
+        from lowres.data import batching
+        from lowres.model.ctc import ctc_loss
+        from lowres.runtime import all_reduce_sum, autocast
+        from lowres.train.loop import grad_sync
+
+        device, net, world = self.run.device, self.run.net, self.run.world
+        # normalisers over the whole global batch (all micro-batches, all ranks); DDP averages gradients
+        # over ranks, hence the factor `world`
+        total_utts, total_tokens = all_reduce_sum([sum(m.batch.size for m in micro),
+                                                   sum(int(m.batch.target_lengths.sum()) for m in micro
+                                                       if m.batch.size)])
+        loss_sum, audio = 0.0, 0.0
+        for m in micro:
+            started = m.start()
+            if started is None:
+                continue
+            b, weight = started
+            b.to(device)
+            with grad_sync(net, m):
+                with autocast(device, self.cfg.train.precision):
+                    logits, frames = net(b.waves, b.lengths, m.gen)
+                losses = ctc_loss(logits, frames, b.targets.to(device), b.target_lengths.to(device))
+                (losses.sum() * (weight * world / max(total_utts, 1))).backward()
+            if weight:
+                loss_sum += float(losses.detach().sum())
+                audio += batching.audio_seconds(b)
+        for e in (err for m in micro for err in (m.batch.errors or [])):
+            self.run.log.say(f"unreadable clip skipped: {e}")
+        (loss_sum,) = all_reduce_sum([loss_sum])
+        # gradients are averaged per utterance (fairseq's sentence_avg); the logged loss is per target
+        # symbol (what the Hugging Face example prints), where the all-blank plateau sits near 3
+        return StepOutput(loss_sum / max(total_tokens, 1), audio,
+                          stats={"loss_per_utterance": loss_sum / max(total_utts, 1)})
+
+    def evaluates(self) -> bool:
+        return bool(self.dev_utts)
+
+    def evaluate(self, step: int) -> dict:
+        from lowres.evaluate import evaluate_utterances
+
+        t, log = self.cfg.train, self.run.log
+        scorer, _ = evaluate_utterances(self.model, self.dev_utts, self.vocab, self.run.device, self.text_cfg,
+                                        batch_seconds=max(t.batch_seconds, 60.0), workers=0,
+                                        precision=t.precision)
+        self.model.train()
+        hyps_empty = scorer.empty_hypotheses == scorer.count
+        if hyps_empty:
+            log.say(f"update {step}: dev hypotheses are all empty (all-blank phase). " + ALL_BLANK_NOTE)
+        log.say(f"update {step}: dev WER {100 * scorer.wer:.2f}%  CER {100 * scorer.cer:.2f}%  "
+                f"({scorer.count} utterances)")
+        # an all-blank model is never the deliverable: its WER (100%) would beat the first real hypotheses,
+        # whose insertions often put WER just above 100% while CER is already falling
+        metric = None if hyps_empty else (scorer.cer if t.best_metric == "cer" else scorer.wer)
+        return {"metric": metric, "dev_wer": scorer.wer, "dev_cer": scorer.cer,
+                "dev_empty_hypotheses": scorer.empty_hypotheses}
+
+    def checkpoint_weights(self) -> dict:
+        from lowres.model.build import trained_state
+
+        return trained_state(self.model)
+
+    def load_weights(self, weights: dict) -> None:
+        _, unexpected = self.model.load_state_dict(weights, strict=False)
+        if unexpected:
+            raise LowresError(f"checkpoint does not fit this run's model: {unexpected[:3]}")
+
+    def deliverable(self) -> tuple[dict, dict]:
+        from lowres.model.build import trained_state
+
+        return trained_state(self.model), {"step": self.run.state.step}
+
+    # -- talking ------------------------------------------------------------------------------------------
+    def describe(self) -> None:
+        from lowres.model.build import trainable_report
+
+        log, info = self.run.log, self.info
+        rep = trainable_report(self.model)
+        for note in info.notes:
+            log.say(note)
+        log.say(f"base {self.loaded.source}; {rep['trainable']:,} of {rep['parameters']:,} parameters train "
+                f"({100 * rep['trainable_share']:.2f}%: {'LoRA + ' if info.lora else ''}CTC head"
+                f"{' + transformer' if not info.lora else ''}"
+                f"{' + conv feature encoder' if info.feature_encoder_trained else ''}) on {self.run.device}")
+        log.say(f"{len(self.train_utts)} training clips ({sum(u.duration for u in self.train_utts) / 3600:.3f} h) "
+                f"from {self.train_path}; dropped: "
+                f"{', '.join(f'{k} {v}' for k, v in self.dropped.items() if v) or 'none'}; "
+                f"{len(self.dev_utts)} dev clips")
+        log.say(ALL_BLANK_NOTE)
+        log.write({"step": 0, "event": "start", "train_clips": len(self.train_utts), "dropped": self.dropped,
+                   "dev_clips": len(self.dev_utts), **rep})
+
+    def summary(self, final) -> dict:
+        t = self.cfg.train
+        return {"best_by": f"dev_{t.best_metric}", "best_value": final.best_metric, "best_step": final.best_step,
+                "dropped_clips": self.dropped, "train_clips": len(self.train_utts)}
+
+    def done(self, final, deliverable: Path) -> str:
+        metric = self.cfg.train.best_metric
+        if final.best_metric is not None:
+            return (f"done: best dev {metric.upper()} {100 * final.best_metric:.2f}% at update {final.best_step} "
+                    f"→ {deliverable}")
+        if self.dev_utts:
+            return (f"done: {final.step} updates; every dev evaluation was all blank, so the final weights are the "
+                    f"deliverable → {deliverable}")
+        return f"done: {final.step} updates (no dev set: the final weights are the deliverable) → {deliverable}"
+
+
+def _augmenter(cfg):
+    from lowres.data.augment import make_augmenter
+
+    return make_augmenter(cfg)
