@@ -25,7 +25,6 @@ from lowres import LowresError, __version__
 RUN_CONFIG = "config.json"
 RUN_WEIGHTS = "model.safetensors"
 RUN_VOCAB = "vocab.json"
-KINDS = ("finetune", "adapt")
 
 # config.json keys of the record itself; every other key is a task extra (kept as is, in order)
 _CORE = ("lowres_run", "lowres_version", "config", "backbone", "base", "base_fingerprint", "vocab_units", "text",
@@ -37,7 +36,7 @@ class RunRecord:
     """What ``config.json`` says about a run. Written once when the run starts; read by resume, eval,
     transcribe, export and by runs that use this one as their base."""
 
-    kind: str  # finetune | adapt
+    kind: str  # the command that made it: finetune | adapt
     config: dict  # the resolved configuration (config.to_dict of FinetuneConfig / AdaptConfig)
     backbone: dict  # BackboneSpec.to_dict(): rebuilds the architecture
     base: str  # what --base was (a name, or an absolute path)
@@ -68,11 +67,11 @@ class RunRecord:
                    extras={k: v for k, v in data.items() if k not in _CORE},
                    version=data.get("lowres_version", ""), created=data.get("created", ""))
 
-    def typed_config(self):
-        """The configuration as its dataclass (FinetuneConfig / AdaptConfig)."""
-        from lowres.config import AdaptConfig, FinetuneConfig, from_dict
+    def typed_config(self, config_class):
+        """The configuration as its dataclass (strict: an unknown key is an error)."""
+        from lowres.config import from_dict
 
-        return from_dict(FinetuneConfig if self.kind == "finetune" else AdaptConfig, self.config)
+        return from_dict(config_class, self.config)
 
     def spec(self):
         from lowres.model.backbone import BackboneSpec
@@ -102,8 +101,6 @@ def read_run(run: Path) -> RunRecord:
         raise LowresError(f"{path} is not valid JSON ({exc}); the run folder is damaged.") from None
     if not isinstance(data, dict) or "lowres_run" not in data:
         raise LowresError(f"{path} was not written by lowres (no 'lowres_run' key).")
-    if data["lowres_run"] not in KINDS:
-        raise LowresError(f"{run}: unknown run kind {data['lowres_run']!r}.")
     return RunRecord.from_json(data)
 
 
@@ -162,7 +159,8 @@ def _same_input(saved: str, given: str) -> bool:
     return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 
-def resume_config(out: Path, kind: str, changes: dict | None = None, max_steps_override: int | None = None):
+def resume_config(out: Path, kind: str, config_class, changes: dict | None = None,
+                  max_steps_override: int | None = None):
     """(record, the run's own configuration, as resumed) of the run in ``out``.
 
     ``changes`` is what the resuming command line asked for, nested like the configuration: the values of
@@ -174,7 +172,7 @@ def resume_config(out: Path, kind: str, changes: dict | None = None, max_steps_o
     record = read_run(out)
     if record.kind != kind:
         raise LowresError(f"--resume: {out} is not a {kind} run (it is a lowres {record.kind} run).")
-    saved = record.typed_config()
+    saved = record.typed_config(config_class)
     changes = {k: dict(v) if isinstance(v, dict) else v for k, v in (changes or {}).items()}
     for key, flag in _INPUT_FLAGS.items():
         given = changes.pop(key, None)
@@ -277,6 +275,7 @@ class LoadedRun:
 
 def load_run(run: str | Path, device="cpu", merge: bool = True, weights: Path | None = None) -> LoadedRun:
     """A fine-tuned recogniser from its run folder (LoRA merged into the base for fast inference)."""
+    from lowres.config import FinetuneConfig
     from lowres.data.vocab import Vocab
     from lowres.model.build import build_ctc_model
     from lowres.model.lora import has_lora, merge_lora
@@ -286,7 +285,7 @@ def load_run(run: str | Path, device="cpu", merge: bool = True, weights: Path | 
     if record.kind != "finetune":
         raise LowresError(f"{run} is a lowres {record.kind} run, not a fine-tuned recogniser. Fine-tune it "
                           f"first: lowres finetune --base {run} ...")
-    cfg = record.typed_config()
+    cfg = record.typed_config(FinetuneConfig)
     vocab = Vocab.load(run / RUN_VOCAB, units=record.vocab_units or "grapheme")
     loaded = rebuild_base(record, cfg.train.seed)
     model, _ = build_ctc_model(cfg, len(vocab), loaded)
@@ -316,6 +315,8 @@ def load_encoder(run: Path):
     if record.kind == "finetune":
         recogniser = load_run(run, merge=True)
         backbone, mask = recogniser.model.backbone, recogniser.model.mask_emb.detach().clone()
+    elif record.kind != "adapt":
+        raise LowresError(f"{run}: a lowres {record.kind!r} run holds no encoder lowres can continue from.")
     else:
         path = run / RUN_WEIGHTS
         state = _read_weights(run, path, "adapt run")

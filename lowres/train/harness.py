@@ -181,7 +181,8 @@ def train(task: Task, out: Path, *, resume: bool = False, overwrite: bool = Fals
     # every input is read and checked before the run folder is touched: a mistake leaves --out as it was
     run.mode = on_main(claim_run_folder, out, resume=resume, overwrite=overwrite, check_only=not resume)
     if run.mode == "resume":
-        run.record, task.cfg = resume_config(out, task.kind, resume_changes, max_steps_override)
+        run.record, task.cfg = resume_config(out, task.kind, type(task.cfg), resume_changes,
+                                                 max_steps_override)
     task.check_inputs()
     t = task.cfg.train
     configure_threads(t.threads)
