@@ -393,7 +393,8 @@ def eval_(
     options = _decode_options(batch_seconds=batch_seconds, lm=lm, lexicon=lexicon, lexicon_free=lexicon_free,
                               beam_size=beam, lm_weight=lm_weight, word_score=word_score)
     console = _stdout()
-    metrics = run_eval(model, manifest, out, device, options, console=None if quiet else console, tune_on=tune_on)
+    metrics = run_eval(model, manifest, out, device, options=options, console=None if quiet else console,
+                       tune_on=tune_on)
     if quiet:
         greedy = metrics.get("greedy")
         versus = f"; greedy WER {100 * greedy['wer']:.2f}%" if greedy else ""
@@ -428,7 +429,7 @@ def transcribe(
 
     options = _decode_options(lm=lm, lexicon=lexicon, lexicon_free=lexicon_free, beam_size=beam,
                               lm_weight=lm_weight, word_score=word_score)
-    for path, text in transcribe_files(model, audio, device, chunk, options):
+    for path, text in transcribe_files(model, audio, device, chunk, options=options):
         if json_lines:
             typer.echo(json.dumps({"audio": str(path), "text": text}, ensure_ascii=False))
         else:

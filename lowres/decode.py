@@ -384,7 +384,7 @@ def _release_freed_memory() -> None:
         trim(0)
 
 
-def forward_batches(model, utts: Sequence, device, options: DecodeOptions = DecodeOptions(), *, progress=None
+def forward_batches(model, utts: Sequence, device, *, options: DecodeOptions = DecodeOptions(), progress=None
                     ) -> Iterator[tuple[list[int], Any, Any, list[str]]]:
     """The model's output batch by batch (duration-sorted, ``options.batch_seconds`` of audio each):
     ``(utterance indices, logits (B, T, V) float32 CPU, frame lengths (B,) CPU, errors)``; logits and frames
@@ -417,13 +417,13 @@ def forward_batches(model, utts: Sequence, device, options: DecodeOptions = Deco
         model.train(was_training)
 
 
-def decode_batches(model, utts: Sequence, vocab, device, options: DecodeOptions = DecodeOptions(), *,
+def decode_batches(model, utts: Sequence, vocab, device, *, options: DecodeOptions = DecodeOptions(),
                    decoder: Decoder | None = None, progress=None, greedy_too: bool = False
                    ) -> Iterator[tuple[int, str | None, str | None, str]]:
     """``(index, hypothesis or None, greedy hypothesis or None, error)`` per utterance: ``decoder`` (greedy
     without one) over :func:`forward_batches`. The greedy hypothesis only with a ``decoder`` and
     ``greedy_too`` (it costs an argmax over logits already computed)."""
-    for indices, logits, frames, errors in forward_batches(model, utts, device, options, progress=progress):
+    for indices, logits, frames, errors in forward_batches(model, utts, device, options=options, progress=progress):
         for err in errors:
             yield -1, None, None, err
         if not indices:
@@ -436,13 +436,13 @@ def decode_batches(model, utts: Sequence, vocab, device, options: DecodeOptions 
             yield idx, text, (greedy[k] if decoder is not None and greedy is not None else None), ""
 
 
-def decode_utterances(model, utts: Sequence, vocab, device, options: DecodeOptions = DecodeOptions(), *,
+def decode_utterances(model, utts: Sequence, vocab, device, *, options: DecodeOptions = DecodeOptions(),
                       decoder: Decoder | None = None, progress=None) -> Iterator[tuple[int, str | None, str]]:
     """``(index, hypothesis or None, error)`` for each utterance, batch by batch (duration-sorted).
 
     ``decoder`` maps (logits (B, T, V) float32 CPU, frame lengths (B,)) to lists of texts; greedy by default.
     """
-    for idx, text, _, err in decode_batches(model, utts, vocab, device, options, decoder=decoder,
+    for idx, text, _, err in decode_batches(model, utts, vocab, device, options=options, decoder=decoder,
                                             progress=progress):
         yield idx, text, err
 

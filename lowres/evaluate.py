@@ -133,8 +133,8 @@ class Scorer:
 # scoring a set of utterances
 
 
-def evaluate_utterances(model, utts: Sequence[Utterance], vocab, device, text_config,
-                        options: DecodeOptions = DecodeOptions(), *, decoder=None, progress=None, on_row=None,
+def evaluate_utterances(model, utts: Sequence[Utterance], vocab, device, text_config, *,
+                        options: DecodeOptions = DecodeOptions(), decoder=None, progress=None, on_row=None,
                         batch_seconds: float | None = None, workers: int | None = None,
                         precision: str | None = None) -> tuple[Scorer, dict]:
     """Decode and score ``utts`` as ``options`` say (greedy, or ``decoder``: see :mod:`lowres.decode`);
@@ -156,7 +156,7 @@ def evaluate_utterances(model, utts: Sequence[Utterance], vocab, device, text_co
     failed: list[str] = []
     audio_s = 0.0
     t0 = time.perf_counter()
-    for idx, hyp, greedy, err in decode_batches(model, utts, vocab, device, options, decoder=decoder,
+    for idx, hyp, greedy, err in decode_batches(model, utts, vocab, device, options=options, decoder=decoder,
                                                 progress=progress, greedy_too=decoder is not None):
         if hyp is None:
             failed.append(err)
@@ -181,7 +181,7 @@ def evaluate_utterances(model, utts: Sequence[Utterance], vocab, device, text_co
 
 
 def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_name: str = "auto",
-             options: DecodeOptions | None = None, *, console=None, tune_on: Path | None = None) -> dict:
+             *, options: DecodeOptions | None = None, console=None, tune_on: Path | None = None) -> dict:
     """Evaluate a fine-tuned run on a manifest: ``hyps.jsonl``, ``metrics.json`` and a printed summary.
 
     ``options``: how to decode (:class:`lowres.decode.DecodeOptions`; greedy by default, beam search with
@@ -224,7 +224,7 @@ def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_na
                 stored = search.folder.store_tuned(search.mode, tuning)
                 search = search.with_weights(stored.lm_weight, stored.word_score, source="tuned")
             decoder, decoder_name = search.decoder(loaded), search.name
-        scorer, timing = evaluate_utterances(run.model, utts, run.vocab, device, text_config, options,
+        scorer, timing = evaluate_utterances(run.model, utts, run.vocab, device, text_config, options=options,
                                              decoder=decoder, progress=progress, on_row=rows.append)
     if not scorer.count:  # else the metrics would say WER 0% for a set of which nothing was heard
         raise LowresError(f"None of the {len(utts)} utterances of {manifest} could be decoded, e.g. "
@@ -308,7 +308,8 @@ def tune_lm(run, search: BeamSearch, dev_manifest: Path, device, *, options: Dec
     cache: list[tuple[int, object]] = []  # (utterance index, logits (T, V) float32)
     greedy = Scorer(units=vocab.units)
     refs = [normalize(u.text, text_config) for u in utts]
-    for indices, logits, frames, _errors in forward_batches(run.model, utts, device, options, progress=progress):
+    for indices, logits, frames, _errors in forward_batches(run.model, utts, device, options=options,
+                                                            progress=progress):
         if not indices:
             continue
         for k, text in enumerate(greedy_texts(logits, frames, vocab)):

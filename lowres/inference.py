@@ -13,6 +13,13 @@ if TYPE_CHECKING:  # decode imports the LM package (numpy): kept out of `import 
     from lowres.decode import DecodeOptions
 
 
+def _load_run(run_dir: Path, **kwargs):
+    """The run's ``.model .vocab .config .meta``; the one place this module loads runs from (heavy: torch)."""
+    from lowres.model.build import load_run
+
+    return load_run(run_dir, **kwargs)
+
+
 def plan_chunks(path: Path, chunk_s: float) -> list[tuple[float, float]]:
     """Pieces (offset, duration) of at most ``chunk_s`` seconds, cut at quiet points."""
     from lowres.data import audio
@@ -31,7 +38,7 @@ def plan_chunks(path: Path, chunk_s: float) -> list[tuple[float, float]]:
 
 
 def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "auto", chunk_s: float = 30.0,
-                     options: DecodeOptions | None = None, *, progress=None) -> Iterator[tuple[Path, str]]:
+                     *, options: DecodeOptions | None = None, progress=None) -> Iterator[tuple[Path, str]]:
     """(file, transcript) in input order. Long files are cut into ≤ ``chunk_s`` pieces at quiet points,
     decoded in batches and joined with spaces; memory stays bounded by the batch, not by the file.
 
@@ -40,7 +47,6 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
     are decoded on their own, too few for worker processes to pay for their start."""
     from lowres.data.manifest import Utterance
     from lowres.decode import BeamSearch, DecodeOptions, decode_utterances
-    from lowres.model.build import load_run
     from lowres.runtime import resolve_device
 
     options = dataclasses.replace(options if options is not None else DecodeOptions(), workers=0)
@@ -51,7 +57,7 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
     if missing:
         raise LowresError(f"Audio file(s) not found: {', '.join(missing[:5])}. Check the paths.")
     device = resolve_device(device_name)
-    run = load_run(run_dir, device=device)
+    run = _load_run(run_dir, device=device)
     if options.precision is None:
         options = dataclasses.replace(options, precision=run.config.train.precision)
     decoder = search.make_decoder(run.vocab) if search is not None else None
@@ -60,7 +66,7 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
         utts = [Utterance(id=f"{i}", audio_filepath=str(Path(f).resolve()), duration=d, offset=o)
                 for i, (o, d) in enumerate(pieces)]
         texts = [""] * len(utts)
-        for idx, hyp, err in decode_utterances(run.model, utts, run.vocab, device, options, decoder=decoder,
+        for idx, hyp, err in decode_utterances(run.model, utts, run.vocab, device, options=options, decoder=decoder,
                                                progress=progress):
             if hyp is None:
                 raise LowresError(f"{f}: {err}")
@@ -70,13 +76,12 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
 
 def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
     """LoRA merged into the base; written as a Hugging Face ``*ForCTC`` folder with a ``Wav2Vec2Processor``."""
-    from lowres.model.build import load_run
     from lowres.model.hf_convert import save_hf_directory, to_hf_ctc
 
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
         raise LowresError(f"--out {out} already exists and is not empty. Choose a new folder or pass --overwrite.")
-    run = load_run(run_dir, device="cpu", merge=True)
+    run = _load_run(run_dir, device="cpu", merge=True)
     spec = run.model.spec
     hf = to_hf_ctc(run.model.backbone, run.model.head, spec.family, spec.arch, len(run.vocab),
                    spec.normalize_waveform, mask_embedding=run.model.mask_emb.detach())

@@ -116,11 +116,11 @@ def test_cli_builds_the_options_once(monkeypatch, tmp_path):
     manifest.write_text("")
     res = runner.invoke(app, ["eval", "--model", str(tmp_path), "--manifest", str(manifest)])
     assert res.exit_code == 0, res.output
-    assert seen[-1][0][4] == DecodeOptions() and seen[-1][1]["tune_on"] is None
+    assert seen[-1][1]["options"] == DecodeOptions() and seen[-1][1]["tune_on"] is None
     res = runner.invoke(app, ["eval", "--model", str(tmp_path), "--manifest", str(manifest), "--lm", str(tmp_path),
                               "--beam", "7", "--lexicon-free", "--word-score", "0.5", "--batch-seconds", "30"])
     assert res.exit_code == 0, res.output
-    assert seen[-1][0][4] == DecodeOptions(lm=tmp_path, beam_size=7, lexicon_free=True, word_score=0.5,
+    assert seen[-1][1]["options"] == DecodeOptions(lm=tmp_path, beam_size=7, lexicon_free=True, word_score=0.5,
                                            batch_seconds=30.0)
     res = runner.invoke(app, ["eval", "--model", str(tmp_path), "--manifest", str(manifest), "--beam", "0", "--lm",
                               str(tmp_path)])
@@ -130,7 +130,7 @@ def test_cli_builds_the_options_once(monkeypatch, tmp_path):
     res = runner.invoke(app, ["transcribe", "--model", str(tmp_path), "--lm", str(tmp_path), "--lm-weight", "2",
                               "x.wav"])
     assert res.exit_code == 0, res.output
-    assert seen[-1][0][4] == DecodeOptions(lm=tmp_path, lm_weight=2.0)
+    assert seen[-1][1]["options"] == DecodeOptions(lm=tmp_path, lm_weight=2.0)
 
 
 def test_cli_help_shows_the_dataclass_defaults():
@@ -269,14 +269,30 @@ def test_padded_batches_decode_as_one_at_a_time(tmp_path):
         utts.append(Utterance(id=f"u{i}", audio_filepath=str(path), duration=duration))
     utts.append(Utterance(id="gone", audio_filepath=str(tmp_path / "gone.wav"), duration=1.0))
     model = WindowModel().train()
-    together = list(decode_utterances(model, utts, VOCAB, torch.device("cpu"), DecodeOptions(workers=0)))
-    alone = list(decode_utterances(model, utts, VOCAB, torch.device("cpu"),
-                                   DecodeOptions(batch_seconds=1.0, workers=0)))
+    cpu = torch.device("cpu")
+    together = list(decode_utterances(model, utts, VOCAB, cpu, options=DecodeOptions(workers=0)))
+    alone = list(decode_utterances(model, utts, VOCAB, cpu, options=DecodeOptions(batch_seconds=1.0, workers=0)))
     assert model.training  # restored after decoding
     texts = {i: t for i, t, _ in together if i >= 0}
     assert texts == {i: t for i, t, _ in alone if i >= 0} and sorted(texts) == [0, 1, 2, 3]
     assert all(texts.values())
     assert [e for i, _, e in together if i < 0] and all("gone.wav" in e for i, _, e in together if i < 0)
-    sizes = [len(ix) for ix, *_ in forward_batches(model, utts, torch.device("cpu"),
-                                                    DecodeOptions(batch_seconds=1.0, workers=0)) if ix]
+    sizes = [len(ix) for ix, *_ in forward_batches(model, utts, cpu, options=DecodeOptions(batch_seconds=1.0,
+                                                                                        workers=0)) if ix]
     assert max(sizes) == 1 and sum(sizes) == 4
+
+
+def test_library_calls_take_the_options_by_keyword(tmp_path, monkeypatch):
+    import lowres.decode
+    from lowres.evaluate import run_eval
+    from lowres.inference import transcribe_files
+
+    with pytest.raises(TypeError):
+        run_eval(tmp_path, tmp_path / "test.jsonl", None, "cpu", 60.0)  # the old positional batch_seconds
+    with pytest.raises(TypeError):
+        transcribe_files(tmp_path, [], "cpu", 30.0, 60.0)
+    monkeypatch.setattr(lowres.decode, "require_lm_extra", lambda: None)
+    (tmp_path / "words.arpa").write_text("\\data\\\n")
+    with pytest.raises(LowresError, match="stores the weights it finds in the LM folder"):  # before any loading
+        run_eval(tmp_path / "no-run", tmp_path / "no.jsonl", options=DecodeOptions(lm=tmp_path / "words.arpa"),
+                 tune_on=tmp_path / "dev.jsonl")
