@@ -327,21 +327,12 @@ def finetune(
                  resume_train=_resume_changes({**flags, "split": split}, set_, recipe) if resume else None)
 
 
-def _load_lm(lm: Path | None, lexicon: Path | None, lm_weight: float | None, word_score: float | None, beam: int,
-             lexicon_free: bool = False):
-    if lm is None:
-        given = [flag for flag, value in (("--lexicon", lexicon), ("--lm-weight", lm_weight),
-                                          ("--word-score", word_score)) if value is not None]
-        if lexicon_free:
-            given.append("--lexicon-free")
-        if given:
-            raise LowresError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --lm LM_DIR (the folder "
-                              "written by `lowres lm`): they set up beam search with a language model.")
-        return None
-    from lowres.decode import LMDecoding
+def _decode_options(**given):
+    """The one :class:`lowres.decode.DecodeOptions` of an eval or transcribe command line: the flags given
+    (None: not given, the dataclass default applies), so that every default lives in the dataclass."""
+    from lowres.decode import DecodeOptions
 
-    return LMDecoding(lm, lexicon=lexicon, lm_weight=lm_weight, word_score=word_score, beam_size=beam,
-                      lexicon_free=lexicon_free)
+    return DecodeOptions(**{name: value for name, value in given.items() if value is not None})
 
 
 @app.command("eval", no_args_is_help=True)
@@ -360,10 +351,11 @@ def eval_(
     word_score: float | None = typer.Option(None, "--word-score", help="Per-word bonus (default: tuned, else 0)."),
     tune_lm: bool = typer.Option(False, "--tune-lm", help="First search LM weight × word score on the dev split "
                                  "(of --data, or dev.jsonl beside --manifest) and store the best in the LM folder."),
-    beam: int = typer.Option(50, "--beam", help="Beam size."),
+    beam: int | None = typer.Option(None, "--beam", help="Beam size (default 50).", show_default=False),
     out: Path | None = typer.Option(None, "--out", "-o", help="Where hyps.jsonl and metrics.json go (default RUN/eval-NAME)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    batch_seconds: float = typer.Option(120.0, "--batch-seconds", help="Audio seconds per decoding batch."),
+    batch_seconds: float | None = typer.Option(None, "--batch-seconds", help="Audio seconds per decoding batch "
+                                               "(default 120).", show_default=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the metrics line."),
 ):
     """WER and CER of a fine-tuned run (greedy CTC, or beam search with an n-gram LM from `lowres lm`).
@@ -397,9 +389,10 @@ def eval_(
         if not tune_on.is_file():
             raise LowresError(f"--tune-lm tunes on the dev split, and there is no {tune_on}. Pass --data PREPARED "
                               "(its manifests/dev.jsonl is used) or a --manifest that has a dev.jsonl beside it.")
-    decoder = _load_lm(lm, lexicon, lm_weight, word_score, beam, lexicon_free)
+    options = _decode_options(batch_seconds=batch_seconds, lm=lm, lexicon=lexicon, lexicon_free=lexicon_free,
+                              beam_size=beam, lm_weight=lm_weight, word_score=word_score)
     console = _stdout()
-    metrics = run_eval(model, manifest, out, device, batch_seconds, lm=decoder, console=None if quiet else console,
+    metrics = run_eval(model, manifest, out, device, options=options, console=None if quiet else console,
                        tune_on=tune_on)
     if quiet:
         greedy = metrics.get("greedy")
@@ -420,7 +413,7 @@ def transcribe(
     lm_weight: float | None = typer.Option(None, "--lm-weight", help="LM weight (default: tuned by eval --tune-lm, "
                                            "else 0.5)."),
     word_score: float | None = typer.Option(None, "--word-score", help="Per-word bonus (default: tuned, else 0)."),
-    beam: int = typer.Option(50, "--beam", help="Beam size."),
+    beam: int | None = typer.Option(None, "--beam", help="Beam size (default 50).", show_default=False),
     chunk: float = typer.Option(30.0, "--chunk", help="Longest piece decoded at once (s); long files are cut at quiet points."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per file instead of 'file<TAB>text'."),
@@ -433,8 +426,9 @@ def transcribe(
 
     from lowres.inference import transcribe_files
 
-    decoder = _load_lm(lm, lexicon, lm_weight, word_score, beam, lexicon_free)
-    for path, text in transcribe_files(model, audio, device, chunk, lm=decoder):
+    options = _decode_options(lm=lm, lexicon=lexicon, lexicon_free=lexicon_free, beam_size=beam,
+                              lm_weight=lm_weight, word_score=word_score)
+    for path, text in transcribe_files(model, audio, device, chunk, options=options):
         if json_lines:
             typer.echo(json.dumps({"audio": str(path), "text": text}, ensure_ascii=False))
         else:

@@ -1,7 +1,17 @@
-"""Beam-search CTC decoding with an n-gram language model (torchaudio's flashlight ``ctc_decoder``).
+"""Decoding: CTC logits -> text, greedy or by beam search with an n-gram LM, and the batched forward passes
+that produce the logits. ``eval``, ``transcribe`` and the fine-tuning trainer's dev pass all decode here.
 
-Needs the ``lm`` extra (``pip install ".[lm]"`` / ``pip install 'lowres[lm]'``: flashlight-text, kenlm). ``--lm`` is the folder written
-by ``lowres lm`` (or a bare ARPA / binary KenLM file):
+* :class:`DecodeOptions`: what the user asked for (frozen; built once by the CLI, shared by eval and
+  transcribe). The defaults live in its fields.
+* :func:`greedy_ids`: best path, repeats collapsed, blanks removed.
+* :class:`BeamSearch`: ``--lm`` resolved against the LM folder (files, mode, weights and where each weight
+  came from). Immutable: tuning gives a new one (:meth:`BeamSearch.with_weights`). :meth:`BeamSearch.load`
+  reads the KenLM model once for a run's vocabulary; :meth:`BeamSearch.decoder` turns it into a decoder.
+* :func:`forward_batches` / :func:`decode_utterances`: a model over utterances, batch by batch.
+
+Beam search needs the ``lm`` extra (``pip install ".[lm]"`` / ``pip install 'lowres[lm]'``: flashlight-text,
+kenlm) and uses torchaudio's flashlight ``CTCDecoder``. ``--lm`` is the folder written by ``lowres lm`` (its
+layout: :mod:`lowres.lm.folder`) or a bare ARPA / binary KenLM file:
 
 * lexicon-constrained (the default): the beam only forms words of ``lexicon.txt`` and scores them with the
   word model ``lm.arpa``. The lexicon is checked against the run's vocabulary; when the run spells with
@@ -16,21 +26,97 @@ Weights: a value given by the user wins; else the value ``lowres eval --tune-lm`
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
+import functools
 import os
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from lowres import LowresError
+from lowres.data.vocab import BLANK_ID
+from lowres.lm.folder import LEXICON_FREE_MODE, LEXICON_MODE, UNITS_ARPA, LMFolder
 
-DEFAULT_LM_WEIGHT = 0.5
+DEFAULT_LM_WEIGHT = 0.5  # used when neither the user nor --tune-lm gave one
 DEFAULT_WORD_SCORE = 0.0
-DEFAULT_BEAM = 50
-LEXICON_MODE, LEXICON_FREE_MODE = "lexicon", "lexicon_free"
 _EXTRA = "pip install 'lowres[lm]' (or \".[lm]\" in a checkout: flashlight-text and kenlm)"
 
 Decoder = Callable  # (logits (B, T, V) float32 CPU, frame lengths (B,)) -> list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DecodeOptions:
+    """How to decode: batching and precision of the forward passes, and the optional LM beam search.
+
+    Built once by the CLI (``eval``, ``transcribe``) or by a caller; every field is keyword-only. Mistakes
+    that need no file system (an option that needs ``--lm`` without it, a beam of 0) raise
+    :class:`LowresError` here; the LM files are checked by :meth:`BeamSearch.from_options`."""
+
+    batch_seconds: float = 120.0  # audio per forward batch, padding included: bounds memory (inference
+    #                               holds no gradients, so it can take more than training's micro-batches)
+    workers: int = -1  # audio-loading processes: -1 automatic, 0 in the main process (transcribe always
+    #                    decodes in-process: it feeds one file's pieces at a time)
+    precision: str | None = None  # auto | bf16 | fp32; None: the run's own train.precision ("auto" without a run)
+    lm: Path | None = None  # LM folder from `lowres lm` (or an .arpa / KenLM .bin file); None: greedy decoding
+    lexicon: Path | None = None  # another word lexicon than the LM folder's lexicon.txt
+    lexicon_free: bool = False  # any unit sequence, scored by the folder's units.arpa, instead of lexicon words
+    beam_size: int = 50  # hypotheses kept per frame
+    lm_weight: float | None = None  # None: the tuned value (tuned.json), else DEFAULT_LM_WEIGHT
+    word_score: float | None = None  # None: the tuned value, else DEFAULT_WORD_SCORE
+
+    def __post_init__(self):
+        for name in ("lm", "lexicon"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))  # frozen: the one coercion of the path fields
+        if self.batch_seconds <= 0:
+            raise LowresError(f"--batch-seconds must be more than 0, not {self.batch_seconds:g}.")
+        if self.lm is None:
+            given = [flag for flag, value in (("--lexicon", self.lexicon), ("--lm-weight", self.lm_weight),
+                                              ("--word-score", self.word_score)) if value is not None]
+            if self.lexicon_free:
+                given.append("--lexicon-free")
+            if given:
+                raise LowresError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --lm LM_DIR (the "
+                                  "folder written by `lowres lm`): they set up beam search with a language model.")
+            return
+        if self.beam_size < 1:
+            raise LowresError(f"--beam must be at least 1, not {self.beam_size}.")
+        if self.lexicon is not None and self.lexicon_free:
+            raise LowresError("--lexicon and --lexicon-free contradict each other: choose one.")
+
+    @property
+    def mode(self) -> str:
+        return LEXICON_FREE_MODE if self.lexicon_free else LEXICON_MODE
+
+
+# ---------------------------------------------------------------------------------------------------
+# greedy
+
+
+def greedy_ids(logits, frame_lengths) -> list[list[int]]:
+    """Best path per utterance of logits (B, T, V) with frame lengths (B,): argmax per frame, repeats
+    collapsed, blanks removed. Only repeated frames collapse: a doubled letter survives when the model puts
+    a blank between its two frames."""
+    import torch
+
+    best = logits.argmax(dim=-1).cpu()
+    out = []
+    for row, n in zip(best, frame_lengths.cpu().tolist(), strict=True):
+        ids = torch.unique_consecutive(row[:n]).tolist()
+        out.append([i for i in ids if i != BLANK_ID])
+    return out
+
+
+def greedy_texts(logits, frame_lengths, vocab) -> list[str]:
+    """:func:`greedy_ids` spelled with ``vocab``: one text per utterance."""
+    return [vocab.decode(ids) for ids in greedy_ids(logits, frame_lengths)]
+
+
+# ---------------------------------------------------------------------------------------------------
+# beam search with an n-gram LM
 
 
 def arpa_unigrams(path: Path) -> list[str]:
@@ -67,116 +153,94 @@ def require_lm_extra() -> None:
                           f"({type(exc).__name__}: {exc})") from None
 
 
-class LMDecoding:
-    """What ``--lm`` and its options ask for; :meth:`make_decoder` builds the decoder for a run's vocabulary.
 
-    ``lm``: the folder written by ``lowres lm``, or an ARPA (.arpa) / KenLM binary (.bin) file (with
-    ``lexicon_free`` a bare file must be a unit-level model). ``lexicon``: overrides the folder's lexicon.
-    ``lm_weight`` / ``word_score``: None means the tuned value, else the default.
-    """
+@dataclass(frozen=True, kw_only=True)
+class BeamSearch:
+    """``--lm`` and its options resolved against the files: what to load, how to search, which weights.
 
-    def __init__(self, lm: Path, lexicon: Path | None = None, lm_weight: float | None = None,
-                 word_score: float | None = None, beam_size: int = DEFAULT_BEAM, lexicon_free: bool = False):
-        from lowres.lm.build import ARPA, LEXICON, TUNED, UNITS_ARPA
+    ``folder``: the LM folder (None for a bare model file); ``model_file``: the ARPA / KenLM file the beam
+    scores with; ``lexicon``: the word lexicon (None: lexicon-free, or spelled from the ARPA unigrams);
+    ``lm_weight_from`` / ``word_score_from``: "given", "tuned" or "default". Immutable:
+    :meth:`with_weights` returns a new search."""
 
-        lm = Path(lm)
-        self.mode = LEXICON_FREE_MODE if lexicon_free else LEXICON_MODE
-        if beam_size < 1:
-            raise LowresError(f"--beam must be at least 1, not {beam_size}.")
-        if lexicon is not None and lexicon_free:
-            raise LowresError("--lexicon and --lexicon-free contradict each other: choose one.")
-        if lexicon is not None and not Path(lexicon).is_file():
+    folder: LMFolder | None
+    model_file: Path
+    lexicon: Path | None
+    mode: str
+    beam_size: int
+    lm_weight: float
+    word_score: float
+    lm_weight_from: str = "default"
+    word_score_from: str = "default"
+
+    @classmethod
+    def from_options(cls, options: DecodeOptions) -> BeamSearch | None:
+        """The search ``options`` ask for (None: greedy). Checks the files, reads the tuned weights and
+        that the lm extra is installed, so that mistakes surface before any model is loaded."""
+        if options.lm is None:
+            return None
+        lm, lexicon, mode = options.lm, options.lexicon, options.mode
+        if lexicon is not None and not lexicon.is_file():
             raise LowresError(f"--lexicon {lexicon}: file not found.")
+        folder = None
         if lm.is_dir():
-            self.folder: Path | None = lm
-            self.arpa = lm / (UNITS_ARPA if lexicon_free else ARPA)
-            if not self.arpa.is_file():
-                if lexicon_free and (lm / ARPA).is_file():
+            folder = LMFolder(lm)
+            model_file = folder.model_file(mode)
+            if not model_file.is_file():
+                if mode == LEXICON_FREE_MODE and folder.arpa.is_file():
                     raise LowresError(f"{lm} has no {UNITS_ARPA}, the unit-level model that lexicon-free decoding "
                                       "scores with. Rebuild the folder with `lowres lm ... --data PREPARED` (and "
                                       "--unit-order > 0), or decode with the lexicon (drop --lexicon-free).")
-                raise LowresError(f"{lm} holds no {self.arpa.name}. Give the folder written by `lowres lm`, or an "
+                raise LowresError(f"{lm} holds no {model_file.name}. Give the folder written by `lowres lm`, or an "
                                   "ARPA file.")
-            if lexicon is None and not lexicon_free and (lm / LEXICON).is_file():
-                lexicon = lm / LEXICON
-            self.tuned_path: Path | None = lm / TUNED
+            if lexicon is None and mode == LEXICON_MODE and folder.lexicon.is_file():
+                lexicon = folder.lexicon
         elif lm.is_file():
-            self.folder, self.arpa, self.tuned_path = None, lm, None
-            if lm.suffix != ".arpa" and lexicon is None and not lexicon_free:
+            model_file = lm
+            if lm.suffix != ".arpa" and lexicon is None and mode == LEXICON_MODE:
                 raise LowresError(f"--lm {lm} is not an .arpa file: a binary KenLM model needs --lexicon (its words "
                                   "cannot be read back), or use the folder written by `lowres lm`.")
         else:
             raise LowresError(f"--lm {lm}: no such folder or file. Build one with `lowres lm --text FILE --data "
                               "PREPARED --out LM_DIR`.")
-        self.lexicon = Path(lexicon) if lexicon is not None else None
-        self.beam_size = beam_size
-        tuned = self.tuned()
-        self.weights_from = {}
-        for name, given, default in (("lm_weight", lm_weight, DEFAULT_LM_WEIGHT),
-                                     ("word_score", word_score, DEFAULT_WORD_SCORE)):
+        tuned = folder.read_tuned(mode) if folder is not None else None
+        weights: dict[str, Any] = {}
+        for name, given, default in (("lm_weight", options.lm_weight, DEFAULT_LM_WEIGHT),
+                                     ("word_score", options.word_score, DEFAULT_WORD_SCORE)):
+            stored = getattr(tuned, name) if tuned is not None else None
             if given is not None:
-                value, source = float(given), "given"
-            elif tuned and name in tuned:
-                value, source = float(tuned[name]), "tuned"
+                weights[name], weights[f"{name}_from"] = float(given), "given"
+            elif stored is not None:
+                weights[name], weights[f"{name}_from"] = stored, "tuned"
             else:
-                value, source = default, "default"
-            setattr(self, name, value)
-            self.weights_from[name] = source
+                weights[name], weights[f"{name}_from"] = default, "default"
         require_lm_extra()
+        return cls(folder=folder, model_file=model_file, lexicon=lexicon, mode=mode, beam_size=options.beam_size,
+                   **weights)
 
-    # -- tuned weights -----------------------------------------------------------------------------------
-    def tuned(self) -> dict | None:
-        """The weights ``--tune-lm`` stored for this decoding mode, or None."""
-        if self.tuned_path is None or not self.tuned_path.is_file():
-            return None
-        try:
-            data = json.loads(self.tuned_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise LowresError(f"{self.tuned_path} is not valid JSON ({exc}). Delete it and run `lowres eval "
-                              "--tune-lm` again.") from None
-        entry = data.get(self.mode) if isinstance(data, dict) else None
-        return entry if isinstance(entry, dict) else None
+    def with_weights(self, lm_weight: float, word_score: float, source: str = "tuned") -> BeamSearch:
+        """The same search with other weights (both marked as coming from ``source``)."""
+        return dataclasses.replace(self, lm_weight=float(lm_weight), word_score=float(word_score),
+                                   lm_weight_from=source, word_score_from=source)
 
-    def store_tuned(self, entry: dict) -> Path:
-        """Save ``entry`` (lm_weight, word_score, and how they were found) as this mode's tuned weights."""
-        from lowres.fsutil import atomic_write_json
+    @property
+    def name(self) -> str:
+        """The decoder as metrics.json and the eval table name it."""
+        mode = "lexicon" if self.mode == LEXICON_MODE else "lexicon-free"
+        return (f"beam {self.beam_size}, {mode}, {self.model_file.name} (lm weight {self.lm_weight:g}, "
+                f"word score {self.word_score:g})")
 
-        if self.tuned_path is None:
-            raise LowresError("--tune-lm stores the weights it finds in the LM folder; give --lm the folder "
-                              "written by `lowres lm`, not a bare model file.")
-        data = {}
-        if self.tuned_path.is_file():
-            try:
-                data = json.loads(self.tuned_path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                data = {}
-        data = data if isinstance(data, dict) else {}
-        data[self.mode] = entry
-        try:
-            atomic_write_json(self.tuned_path, data)
-        except OSError as exc:
-            raise LowresError(f"Could not write {self.tuned_path}: {exc}. The LM folder must be writable for "
-                              "--tune-lm.") from None
-        self.lm_weight, self.word_score = float(entry["lm_weight"]), float(entry["word_score"])
-        self.weights_from = {"lm_weight": "tuned", "word_score": "tuned"}
-        return self.tuned_path
-
-    # -- decoders ----------------------------------------------------------------------------------------
     def describe(self) -> dict:
         """What metrics.json records about the decoder."""
-        return {"lm": str(self.folder or self.arpa), "model_file": str(self.arpa), "mode": self.mode,
+        return {"lm": str(self.folder.path if self.folder is not None else self.model_file),
+                "model_file": str(self.model_file), "mode": self.mode,
                 "lexicon": str(self.lexicon) if self.lexicon else None, "beam": self.beam_size,
-                "lm_weight": self.lm_weight, "word_score": self.word_score, "weights_from": dict(self.weights_from)}
+                "lm_weight": self.lm_weight, "word_score": self.word_score,
+                "weights_from": {"lm_weight": self.lm_weight_from, "word_score": self.word_score_from}}
 
-    def name(self, lm_weight: float | None = None, word_score: float | None = None) -> str:
-        lm_weight = self.lm_weight if lm_weight is None else lm_weight
-        word_score = self.word_score if word_score is None else word_score
-        mode = "lexicon" if self.mode == LEXICON_MODE else "lexicon-free"
-        return (f"beam {self.beam_size}, {mode}, {self.arpa.name} (lm weight {lm_weight:g}, "
-                f"word score {word_score:g})")
-
-    def decoder_factory(self, vocab) -> Callable[[float, float], Decoder]:
-        """Load the model once; return ``with_weights(lm_weight, word_score) -> decoder`` (for tuning)."""
+    def load(self, vocab) -> LoadedLM:
+        """Read the KenLM model (and the lexicon, spelled in ``vocab``'s units) once; the result makes
+        decoders for any weights without reloading (tuning decodes the dev set once per grid point)."""
         require_lm_extra()
         from flashlight.lib.text.decoder.kenlm import KenLM
         from flashlight.lib.text.dictionary import Dictionary
@@ -190,7 +254,7 @@ class LMDecoding:
         word_dict.add_entry("<unk>")
         lexicon_map = None
         if self.mode == LEXICON_MODE:
-            lexicon_map = self._lexicon_for(vocab)
+            lexicon_map = self.lexicon_for(vocab)
             for word in lexicon_map:
                 if word != "<unk>":
                     word_dict.add_entry(word)
@@ -201,22 +265,24 @@ class LMDecoding:
         word_dict.set_default_index(0)
         try:
             with _quiet_stderr():  # KenLM prints a progress bar and a tip about binary files
-                kenlm = KenLM(str(self.arpa), word_dict)
+                kenlm = KenLM(str(self.model_file), word_dict)
         except Exception as exc:  # a file KenLM cannot read
-            raise LowresError(f"KenLM could not load {self.arpa}: {exc}. Rebuild it with `lowres lm`.") from None
-        mode, beam_size = self.mode, self.beam_size
+            raise LowresError(f"KenLM could not load {self.model_file}: {exc}. Rebuild it with `lowres lm`.") from None
+        return LoadedLM(vocab=vocab, mode=self.mode, tokens_dict=tokens_dict, word_dict=word_dict,
+                        lexicon_map=lexicon_map, kenlm=kenlm)
 
-        def with_weights(lm_weight: float, word_score: float) -> Decoder:
-            return _flashlight_decoder(vocab, tokens_dict, word_dict, lexicon_map, kenlm, mode, beam_size,
-                                       lm_weight, word_score)
+    def decoder(self, loaded: LoadedLM) -> Decoder:
+        """``decoder(logits (B, T, V), frames (B,)) -> texts`` with this search's beam and weights."""
+        if loaded.mode != self.mode:
+            raise ValueError(f"the LM was loaded for {loaded.mode} decoding, not {self.mode}")
+        return _flashlight_decoder(loaded, beam_size=self.beam_size, lm_weight=self.lm_weight,
+                                   word_score=self.word_score)
 
-        return with_weights
+    def make_decoder(self, vocab) -> Decoder:
+        """:meth:`load` then :meth:`decoder`, for one set of weights."""
+        return self.decoder(self.load(vocab))
 
-    def make_decoder(self, vocab) -> tuple[Decoder, str]:
-        """(decoder(logits (B, T, V), frames (B,)) → texts, a name for metrics.json) for a run's vocabulary."""
-        return self.decoder_factory(vocab)(self.lm_weight, self.word_score), self.name()
-
-    def _lexicon_for(self, vocab) -> dict[str, list[list[str]]]:
+    def lexicon_for(self, vocab) -> dict[str, list[list[str]]]:
         """{word: [spelling]} in the run's units, from the lexicon file when the run can spell it, else from
         the ARPA unigrams."""
         from lowres.lm.lexicon import read_lexicon, spell
@@ -225,30 +291,43 @@ class LMDecoding:
         entries = read_lexicon(self.lexicon) if self.lexicon is not None else None
         if entries is not None and all(u in tokens for _, units in entries for u in units):
             lexicon = {w: [[*units, "|"]] for w, units in entries}
-        elif self.arpa.suffix == ".arpa":
+        elif self.model_file.suffix == ".arpa":
             lexicon = {}
-            for w in arpa_unigrams(self.arpa):
+            for w in arpa_unigrams(self.model_file):
                 units = spell(w, vocab)
                 if units is not None:
                     lexicon[w] = [[*units, "|"]]
         else:  # a binary model with a lexicon in other units: keep the entries the run can spell
             lexicon = {w: [[*units, "|"]] for w, units in entries if all(u in tokens for u in units)}
         if not lexicon:
-            raise LowresError(f"None of the words of {self.lexicon or self.arpa} can be spelled with the run's "
-                              "vocabulary: was the LM built from text normalised like the training transcripts "
-                              "(`lowres lm --data` with the run's prepared folder)?")
+            raise LowresError(f"None of the words of {self.lexicon or self.model_file} can be spelled with the "
+                              "run's vocabulary: was the LM built from text normalised like the training "
+                              "transcripts (`lowres lm --data` with the run's prepared folder)?")
         return lexicon
 
 
-def _flashlight_decoder(vocab, tokens_dict, word_dict, lexicon_map, kenlm, mode: str, beam_size: int,
-                        lm_weight: float, word_score: float) -> Decoder:
+@dataclass(frozen=True, kw_only=True)
+class LoadedLM:
+    """A KenLM model read for one vocabulary and decoding mode, with flashlight's dictionaries (the parts
+    torchaudio's ``ctc_decoder`` factory builds, kept so that other weights need no reload)."""
+
+    vocab: Any
+    mode: str
+    tokens_dict: Any
+    word_dict: Any
+    lexicon_map: dict | None
+    kenlm: Any
+
+
+def _flashlight_decoder(loaded: LoadedLM, *, beam_size: int, lm_weight: float, word_score: float) -> Decoder:
     """One flashlight beam-search decoder over an already loaded KenLM model (torchaudio's ``CTCDecoder``
     built from its parts, as its ``ctc_decoder`` factory does, so that tuning does not reload the model)."""
     import torch
     from flashlight.lib.text.decoder import CriterionType, LexiconDecoderOptions, LexiconFreeDecoderOptions
     from torchaudio.models.decoder import CTCDecoder
 
-    n_tokens = tokens_dict.index_size()
+    vocab, mode = loaded.vocab, loaded.mode
+    n_tokens = loaded.tokens_dict.index_size()
     if mode == LEXICON_MODE:
         options = LexiconDecoderOptions(beam_size=beam_size, beam_size_token=n_tokens, beam_threshold=50.0,
                                         lm_weight=lm_weight, word_score=word_score, unk_score=float("-inf"),
@@ -257,8 +336,9 @@ def _flashlight_decoder(vocab, tokens_dict, word_dict, lexicon_map, kenlm, mode:
         options = LexiconFreeDecoderOptions(beam_size=beam_size, beam_size_token=n_tokens, beam_threshold=50.0,
                                             lm_weight=lm_weight, sil_score=word_score, log_add=False,
                                             criterion_type=CriterionType.CTC)
-    beam = CTCDecoder(nbest=1, lexicon=lexicon_map, word_dict=word_dict, tokens_dict=tokens_dict, lm=kenlm,
-                      decoder_options=options, blank_token="<pad>", sil_token="|", unk_word="<unk>")
+    beam = CTCDecoder(nbest=1, lexicon=loaded.lexicon_map, word_dict=loaded.word_dict,
+                      tokens_dict=loaded.tokens_dict, lm=loaded.kenlm, decoder_options=options,
+                      blank_token="<pad>", sil_token="|", unk_word="<unk>")
 
     def decode(logits, frames) -> list[str]:
         emissions = torch.log_softmax(logits.float(), dim=-1).cpu().contiguous()  # (B, T, V)
@@ -271,6 +351,104 @@ def _flashlight_decoder(vocab, tokens_dict, word_dict, lexicon_map, kenlm, mode:
         return [vocab.decode(r[0].tokens.tolist()) if r else "" for r in results]
 
     return decode
+
+
+# ---------------------------------------------------------------------------------------------------
+# forward passes over a set of utterances
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None elsewhere (macOS, Windows, musl)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _release_freed_memory() -> None:
+    """Hand the memory freed by the last batch back to the system (glibc only; elsewhere nothing happens).
+
+    Each batch allocates and frees a few hundred MB of activations, in tensors whose sizes change from batch
+    to batch (batches go by duration). glibc keeps freed memory in its heap, and that heap grew batch after
+    batch while live memory stayed flat: peak RSS 1.46 GB at 1,000 utterances, 1.97 GB at 3,000, 2.20 GB at
+    10,000 (CPU, tiny model, 120 s batches); 1.18, 1.24, 1.26 GB with this. The price: the next batch faults
+    its pages in again, which made the tiny model's decoding on CPU about 18% slower (benchmarks/README.md,
+    "Memory")."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+def forward_batches(model, utts: Sequence, device, *, options: DecodeOptions = DecodeOptions(), progress=None
+                    ) -> Iterator[tuple[list[int], Any, Any, list[str]]]:
+    """The model's output batch by batch (duration-sorted, ``options.batch_seconds`` of audio each):
+    ``(utterance indices, logits (B, T, V) float32 CPU, frame lengths (B,) CPU, errors)``; logits and frames
+    are None when no utterance of the batch loaded. Only ``batch_seconds``, ``workers`` and ``precision``
+    of ``options`` matter here."""
+    import torch
+
+    from lowres.data.batching import UtteranceDataset, eval_batches, loader
+    from lowres.runtime import autocast
+
+    dataset = UtteranceDataset(utts)
+    batches = eval_batches(utts, options.batch_seconds)
+    task = progress.add_task("decoding", total=len(utts), unit="utt") if progress is not None else None
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in loader(dataset, batches, options.workers):
+            errors = list(batch.errors or [])
+            if not batch.indices:
+                yield [], None, None, errors
+                continue
+            with torch.inference_mode(), autocast(device, options.precision or "auto"):
+                logits, frames = model(batch.waves.to(device), batch.lengths.to(device))
+            logits, frames = logits.float().cpu(), frames.cpu()
+            _release_freed_memory()  # the forward's activations are freed by now
+            yield list(batch.indices), logits, frames, errors
+            if task is not None:
+                progress.advance(task, len(batch.indices) + len(errors))
+    finally:
+        model.train(was_training)
+
+
+def decode_batches(model, utts: Sequence, vocab, device, *, options: DecodeOptions = DecodeOptions(),
+                   decoder: Decoder | None = None, progress=None, greedy_too: bool = False
+                   ) -> Iterator[tuple[int, str | None, str | None, str]]:
+    """``(index, hypothesis or None, greedy hypothesis or None, error)`` per utterance: ``decoder`` (greedy
+    without one) over :func:`forward_batches`. The greedy hypothesis only with a ``decoder`` and
+    ``greedy_too`` (it costs an argmax over logits already computed)."""
+    for indices, logits, frames, errors in forward_batches(model, utts, device, options=options, progress=progress):
+        for err in errors:
+            yield -1, None, None, err
+        if not indices:
+            continue
+        greedy = None
+        if decoder is None or greedy_too:
+            greedy = greedy_texts(logits, frames, vocab)
+        texts = greedy if decoder is None else decoder(logits, frames)
+        for k, (idx, text) in enumerate(zip(indices, texts, strict=True)):
+            yield idx, text, (greedy[k] if decoder is not None and greedy is not None else None), ""
+
+
+def decode_utterances(model, utts: Sequence, vocab, device, *, options: DecodeOptions = DecodeOptions(),
+                      decoder: Decoder | None = None, progress=None) -> Iterator[tuple[int, str | None, str]]:
+    """``(index, hypothesis or None, error)`` for each utterance, batch by batch (duration-sorted).
+
+    ``decoder`` maps (logits (B, T, V) float32 CPU, frame lengths (B,)) to lists of texts; greedy by default.
+    """
+    for idx, text, _, err in decode_batches(model, utts, vocab, device, options=options, decoder=decoder,
+                                            progress=progress):
+        yield idx, text, err
+
+
+# ---------------------------------------------------------------------------------------------------
+# helpers
 
 
 @contextlib.contextmanager

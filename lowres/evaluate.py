@@ -2,19 +2,17 @@
 
 References and hypotheses go through the same normalisation as ``prepare`` (the run records its settings).
 CER counts the vocabulary's units (grapheme clusters by default, spaces included, as jiwer's CER counts
-spaces). Decoding streams batch by batch: only counts and the per-utterance strings are kept, never the
-logits of the whole set, and what glibc keeps of each batch's freed memory is handed back
-(``_release_freed_memory``), so memory stays flat over any number of utterances.
+spaces). Decoding (:mod:`lowres.decode`) streams batch by batch: only counts and the per-utterance strings are
+kept, never the logits of the whole set, so memory stays flat over any number of utterances.
 """
 
 from __future__ import annotations
 
-import functools
+import dataclasses
 import heapq
-import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import jiwer
 from lowres import LowresError
 from lowres.data.manifest import Utterance
 from lowres.data.vocab import WORD_DELIMITER, tokenize
+from lowres.decode import BeamSearch, DecodeOptions, decode_batches, forward_batches, greedy_texts
 
 _SPACE = "\u2581"  # stands for a space among character tokens (a symbol, never left by normalisation)
 
@@ -131,104 +130,14 @@ class Scorer:
 
 
 # ---------------------------------------------------------------------------------------------------
-# decoding a set of utterances
+# scoring a set of utterances
 
 
-@functools.cache
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None elsewhere (macOS, Windows, musl)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        return ctypes.CDLL("libc.so.6").malloc_trim
-    except (OSError, AttributeError):
-        return None
-
-
-def _release_freed_memory() -> None:
-    """Hand the memory freed by the last batch back to the system (glibc only; elsewhere nothing happens).
-
-    Each batch allocates and frees a few hundred MB of activations, in tensors whose sizes change from batch
-    to batch (batches go by duration). glibc keeps freed memory in its heap, and that heap grew batch after
-    batch while live memory stayed flat: peak RSS 1.46 GB at 1,000 utterances, 1.97 GB at 3,000, 2.20 GB at
-    10,000 (CPU, tiny model, 120 s batches); 1.18, 1.24, 1.26 GB with this. The price: the next batch faults
-    its pages in again, which made the tiny model's decoding on CPU about 18% slower (benchmarks/README.md,
-    "Memory")."""
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
-
-
-def forward_batches(model, utts: Sequence[Utterance], device, batch_seconds: float = 120.0, workers: int = -1,
-                    precision: str = "auto", progress=None) -> Iterator[tuple[list[int], object, object, list[str]]]:
-    """The model's output batch by batch (duration-sorted): ``(utterance indices, logits (B, T, V) float32
-    CPU, frame lengths (B,) CPU, errors)``; logits and frames are None when no utterance of the batch loaded."""
-    import torch
-
-    from lowres.data.batching import UtteranceDataset, eval_batches, loader
-    from lowres.runtime import autocast
-
-    dataset = UtteranceDataset(utts)
-    batches = eval_batches(utts, batch_seconds)
-    task = progress.add_task("decoding", total=len(utts), unit="utt") if progress is not None else None
-    was_training = model.training
-    model.eval()
-    try:
-        for batch in loader(dataset, batches, workers):
-            errors = list(batch.errors or [])
-            if not batch.indices:
-                yield [], None, None, errors
-                continue
-            with torch.inference_mode(), autocast(device, precision):
-                logits, frames = model(batch.waves.to(device), batch.lengths.to(device))
-            logits, frames = logits.float().cpu(), frames.cpu()
-            _release_freed_memory()  # the forward's activations are freed by now
-            yield list(batch.indices), logits, frames, errors
-            if task is not None:
-                progress.advance(task, len(batch.indices) + len(errors))
-    finally:
-        model.train(was_training)
-
-
-def _decode_batches(model, utts: Sequence[Utterance], vocab, device, batch_seconds: float = 120.0,
-                    workers: int = -1, decoder=None, precision: str = "auto", progress=None, greedy_too: bool = False
-                    ) -> Iterator[tuple[int, str | None, str | None, str]]:
-    """``(index, hypothesis or None, greedy hypothesis or None, error)``; the greedy one only with a
-    ``decoder`` and ``greedy_too`` (it costs an argmax over logits already computed)."""
-    from lowres.model.ctc import greedy_ids
-
-    for indices, logits, frames, errors in forward_batches(model, utts, device, batch_seconds, workers, precision,
-                                                           progress):
-        for err in errors:
-            yield -1, None, None, err
-        if not indices:
-            continue
-        greedy = None
-        if decoder is None or greedy_too:
-            greedy = [vocab.decode(ids) for ids in greedy_ids(logits, frames)]
-        texts = greedy if decoder is None else decoder(logits, frames)
-        for k, (idx, text) in enumerate(zip(indices, texts, strict=True)):
-            yield idx, text, (greedy[k] if decoder is not None and greedy is not None else None), ""
-
-
-def decode_utterances(model, utts: Sequence[Utterance], vocab, device, batch_seconds: float = 120.0,
-                      workers: int = -1, decoder=None, precision: str = "auto", progress=None
-                      ) -> Iterator[tuple[int, str | None, str]]:
-    """``(index, hypothesis or None, error)`` for each utterance, batch by batch (duration-sorted).
-
-    ``decoder`` maps (logits (B, T, V) float32 CPU, frame lengths (B,)) to lists of texts; greedy by default.
-    """
-    for idx, text, _, err in _decode_batches(model, utts, vocab, device, batch_seconds, workers, decoder,
-                                             precision, progress):
-        yield idx, text, err
-
-
-def evaluate_utterances(model, utts: Sequence[Utterance], vocab, device, text_config, batch_seconds: float = 120.0,
-                        workers: int = -1, decoder=None, precision: str = "auto", progress=None,
-                        on_row=None) -> tuple[Scorer, dict]:
-    """Decode and score ``utts``; ``on_row(row)`` receives each utterance's result (in decoding order).
+def evaluate_utterances(model, utts: Sequence[Utterance], vocab, device, text_config, *,
+                        options: DecodeOptions = DecodeOptions(), decoder=None, progress=None, on_row=None
+                        ) -> tuple[Scorer, dict]:
+    """Decode and score ``utts`` as ``options`` say (greedy, or ``decoder``: see :mod:`lowres.decode`);
+    ``on_row(row)`` receives each utterance's result (in decoding order). Returns ``(scorer, timing)``.
 
     With a ``decoder``, greedy decoding is scored too (``info["greedy"]``, a :class:`Scorer`; rows get
     ``greedy_hypothesis``), so an LM run always shows what the LM changed."""
@@ -239,8 +148,8 @@ def evaluate_utterances(model, utts: Sequence[Utterance], vocab, device, text_co
     failed: list[str] = []
     audio_s = 0.0
     t0 = time.perf_counter()
-    for idx, hyp, greedy, err in _decode_batches(model, utts, vocab, device, batch_seconds, workers, decoder,
-                                                 precision, progress, greedy_too=decoder is not None):
+    for idx, hyp, greedy, err in decode_batches(model, utts, vocab, device, options=options, decoder=decoder,
+                                                progress=progress, greedy_too=decoder is not None):
         if hyp is None:
             failed.append(err)
             continue
@@ -264,27 +173,34 @@ def evaluate_utterances(model, utts: Sequence[Utterance], vocab, device, text_co
 
 
 def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_name: str = "auto",
-             batch_seconds: float = 120.0, workers: int = -1, lm=None, console=None,
-             tune_on: Path | None = None) -> dict:
+             *, options: DecodeOptions | None = None, console=None, tune_on: Path | None = None) -> dict:
     """Evaluate a fine-tuned run on a manifest: ``hyps.jsonl``, ``metrics.json`` and a printed summary.
 
-    ``lm``: a :class:`lowres.decode.LMDecoding` for beam search (greedy without); the greedy scores are
-    reported beside the LM ones. ``tune_on``: a dev manifest on which :func:`tune_lm` first searches the LM
-    weight and word score, stores them in the LM folder and evaluates with them."""
+    ``options``: how to decode (:class:`lowres.decode.DecodeOptions`; greedy by default, beam search with
+    ``options.lm``); with an LM the greedy scores are reported beside the LM ones. ``tune_on``: a dev
+    manifest on which :func:`tune_lm` first searches the LM weight and word score, stores them in the LM
+    folder and evaluates with them."""
     from lowres.data.manifest import json_line, read_manifest
     from lowres.fsutil import atomic_write_json, atomic_write_lines
     from lowres.progress import progress_bar
     from lowres.runs import load_run
     from lowres.runtime import resolve_device
 
-    if tune_on is not None and lm is None:
+    options = options if options is not None else DecodeOptions()
+    if tune_on is not None and options.lm is None:
         raise LowresError("--tune-lm needs --lm LM_DIR (the folder written by `lowres lm`).")
+    search = BeamSearch.from_options(options)  # the LM files are checked before the model is loaded
+    if tune_on is not None and search.folder is None:
+        raise LowresError("--tune-lm stores the weights it finds in the LM folder; give --lm the folder "
+                          "written by `lowres lm`, not a bare model file.")
     device = resolve_device(device_name)
     manifest = Path(manifest)
     utts = list(read_manifest(manifest, require_text=True))
     if not utts:
         raise LowresError(f"{manifest} holds no utterances.")
     run = load_run(model_dir, device=device)
+    if options.precision is None:
+        options = dataclasses.replace(options, precision=run.config.train.precision)
     text_config = text_config_of(run.meta)
     out = Path(out) if out else Path(model_dir) / f"eval-{manifest.stem}"
     out.mkdir(parents=True, exist_ok=True)
@@ -292,15 +208,16 @@ def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_na
     tuning = None
     rows: list[dict] = []
     with progress_bar(console) as progress:
-        if lm is not None:
-            with_weights = lm.decoder_factory(run.vocab)  # the model is loaded once, for tuning and decoding
+        if search is not None:
+            loaded = search.load(run.vocab)  # the model is read once, for tuning and decoding
             if tune_on is not None:
-                tuning = tune_lm(run, lm, tune_on, device, with_weights, batch_seconds, workers, progress)
+                tuning = tune_lm(run, search, tune_on, device, options=options, loaded=loaded, progress=progress)
                 tuning["model"] = str(model_dir)
-                lm.store_tuned(tuning)
-            decoder, decoder_name = with_weights(lm.lm_weight, lm.word_score), lm.name()
-        scorer, timing = evaluate_utterances(run.model, utts, run.vocab, device, text_config, batch_seconds, workers,
-                                             decoder, run.config.train.precision, progress, rows.append)
+                stored = search.folder.store_tuned(search.mode, tuning)
+                search = search.with_weights(stored.lm_weight, stored.word_score, source="tuned")
+            decoder, decoder_name = search.decoder(loaded), search.name
+        scorer, timing = evaluate_utterances(run.model, utts, run.vocab, device, text_config, options=options,
+                                             decoder=decoder, progress=progress, on_row=rows.append)
     if not scorer.count:  # else the metrics would say WER 0% for a set of which nothing was heard
         raise LowresError(f"None of the {len(utts)} utterances of {manifest} could be decoded, e.g. "
                           f"{timing['failed'][0] if timing['failed'] else 'no audio'}. Audio paths in a manifest are "
@@ -316,8 +233,8 @@ def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_na
         "char_units": run.vocab.units, "worst": scorer.worst()[:5], "confusions": scorer.top_confusions(10),
     }
     greedy = timing.get("greedy")
-    if lm is not None:
-        metrics["lm"] = lm.describe()
+    if search is not None:
+        metrics["lm"] = search.describe()
         if greedy is not None:
             metrics["greedy"] = {"wer": round(greedy.wer, 6), "cer": round(greedy.cer, 6),
                                  "words": greedy.words.to_dict(), "chars": greedy.chars.to_dict()}
@@ -342,15 +259,16 @@ TUNE_CACHE_BYTES = 512 * 2**20  # dev log-probs held in memory while tuning; a l
 TUNE_FRAMES_PER_SECOND = 50  # wav2vec 2.0 / HuBERT / WavLM frame rate, to size the cache before decoding
 
 
-def tune_lm(run, lm, dev_manifest: Path, device, with_weights=None, batch_seconds: float = 120.0,
-            workers: int = -1, progress=None, lm_weights=None, word_scores=None) -> dict:
+def tune_lm(run, search: BeamSearch, dev_manifest: Path, device, *, options: DecodeOptions = DecodeOptions(),
+            loaded=None, progress=None, lm_weights=None, word_scores=None) -> dict:
     """Grid search of LM weight × word score (default ``TUNE_LM_WEIGHTS`` × ``TUNE_WORD_SCORES``) by dev WER
-    (then CER, then the smaller weight and score) with beam search.
+    (then CER, then the smaller weight and score) with ``search``'s beam search; ``loaded``: its
+    :meth:`~lowres.decode.BeamSearch.load` for ``run``'s vocabulary, when the caller has it already.
 
     The model runs once over the dev set; its logits are kept (at most ``TUNE_CACHE_BYTES``: a larger dev
     set is tuned on a seeded random subset that fits, and the result says so) and decoded once per grid
     point. Returns the tuned.json entry: best ``lm_weight`` and ``word_score``, their dev WER/CER, the
-    greedy dev WER, the grid and what it was tuned on."""
+    greedy dev WER, the grid and what it was tuned on. ``search`` itself is left as it is."""
     import random
 
     from lowres.data.manifest import read_manifest
@@ -376,18 +294,18 @@ def tune_lm(run, lm, dev_manifest: Path, device, with_weights=None, batch_second
                 keep.append(i)
                 used += cost
         utts = [utts[i] for i in sorted(keep)]
-    with_weights = with_weights or lm.decoder_factory(vocab)
+    loaded = loaded if loaded is not None else search.load(vocab)
+    if options.precision is None:
+        options = dataclasses.replace(options, precision=run.config.train.precision)
     cache: list[tuple[int, object]] = []  # (utterance index, logits (T, V) float32)
-    from lowres.model.ctc import greedy_ids
-
     greedy = Scorer(units=vocab.units)
     refs = [normalize(u.text, text_config) for u in utts]
-    for indices, logits, frames, _errors in forward_batches(run.model, utts, device, batch_seconds, workers,
-                                                            run.config.train.precision, progress):
+    for indices, logits, frames, _errors in forward_batches(run.model, utts, device, options=options,
+                                                            progress=progress):
         if not indices:
             continue
-        for k, ids in enumerate(greedy_ids(logits, frames)):
-            greedy.add(utts[indices[k]].id, refs[indices[k]], normalize(vocab.decode(ids), text_config))
+        for k, text in enumerate(greedy_texts(logits, frames, vocab)):
+            greedy.add(utts[indices[k]].id, refs[indices[k]], normalize(text, text_config))
         for k, idx in enumerate(indices):
             cache.append((idx, logits[k, : int(frames[k])].clone()))
     if not cache:
@@ -399,7 +317,7 @@ def tune_lm(run, lm, dev_manifest: Path, device, with_weights=None, batch_second
         if progress is not None else None
     for w in lm_weights:
         for ws in word_scores:
-            decode = with_weights(w, ws)
+            decode = search.with_weights(w, ws).decoder(loaded)
             scorer = Scorer(units=vocab.units)
             for idx, logits in cache:
                 hyp = decode(logits[None], torch.tensor([logits.shape[0]]))[0]
@@ -411,7 +329,7 @@ def tune_lm(run, lm, dev_manifest: Path, device, with_weights=None, batch_second
     return {
         "lm_weight": best["lm_weight"], "word_score": best["word_score"], "dev_wer": best["wer"],
         "dev_cer": best["cer"], "greedy_dev_wer": round(greedy.wer, 6), "greedy_dev_cer": round(greedy.cer, 6),
-        "mode": lm.mode, "beam": lm.beam_size, "model": None,  # run_eval fills in the run folder
+        "mode": search.mode, "beam": search.beam_size, "model": None,  # run_eval fills in the run folder
         "dev_manifest": str(dev_manifest), "utterances": len(cache), "dev_utterances": total,
         "note": None if len(utts) == total else f"tuned on a random {len(cache)} of {total} dev utterances (the "
                 f"cached log-probabilities are capped at {TUNE_CACHE_BYTES // 2**20} MiB)",

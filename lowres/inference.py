@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lowres import LowresError
+
+if TYPE_CHECKING:  # decode imports the LM package (numpy): kept out of `import lowres.inference`
+    from lowres.decode import DecodeOptions
 
 
 def plan_chunks(path: Path, chunk_s: float) -> list[tuple[float, float]]:
@@ -26,14 +31,20 @@ def plan_chunks(path: Path, chunk_s: float) -> list[tuple[float, float]]:
 
 
 def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "auto", chunk_s: float = 30.0,
-                     batch_seconds: float = 120.0, lm=None, progress=None) -> Iterator[tuple[Path, str]]:
+                     *, options: DecodeOptions | None = None, progress=None) -> Iterator[tuple[Path, str]]:
     """(file, transcript) in input order. Long files are cut into ≤ ``chunk_s`` pieces at quiet points,
-    decoded in batches and joined with spaces; memory stays bounded by the batch, not by the file."""
+    decoded in batches and joined with spaces; memory stays bounded by the batch, not by the file.
+
+    ``options``: how to decode (:class:`lowres.decode.DecodeOptions`: greedy by default, beam search with
+    ``options.lm``). The audio is always loaded in-process (``workers`` does not apply): each file's pieces
+    are decoded on their own, too few for worker processes to pay for their start."""
     from lowres.data.manifest import Utterance
-    from lowres.evaluate import decode_utterances
+    from lowres.decode import BeamSearch, DecodeOptions, decode_utterances
     from lowres.runs import load_run
     from lowres.runtime import resolve_device
 
+    options = dataclasses.replace(options if options is not None else DecodeOptions(), workers=0)
+    search = BeamSearch.from_options(options)  # the LM files are checked before the model is loaded
     if chunk_s < 4:
         raise LowresError("--chunk must be at least 4 seconds.")
     missing = [str(f) for f in files if not Path(f).is_file()]
@@ -41,14 +52,15 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
         raise LowresError(f"Audio file(s) not found: {', '.join(missing[:5])}. Check the paths.")
     device = resolve_device(device_name)
     run = load_run(run_dir, device=device)
-    decoder = lm.make_decoder(run.vocab)[0] if lm is not None else None
+    if options.precision is None:
+        options = dataclasses.replace(options, precision=run.config.train.precision)
+    decoder = search.make_decoder(run.vocab) if search is not None else None
     for f in files:
         pieces = plan_chunks(Path(f), chunk_s)
         utts = [Utterance(id=f"{i}", audio_filepath=str(Path(f).resolve()), duration=d, offset=o)
                 for i, (o, d) in enumerate(pieces)]
         texts = [""] * len(utts)
-        for idx, hyp, err in decode_utterances(run.model, utts, run.vocab, device, batch_seconds, workers=0,
-                                               decoder=decoder, precision=run.config.train.precision,
+        for idx, hyp, err in decode_utterances(run.model, utts, run.vocab, device, options=options, decoder=decoder,
                                                progress=progress):
             if hyp is None:
                 raise LowresError(f"{f}: {err}")

@@ -322,10 +322,10 @@ def test_lm_options_without_extra_or_lm(lm_dir, monkeypatch, tmp_path):
                  "--lm-weight", 1)
     assert res.exit_code == 2 and "not both" in res.output
     monkeypatch.setitem(sys.modules, "flashlight.lib.text.decoder.kenlm", None)  # as if not installed
-    from lowres.decode import LMDecoding
+    from lowres.decode import BeamSearch, DecodeOptions
 
     with pytest.raises(LowresError, match=r"lowres\[lm\]"):
-        LMDecoding(lm_dir)
+        BeamSearch.from_options(DecodeOptions(lm=lm_dir))
 
 
 def synthetic_logits(vocab: Vocab, texts: list[str], noise: float, seed: int = 0):
@@ -342,36 +342,38 @@ def synthetic_logits(vocab: Vocab, texts: list[str], noise: float, seed: int = 0
 
 def test_beam_search_with_the_lm(lm_dir, prepared, tmp_path):
     pytest.importorskip("flashlight.lib.text")
-    from lowres.decode import LMDecoding
-    from lowres.model.ctc import greedy_ids
+    from lowres.decode import BeamSearch, DecodeOptions, greedy_texts
+
+    def search(lm, **options) -> BeamSearch:
+        return BeamSearch.from_options(DecodeOptions(lm=lm, **options))
 
     vocab = Vocab.load(prepared)
     texts = dev_transcripts(prepared)[:3]
     logits, frames = synthetic_logits(vocab, texts, noise=3.0)
-    greedy = [vocab.decode(ids) for ids in greedy_ids(logits, frames)]
+    greedy = greedy_texts(logits, frames, vocab)
     assert greedy != texts  # the noise is strong enough to spoil greedy decoding
 
-    lm = LMDecoding(lm_dir, lm_weight=1.0, word_score=0.0, beam_size=20)
-    decode, name = lm.make_decoder(vocab)
+    lm = search(lm_dir, lm_weight=1.0, word_score=0.0, beam_size=20)
+    decode = lm.make_decoder(vocab)
     assert decode(logits, frames) == texts
-    assert "lexicon" in name and lm.describe()["weights_from"] == {"lm_weight": "given", "word_score": "given"}
-    free = LMDecoding(lm_dir, lexicon_free=True, lm_weight=2.0, beam_size=20)
-    assert free.make_decoder(vocab)[0](logits, frames) == texts
+    assert "lexicon" in lm.name and lm.describe()["weights_from"] == {"lm_weight": "given", "word_score": "given"}
+    free = search(lm_dir, lexicon_free=True, lm_weight=2.0, beam_size=20)
+    assert free.make_decoder(vocab)(logits, frames) == texts
     # a bare ARPA file works too (its lexicon is spelled from the unigrams); empty input gives empty text
-    bare = LMDecoding(lm_dir / "lm.arpa", lm_weight=1.0).make_decoder(vocab)[0]
+    bare = search(lm_dir / "lm.arpa", lm_weight=1.0).make_decoder(vocab)
     assert bare(logits, frames) == texts
     assert bare(torch.zeros(1, 0, len(vocab)), torch.tensor([0])) == [""]
 
     # a run that spells with other units: the lexicon is rebuilt from the ARPA words it can spell
     few = Vocab(tuple("abehiklmnorstu"))
-    lexicon = lm._lexicon_for(few)
+    lexicon = lm.lexicon_for(few)
     assert lexicon and all(set(spelling[0][:-1]) <= set(few.symbols) for spelling in lexicon.values())
     assert "kesho" in lexicon and "mvua" not in lexicon
 
     with pytest.raises(LowresError, match="units.arpa"):
         (tmp_path / "words_only").mkdir()
         (tmp_path / "words_only" / "lm.arpa").write_bytes((lm_dir / "lm.arpa").read_bytes())
-        LMDecoding(tmp_path / "words_only", lexicon_free=True)
+        search(tmp_path / "words_only", lexicon_free=True)
 
 
 @pytest.mark.slow

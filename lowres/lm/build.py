@@ -4,8 +4,9 @@ function behind ``lowres lm``.
 The folder holds ``lm.arpa`` (the word n-gram), ``lexicon.txt`` (every word the acoustic vocabulary can
 spell, in its units, for lexicon-constrained beam search), ``units.arpa`` (an n-gram over the acoustic
 units with ``|`` between words, for lexicon-free beam search, whose flashlight decoder scores every emitted
-unit) and ``lm_report.json``; ``lowres eval --tune-lm`` adds ``tuned.json``. The lexicon and the unit model
-need the prepared folder's vocabulary (``--data``).
+unit) and ``lm_report.json``; ``lowres eval --tune-lm`` adds ``tuned.json`` (the names and the tuned weights'
+format: :mod:`lowres.lm.folder`). The lexicon and the unit model need the prepared folder's vocabulary
+(``--data``).
 
 Each line of a text file is split into sentences at sentence-final punctuation followed by a space, and
 each sentence is normalised exactly as ``prepare`` normalised the transcripts (the settings are read from
@@ -29,11 +30,10 @@ from lowres.data.manifest import read_manifest
 from lowres.data.text import TextConfig, normalize, text_config_from_dict
 from lowres.data.vocab import Vocab
 from lowres.fsutil import atomic_write_json
+from lowres.lm.folder import ARPA, LEXICON, OUTPUT_NAMES, REPORT, UNITS_ARPA, LMFolder
 from lowres.lm.lexicon import unit_sentences, write_lexicon
 from lowres.lm.ngram import Corpus, estimate_arrays, perplexity, write_arpa
 
-ARPA, LEXICON, UNITS_ARPA, REPORT, TUNED = "lm.arpa", "lexicon.txt", "units.arpa", "lm_report.json", "tuned.json"
-OUTPUT_NAMES = (ARPA, LEXICON, UNITS_ARPA, REPORT, TUNED)
 WORD_ORDERS = (2, 5)  # the --order range (words)
 UNIT_ORDERS = (2, 10)  # the --unit-order range (units; 0 turns the unit model off)
 DEFAULT_ORDER, DEFAULT_UNIT_ORDER = 4, 6
@@ -156,6 +156,7 @@ def build_lm(
     if data is not None and not heldout:
         notes.append("the prepared folder has no dev or test transcripts to keep out")
     claim_output_folder(out, overwrite)
+    folder = LMFolder(out)
 
     corpus = Corpus()
     dropped: Counter = Counter()
@@ -201,12 +202,12 @@ def build_lm(
         del corpus
         model = estimate_arrays(words, tokens, lengths, order, prune_singletons_from=prune_from)
         progress.advance(est)
-        write_arpa(model, out / ARPA)
+        write_arpa(model, folder.arpa)
         progress.advance(est)
         dev = perplexity(model, dev_texts) if dev_texts else None
         lexicon = None
         if vocab is not None:
-            lexicon = write_lexicon(model.vocab, vocab, out / LEXICON)
+            lexicon = write_lexicon(model.vocab, vocab, folder.lexicon)
             progress.advance(est)
         m = _summary(model)
         model_sentences = m["sentences"]
@@ -220,7 +221,7 @@ def build_lm(
                                          prune_singletons_from=prune_from)
             del unit_tokens, unit_lengths
             progress.advance(est)
-            write_arpa(unit_model, out / UNITS_ARPA)
+            write_arpa(unit_model, folder.units_arpa)
             progress.advance(est)
             unit_report = {
                 "order": unit_model.order, "requested_order": unit_order, "units": len(unit_vocab),
@@ -273,7 +274,7 @@ def build_lm(
         "notes": notes,
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    atomic_write_json(out / REPORT, report)
+    atomic_write_json(folder.report, report)
     return report
 
 

@@ -86,13 +86,3 @@ def ctc_loss(logits: Tensor, frame_lengths: Tensor, targets: Tensor, target_leng
     return F.ctc_loss(log_probs, targets, frame_lengths, target_lengths, blank=BLANK_ID, reduction="none",
                       zero_infinity=True)
 
-
-def greedy_ids(logits: Tensor, frame_lengths: Tensor) -> list[list[int]]:
-    """Best path per utterance: argmax per frame, repeats collapsed, blanks removed. Only repeated frames
-    collapse: a doubled letter survives when the model puts a blank between its two frames."""
-    best = logits.argmax(dim=-1).cpu()
-    out = []
-    for row, n in zip(best, frame_lengths.cpu().tolist(), strict=True):
-        ids = torch.unique_consecutive(row[:n]).tolist()
-        out.append([i for i in ids if i != BLANK_ID])
-    return out

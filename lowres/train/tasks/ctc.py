@@ -203,12 +203,13 @@ class CTCTask(Task):
         return bool(self.dev_utts)
 
     def evaluate(self, step: int) -> dict:
+        from lowres.decode import DecodeOptions
         from lowres.evaluate import evaluate_utterances
 
         t, log = self.cfg.train, self.run.log
+        options = DecodeOptions(batch_seconds=max(t.batch_seconds, 60.0), workers=0, precision=t.precision)
         scorer, _ = evaluate_utterances(self.model, self.dev_utts, self.vocab, self.run.device, self.text_cfg,
-                                        batch_seconds=max(t.batch_seconds, 60.0), workers=0,
-                                        precision=t.precision)
+                                        options=options)
         self.model.train()
         hyps_empty = scorer.empty_hypotheses == scorer.count
         if hyps_empty:
