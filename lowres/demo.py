@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lowres import LowresError
+from lowres.fsutil import atomic_write_text, claim_folder
 
 
 @dataclass(frozen=True)
@@ -47,15 +47,12 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
 
     plan = QUICK if quick else FULL
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite and not (out / "demo.json").is_file():
-        raise LowresError(f"--out {out} holds files that the demo did not write. Choose a new folder.")
-    out.mkdir(parents=True, exist_ok=True)
-    if overwrite:
-        import shutil
-
-        for child in out.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
-    (out / "demo.json").write_text(json.dumps({"quick": quick, "seed": seed, "plan": plan.__dict__}) + "\n")
+    # a demo folder is continued as it is (done steps are skipped); --overwrite empties it first, and only it:
+    # a folder the demo did not write may hold the user's files
+    claim_folder(out, what="demo", overwrite=overwrite, is_ours=lambda folder: _done(folder, "demo.json"),
+                 not_ours="no demo.json", continue_ours=True,
+                 hint="The demo did not write them (no demo.json). Choose a new folder.")
+    atomic_write_text(out / "demo.json", json.dumps({"quick": quick, "seed": seed, "plan": plan.__dict__}) + "\n")
     t_all = time.perf_counter()
     say = console.print if console is not None else (lambda *a, **k: None)
     minutes: dict[str, float] = {}
@@ -111,7 +108,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     total = (time.perf_counter() - t_all) / 60
     result = {"rows": rows, "minutes": {**{k: round(v, 2) for k, v in minutes.items()}, "total": round(total, 2)},
               "quick": quick, "seed": seed}
-    (out / "demo_results.json").write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write_text(out / "demo_results.json", json.dumps(result, indent=1) + "\n")
     if console is not None:
         print_table(result, console)
     return rows

@@ -70,15 +70,25 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
 
 def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
     """LoRA merged into the base; written as a Hugging Face ``*ForCTC`` folder with a ``Wav2Vec2Processor``."""
+    from functools import partial
+
+    from lowres.fsutil import claim_folder
     from lowres.model.hf_convert import save_hf_directory, to_hf_ctc
     from lowres.runs import load_run
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:
-        raise LowresError(f"--out {out} already exists and is not empty. Choose a new folder or pass --overwrite.")
+    claim = partial(claim_folder, out, what="exported model", overwrite=overwrite, clear=_write_over,
+                    hint="Choose a new folder, or pass --overwrite to write the export into it.")
+    claim(check_only=True)  # refuse before the run is read, touching nothing
     run = load_run(run_dir, device="cpu", merge=True)
     spec = run.model.spec
     hf = to_hf_ctc(run.model.backbone, run.model.head, spec.family, spec.arch, len(run.vocab),
                    spec.normalize_waveform, mask_embedding=run.model.mask_emb.detach())
+    claim()
     save_hf_directory(out, hf, run.vocab.token_to_id(), spec.normalize_waveform)
     return out
+
+
+def _write_over(out: Path) -> None:
+    """--overwrite on export removes nothing: the new files replace the old ones of the same name, and files
+    that are not the export's are left alone."""

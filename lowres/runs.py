@@ -15,7 +15,6 @@ and inference (:func:`load_run`), and ``--base RUN`` (:func:`load_base`). Models
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -117,32 +116,12 @@ def write_run(run: Path, record: RunRecord) -> None:
 def claim_run_folder(out: Path, *, resume: bool, overwrite: bool, check_only: bool = False) -> str:
     """'new' | 'resume'. Never deletes anything that does not look like a lowres run unless it is empty.
     ``check_only``: say whether the folder could be claimed, touching nothing (before the inputs are read)."""
-    out = Path(out)
-    if resume and overwrite:
-        raise LowresError("--resume and --overwrite contradict each other: --resume continues the run in --out, "
-                          "--overwrite starts it again from nothing. Pick one.")
-    if out.exists() and not out.is_dir():
-        raise LowresError(f"--out {out} is a file. Give a folder for the run.")
-    exists = out.is_dir() and any(out.iterdir())
-    if resume:
-        if not (out / RUN_CONFIG).is_file():
-            raise LowresError(f"--resume: {out} holds no run to continue (no config.json). Drop --resume to start "
-                              "a new run there.")
-        return "resume"
-    if exists:
-        if not overwrite:
-            raise LowresError(f"{out} already holds files. Use --resume to continue that run, --overwrite to "
-                              "replace it, or another --out.")
-        if not is_run(out):
-            raise LowresError(f"--overwrite refused: {out} is not a lowres run folder (no lowres config.json), so "
-                              "it may hold your own files. Choose an empty or new --out.")
-        if check_only:
-            return "new"
-        shutil.rmtree(out)
-    if check_only:
-        return "new"
-    out.mkdir(parents=True, exist_ok=True)
-    return "new"
+    from lowres.fsutil import claim_folder
+
+    mode = claim_folder(out, what="run", overwrite=overwrite, resume=resume, check_only=check_only, is_ours=is_run,
+                        not_ours="no lowres config.json",
+                        hint="Use --resume to continue that run, --overwrite to replace it, or another --out.")
+    return "resume" if mode == "resume" else "new"
 
 
 # what --resume may change: the length of the run and how the global batch is laid out on the machine

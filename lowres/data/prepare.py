@@ -26,7 +26,7 @@ from lowres.data.segment import plan_cuts
 from lowres.data.splits import Item, carve_heldout, nested_splits
 from lowres.data.text import LanguageRules, TextConfig, has_digit, normalize, text_config_dict
 from lowres.data.vocab import Vocab, build_vocab, count_symbols, ctc_frames_needed, tokenize
-from lowres.fsutil import atomic_write_json, atomic_write_lines, atomic_write_text
+from lowres.fsutil import atomic_write_json, atomic_write_lines, atomic_write_text, claim_folder
 
 LABELED_SPLITS = ("10min", "1h", "10h", "full")
 HELDOUT_SPLITS = ("dev", "test")
@@ -56,25 +56,16 @@ class PrepareResult:
 # output folder
 
 
-def claim_output_folder(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty folder unless ``overwrite``; with it, remove only lowres's own outputs."""
-    if out.exists() and not out.is_dir():
-        raise LowresError(f"--out {out} is a file; give a folder for the prepared data.")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise LowresError(
-                f"The output folder {out} is not empty. lowres never overwrites existing data: pass --overwrite "
-                "to replace lowres's outputs in it (other files are left alone), or choose another --out."
-            )
-        for name in OUTPUT_NAMES:
-            target = out / name
-            if target.is_dir() and name in ("manifests", "fairseq"):
-                for child in target.iterdir():
-                    if child.is_file() and child.suffix in (".jsonl", ".tsv", ".ltr", ".wrd", ".txt"):
-                        child.unlink()
-            elif target.is_file():
-                target.unlink()
-    out.mkdir(parents=True, exist_ok=True)
+def _clear_outputs(out: Path) -> None:
+    """What --overwrite removes: only the files prepare writes (other files in the folder are left alone)."""
+    for name in OUTPUT_NAMES:
+        target = out / name
+        if target.is_dir() and name in ("manifests", "fairseq"):
+            for child in target.iterdir():
+                if child.is_file() and child.suffix in (".jsonl", ".tsv", ".ltr", ".wrd", ".txt"):
+                    child.unlink()
+        elif target.is_file():
+            target.unlink()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -153,7 +144,9 @@ def prepare(
     corpus = Path(corpus) if corpus is not None else None
     format_name = detect_format(corpus, fmt) if corpus is not None else None
     out = Path(out)
-    claim_output_folder(out, overwrite)
+    claim_folder(out, what="prepared data", overwrite=overwrite, clear=_clear_outputs,
+                 hint="lowres never overwrites existing data: pass --overwrite to replace lowres's outputs in it "
+                      "(other files are left alone), or choose another --out.")
     workers = _auto_workers(cfg.workers)
 
     rejects: list[Reject] = []

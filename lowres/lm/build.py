@@ -29,7 +29,7 @@ from lowres import LowresError, __version__
 from lowres.data.manifest import read_manifest
 from lowres.data.text import TextConfig, normalize, text_config_from_dict
 from lowres.data.vocab import Vocab
-from lowres.fsutil import atomic_write_json
+from lowres.fsutil import atomic_write_json, claim_folder
 from lowres.lm.folder import ARPA, LEXICON, OUTPUT_NAMES, REPORT, UNITS_ARPA, LMFolder
 from lowres.lm.lexicon import unit_sentences, write_lexicon
 from lowres.lm.ngram import Corpus, estimate_arrays, perplexity, write_arpa
@@ -72,17 +72,10 @@ def text_config_from_prepare(data: Path) -> tuple[TextConfig, str]:
         raise LowresError(f"{path}: unexpected text settings: {exc}") from None
 
 
-def claim_output_folder(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty folder unless ``overwrite``; with it, remove only this command's own outputs."""
-    if out.exists() and not out.is_dir():
-        raise LowresError(f"--out {out} is a file; give a folder for the language model.")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise LowresError(f"The output folder {out} is not empty. Pass --overwrite to replace the language "
-                              "model files in it (other files are left alone), or choose another --out.")
-        for name in OUTPUT_NAMES:
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+def _clear_outputs(out: Path) -> None:
+    """What --overwrite removes: only the language model's own files (other files are left alone)."""
+    for name in OUTPUT_NAMES:
+        (out / name).unlink(missing_ok=True)
 
 
 def build_lm(
@@ -155,7 +148,9 @@ def build_lm(
     heldout = _heldout_transcripts(manifests) if manifests is not None else {}
     if data is not None and not heldout:
         notes.append("the prepared folder has no dev or test transcripts to keep out")
-    claim_output_folder(out, overwrite)
+    claim_folder(out, what="language model", overwrite=overwrite, clear=_clear_outputs,
+                 hint="Pass --overwrite to replace the language model files in it (other files are left alone), "
+                      "or choose another --out.")
     folder = LMFolder(out)
 
     corpus = Corpus()

@@ -36,13 +36,10 @@ backoff weight; lookups are binary searches on ``context * V + word``.
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import math
 import os
-import tempfile
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -50,7 +47,7 @@ from typing import TextIO
 import numpy as np
 
 from lowres import LowresError
-from lowres.fsutil import _umask
+from lowres.fsutil import atomic_writer
 
 BOS = "<s>"
 EOS = "</s>"
@@ -410,7 +407,8 @@ def _discount(adjusted: np.ndarray, order: int) -> Discount:
 def write_arpa(model: NgramModel, path: str | os.PathLike) -> None:
     """Write ``model`` as an ARPA file, atomically (a temp file beside it, then a rename). The n-grams of
     each order are in the model's (context, word) order, so the same model gives the same bytes."""
-    with _atomic_text_file(Path(path)) as f:
+    # streamed (a big ARPA file is never held in memory whole); a 1 MiB buffer for its many short rows
+    with atomic_writer(path, text=True, buffering=1 << 20) as f:
         write_arpa_to(model, f)
 
 
@@ -549,32 +547,6 @@ def _parse_arpa(f: TextIO, where: str) -> NgramModel:
         raise bad(f"expected \\end\\ after the {len(counts)}-grams, found {line[:60]!r}")
     return NgramModel(tuple(vocab), tuple(ctx), tuple(word), tuple(logprob), tuple(backoff),
                       info={"source": where})
-
-
-@contextlib.contextmanager
-def _atomic_text_file(path: Path) -> Iterator[TextIO]:
-    """A text file to stream into, swapped in for ``path`` when the block ends without an error (the
-    same temp-file, fsync and rename dance as :mod:`lowres.fsutil`, for files too big to hold in memory)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n", buffering=1 << 20) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
-            raise LowresError(f"Could not write {path}: {exc.strerror or exc}. The disk is full or the folder "
-                              "is not writable; the previous version of the file (if any) is intact.") from exc
-        raise
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------------

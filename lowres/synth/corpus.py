@@ -41,7 +41,7 @@ import numpy as np
 
 from lowres import LowresError, __version__
 from lowres.data.audio import TARGET_SAMPLE_RATE
-from lowres.fsutil import atomic_write_json, atomic_write_lines
+from lowres.fsutil import atomic_write_json, atomic_write_lines, claim_folder
 
 # (variant, gender): eSpeak NG voice variants that sound like plausible (if synthetic) human speakers.
 VARIANTS: tuple[tuple[str, str], ...] = (
@@ -149,7 +149,9 @@ def build_corpus(
     _check_numbers(hours, unlabeled_hours, dev_hours, test_hours, speakers, noise, workers)
     language = engine().language(lang)
     lexicon = load_lexicon(lang, words)
-    _claim(out, overwrite)
+    claim_folder(out, what="synthetic corpus", overwrite=overwrite, clear=_clear_outputs,
+                 hint="Pass --overwrite to replace the synthetic corpus in it (other files are left alone), "
+                      "or choose another --out.")
     workers = _auto_workers(workers)
 
     cast = make_speakers(speakers, seed)
@@ -213,22 +215,15 @@ def _auto_workers(requested: int) -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
 
-def _claim(out: Path, overwrite: bool) -> None:
-    """Refuse a non-empty folder unless ``overwrite``; with it, remove only this command's own outputs."""
-    if out.exists() and not out.is_dir():
-        raise LowresError(f"--out {out} is a file; give a folder for the synthetic corpus.")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise LowresError(f"The output folder {out} is not empty. Pass --overwrite to replace the synthetic "
-                              "corpus in it (other files are left alone), or choose another --out.")
-        for folder in (out / "labeled" / "wavs", out / "unlabeled"):
-            if folder.is_dir():
-                for child in folder.iterdir():
-                    if child.is_file() and child.suffix == ".wav":
-                        child.unlink()
-        for name in ("labeled/corpus.tsv", "synth_report.json"):
-            (out / name).unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+def _clear_outputs(out: Path) -> None:
+    """What --overwrite removes: only the files synth writes (other files are left alone)."""
+    for folder in (out / "labeled" / "wavs", out / "unlabeled"):
+        if folder.is_dir():
+            for child in folder.iterdir():
+                if child.is_file() and child.suffix == ".wav":
+                    child.unlink()
+    for name in ("labeled/corpus.tsv", "synth_report.json"):
+        (out / name).unlink(missing_ok=True)
 
 
 def make_speakers(n: int, seed: int) -> list[Speaker]:

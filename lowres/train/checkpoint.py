@@ -16,13 +16,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import torch
 
 from lowres import LowresError
-from lowres.fsutil import _umask, atomic_write_bytes, atomic_write_json, atomic_write_text
+from lowres.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, atomic_writer
 
 LATEST = "latest"
 
@@ -37,25 +36,17 @@ def save_safetensors(path: Path, tensors: dict, metadata: dict | None = None) ->
 
 
 def _torch_save_atomic(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~_umask())
-    os.close(fd)
+    """``torch.save`` streamed into fsutil's atomic writer (no second copy of the state in memory)."""
     try:
-        torch.save(obj, tmp)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
+        with atomic_writer(path) as f:
+            torch.save(obj, f)
+    except OSError as exc:  # beyond the writer's full-disk cases (an I/O error, a file too big): still one message
         raise LowresError(f"Could not write {path}: {exc.strerror or exc}. The disk may be full; the previous "
                           "checkpoint is intact. Free some space and continue with --resume.") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
-def save_checkpoint(run: Path, step: int, weights: dict, trainer_state: dict, meta: dict, keep: int = 2) -> Path:
+def save_checkpoint(run: str | os.PathLike, step: int, weights: dict, trainer_state: dict, meta: dict,
+                    keep: int = 2) -> Path:
     folder = Path(run) / "checkpoints" / f"step-{step:08d}"
     if folder.exists():
         shutil.rmtree(folder)
@@ -78,7 +69,7 @@ def _prune(folder: Path, keep: int, current: str) -> None:
             shutil.rmtree(partial, ignore_errors=True)
 
 
-def latest_checkpoint(run: Path) -> Path | None:
+def latest_checkpoint(run: str | os.PathLike) -> Path | None:
     """The newest complete checkpoint: the one ``latest`` names, else the newest folder with its meta.json."""
     folder = Path(run) / "checkpoints"
     pointer = folder / LATEST
