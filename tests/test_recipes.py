@@ -138,3 +138,65 @@ def test_recorded_configurations_still_load():
             continue
         cls = AdaptConfig if "adapt" in name and "finetune" not in name else FinetuneConfig
         assert to_dict(from_dict(cls, expected)) == expected, name
+
+
+# ---------------------------------------------------------------------------------------------------
+# every numeric setting is checked where it is resolved: a bad value is one message naming its dotted key,
+# before a command touches torch, peft or --out (issue #14 item 2)
+
+
+@pytest.mark.parametrize("args, key", [
+    (["--set", "optim.lr=-1"], "optim.lr"),
+    (["--set", "optim.lr=nan"], "optim.lr"),
+    (["--lr", "inf"], "optim.lr"),
+    (["--lora-rank", "0"], "lora.rank"),
+    (["--set", "lora.dropout=1"], "lora.dropout"),
+    (["--set", "train.log_every=0"], "train.log_every"),
+    (["--set", "schedule.final_scale=0"], "schedule.final_scale"),
+    (["--set", "augment.speed=[1.1,0.9]"], "augment.speed"),
+])
+def test_finetune_refuses_bad_values_before_writing(tmp_path, args, key):
+    from typer.testing import CliRunner
+
+    from lowres.cli import app
+
+    data = tmp_path / "prep"
+    (data / "manifests").mkdir(parents=True)
+    (data / "vocab.json").write_text("{}")
+    out = tmp_path / "run"
+    res = CliRunner().invoke(app, ["finetune", "--data", str(data), "--base", "tiny", "--out", str(out), *args])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2 and f"Invalid setting: {key} must be" in text, res.output
+    assert "Traceback" not in res.output and not out.exists()
+
+
+@pytest.mark.parametrize("sets, key", [
+    (("optim.lr=nan",), "optim.lr"),
+    (("model.mask_prob=1",), "model.mask_prob"),
+    (("model.mask_prob=0", "model.min_spans=0"), "model.mask_prob"),
+    (("model.layerdrop=-0.1",), "model.layerdrop"),
+    (("gumbel.min=0",), "gumbel.min"),
+    (("loss.logit_temperature=0",), "loss.logit_temperature"),
+    (("train.heads_warmup_steps=-2",), "train.heads_warmup_steps"),
+])
+def test_adapt_refuses_bad_values(sets, key):
+    from lowres import LowresError
+
+    with pytest.raises(LowresError, match=rf"Invalid setting: {key}\b.*\(given in --set\)"):
+        resolve_adapt(sets=sets)
+
+
+def test_shared_settings_have_one_rule():
+    """mask_prob is the same setting in both commands: 0 is fine in both (adapt still masks min_spans spans),
+    1 is refused by both with the same words."""
+    from lowres import LowresError
+
+    assert resolve_finetune("1h", sets=("model.mask_prob=0",)).model.mask_prob == 0
+    assert resolve_adapt(sets=("model.mask_prob=0",)).model.mask_prob == 0
+    messages = []
+    for resolve in (lambda: resolve_finetune("1h", sets=("model.mask_prob=1",)),
+                    lambda: resolve_adapt(sets=("model.mask_prob=1",))):
+        with pytest.raises(LowresError) as info:
+            resolve()
+        messages.append(str(info.value))
+    assert messages[0] == messages[1]
