@@ -97,6 +97,43 @@ class Emit(StrEnum):
     fairseq = "fairseq"
 
 
+# prepare's options that set a PrepareConfig field: option name -> field. Their defaults are read from the
+# dataclass (the one place they are declared), so --help shows them and nothing here can drift.
+_PREPARE_FIELDS = {"seed": "seed", "min_duration": "min_duration_s", "max_duration": "max_duration_s",
+                   "min_segment": "segment_min_s", "max_segment": "segment_max_s", "dev_fraction": "dev_fraction",
+                   "test_fraction": "test_fraction", "min_char_count": "min_char_count", "units": "units",
+                   "unicode": "unicode_form", "digits": "digits", "workers": "workers"}
+
+
+def _prepare_default(option: str):
+    """The default of a prepare option: the PrepareConfig field's."""
+    from lowres.config import PrepareConfig
+
+    return getattr(PrepareConfig(), _PREPARE_FIELDS[option])
+
+
+def _prepare_config(given: dict):
+    """PrepareConfig from prepare's options; its messages name the options, not the fields."""
+    import re
+
+    from lowres.config import PrepareConfig
+
+    fields = {_PREPARE_FIELDS[k]: v for k, v in given.items() if k in _PREPARE_FIELDS}
+    fields["unicode_form"] = fields["unicode_form"].upper()
+    if given.get("keep_case"):
+        fields["lowercase"] = False
+    if given.get("no_apostrophes"):
+        fields["keep_apostrophes"] = False
+    if given.get("emit"):
+        fields["emit"] = tuple(e.value for e in given["emit"])
+    try:
+        return PrepareConfig(**fields)
+    except ValueError as exc:
+        flags = {f: "--" + o.replace("_", "-") for o, f in _PREPARE_FIELDS.items()}
+        message = re.sub(r"\b(" + "|".join(map(re.escape, flags)) + r")\b", lambda m: flags[m.group(1)], str(exc))
+        raise LowresError(f"{message}.") from None
+
+
 @app.command(no_args_is_help=True)
 @friendly
 def prepare(
@@ -104,7 +141,7 @@ def prepare(
     out: Path = typer.Option(..., "--out", "-o", help="Output folder (must be empty or new, unless --overwrite)."),
     format: Format | None = typer.Option(None, "--format", "-f", help="Corpus layout; detected when unambiguous."),
     unlabeled: Path | None = typer.Option(None, help="Folder of unlabeled audio for `lowres adapt`."),
-    seed: int = typer.Option(0, help="Seed for the split draws (same seed, same splits)."),
+    seed: int = typer.Option(_prepare_default("seed"), help="Seed for the split draws (same seed, same splits)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace lowres's outputs in a non-empty --out."),
     emit: list[Emit] = typer.Option([], metavar="FORMAT", help="Also write another tool's files: fairseq (.tsv/.ltr/.wrd)."),
     dev: list[Path] = typer.Option([], metavar="DIR", help="LibriSpeech: a dev folder (repeatable), e.g. LibriSpeech/dev-clean."),
@@ -116,18 +153,26 @@ def prepare(
     lang: str | None = typer.Option(None, help="Shipped per-language text rules, e.g. haw, tr, sw."),
     text_rules: Path | None = typer.Option(None, help="Your own text rules (TOML; see README)."),
     keep_case: bool = typer.Option(False, "--keep-case", help="Do not lower-case transcripts."),
-    unicode: str = typer.Option("NFKC", help="Unicode normal form: NFKC or NFC."),
-    digits: str = typer.Option("keep", help="Digits in transcripts: keep or drop (always reported)."),
+    unicode: str = typer.Option(_prepare_default("unicode"), help="Unicode normal form: NFKC or NFC."),
+    digits: str = typer.Option(_prepare_default("digits"), help="Digits in transcripts: keep or drop (always "
+                               "reported)."),
     no_apostrophes: bool = typer.Option(False, "--no-apostrophes", help="Remove apostrophes inside words too."),
-    min_char_count: int = typer.Option(2, help="Symbols seen fewer times in training become <unk>."),
-    units: str = typer.Option("grapheme", help="Vocabulary symbols: grapheme (clusters) or codepoint."),
-    min_duration: float = typer.Option(0.25, help="Reject labeled clips shorter than this (s)."),
-    max_duration: float = typer.Option(40.0, help="Reject labeled clips longer than this (s)."),
-    min_segment: float = typer.Option(2.0, help="Unlabeled: shortest piece (s)."),
-    max_segment: float = typer.Option(15.6, help="Unlabeled: longest piece (s); longer recordings are cut."),
-    dev_fraction: float = typer.Option(0.1, help="Share of the pool carved out as dev when the corpus has none."),
-    test_fraction: float = typer.Option(0.1, help="Share carved out as test when the corpus has none."),
-    workers: int = typer.Option(0, help="Threads probing audio (0 = automatic)."),
+    min_char_count: int = typer.Option(_prepare_default("min_char_count"), help="Symbols seen fewer times in "
+                                       "training become <unk>."),
+    units: str = typer.Option(_prepare_default("units"), help="Vocabulary symbols: grapheme (clusters) or "
+                              "codepoint."),
+    min_duration: float = typer.Option(_prepare_default("min_duration"), help="Reject labeled clips shorter than "
+                                       "this (s)."),
+    max_duration: float = typer.Option(_prepare_default("max_duration"), help="Reject labeled clips longer than "
+                                       "this (s)."),
+    min_segment: float = typer.Option(_prepare_default("min_segment"), help="Unlabeled: shortest piece (s)."),
+    max_segment: float = typer.Option(_prepare_default("max_segment"), help="Unlabeled: longest piece (s); longer "
+                                      "recordings are cut."),
+    dev_fraction: float = typer.Option(_prepare_default("dev_fraction"), help="Share of the pool carved out as dev "
+                                       "when the corpus has none."),
+    test_fraction: float = typer.Option(_prepare_default("test_fraction"), help="Share carved out as test when the "
+                                        "corpus has none."),
+    workers: int = typer.Option(_prepare_default("workers"), help="Threads probing audio (0 = automatic)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no table."),
 ):
     """Corpus → manifests, character vocabulary and nested 10min ⊂ 1h ⊂ 10h ⊂ full splits.
@@ -137,7 +182,6 @@ def prepare(
     Writes OUT/manifests/{10min,1h,10h,full,dev,test}.jsonl, OUT/unlabeled.jsonl, OUT/vocab.json,
     OUT/dict.ltr.txt, OUT/rejects.jsonl and OUT/prepare_report.json.
     """
-    from lowres.config import PrepareConfig
     from lowres.data.corpora import CorpusOptions
     from lowres.data.prepare import prepare as run_prepare
     from lowres.data.prepare import print_summary
@@ -146,16 +190,11 @@ def prepare(
     if lang and text_rules:
         raise LowresError("Give --lang or --text-rules, not both.")
     rules = load_rules(text_rules) if text_rules else load_rules(lang) if lang else LanguageRules()
-    try:
-        cfg = PrepareConfig(
-            seed=seed, min_duration_s=min_duration, max_duration_s=max_duration, segment_min_s=min_segment,
-            segment_max_s=max_segment, dev_fraction=dev_fraction, test_fraction=test_fraction,
-            min_char_count=min_char_count, units=units, unicode_form=unicode.upper(), lowercase=not keep_case,
-            keep_apostrophes=not no_apostrophes, digits=digits, workers=workers,
-            emit=tuple(e.value for e in emit),
-        )
-    except ValueError as exc:
-        raise LowresError(str(exc)) from None
+    cfg = _prepare_config(dict(
+        seed=seed, min_duration=min_duration, max_duration=max_duration, min_segment=min_segment,
+        max_segment=max_segment, dev_fraction=dev_fraction, test_fraction=test_fraction,
+        min_char_count=min_char_count, units=units, unicode=unicode, digits=digits, workers=workers,
+        keep_case=keep_case, no_apostrophes=no_apostrophes, emit=emit))
     opts = CorpusOptions(dev_dirs=tuple(dev), test_dirs=tuple(test), audio_column=audio_column,
                          text_column=text_column, speaker_column=speaker_column, cv_pool=cv_pool)
     console = None if quiet else _stdout()
@@ -163,7 +202,6 @@ def prepare(
                          corpus_opts=opts, rules=rules, overwrite=overwrite, console=console)
     if console is not None:
         print_summary(result, console)
-
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -366,6 +404,7 @@ def eval_(
     Writes hyps.jsonl (reference, hypothesis, errors per utterance) and metrics.json (wer, cer,
     num_utterances, rtf, worst utterances, character confusions).
     """
+    from lowres.data.prepared import PreparedDir
     from lowres.evaluate import run_eval
 
     if manifest is None and data is None:
@@ -373,10 +412,8 @@ def eval_(
     if manifest is not None and data is not None:
         raise LowresError("Give --manifest or --data/--split, not both.")
     if manifest is None:
-        manifest = Path(data) / "manifests" / f"{split}.jsonl"
-        if not manifest.is_file():
-            names = sorted(p.stem for p in (Path(data) / "manifests").glob("*.jsonl"))
-            raise LowresError(f"No split {split!r} in {data} (no {manifest}). Available: {', '.join(names) or 'none'}.")
+        prepared = PreparedDir.open(data, need_vocab=False)  # eval needs the manifest, the run has its vocabulary
+        manifest = prepared.require(split)
     elif not manifest.is_file():
         raise LowresError(f"--manifest {manifest}: file not found.")
     tune_on = None
@@ -385,7 +422,7 @@ def eval_(
             raise LowresError("--tune-lm needs --lm LM_DIR (the folder written by `lowres lm`).")
         if lm_weight is not None or word_score is not None:
             raise LowresError("Give --tune-lm or fixed --lm-weight/--word-score, not both: tuning searches them.")
-        tune_on = manifest.parent / "dev.jsonl"
+        tune_on = prepared.manifest("dev") if data is not None else manifest.parent / "dev.jsonl"
         if not tune_on.is_file():
             raise LowresError(f"--tune-lm tunes on the dev split, and there is no {tune_on}. Pass --data PREPARED "
                               "(its manifests/dev.jsonl is used) or a --manifest that has a dev.jsonl beside it.")

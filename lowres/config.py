@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import math
 import tomllib
 import types
 import typing
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from lowres import LowresError
+from lowres.data.splits import LABELED_SPLITS
 
 # ---------------------------------------------------------------------------------------------------
 # generic machinery
@@ -121,7 +123,8 @@ def _coerce(value: Any, tp, where: str):
 
 
 def _field_types(cls) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in typing.get_type_hints(cls).items() if k in names}
 
 
 def _unknown_key(cls, key: str, where: str) -> LowresError:
@@ -148,9 +151,8 @@ def merge(cfg, updates: dict, prefix: str = ""):
             changes[key] = _coerce(value, hints[key], f"{prefix}{key}")
     try:
         return dataclasses.replace(cfg, **changes)
-    except (ValueError, TypeError) as exc:
-        where = f"[{prefix.rstrip('.')}]" if prefix else "the configuration"
-        raise LowresError(f"Invalid setting in {where}: {exc}") from None
+    except (ValueError, TypeError) as exc:  # the dataclass's own rule (its message names the dotted key)
+        raise LowresError(f"Invalid setting: {exc}.") from None
 
 
 def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
@@ -209,6 +211,51 @@ def load_recipe(name_or_path: str | Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------
+# validation: one rule per setting, each naming its dotted key (merge turns the ValueError into a LowresError)
+
+
+def _interval(low, high, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '>='} {low:g}"
+    return f"{'<' if high_open else '<='} {high:g}"
+
+
+def _check(section: str, cfg, name: str, low: float | None = None, high: float | None = None, *,
+           low_open: bool = False, high_open: bool = False, optional: bool = False, special: dict | None = None
+           ) -> None:
+    """Refuse ``cfg.<name>`` unless it is a finite number in the interval (``optional``: None is fine too;
+    ``special``: values with a meaning of their own, e.g. ``{-1: "automatic"}``)."""
+    value = getattr(cfg, name)
+    special = special or {}
+    if (value is None and optional) or (value in special and not isinstance(value, bool)):
+        return
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value < high if high_open else value <= high
+    if not ok:
+        key = f"{section}.{name}" if section else name
+        also = "".join(f" or {v:g} ({why})" for v, why in special.items())
+        kind = "an integer" if isinstance(value, int) and not isinstance(value, bool) else "a finite number"
+        raise ValueError(f"{key} must be {kind} {_interval(low, high, low_open, high_open)}{also}, not {value!r}")
+
+
+def _check_range(section: str, cfg, name: str, low: float | None = None, *, low_open: bool = False) -> None:
+    """A ``(lo, hi)`` pair: both finite (and above ``low``), lo <= hi."""
+    lo, hi = getattr(cfg, name)
+    key = f"{section}.{name}" if section else name
+    for v in (lo, hi):
+        if not math.isfinite(v) or (low is not None and (v <= low if low_open else v < low)):
+            bound = f" {_interval(low, None, low_open, False)}" if low is not None else ""
+            raise ValueError(f"{key} must be two finite numbers{bound}, not {[lo, hi]!r}")
+    if lo > hi:
+        raise ValueError(f"{key} must be [low, high] with low <= high, not {[lo, hi]!r}")
+
+
+# ---------------------------------------------------------------------------------------------------
 # prepare
 
 
@@ -224,51 +271,104 @@ class PrepareConfig:
     split_tolerance: float = 0.02  # each split within 2% of its target duration
     min_char_count: int = 2  # symbols seen fewer times in the training pool become <unk>
     units: str = "grapheme"  # vocabulary symbols: grapheme clusters, or codepoint
-    unicode_form: str = "NFKC"
+    unicode_form: str = "NFKC"  # NFKC or NFC (checked by lowres.data.text.TextConfig)
     lowercase: bool = True
     keep_apostrophes: bool = True
-    digits: str = "keep"  # keep | drop
+    digits: str = "keep"  # keep | drop (checked by lowres.data.text.TextConfig)
     workers: int = 0  # probing threads; 0 = automatic
     emit: tuple[str, ...] = ()  # extra formats: "fairseq"
 
     def __post_init__(self):
         if self.units not in ("grapheme", "codepoint"):
             raise ValueError(f"units must be grapheme or codepoint, not {self.units!r}")
+        _check("", self, "min_duration_s", 0)
+        _check("", self, "max_duration_s", self.min_duration_s if math.isfinite(self.min_duration_s) else 0,
+               low_open=True)
+        _check("", self, "segment_min_s", 0, low_open=True)
+        _check("", self, "segment_max_s", 0, low_open=True)
         if self.segment_max_s < 2 * self.segment_min_s:
             raise ValueError("segment_max_s must be at least twice segment_min_s")
         if not (0 <= self.dev_fraction < 0.5 and 0 <= self.test_fraction < 0.5):
             raise ValueError("dev_fraction and test_fraction must be in [0, 0.5)")
+        _check("", self, "split_tolerance", 0, 1, high_open=True)
         if self.min_char_count < 1:
             raise ValueError("min_char_count must be at least 1")
+        _check("", self, "workers", 0)
         for e in self.emit:
             if e != "fairseq":
                 raise ValueError(f"unknown --emit format {e!r} (known: fairseq)")
 
 
 # ---------------------------------------------------------------------------------------------------
-# fine-tuning (recipes/finetune_*.toml hold the per-split deltas)
+# what fine-tuning and adapt share: one declaration and one rule per setting. Both commands keep their own
+# sections ([model], [optim], [train]) with the same keys as before, so `--set model.mask_prob=...` works in
+# both and old config.json files load. A field without a default here is one where the two really differ:
+# each command declares its default, with the reason, in its own class below.
 
 
-@dataclass(frozen=True)
-class ModelConfig:
-    layerdrop: float = 0.1  # probability of skipping each transformer layer in an update
-    mask_prob: float = 0.65  # time masking: share of frames that start a span (≈49% end up masked)
-    mask_length: int = 10  # frames per time span
-    mask_channel_prob: float = 0.25  # channel masking on the transformer input
-    mask_channel_length: int = 64
-    final_dropout: float = 0.0  # dropout before the CTC head
-    dropout: float | None = None  # transformer dropouts; None keeps the checkpoint's values
-    attention_dropout: float | None = None
-    activation_dropout: float | None = None
-    projection_dropout: float | None = None
-    freeze_feature_encoder: bool | None = None  # None: frozen for pretrained bases, trained from scratch
+@dataclass(frozen=True, kw_only=True)
+class SharedModelConfig:
+    """``[model]`` settings of both fine-tuning and adapt."""
+
+    layerdrop: float  # probability of skipping each transformer layer in an update
+    mask_prob: float = 0.65  # time masking: share of frames that start a span (≈49% end up masked); wav2vec
+    #                          2.0 uses p = 0.65 for pretraining and for fine-tuning alike
+    mask_length: int = 10  # frames per time span (wav2vec 2.0's M = 10 in both)
+    freeze_feature_encoder: bool | None = None  # None: frozen for pretrained bases (the literature's choice
+    # for fine-tuning and for continued pretraining), trained for a randomly initialised one
 
     def __post_init__(self):
-        for name in ("layerdrop", "mask_prob", "mask_channel_prob", "final_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"model.{name} must be in [0, 1)")
-        if self.mask_length < 1 or self.mask_channel_length < 1:
-            raise ValueError("mask lengths must be at least 1")
+        _check("model", self, "layerdrop", 0, 1, high_open=True)
+        _check("model", self, "mask_prob", 0, 1, high_open=True)
+        _check("model", self, "mask_length", 1)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SharedOptimConfig:
+    """``[optim]`` settings of both fine-tuning and adapt (AdamW)."""
+
+    lr: float  # peak learning rate
+    head_lr: float | None = None  # the parts that start fresh (fine-tuning: CTC head and mask embedding; adapt:
+    #                               quantizer, projections, mask embedding); None = lr
+    betas: tuple[float, float] = (0.9, 0.98)  # wav2vec 2.0's Adam betas, pretraining and fine-tuning
+    eps: float
+    weight_decay: float
+    clip_norm: float  # gradient norm clipping; 0 disables it
+
+    def __post_init__(self):
+        _check("optim", self, "lr", 0, low_open=True)
+        _check("optim", self, "head_lr", 0, low_open=True, optional=True)
+        for beta in self.betas:
+            if not (math.isfinite(beta) and 0 <= beta < 1):
+                raise ValueError(f"optim.betas must be two numbers in [0, 1), not {list(self.betas)!r}")
+        _check("optim", self, "eps", 0, low_open=True)
+        _check("optim", self, "weight_decay", 0)
+        _check("optim", self, "clip_norm", 0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SharedTrainConfig:
+    """``[train]`` settings of both fine-tuning and adapt: the run's length and batches, logging, the runtime."""
+
+    max_steps: int  # optimizer updates
+    batch_seconds: float = 200.0  # audio per micro-batch, padding included
+    accumulate: int  # micro-batches per update (audio per update = batch_seconds × accumulate)
+    save_every: int = 500  # training-state checkpoint every N updates (0 = only at the end)
+    log_every: int = 10  # a metrics line every N updates
+    num_workers: int = -1  # audio decoding processes; -1 = automatic
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp32
+    threads: int = 0  # CPU threads; 0 = all cores
+
+    def __post_init__(self):
+        _check("train", self, "max_steps", 1)
+        _check("train", self, "batch_seconds", 0, low_open=True)
+        _check("train", self, "accumulate", 1)
+        _check("train", self, "save_every", 0)
+        _check("train", self, "log_every", 1)
+        _check("train", self, "num_workers", 0, special={-1: "automatic"})
+        _check("train", self, "threads", 0)
 
 
 @dataclass(frozen=True)
@@ -278,15 +378,42 @@ class LoraSettings:
     alpha: float = 16.0
     dropout: float = 0.0
 
+    def __post_init__(self):
+        _check("lora", self, "rank", 1)
+        _check("lora", self, "alpha", 0, low_open=True)
+        _check("lora", self, "dropout", 0, 1, high_open=True)
 
-@dataclass(frozen=True)
-class OptimConfig:
-    lr: float = 5e-4  # peak learning rate (LoRA wants ~10x full fine-tuning's 5e-5)
-    head_lr: float | None = None  # CTC head and mask embedding; None = lr
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    clip_norm: float = 1.0  # 0 disables clipping
+
+# ---------------------------------------------------------------------------------------------------
+# fine-tuning (recipes/finetune_*.toml hold the per-split deltas)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(SharedModelConfig):
+    layerdrop: float = 0.1  # fairseq's base_10m/base_1h value; adapt keeps more layers (see AdaptModelConfig)
+    mask_channel_prob: float = 0.25  # channel masking on the transformer input (fine-tuning only)
+    mask_channel_length: int = 64
+    final_dropout: float = 0.0  # dropout before the CTC head
+    dropout: float | None = None  # transformer dropouts; None keeps the checkpoint's values
+    attention_dropout: float | None = None
+    activation_dropout: float | None = None
+    projection_dropout: float | None = None
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check("model", self, "mask_channel_prob", 0, 1, high_open=True)
+        _check("model", self, "mask_channel_length", 1)
+        _check("model", self, "final_dropout", 0, 1, high_open=True)
+        for name in ("dropout", "attention_dropout", "activation_dropout", "projection_dropout"):
+            _check("model", self, name, 0, 1, high_open=True, optional=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class OptimConfig(SharedOptimConfig):
+    lr: float = 5e-4  # peak (LoRA wants ~10x full fine-tuning's 5e-5; adapt trains whole weights: 1e-4)
+    eps: float = 1e-8  # fairseq's fine-tuning value (its pretraining, hence adapt, uses 1e-6)
+    weight_decay: float = 0.0  # fairseq fine-tunes without weight decay (its pretraining uses 0.01)
+    clip_norm: float = 1.0  # fine-tuning clips hard (adapt's 10 only catches spikes of the contrastive loss)
 
 
 @dataclass(frozen=True)
@@ -300,37 +427,32 @@ class ScheduleConfig:
     final_scale: float = 0.05
 
     def __post_init__(self):
-        if min(self.warmup, self.hold, self.decay) < 0 or abs(self.warmup + self.hold + self.decay - 1.0) > 1e-6:
+        for name in ("warmup", "hold", "decay"):
+            _check("schedule", self, name, 0, 1)
+        if abs(self.warmup + self.hold + self.decay - 1.0) > 1e-6:
             raise ValueError("schedule.warmup + hold + decay must add up to 1")
+        _check("schedule", self, "init_scale", 0, 1)
+        _check("schedule", self, "final_scale", 0, 1, low_open=True)  # the decay is exponential: never 0
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    max_steps: int = 13000  # optimizer updates
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig(SharedTrainConfig):
+    max_steps: int = 13000  # fairseq's base_10m/base_1h run length
     head_only_steps: int = 1000  # first updates train only the CTC head (transformer frozen)
-    batch_seconds: float = 200.0  # audio per micro-batch, padding included
-    accumulate: int = 8  # micro-batches per update (audio per update = batch_seconds × accumulate)
+    accumulate: int = 8  # 200 s × 8 = 1600 s of audio per update, fairseq's fine-tuning batch
     max_utterance_s: float = 0.0  # longer training clips are dropped and counted; 0 = batch_seconds
     eval_every: int = 500  # dev WER every N updates (0 = only at the end)
-    save_every: int = 500  # training-state checkpoint every N updates
-    log_every: int = 10
     dev_max_utterances: int = 0  # evaluate on the first N dev utterances only (0 = all)
     best_metric: str = "wer"  # wer | cer: the dev metric that picks the delivered weights (all-blank ones never)
-    num_workers: int = -1  # audio decoding processes; -1 = automatic
-    seed: int = 0
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp32
-    threads: int = 0  # CPU threads; 0 = all cores
 
     def __post_init__(self):
-        if self.max_steps < 1:
-            raise ValueError("train.max_steps must be at least 1")
+        super().__post_init__()
         if self.best_metric not in ("wer", "cer"):
             raise ValueError("train.best_metric must be wer or cer")
-        if self.batch_seconds <= 0 or self.accumulate < 1:
-            raise ValueError("train.batch_seconds must be > 0 and train.accumulate >= 1")
-        if self.head_only_steps < 0:
-            raise ValueError("train.head_only_steps must be >= 0")
+        _check("train", self, "head_only_steps", 0)
+        _check("train", self, "max_utterance_s", 0)
+        _check("train", self, "eval_every", 0)
+        _check("train", self, "dev_max_utterances", 0)
 
 
 @dataclass(frozen=True)
@@ -346,6 +468,13 @@ class AugmentConfig:
     pitch_prob: float = 0.0
     pitch_semitones: tuple[float, float] = (-2.0, 2.0)
     band_prob: float = 0.0  # band-pass filtering (telephone-like)
+
+    def __post_init__(self):
+        for name in ("noise_prob", "gain_prob", "speed_prob", "pitch_prob", "band_prob"):
+            _check("augment", self, name, 0, 1)
+        for name in ("noise_snr_db", "gain_db", "pitch_semitones"):
+            _check_range("augment", self, name)
+        _check_range("augment", self, "speed", 0, low_open=True)
 
     @property
     def enabled(self) -> bool:
@@ -380,6 +509,12 @@ class QuantizerConfig:
     dim: int = 0  # codevector dim (all groups together); 0 = final_dim
     final_dim: int = 0  # contrastive space; 0 = 256 for models up to 768 wide, 768 above
 
+    def __post_init__(self):
+        _check("quantizer", self, "groups", 1)
+        _check("quantizer", self, "entries", 1)
+        _check("quantizer", self, "dim", 0)
+        _check("quantizer", self, "final_dim", 0)
+
 
 @dataclass(frozen=True)
 class PretrainLossConfig:
@@ -390,8 +525,11 @@ class PretrainLossConfig:
     feature_dropout: float = 0.1  # on the quantizer input (and the projected features)
 
     def __post_init__(self):
-        if self.num_negatives < 1:
-            raise ValueError("loss.num_negatives must be at least 1")
+        _check("loss", self, "num_negatives", 1)
+        _check("loss", self, "logit_temperature", 0, low_open=True)
+        _check("loss", self, "diversity_weight", 0)
+        _check("loss", self, "feature_penalty", 0, special={-1: "automatic"})
+        _check("loss", self, "feature_dropout", 0, 1, high_open=True)
 
 
 @dataclass(frozen=True)
@@ -403,59 +541,65 @@ class GumbelConfig:
     decay: float = 0.0  # per update; 0 = (min/start)^(1/max_steps), i.e. the floor is reached at the end
     imported_start: float = 0.0  # start when the quantizer was imported (trained); 0 = 1.5 x min
 
+    def __post_init__(self):
+        _check("gumbel", self, "max", 0, low_open=True)
+        _check("gumbel", self, "min", 0, low_open=True)
+        if self.min > self.max:
+            raise ValueError(f"gumbel.min ({self.min:g}) must not exceed gumbel.max ({self.max:g})")
+        _check("gumbel", self, "decay", 0, 1, high_open=True)
+        _check("gumbel", self, "imported_start", 0)
 
-@dataclass(frozen=True)
-class AdaptModelConfig:
-    mask_prob: float = 0.65
-    mask_length: int = 10
-    min_spans: int = 2
-    layerdrop: float = 0.05
-    freeze_feature_encoder: bool | None = None  # None: frozen for pretrained bases (the literature's choice
-    # for continued runs), trained for a randomly initialised one
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptModelConfig(SharedModelConfig):
+    layerdrop: float = 0.05  # continued pretraining keeps more layers than fine-tuning's 0.1 (the
+    #                          continued-pretraining literature's value, as fairseq's base_10h fine-tuning)
+    min_spans: int = 2  # at least this many masked spans per utterance (the contrastive loss needs masked frames)
     feature_grad_mult: float = 0.1  # scales the gradient reaching a trained conv encoder (0.1 in BASE)
 
     def __post_init__(self):
-        if not 0.0 < self.mask_prob < 1.0:
-            raise ValueError("model.mask_prob must be in (0, 1)")
+        super().__post_init__()
+        _check("model", self, "min_spans", 0)
+        if self.mask_prob == 0 and self.min_spans == 0:
+            raise ValueError("model.mask_prob = 0 with model.min_spans = 0 masks nothing, and the contrastive "
+                             "loss is computed on masked frames: raise one of them")
         if not 0.0 < self.feature_grad_mult <= 1.0:
             raise ValueError("model.feature_grad_mult must be in (0, 1] (freeze the conv encoder with "
                              "model.freeze_feature_encoder=true instead of 0)")
 
 
-@dataclass(frozen=True)
-class AdaptOptimConfig:
-    lr: float = 1e-4  # peak (continued pretraining: 5e-5 to 3e-4 in the literature)
-    head_lr: float | None = None  # quantizer / projections / mask embedding; None = lr (x10 in the heads warm-up)
-    betas: tuple[float, float] = (0.9, 0.98)
-    eps: float = 1e-6
-    weight_decay: float = 0.01
-    clip_norm: float = 10.0
+@dataclass(frozen=True, kw_only=True)
+class AdaptOptimConfig(SharedOptimConfig):
+    lr: float = 1e-4  # continued pretraining of whole weights: 5e-5 to 3e-4 in the literature
+    eps: float = 1e-6  # fairseq's wav2vec 2.0 pretraining value
+    weight_decay: float = 0.01  # fairseq's wav2vec 2.0 pretraining value
+    clip_norm: float = 10.0  # the contrastive loss has larger gradients than CTC on a few adapters
     warmup: float = 0.1  # share of max_steps, then linear decay to final_scale
     final_scale: float = 0.0
 
+    def __post_init__(self):
+        super().__post_init__()
+        _check("optim", self, "warmup", 0, 1)
+        _check("optim", self, "final_scale", 0, 1)
 
-@dataclass(frozen=True)
-class AdaptTrainConfig:
-    max_steps: int = 2000
+
+@dataclass(frozen=True, kw_only=True)
+class AdaptTrainConfig(SharedTrainConfig):
+    max_steps: int = 2000  # a short continued run; raise it for real data (20k-100k updates)
     heads_warmup_steps: int = -1  # encoder frozen while fresh heads learn; -1 = 10% of max_steps (0 if imported)
-    batch_seconds: float = 200.0
-    accumulate: int = 1
+    accumulate: int = 1  # one 200 s micro-batch per update (fine-tuning accumulates 8 for fairseq's 1600 s)
     crop_min_s: float = 2.0  # shorter pieces are dropped
     crop_max_s: float = 15.6  # longer pieces are randomly cropped
-    log_every: int = 10
-    save_every: int = 500
-    num_workers: int = -1
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int = 0
     collapse_patience: int = 3  # consecutive logged windows that look collapsed before the run stops
 
     def __post_init__(self):
-        if self.max_steps < 1:
-            raise ValueError("train.max_steps must be at least 1")
+        super().__post_init__()
+        _check("train", self, "heads_warmup_steps", 0, special={-1: "automatic"})
+        _check("train", self, "crop_min_s", 0, low_open=True)
+        _check("train", self, "crop_max_s", 0, low_open=True)
         if self.crop_max_s < self.crop_min_s:
             raise ValueError("train.crop_max_s must be >= crop_min_s")
+        _check("train", self, "collapse_patience", 1)
 
 
 @dataclass(frozen=True)
@@ -468,6 +612,7 @@ class AdaptConfig:
     gumbel: GumbelConfig = field(default_factory=GumbelConfig)
     optim: AdaptOptimConfig = field(default_factory=AdaptOptimConfig)
     train: AdaptTrainConfig = field(default_factory=AdaptTrainConfig)
+    # adapt trains the transformer's own weights unless --lora asks for adapters
     lora: LoraSettings = field(default_factory=lambda: LoraSettings(enabled=False))
 
 
@@ -496,21 +641,30 @@ def merge_nested(base: dict, updates: dict) -> dict:
     return out
 
 
-def _apply_flags(cfg, flags: dict | None):
-    return merge(cfg, nest_flags(flags))
+def _layer(cfg, updates: dict, source: str):
+    """``merge`` that says where a refused value came from (a recipe file, --set, a flag)."""
+    try:
+        return merge(cfg, updates)
+    except LowresError as exc:
+        raise LowresError(f"{str(exc).rstrip('.')} (given in {source}).") from None
 
 
 def resolve_adapt(recipe: str | Path | None = None, sets: tuple[str, ...] = (), flags: dict | None = None
                   ) -> AdaptConfig:
     """Defaults ← recipes/adapt.toml ← ``--recipe`` ← ``--set`` ← explicit flags."""
-    cfg = merge(AdaptConfig(), load_recipe("adapt"))
+    cfg = _layer(AdaptConfig(), load_recipe("adapt"), "the shipped recipe adapt.toml")
     if recipe:
-        cfg = merge(cfg, load_recipe(recipe))
-    cfg = merge(cfg, parse_sets(sets))
-    return _apply_flags(cfg, flags)
+        cfg = _layer(cfg, load_recipe(recipe), f"the recipe {recipe}")
+    cfg = _layer(cfg, parse_sets(sets), "--set")
+    return _layer(cfg, nest_flags(flags), "the command line's flags")
 
 
-SPLITS = ("10min", "1h", "10h", "full")
+SPLITS = LABELED_SPLITS  # --split of finetune: the labeled splits that prepare writes
+
+
+def shipped_recipe(split: str) -> str:
+    """The shipped recipe of a split: ``finetune_{split}``; ``full`` shares the 10h one."""
+    return {"full": "finetune_10h"}.get(split, f"finetune_{split}")
 
 
 def resolve_finetune(split: str, recipe: str | Path | None = None, sets: tuple[str, ...] = (),
@@ -518,13 +672,12 @@ def resolve_finetune(split: str, recipe: str | Path | None = None, sets: tuple[s
     """Defaults ← the split's shipped recipe ← ``--recipe`` ← ``--set`` ← explicit flags (dotted keys)."""
     if split not in SPLITS:
         raise LowresError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}.")
-    cfg = FinetuneConfig()
-    shipped = {"full": "finetune_10h"}.get(split, f"finetune_{split}")
-    cfg = merge(cfg, load_recipe(shipped))
+    shipped = shipped_recipe(split)
+    cfg = _layer(FinetuneConfig(), load_recipe(shipped), f"the shipped recipe {shipped}.toml")
     if recipe:
-        cfg = merge(cfg, load_recipe(recipe))
-    cfg = merge(cfg, parse_sets(sets))
-    return _apply_flags(merge(cfg, {"split": split}), flags)
+        cfg = _layer(cfg, load_recipe(recipe), f"the recipe {recipe}")
+    cfg = _layer(cfg, parse_sets(sets), "--set")
+    return _layer(merge(cfg, {"split": split}), nest_flags(flags), "the command line's flags")
 
 
 __all__ = [
@@ -537,8 +690,13 @@ __all__ = [
     "OptimConfig",
     "PrepareConfig",
     "ScheduleConfig",
+    "SharedModelConfig",
+    "SharedOptimConfig",
+    "SharedTrainConfig",
+    "SPLITS",
     "TrainConfig",
     "resolve_finetune",
+    "shipped_recipe",
     "field",
     "from_dict",
     "load_recipe",

@@ -39,6 +39,7 @@ def _done(folder: Path, marker: str) -> bool:
 def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = False, console=None) -> list[dict]:
     from lowres.config import PrepareConfig, resolve_adapt, resolve_finetune
     from lowres.data.prepare import prepare
+    from lowres.data.prepared import PreparedDir
     from lowres.data.text import load_rules
     from lowres.evaluate import run_eval
     from lowres.synth.corpus import build_corpus
@@ -69,6 +70,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     minutes["synth"] = (time.perf_counter() - t) / 60
 
     prepared = out / "prepared"
+    prepared_dir = PreparedDir(prepared)  # where the later steps find its manifests
     t = step("prepare: manifests, vocabulary, 10min ⊂ 1h splits")
     if not _done(prepared, "prepare_report.json"):
         prepare(synth_dir / "labeled" / "corpus.tsv", prepared, PrepareConfig(seed=seed),
@@ -78,7 +80,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     adapt_dir = out / "adapt"
     t = step(f"adapt: continued wav2vec 2.0 pretraining of the tiny model, {plan.adapt_steps} updates")
     if not _done(adapt_dir, "summary.json"):
-        cfg = resolve_adapt("demo_adapt", flags={"unlabeled": str(prepared / "unlabeled.jsonl"), "base": "tiny",
+        cfg = resolve_adapt("demo_adapt", flags={"unlabeled": str(prepared_dir.unlabeled_path), "base": "tiny",
                                                  "train.max_steps": plan.adapt_steps, "train.seed": seed})
         run_adapt(cfg, adapt_dir, overwrite=True, console=console)
     minutes["adapt"] = (time.perf_counter() - t) / 60
@@ -99,7 +101,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
                 "lora.enabled": False, "train.head_only_steps": 0, "model.freeze_feature_encoder": False})
             run_finetune(cfg, run, overwrite=True, console=console)
         train_min = (time.perf_counter() - t) / 60
-        metrics = run_eval(run, prepared / "manifests" / "test.jsonl", run / "eval-test", console=None)
+        metrics = run_eval(run, prepared_dir.manifest("test"), run / "eval-test", console=None)
         summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
         rows.append({"split": split, "start": label, "adapt": base != "tiny", "updates": steps,
                      "wer": metrics["wer"], "cer": metrics["cer"], "minutes": round(train_min, 2),

@@ -23,13 +23,11 @@ from lowres.data import audio as audio_mod
 from lowres.data.corpora import CorpusOptions, Record, Reject, detect_format, get_parser, walk_files
 from lowres.data.manifest import Utterance, json_line, write_manifest
 from lowres.data.segment import plan_cuts
-from lowres.data.splits import Item, carve_heldout, nested_splits
+from lowres.data.splits import HELDOUT_SPLITS, LABELED_SPLITS, Item, carve_heldout, nested_splits
 from lowres.data.text import LanguageRules, TextConfig, has_digit, normalize, text_config_dict
 from lowres.data.vocab import Vocab, build_vocab, count_symbols, ctc_frames_needed, tokenize
 from lowres.fsutil import atomic_write_json, atomic_write_lines, atomic_write_text, claim_folder
 
-LABELED_SPLITS = ("10min", "1h", "10h", "full")
-HELDOUT_SPLITS = ("dev", "test")
 OUTPUT_NAMES = ("manifests", "fairseq", "unlabeled.jsonl", "vocab.json", "dict.ltr.txt", "rejects.jsonl",
                 "prepare_report.json")
 

@@ -18,7 +18,6 @@ manifests cannot be given as text. The dev perplexity and OOV rate in the report
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,6 +26,8 @@ import regex
 
 from lowres import LowresError, __version__
 from lowres.data.manifest import read_manifest
+from lowres.data.prepared import PreparedDir
+from lowres.data.splits import HELDOUT_SPLITS
 from lowres.data.text import TextConfig, normalize, text_config_from_dict
 from lowres.data.vocab import Vocab
 from lowres.fsutil import atomic_write_json, claim_folder
@@ -54,20 +55,16 @@ def split_sentences(line: str) -> list[str]:
 def text_config_from_prepare(data: Path) -> tuple[TextConfig, str]:
     """The text normalisation settings (language rules included) and vocabulary units that ``prepare``
     used for ``data``, from its ``prepare_report.json``."""
-    path = Path(data) / "prepare_report.json"
+    prepared = PreparedDir(Path(data))
+    path = prepared.report_path
     if not path.is_file():
         raise LowresError(f"{data} has no prepare_report.json. Pass the folder written by `lowres prepare`.")
-    try:
-        report = json.loads(path.read_text(encoding="utf-8"))
-        text = report.get("text")
-        units = (report.get("config") or {}).get("units") or (report.get("vocabulary") or {}).get("units")
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as exc:
-        raise LowresError(f"{path} is not a valid prepare report: {exc}") from None
-    if not isinstance(text, dict):
+    text, units = prepared.text_settings, prepared.units
+    if text is None:
         raise LowresError(f"{path} has no 'text' settings (it was written by an older lowres). Run `lowres "
                           "prepare` again so the language model sees the same spellings as the acoustic model.")
     try:
-        return text_config_from_dict(text), str(units or "grapheme")
+        return text_config_from_dict(text), units
     except (TypeError, KeyError) as exc:
         raise LowresError(f"{path}: unexpected text settings: {exc}") from None
 
@@ -121,12 +118,13 @@ def build_lm(
         raise LowresError("Nothing to build from: give text files (--text), a prepared folder (--data), or both.")
     notes: list[str] = []
     units = "grapheme"
-    manifests = None
+    prepared = None
     vocab = None
     if data is not None:
         data = Path(data)
-        manifests = data / "manifests"
-        if not (manifests / "full.jsonl").is_file():
+        # without vocab.json the LM is still built (no lexicon, no unit model: noted below)
+        prepared = PreparedDir.open(data, need_vocab=False)
+        if not prepared.manifest("full").is_file():
             raise LowresError(f"{data} has no manifests/full.jsonl. Pass the folder written by `lowres prepare` "
                               "for a labeled corpus.")
         for t in texts:
@@ -139,13 +137,13 @@ def build_lm(
             text_config = prepared_cfg
         elif text_config != prepared_cfg:
             notes.append("the text normalisation given differs from the one `lowres prepare` used for --data")
-        if (data / "vocab.json").is_file():
-            vocab = Vocab.load(data, units=units)
+        if prepared.has_vocab:
+            vocab = prepared.load_vocab()
         else:
             notes.append("the prepared folder has no vocab.json: no lexicon and no unit model were written")
     text_config = text_config or TextConfig()
 
-    heldout = _heldout_transcripts(manifests) if manifests is not None else {}
+    heldout = _heldout_transcripts(prepared) if prepared is not None else {}
     if data is not None and not heldout:
         notes.append("the prepared folder has no dev or test transcripts to keep out")
     claim_folder(out, what="language model", overwrite=overwrite, clear=_clear_outputs,
@@ -178,16 +176,16 @@ def build_lm(
         task = progress.add_task("reading text", total=round(total_mb, 3) or None, unit="MB")
         for path in texts:
             sources.append(_read_text(path, text_config, corpus, keep, progress, task))
-        if manifests is not None:
-            for utt in read_manifest(manifests / "full.jsonl"):
+        if prepared is not None:
+            for utt in read_manifest(prepared.manifest("full")):
                 # already normalised by prepare; a training transcript that is also a held-out one is kept
                 # (the acoustic model trains on it too) but counted
                 if utt.text in heldout:
                     train["equal_to_dev_or_test"] += 1
                 if corpus.add(utt.text.split()):
                     train["transcripts"] += 1
-            if (manifests / "dev.jsonl").is_file():
-                dev_texts = [u.text for u in read_manifest(manifests / "dev.jsonl") if u.text]
+            if prepared.manifest("dev").is_file():
+                dev_texts = [u.text for u in read_manifest(prepared.manifest("dev")) if u.text]
         if not corpus.sentences:
             raise LowresError("No sentences are left to build a language model from (all text files and "
                               "transcripts are empty after normalisation, or were dev/test sentences).")
@@ -297,11 +295,11 @@ def _unit_dev(model, dev_texts: list[str], vocab: Vocab) -> dict:
     return {"units": ppl["words"], "perplexity": ppl["perplexity"]}
 
 
-def _heldout_transcripts(manifests: Path) -> dict[str, tuple[str, ...]]:
+def _heldout_transcripts(prepared: PreparedDir) -> dict[str, tuple[str, ...]]:
     """{normalised transcript: the held-out sets ('dev', 'test') that have it}."""
     sets: dict[str, set] = {}
-    for name in ("dev", "test"):
-        path = manifests / f"{name}.jsonl"
+    for name in HELDOUT_SPLITS:
+        path = prepared.manifest(name)
         if path.is_file():
             for u in read_manifest(path):
                 if u.text:

@@ -23,31 +23,15 @@ ALL_BLANK_NOTE = (
 )
 
 
-def _prepared(data: Path) -> tuple[Path, dict]:
-    import json
-
-    data = Path(data)
-    if not data.is_dir():
-        raise LowresError(f"--data {data}: no such folder. Give the --out folder of `lowres prepare`.")
-    report_path = data / "prepare_report.json"
-    if not (data / "vocab.json").is_file() or not (data / "manifests").is_dir():
-        raise LowresError(f"--data {data} is not a prepared folder (no vocab.json or manifests/). Run "
-                          f"`lowres prepare CORPUS --out {data}` first.")
-    report = json.loads(report_path.read_text(encoding="utf-8")) if report_path.is_file() else {}
-    return data, report
-
-
-def manifest_paths(cfg) -> tuple[Path, Path | None]:
-    data = Path(cfg.data)
-    train = Path(cfg.train_manifest) if cfg.train_manifest else data / "manifests" / f"{cfg.split}.jsonl"
+def manifest_paths(cfg, prepared) -> tuple[Path, Path | None]:
+    """(train manifest, dev manifest or None) of a fine-tuning configuration on its prepared folder."""
+    train = Path(cfg.train_manifest) if cfg.train_manifest else prepared.manifest(cfg.split)
     if cfg.dev_manifest:
         dev: Path | None = Path(cfg.dev_manifest)
         if not dev.is_file():
             raise LowresError(f"dev manifest {dev} not found.")
     else:
-        dev = data / "manifests" / "dev.jsonl"
-        if not dev.is_file() or dev.stat().st_size == 0:
-            dev = None
+        dev = prepared.dev_manifest()
     if not train.is_file():
         raise LowresError(f"Training manifest {train} not found. `lowres prepare` writes manifests/10min.jsonl, "
                           "1h.jsonl, 10h.jsonl and full.jsonl; check --data and --split.")
@@ -64,14 +48,15 @@ class CTCTask(Task):
     # -- inputs and model ---------------------------------------------------------------------------------
     def check_inputs(self) -> None:
         from lowres.data.manifest import read_manifest
+        from lowres.data.prepared import PreparedDir
 
         cfg = self.cfg
-        self.data, self.report = _prepared(Path(cfg.data))
-        self.train_path, self.dev_path = manifest_paths(cfg)
+        self.prepared = PreparedDir.open(cfg.data)
+        self.train_path, self.dev_path = manifest_paths(cfg, self.prepared)
         self.train_all = list(read_manifest(self.train_path, require_text=True))
         if not self.train_all:
             raise LowresError(f"{self.train_path} holds no utterances: nothing to train on. Check the prepare "
-                              f"report ({self.data / 'prepare_report.json'}) for why.")
+                              f"report ({self.prepared.report_path}) for why.")
         self.dev_all = list(read_manifest(self.dev_path, require_text=True)) if self.dev_path else []
 
     def build(self) -> None:
@@ -82,14 +67,13 @@ class CTCTask(Task):
         from lowres.runs import RUN_VOCAB, load_base, rebuild_base
 
         run, cfg, t = self.run, self.cfg, self.cfg.train
-        resumed = run.mode == "resume"
-        vocab_src = run.out / RUN_VOCAB if resumed else self.data / "vocab.json"
-        self.vocab = Vocab.load(vocab_src, units=self.report.get("config", {}).get("units", "grapheme"))
-        if resumed:
+        if run.mode == "resume":
+            self.vocab = Vocab.load(run.out / RUN_VOCAB, units=run.record.vocab_units or self.prepared.units)
             self.text_dict = run.record.text
             self.loaded = rebuild_base(run.record, t.seed)
         else:
-            self.text_dict = self.report.get("text")
+            self.vocab = self.prepared.load_vocab()
+            self.text_dict = self.prepared.text_settings
             self.loaded = load_base(cfg.base, seed=t.seed)
         self.text_cfg = text_config_from_dict(self.text_dict)
         max_utt = t.max_utterance_s or t.batch_seconds
@@ -113,7 +97,7 @@ class CTCTask(Task):
         from lowres.config import to_dict
         from lowres.runs import RunRecord, stored_base
 
-        self.cfg = replace(self.cfg, data=str(self.data.resolve()), base=stored_base(self.cfg.base))
+        self.cfg = replace(self.cfg, data=str(self.prepared.root.resolve()), base=stored_base(self.cfg.base))
         return RunRecord(
             kind=self.kind, config=to_dict(self.cfg), backbone=self.loaded.spec.to_dict(), base=self.cfg.base,
             base_fingerprint=self.loaded.fingerprint, vocab_units=self.vocab.units, text=self.text_dict or {},
@@ -125,7 +109,7 @@ class CTCTask(Task):
     def write_files(self) -> None:
         from lowres.runs import RUN_VOCAB
 
-        shutil.copyfile(self.data / "vocab.json", self.run.out / RUN_VOCAB)
+        shutil.copyfile(self.prepared.vocab_path, self.run.out / RUN_VOCAB)
 
     # -- training -----------------------------------------------------------------------------------------
     def batches(self, position):

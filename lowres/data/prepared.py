@@ -1,0 +1,135 @@
+"""A folder written by ``lowres prepare``, as the other commands read it: the one place that knows its layout.
+
+::
+
+    manifests/{10min,1h,10h,full,dev,test}.jsonl   one per split (lowres.data.splits names them)
+    vocab.json                                     the character vocabulary
+    prepare_report.json                            what prepare did: config (units, ...), text rules, counts
+    unlabeled.jsonl                                with --unlabeled
+
+``PreparedDir.open(path)`` checks the folder and says what to do when it is not one (naming the flag that
+gave it); ``manifest(split)`` is the one split -> file mapping that finetune, eval, lm and the demo use.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from lowres import LowresError
+from lowres.data.splits import HELDOUT_SPLITS, LABELED_SPLITS
+
+MANIFESTS = "manifests"
+VOCAB = "vocab.json"
+REPORT = "prepare_report.json"
+UNLABELED = "unlabeled.jsonl"
+
+
+@dataclass(frozen=True)
+class PreparedDir:
+    root: Path
+    flag: str = "--data"  # the command-line flag that named the folder, for messages
+
+    @classmethod
+    def open(cls, path: str | Path, *, flag: str = "--data", need_vocab: bool = True) -> PreparedDir:
+        """The prepared folder at ``path``, checked: it exists and has ``manifests/`` (and ``vocab.json`` unless
+        ``need_vocab`` is False: eval and lm can do without it)."""
+        root = Path(path)
+        if not root.is_dir():
+            raise LowresError(f"{flag} {root}: no such folder. Give the --out folder of `lowres prepare`.")
+        missing = [VOCAB] if need_vocab and not (root / VOCAB).is_file() else []
+        if not (root / MANIFESTS).is_dir():
+            missing.append(f"{MANIFESTS}/")
+        if missing:
+            raise LowresError(f"{flag} {root} is not a prepared folder (no {' or '.join(missing)}). Run "
+                              f"`lowres prepare CORPUS --out {root}` first.")
+        return cls(root, flag)
+
+    # -- manifests
+
+    @property
+    def manifests_dir(self) -> Path:
+        return self.root / MANIFESTS
+
+    def manifest(self, split: str) -> Path:
+        """The manifest file of ``split`` (any name prepare wrote: 10min, 1h, 10h, full, dev, test); it may not
+        exist (see :meth:`require`)."""
+        return self.manifests_dir / f"{split}.jsonl"
+
+    def available(self) -> list[str]:
+        """The splits that have a manifest here, sorted."""
+        return sorted(p.stem for p in self.manifests_dir.glob("*.jsonl"))
+
+    def require(self, split: str) -> Path:
+        """The manifest of ``split``, which must exist (else a message listing the splits that do)."""
+        path = self.manifest(split)
+        if not path.is_file():
+            names = ", ".join(self.available()) or "none"
+            hint = (f" `lowres prepare` writes manifests/{{{','.join(LABELED_SPLITS + HELDOUT_SPLITS)}}}.jsonl; "
+                    f"check {self.flag} and --split.")
+            raise LowresError(f"No split {split!r} in {self.root} (no {path}). Available: {names}.{hint}")
+        return path
+
+    def dev_manifest(self) -> Path | None:
+        """``manifests/dev.jsonl``, or None when it is missing or empty (the corpus had no dev set and none was
+        carved: training then runs without dev evaluation)."""
+        path = self.manifest("dev")
+        return path if path.is_file() and path.stat().st_size > 0 else None
+
+    @property
+    def unlabeled_path(self) -> Path:
+        return self.root / UNLABELED
+
+    # -- vocabulary and report
+
+    @property
+    def vocab_path(self) -> Path:
+        return self.root / VOCAB
+
+    @property
+    def has_vocab(self) -> bool:
+        return self.vocab_path.is_file()
+
+    @property
+    def report_path(self) -> Path:
+        return self.root / REPORT
+
+    @cached_property
+    def report(self) -> dict:
+        """``prepare_report.json`` as a dict ({} when there is none: folders made by hand or by old versions)."""
+        if not self.report_path.is_file():
+            return {}
+        try:
+            report = json.loads(self.report_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise LowresError(f"{self.report_path} is not a valid prepare report: {exc}. Run `lowres prepare` "
+                              f"again into {self.root}.") from None
+        if not isinstance(report, dict):
+            raise LowresError(f"{self.report_path} is not a valid prepare report (not a JSON object). Run "
+                              f"`lowres prepare` again into {self.root}.")
+        return report
+
+    @property
+    def units(self) -> str:
+        """The vocabulary's units (grapheme | codepoint) as prepare recorded them; grapheme when unrecorded."""
+        report = self.report
+        config = report.get("config") if isinstance(report.get("config"), dict) else {}
+        vocabulary = report.get("vocabulary") if isinstance(report.get("vocabulary"), dict) else {}
+        return str(config.get("units") or vocabulary.get("units") or "grapheme")
+
+    @property
+    def text_settings(self) -> dict | None:
+        """The text normalisation prepare used (``report["text"]``, for text_config_from_dict), None if unrecorded."""
+        text = self.report.get("text")
+        return text if isinstance(text, dict) else None
+
+    def load_vocab(self):
+        """The folder's :class:`lowres.data.vocab.Vocab`, in the units the report names."""
+        from lowres.data.vocab import Vocab
+
+        return Vocab.load(self.vocab_path, units=self.units)
+
+
+__all__ = ["MANIFESTS", "REPORT", "UNLABELED", "VOCAB", "PreparedDir"]
