@@ -29,6 +29,14 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
 
+def prepared_corpus(root: Path, n: int = 30, speakers: int = 6) -> Path:
+    """``lowres prepare`` of a :func:`table` corpus of ``n`` clips: root/corpus.csv, root/wavs/ -> root/prep."""
+    table(root / "corpus.csv", n=n, speakers=speakers)
+    res = invoke("prepare", root / "corpus.csv", "--out", root / "prep", "-q")
+    assert res.exit_code == 0, res.output
+    return root / "prep"
+
+
 def read_jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 

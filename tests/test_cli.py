@@ -73,11 +73,7 @@ def run_eval(monkeypatch) -> Recorder:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    factory.table(root / "corpus.csv", n=12, speakers=4)
-    res = invoke("prepare", root / "corpus.csv", "--out", root / "prep", "-q")
-    assert res.exit_code == 0, res.output
-    return root / "prep"
+    return factory.prepared_corpus(tmp_path_factory.mktemp("corpus"), n=12, speakers=4)
 
 
 def assert_user_error(res, message: str, *never_called: Recorder) -> None:

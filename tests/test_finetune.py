@@ -15,11 +15,7 @@ from safetensors.torch import load_file
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    factory.table(root / "corpus.csv", n=30, speakers=6)
-    res = invoke("prepare", root / "corpus.csv", "--out", root / "prep", "-q")
-    assert res.exit_code == 0, res.output
-    return root / "prep"
+    return factory.prepared_corpus(tmp_path_factory.mktemp("corpus"), n=30, speakers=6)
 
 
 # --------------------------------------------------------------------------------------------------
