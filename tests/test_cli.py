@@ -8,6 +8,7 @@ The commands import their library function inside the command, so patching the m
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -19,36 +20,35 @@ from lowres.config import PrepareConfig, resolve_adapt, resolve_finetune
 
 
 class Recorder:
-    """Stands in for a library function: records each call and returns ``result``."""
+    """Stands in for library function ``real``: records each call, bound to ``real``'s signature (so a test
+    reads arguments by name however the command passes them), and returns ``result``."""
 
-    def __init__(self, result=None):
-        self.calls: list[tuple[tuple, dict]] = []
+    def __init__(self, real, result=None):
+        self.signature = inspect.signature(real)
+        self.calls: list[dict] = []
         self.result = result
 
     def __call__(self, *args, **kwargs):
-        self.calls.append((args, kwargs))
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        self.calls.append(dict(bound.arguments))
         return self.result
 
     @property
-    def args(self) -> tuple:
+    def call(self) -> dict:
         assert len(self.calls) == 1, self.calls
-        return self.calls[0][0]
-
-    @property
-    def kwargs(self) -> dict:
-        assert len(self.calls) == 1, self.calls
-        return self.calls[0][1]
+        return self.calls[0]
 
     @property
     def cfg(self):
-        return self.args[0] if self.args else self.kwargs["cfg"]
+        return self.call["cfg"]
 
 
 @pytest.fixture
 def finetune(monkeypatch) -> Recorder:
     import lowres.train.finetune
 
-    rec = Recorder({})
+    rec = Recorder(lowres.train.finetune.run_finetune, {})
     monkeypatch.setattr(lowres.train.finetune, "run_finetune", rec)
     return rec
 
@@ -57,7 +57,7 @@ def finetune(monkeypatch) -> Recorder:
 def adapt(monkeypatch) -> Recorder:
     import lowres.train.adapt
 
-    rec = Recorder({})
+    rec = Recorder(lowres.train.adapt.run_adapt, {})
     monkeypatch.setattr(lowres.train.adapt, "run_adapt", rec)
     return rec
 
@@ -66,7 +66,7 @@ def adapt(monkeypatch) -> Recorder:
 def run_eval(monkeypatch) -> Recorder:
     import lowres.evaluate
 
-    rec = Recorder({"wer": 0.5, "cer": 0.25, "num_utterances": 3, "rtf": 0.01})
+    rec = Recorder(lowres.evaluate.run_eval, {"wer": 0.5, "cer": 0.25, "num_utterances": 3, "rtf": 0.01})
     monkeypatch.setattr(lowres.evaluate, "run_eval", rec)
     return rec
 
@@ -104,10 +104,10 @@ def test_finetune_flags_become_config_fields(finetune, tmp_path):
     shipped = resolve_finetune("10min")
     assert (cfg.model, cfg.schedule, cfg.augment) == (shipped.model, shipped.schedule, shipped.augment)
     assert cfg.train.head_only_steps == shipped.train.head_only_steps
-    args, kwargs = finetune.args, finetune.kwargs
-    assert Path(args[1] if len(args) > 1 else kwargs["out"]) == tmp_path / "run"
-    assert kwargs.get("resume") is False and kwargs.get("overwrite") is False and kwargs.get("console") is None
-    assert kwargs.get("resume_train") is None
+    call = finetune.call
+    assert Path(call["out"]) == tmp_path / "run"
+    assert call["resume"] is False and call["overwrite"] is False and call["console"] is None
+    assert call["resume_train"] is None
 
 
 def test_finetune_without_flags_is_the_split_recipe(finetune, tmp_path):
@@ -143,14 +143,14 @@ def test_finetune_resume_passes_the_changes_as_resume_train(finetune, tmp_path):
     res = invoke("finetune", "--resume", "--out", tmp_path / "r", "--max-steps", 20, "--accumulate", 4,
                  "--set", "train.log_every=2", "-q")
     assert res.exit_code == 0, res.output
-    kwargs = finetune.kwargs
-    assert kwargs["resume"] is True
-    assert kwargs["resume_train"] == {"train": {"max_steps": 20, "accumulate": 4, "log_every": "2"}}
+    call = finetune.call
+    assert call["resume"] is True
+    assert call["resume_train"] == {"train": {"max_steps": 20, "accumulate": 4, "log_every": "2"}}
 
 
 def test_finetune_resume_without_changes(finetune, tmp_path):
     assert invoke("finetune", "--resume", "--out", tmp_path / "r", "-q").exit_code == 0
-    assert finetune.kwargs["resume"] is True and finetune.kwargs["resume_train"] == {}
+    assert finetune.call["resume"] is True and finetune.call["resume_train"] == {}
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -196,8 +196,9 @@ def test_adapt_flags_become_config_fields(adapt, tmp_path):
     assert cfg.lora.enabled is False  # adapt trains the whole transformer unless --lora
     shipped = resolve_adapt()
     assert (cfg.model, cfg.loss, cfg.quantizer) == (shipped.model, shipped.loss, shipped.quantizer)
-    kwargs = adapt.kwargs
-    assert kwargs.get("resume") is False and kwargs.get("resume_train") is None and kwargs.get("console") is None
+    call = adapt.call
+    assert Path(call["out"]) == tmp_path / "a"
+    assert call["resume"] is False and call["resume_train"] is None and call["console"] is None
 
 
 def test_adapt_lora(adapt, tmp_path):
@@ -210,8 +211,8 @@ def test_adapt_lora(adapt, tmp_path):
 def test_adapt_resume_passes_resume_train(adapt, tmp_path):
     res = invoke("adapt", "--resume", "--out", tmp_path / "a", "--max-steps", 30, "--device", "cpu", "-q")
     assert res.exit_code == 0, res.output
-    assert adapt.kwargs["resume"] is True
-    assert adapt.kwargs["resume_train"] == {"train": {"max_steps": 30, "device": "cpu"}}
+    assert adapt.call["resume"] is True
+    assert adapt.call["resume_train"] == {"train": {"max_steps": 30, "device": "cpu"}}
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -233,9 +234,10 @@ def test_eval_with_a_manifest(run_eval, prepared, tmp_path):
     res = invoke("eval", "--model", tmp_path / "run", "--manifest", manifest, "--batch-seconds", 30,
                  "--device", "cpu", "-q")
     assert res.exit_code == 0, res.output
-    args, kwargs = run_eval.args, run_eval.kwargs
-    assert Path(args[0]) == tmp_path / "run" and Path(args[1]) == manifest
-    assert args[2:] == (None, "cpu", 30.0) and kwargs["lm"] is None and kwargs["tune_on"] is None
+    call = run_eval.call
+    assert Path(call["model_dir"]) == tmp_path / "run" and Path(call["manifest"]) == manifest
+    assert (call["out"], call["device_name"], call["batch_seconds"]) == (None, "cpu", 30.0)
+    assert call["lm"] is None and call["tune_on"] is None and call["console"] is None
     assert "WER 50.00%  CER 25.00%  (3 utterances" in res.output
 
 
@@ -244,9 +246,9 @@ def test_eval_data_and_split_pick_the_manifest(run_eval, prepared, tmp_path, spl
     res = invoke("eval", "--model", tmp_path / "run", "--data", prepared, "--split", split, "--out", tmp_path / "o",
                  "-q")
     assert res.exit_code == 0, res.output
-    args = run_eval.args
-    assert Path(args[1]) == prepared / "manifests" / f"{split}.jsonl" and Path(args[2]) == tmp_path / "o"
-    assert args[3:] == ("auto", 120.0)  # the defaults
+    call = run_eval.call
+    assert Path(call["manifest"]) == prepared / "manifests" / f"{split}.jsonl" and Path(call["out"]) == tmp_path / "o"
+    assert (call["device_name"], call["batch_seconds"]) == ("auto", 120.0)  # the defaults
 
 
 @pytest.mark.parametrize(("with_data", "args", "message"), [
@@ -267,14 +269,15 @@ def test_eval_bad_flags(run_eval, prepared, tmp_path, with_data, args, message):
 def test_transcribe_passes_files_and_prints_text(monkeypatch, tmp_path):
     import lowres.inference
 
-    rec = Recorder([(tmp_path / "a.wav", "habari ya leo"), (tmp_path / "b.wav", "")])
+    rec = Recorder(lowres.inference.transcribe_files, [(tmp_path / "a.wav", "habari ya leo"), (tmp_path / "b.wav", "")])
     monkeypatch.setattr(lowres.inference, "transcribe_files", rec)
     res = invoke("transcribe", "--model", tmp_path / "run", "--chunk", 12, "--device", "cpu",
                  tmp_path / "a.wav", tmp_path / "b.wav")
     assert res.exit_code == 0, res.output
-    args = rec.args
-    assert Path(args[0]) == tmp_path / "run" and [Path(p) for p in args[1]] == [tmp_path / "a.wav", tmp_path / "b.wav"]
-    assert args[2:] == ("cpu", 12.0) and rec.kwargs["lm"] is None
+    call = rec.call
+    assert Path(call["run_dir"]) == tmp_path / "run"
+    assert [Path(p) for p in call["files"]] == [tmp_path / "a.wav", tmp_path / "b.wav"]
+    assert (call["device_name"], call["chunk_s"], call["lm"]) == ("cpu", 12.0, None)
     assert res.output.splitlines() == [f"{tmp_path / 'a.wav'}\thabari ya leo", f"{tmp_path / 'b.wav'}\t"]
     rec.calls.clear()
     res = invoke("transcribe", "--model", tmp_path / "run", "--json", tmp_path / "a.wav")
@@ -287,12 +290,12 @@ def test_transcribe_passes_files_and_prints_text(monkeypatch, tmp_path):
 def test_export_passes_the_run_and_the_folder(monkeypatch, tmp_path):
     import lowres.inference
 
-    rec = Recorder(tmp_path / "hf")
+    rec = Recorder(lowres.inference.export_run, tmp_path / "hf")
     monkeypatch.setattr(lowres.inference, "export_run", rec)
     res = invoke("export", "--model", tmp_path / "run", "--out", tmp_path / "hf", "--overwrite")
     assert res.exit_code == 0, res.output
-    assert [Path(a) for a in rec.args[:2]] == [tmp_path / "run", tmp_path / "hf"]
-    assert rec.kwargs == {"overwrite": True}
+    call = rec.call
+    assert (Path(call["run_dir"]), Path(call["out"]), call["overwrite"]) == (tmp_path / "run", tmp_path / "hf", True)
     assert "exported to" in res.output
 
 
@@ -300,22 +303,22 @@ def test_export_passes_the_run_and_the_folder(monkeypatch, tmp_path):
 def prepare(monkeypatch) -> Recorder:
     import lowres.data.prepare
 
-    rec = Recorder(None)
+    rec = Recorder(lowres.data.prepare.prepare, None)
     monkeypatch.setattr(lowres.data.prepare, "prepare", rec)
     return rec
 
 
 def _prepare_cfg(rec: Recorder) -> PrepareConfig:
-    (cfg,) = [a for a in (*rec.args, *rec.kwargs.values()) if isinstance(a, PrepareConfig)]
-    return cfg
+    return rec.call["cfg"]
 
 
 def test_prepare_without_flags_uses_the_defaults(prepare, tmp_path):
     res = invoke("prepare", tmp_path / "corpus.csv", "--out", tmp_path / "p", "-q")
     assert res.exit_code == 0, res.output
     assert _prepare_cfg(prepare) == PrepareConfig()
-    assert [Path(a) for a in prepare.args[:2]] == [tmp_path / "corpus.csv", tmp_path / "p"]
-    assert prepare.kwargs["overwrite"] is False and prepare.kwargs["console"] is None
+    call = prepare.call
+    assert (Path(call["corpus"]), Path(call["out"])) == (tmp_path / "corpus.csv", tmp_path / "p")
+    assert call["overwrite"] is False and call["console"] is None and call["unlabeled"] is None
 
 
 def test_prepare_flags_become_config_fields(prepare, tmp_path):
@@ -328,7 +331,7 @@ def test_prepare_flags_become_config_fields(prepare, tmp_path):
     assert (cfg.seed, cfg.min_duration_s, cfg.max_duration_s, cfg.lowercase, cfg.keep_apostrophes, cfg.units,
             cfg.digits, cfg.emit, cfg.dev_fraction, cfg.min_char_count, cfg.unicode_form) == (
         3, 0.5, 20.0, False, False, "codepoint", "drop", ("fairseq",), 0.2, 1, "NFC")
-    assert prepare.kwargs["fmt"] == "table" and prepare.kwargs["overwrite"] is True
+    assert prepare.call["fmt"] == "table" and prepare.call["overwrite"] is True
 
 
 @pytest.mark.parametrize(("args", "message"), [
