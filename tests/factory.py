@@ -1,4 +1,8 @@
-"""Synthetic corpora in every layout ``prepare`` reads: tones and noise, deterministic, no network."""
+"""Shared test helpers, the one module test files import helpers from (never from each other).
+
+Synthetic corpora in every layout ``prepare`` reads (tones and noise, deterministic, no network), tiny
+Hugging Face checkpoints, and the CLI runner with the settings that keep a real training run to seconds.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,54 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+from typer.testing import CliRunner
+
+runner = CliRunner()
+
+# --set values that keep a real finetune run on a tiny model and corpus to a few seconds
+FAST = ["--set", "train.batch_seconds=20", "--set", "train.accumulate=2", "--set", "train.num_workers=0",
+        "--set", "train.log_every=1", "--quiet"]
+
+
+def invoke(*args):
+    """``lowres ARGS`` in this process (typer's CliRunner); every argument goes through ``str``."""
+    from lowres.cli import app
+
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def prepared_corpus(root: Path, n: int = 30, speakers: int = 6) -> Path:
+    """``lowres prepare`` of a :func:`table` corpus of ``n`` clips: root/corpus.csv, root/wavs/ -> root/prep."""
+    table(root / "corpus.csv", n=n, speakers=speakers)
+    res = invoke("prepare", root / "corpus.csv", "--out", root / "prep", "-q")
+    assert res.exit_code == 0, res.output
+    return root / "prep"
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def hf_base(folder: Path, model_type: str = "wav2vec2") -> Path:
+    """A tiny *pretrained-looking* Hugging Face checkpoint written by transformers itself."""
+    import torch
+    import transformers
+
+    common = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=2, intermediate_size=128,
+                  conv_dim=(32, 32, 32, 32, 32, 32, 32), conv_stride=(5, 2, 2, 2, 2, 2, 2),
+                  conv_kernel=(10, 3, 3, 3, 3, 2, 2), num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+                  feat_extract_norm="layer", do_stable_layer_norm=True, vocab_size=32)
+    torch.manual_seed(0)
+    if model_type == "wav2vec2":
+        cfg = transformers.Wav2Vec2Config(codevector_dim=32, proj_codevector_dim=32, num_codevectors_per_group=8,
+                                          **common)
+        model = transformers.Wav2Vec2ForPreTraining(cfg)
+    elif model_type == "hubert":
+        model = transformers.HubertModel(transformers.HubertConfig(**common))
+    else:
+        model = transformers.WavLMModel(transformers.WavLMConfig(**common))
+    model.save_pretrained(folder)
+    return folder
 
 WORDS = ("habari", "ng'ombe", "kitabu", "maji", "shule", "rafiki", "chakula", "asante", "nyumba", "mtoto",
          "jua", "mvua", "barabara", "kesho", "leo")

@@ -8,8 +8,8 @@ from pathlib import Path
 import factory
 import pytest
 import torch
+from factory import FAST, hf_base, invoke, read_jsonl
 from safetensors.torch import load_file
-from test_finetune import FAST, hf_base, invoke, read_jsonl
 
 from lowres.model.masking import span_mask
 from lowres.model.pretrain import (

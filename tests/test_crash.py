@@ -20,27 +20,17 @@ from pathlib import Path
 import factory
 import pytest
 import torch
+from factory import invoke
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from lowres.cli import app
 from lowres.train.checkpoint import latest_checkpoint, load_checkpoint
 
-runner = CliRunner()
 STRIP = ("elapsed_s", "audio_s_per_s")
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    factory.table(root / "corpus.csv", n=24, speakers=6)
-    res = invoke("prepare", root / "corpus.csv", "--out", root / "prep", "-q")
-    assert res.exit_code == 0, res.output
-    return root / "prep"
+    return factory.prepared_corpus(tmp_path_factory.mktemp("corpus"), n=24, speakers=6)
 
 
 def metrics(run: Path) -> list[dict]:

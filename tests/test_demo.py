@@ -1,10 +1,25 @@
-"""`lowres demo --quick` end to end: synth → prepare → adapt → finetune (with and without adapt) → eval."""
+"""`lowres demo --quick` end to end: synth → prepare → adapt → finetune (with and without adapt) → eval.
+
+What the demo promises (lowres/demo.py): one row per fine-tuning run with its split, start, updates and test
+WER/CER, those numbers the ones its eval folder holds, a table with those columns, and every step's folder a
+normal lowres output that a second run reuses.
+"""
 
 from __future__ import annotations
 
 import json
+import re
 
-from test_finetune import invoke
+import pytest
+from factory import read_jsonl, runner
+
+from lowres.cli import app
+from lowres.demo import QUICK
+
+
+def invoke(*args):
+    # a wide console, so rich draws the whole table on one line per row
+    return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
 def test_demo_quick_end_to_end(tmp_path):
@@ -14,16 +29,47 @@ def test_demo_quick_end_to_end(tmp_path):
     result = json.loads((out / "demo_results.json").read_text())
     rows = result["rows"]
     assert [(r["split"], r["adapt"]) for r in rows] == [("10min", False), ("10min", True)]
+    assert [r["start"] for r in rows] == ["tiny (random init)", "tiny + adapt"]
+    assert result["quick"] is True and result["seed"] == 0
+    text = " ".join(res.output.split())
     for r in rows:
-        assert 0.0 <= r["cer"] and 0.0 <= r["wer"]
-        assert (out / r["run"].split("/")[-1] / "eval-test" / "metrics.json").is_file()
+        assert r["updates"] == QUICK.steps_10min
+        run = out / r["run"].split("/")[-1]
+        assert run.name == ("finetune-10min-adapted" if r["adapt"] else "finetune-10min")
+        # the row's numbers are the run's own eval of the test set, and they add up from its hypotheses
+        metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
+        assert (r["wer"], r["cer"]) == (metrics["wer"], metrics["cer"])
+        hyps = read_jsonl(run / "eval-test" / "hyps.jsonl")
+        assert len(hyps) == metrics["num_utterances"] == len(read_jsonl(out / "prepared" / "manifests" / "test.jsonl"))
+        assert r["wer"] == pytest.approx(sum(h["word_errors"] for h in hyps) / sum(h["words"] for h in hyps), abs=1e-6)
+        assert r["cer"] == pytest.approx(sum(h["char_errors"] for h in hyps) / sum(h["chars"] for h in hyps), abs=1e-6)
+        assert r["wer"] > 0.0 and r["cer"] > 0.0  # eight updates of a tiny model cannot be perfect
+        assert r["minutes"] >= 0 and r["train_seconds"] > 0
+        # the run trained for the plan's updates, the same method on both sides (the whole model, no LoRA)
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["steps"] == QUICK.steps_10min
+        config = json.loads((run / "config.json").read_text())["config"]
+        assert config["lora"]["enabled"] is False and config["train"]["max_steps"] == QUICK.steps_10min
+        # and the console says it: the per-run line and the table row with the same percentages
+        assert f"test WER {100 * r['wer']:.1f}% CER {100 * r['cer']:.1f}%" in text
+        wer, cer = f"{100 * r['wer']:.1f}%", f"{100 * r['cer']:.1f}%"
+        assert re.search(rf"{re.escape(r['start'])}\W+(yes|no)\W+{r['updates']}\W+{re.escape(wer)}\W+{re.escape(cer)}",
+                         text), text
+    for column in ("split", "start", "adapt", "updates", "WER", "CER", "minutes"):
+        assert column in text, column
+    minutes = result["minutes"]
+    assert set(minutes) == {"synth", "prepare", "adapt", "total"}
+    assert minutes["total"] >= max(minutes["synth"], minutes["prepare"], minutes["adapt"]) >= 0
     # every intermediate folder is a normal lowres output
     assert (out / "synth" / "labeled" / "corpus.tsv").is_file()
     assert (out / "prepared" / "manifests" / "10min.jsonl").is_file()
-    assert json.loads((out / "adapt" / "config.json").read_text())["lowres_run"] == "adapt"
+    adapt = json.loads((out / "adapt" / "config.json").read_text())
+    assert adapt["lowres_run"] == "adapt" and adapt["config"]["train"]["max_steps"] == QUICK.adapt_steps
     assert json.loads((out / "finetune-10min-adapted" / "config.json").read_text())["base"] == str(out / "adapt")
-    assert "WER" in res.output and "CER" in res.output
+    assert json.loads((out / "finetune-10min" / "config.json").read_text())["base"] == "tiny"
+    assert not (out / "finetune-1h").exists()  # the quick plan has no 1h run
     # a second run reuses what finished and prints the same table
     again = invoke("demo", "--quick", "--out", out)
-    assert again.exit_code == 0
+    assert again.exit_code == 0, again.output
     assert json.loads((out / "demo_results.json").read_text())["rows"][0]["cer"] == rows[0]["cer"]
+    assert json.loads((out / "demo_results.json").read_text())["rows"][1]["wer"] == rows[1]["wer"]

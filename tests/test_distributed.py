@@ -17,18 +17,11 @@ from pathlib import Path
 import factory
 import pytest
 import torch
+from factory import invoke
 from safetensors.torch import load_file
-from typer.testing import CliRunner
 
-from lowres.cli import app
-
-runner = CliRunner()
 COMMON = ["--set", "train.batch_seconds=6", "--set", "train.num_workers=0", "--set", "train.log_every=1",
           "--set", "train.save_every=1", "--quiet"]
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def torchrun(*args, nproc: int = 2) -> subprocess.CompletedProcess:
@@ -40,11 +33,7 @@ def torchrun(*args, nproc: int = 2) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("corpus")
-    factory.table(root / "corpus.csv", n=30, speakers=6)
-    res = invoke("prepare", root / "corpus.csv", "--out", root / "prep", "-q")
-    assert res.exit_code == 0, res.output
-    return root / "prep"
+    return factory.prepared_corpus(tmp_path_factory.mktemp("corpus"), n=30, speakers=6)
 
 
 def weights(run: Path) -> dict[str, torch.Tensor]:
