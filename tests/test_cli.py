@@ -219,7 +219,7 @@ def test_adapt_resume_passes_resume_train(adapt, tmp_path):
     (["--base", "tiny"], "adapt needs --unlabeled"),
     (["--unlabeled", "x"], "adapt needs --unlabeled"),
     (["--unlabeled", "x", "--base", "tiny", "--set", "gumbel.mn=1"], "Did you mean gumbel.min?"),
-    (["--unlabeled", "x", "--base", "tiny", "--set", "model.mask_prob=0"], "mask_prob"),
+    (["--unlabeled", "x", "--base", "tiny", "--set", "model.mask_prob=1"], "mask_prob"),
 ])
 def test_adapt_bad_flags(adapt, tmp_path, args, message):
     assert_user_error(invoke("adapt", *args, "--out", tmp_path / "a", "-q"), message, adapt)
@@ -236,8 +236,8 @@ def test_eval_with_a_manifest(run_eval, prepared, tmp_path):
     assert res.exit_code == 0, res.output
     call = run_eval.call
     assert Path(call["model_dir"]) == tmp_path / "run" and Path(call["manifest"]) == manifest
-    assert (call["out"], call["device_name"], call["batch_seconds"]) == (None, "cpu", 30.0)
-    assert call["lm"] is None and call["tune_on"] is None and call["console"] is None
+    assert (call["out"], call["device_name"], call["options"].batch_seconds) == (None, "cpu", 30.0)
+    assert call["options"].lm is None and call["tune_on"] is None and call["console"] is None
     assert "WER 50.00%  CER 25.00%  (3 utterances" in res.output
 
 
@@ -248,7 +248,7 @@ def test_eval_data_and_split_pick_the_manifest(run_eval, prepared, tmp_path, spl
     assert res.exit_code == 0, res.output
     call = run_eval.call
     assert Path(call["manifest"]) == prepared / "manifests" / f"{split}.jsonl" and Path(call["out"]) == tmp_path / "o"
-    assert (call["device_name"], call["batch_seconds"]) == ("auto", 120.0)  # the defaults
+    assert (call["device_name"], call["options"].batch_seconds) == ("auto", 120.0)  # the defaults
 
 
 @pytest.mark.parametrize(("with_data", "args", "message"), [
@@ -277,7 +277,7 @@ def test_transcribe_passes_files_and_prints_text(monkeypatch, tmp_path):
     call = rec.call
     assert Path(call["run_dir"]) == tmp_path / "run"
     assert [Path(p) for p in call["files"]] == [tmp_path / "a.wav", tmp_path / "b.wav"]
-    assert (call["device_name"], call["chunk_s"], call["lm"]) == ("cpu", 12.0, None)
+    assert (call["device_name"], call["chunk_s"], call["options"].lm) == ("cpu", 12.0, None)
     assert res.output.splitlines() == [f"{tmp_path / 'a.wav'}\thabari ya leo", f"{tmp_path / 'b.wav'}\t"]
     rec.calls.clear()
     res = invoke("transcribe", "--model", tmp_path / "run", "--json", tmp_path / "a.wav")
@@ -336,7 +336,7 @@ def test_prepare_flags_become_config_fields(prepare, tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--units", "letters"], "units must be grapheme or codepoint"),
-    (["--dev-fraction", "0.7"], "dev_fraction"),
+    (["--dev-fraction", "0.7"], "--dev-fraction"),
     (["--lang", "sw", "--text-rules", "r.toml"], "Give --lang or --text-rules, not both"),
 ])
 def test_prepare_bad_flags(prepare, tmp_path, args, message):

@@ -115,10 +115,10 @@ def test_variable_length_tuples():
     assert merge(PrepareConfig(), {"emit": ""}).emit == ()
 
 
-def test_dataclass_validation_becomes_a_lowres_error_naming_the_section():
+def test_dataclass_validation_becomes_a_lowres_error_naming_the_setting():
     with pytest.raises(LowresError, match=r"mask_prob") as info:
         merge(FinetuneConfig(), {"model": {"mask_prob": 1.5}})
-    assert "[model]" in str(info.value) and "\n" not in str(info.value)
+    assert "model.mask_prob" in str(info.value) and "\n" not in str(info.value)
     with pytest.raises(LowresError, match="max_steps"):
         merge(FinetuneConfig(), {"train": {"max_steps": 0}})
     with pytest.raises(LowresError, match="warmup"):
@@ -293,7 +293,7 @@ def test_adapt_layers(tmp_path):
 
 
 def test_recipes_are_found_by_name_or_path_and_bad_ones_are_refused(tmp_path):
-    assert load_recipe("adapt") == load_recipe(recipe_dir() / "adapt.toml") and load_recipe("adapt")
+    assert load_recipe("finetune_1h") == load_recipe(recipe_dir() / "finetune_1h.toml") and load_recipe("finetune_1h")
     with pytest.raises(LowresError, match="Recipe not found: no-such-recipe.*finetune_1h"):
         load_recipe("no-such-recipe")
     bad = tmp_path / "bad.toml"
