@@ -124,11 +124,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=123)
     args = ap.parse_args()
 
-    from lowres.model.backbone import load_backbone
+    from lowres.runs import load_base
 
     data = batches(args.unlabeled, args.batches, args.seed)
     for name in args.model:
-        loaded = load_backbone(name, seed=0)
+        loaded = load_base(name, seed=0)  # a name, a Hugging Face folder or a lowres run folder
         adj, rnd = coherence(loaded.model, data)
         print(f"{name}: quantizer-input cosine, adjacent speech frames {adj:.3f}, random pairs {rnd:.3f} "
               f"(difference {adj - rnd:+.3f})")
