@@ -360,9 +360,12 @@ class SharedTrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp32
     threads: int = 0  # CPU threads; 0 = all cores
+    max_frozen_share: float = 0.5  # a frozen phase (finetune's head-only phase, adapt's heads warm-up) covers at
+    # most this share of max_steps, so that a short run still trains what waits (it is shortened, with a note)
 
     def __post_init__(self):
         _check("train", self, "max_steps", 1)
+        _check("train", self, "max_frozen_share", 0, 1, low_open=True)
         _check("train", self, "batch_seconds", 0, low_open=True)
         _check("train", self, "accumulate", 1)
         _check("train", self, "save_every", 0)
@@ -443,12 +446,13 @@ class TrainConfig(SharedTrainConfig):
     max_utterance_s: float = 0.0  # longer training clips are dropped and counted; 0 = batch_seconds
     eval_every: int = 500  # dev WER every N updates (0 = only at the end)
     dev_max_utterances: int = 0  # evaluate on the first N dev utterances only (0 = all)
-    best_metric: str = "wer"  # wer | cer: the dev metric that picks the delivered weights (all-blank ones never)
+    best_metric: str = "cer"  # cer | wer: the dev metric that picks the delivered weights (all-blank ones never).
+    # CER, because on little data WER stays at or above 100% (insertions) long after CER has started to fall
 
     def __post_init__(self):
         super().__post_init__()
-        if self.best_metric not in ("wer", "cer"):
-            raise ValueError("train.best_metric must be wer or cer")
+        if self.best_metric not in ("cer", "wer"):
+            raise ValueError("train.best_metric must be cer or wer")
         _check("train", self, "head_only_steps", 0)
         _check("train", self, "max_utterance_s", 0)
         _check("train", self, "eval_every", 0)

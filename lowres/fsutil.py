@@ -44,6 +44,7 @@ def claim_folder(
     resume: bool = False,
     continue_ours: bool = False,
     check_only: bool = False,
+    ignore: tuple[str, ...] = (),
 ) -> str:
     """Claim ``out`` as the output folder of a command; returns ``"new"``, ``"replaced"`` or ``"resume"``.
 
@@ -58,6 +59,7 @@ def claim_folder(
     itself stays, with its permissions).
     ``resume``: the user asked to continue what is in ``out`` (contradicts ``overwrite``).
     ``continue_ours``: a folder that ``is_ours`` is continued without any flag (the demo skips done steps).
+    ``ignore``: names inside ``out`` that do not count as files it holds (a run's lock file).
     ``check_only``: decide and raise, touching nothing (call it before the inputs are read, and again without
     it once they are); a ``"replaced"`` folder is then not cleared and a ``"new"`` one not created.
 
@@ -72,16 +74,17 @@ def claim_folder(
                           "--out, --overwrite starts it again from nothing. Pick one.")
     try:
         return _claim(out, what=what, overwrite=overwrite, hint=hint, is_ours=is_ours, not_ours=not_ours,
-                      clear=clear, resume=resume, continue_ours=continue_ours, check_only=check_only)
+                      clear=clear, resume=resume, continue_ours=continue_ours, check_only=check_only,
+                      ignore=ignore)
     except OSError as exc:
         raise _unwritable(out, exc) from None
 
 
 def _claim(out: Path, *, what, overwrite, hint, is_ours, not_ours, clear, resume, continue_ours,
-           check_only) -> str:
+           check_only, ignore) -> str:
     if out.exists() and not out.is_dir():
         raise LowresError(f"--out {out} is a file; give a folder for the {what}.")
-    held = out.is_dir() and any(out.iterdir())
+    held = out.is_dir() and any(p.name not in ignore for p in out.iterdir())
     why = f" ({not_ours})" if not_ours else ""
     mode = "new"
     if resume:

@@ -15,6 +15,7 @@ and inference (:func:`load_run`), and ``--base RUN`` (:func:`load_base`). Models
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +25,7 @@ from lowres import LowresError, __version__
 RUN_CONFIG = "config.json"
 RUN_WEIGHTS = "model.safetensors"
 RUN_VOCAB = "vocab.json"
+LOCK_NAME = ".lowres.lock"  # held (flock) by the process training in the folder; says who that is
 
 # config.json keys of the record itself; every other key is a task extra (kept as is, in order)
 _CORE = ("lowres_run", "lowres_version", "config", "backbone", "base", "base_fingerprint", "vocab_units", "text",
@@ -114,14 +116,87 @@ def write_run(run: Path, record: RunRecord) -> None:
 
 
 def claim_run_folder(out: Path, *, resume: bool, overwrite: bool, check_only: bool = False) -> str:
-    """'new' | 'resume'. Never deletes anything that does not look like a lowres run unless it is empty.
+    """'new' | 'resume'. Never deletes anything that does not look like a lowres run unless it is empty, and
+    never touches a folder another lowres process is training in (its lock names that process).
     ``check_only``: say whether the folder could be claimed, touching nothing (before the inputs are read)."""
     from lowres.fsutil import claim_folder
 
+    RunLock.refuse_if_held(Path(out))
     mode = claim_folder(out, what="run", overwrite=overwrite, resume=resume, check_only=check_only, is_ours=is_run,
-                        not_ours="no lowres config.json",
+                        not_ours="no lowres config.json", ignore=(LOCK_NAME,),
                         hint="Use --resume to continue that run, --overwrite to replace it, or another --out.")
     return "resume" if mode == "resume" else "new"
+
+
+class RunLock:
+    """An exclusive lock on a run folder for the life of the process that trains in it: ``flock`` on
+    ``OUT/.lowres.lock``, which also records who holds it (pid, host, start, command) for the message a second
+    process gets. The kernel releases the lock when the process ends, however it ends (a SIGKILL included),
+    so a stale lock file never blocks a later run."""
+
+    def __init__(self, fd: int, path: Path):
+        self.fd, self.path = fd, path
+
+    @staticmethod
+    def _describe(path: Path) -> str:
+        try:
+            who = json.loads(path.read_text(encoding="utf-8"))
+            return (f"pid {who.get('pid')} on {who.get('host')}, started {who.get('started')}: "
+                    f"`{who.get('command')}`")
+        except (OSError, ValueError):
+            return "a process whose details could not be read"
+
+    @classmethod
+    def refuse_if_held(cls, folder: Path) -> None:
+        """LowresError naming the holder when another process holds ``folder``'s lock."""
+        import fcntl
+
+        path = folder / LOCK_NAME
+        if not path.is_file():
+            return
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            return
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        except BlockingIOError:
+            raise LowresError(f"{folder} is in use: another lowres process is training there "
+                              f"({cls._describe(path)}). Wait for it to end (then --resume continues the run), or "
+                              "give another --out.") from None
+        finally:
+            os.close(fd)
+
+    @classmethod
+    def take(cls, folder: Path) -> RunLock:
+        import fcntl
+        import socket
+        import sys
+
+        path = Path(folder) / LOCK_NAME
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise LowresError(f"Could not create the run's lock file {path}: {exc.strerror or exc}. Check that the "
+                              "folder is writable.") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LowresError(f"{folder} is in use: another lowres process is training there "
+                              f"({cls._describe(path)}). Wait for it to end (then --resume continues the run), or "
+                              "give another --out.") from None
+        who = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+               "command": " ".join(["lowres", *sys.argv[1:]]) if sys.argv else "lowres"}
+        os.ftruncate(fd, 0)
+        os.write(fd, (json.dumps(who) + "\n").encode())
+        return cls(fd, path)
+
+    def release(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)  # closing the descriptor releases the flock
+            self.fd = -1
 
 
 # what --resume may change: the length of the run and how the global batch is laid out on the machine
@@ -131,10 +206,10 @@ RESUME_SETTINGS = ("max_steps", "accumulate", "device", "num_workers", "threads"
 _INPUT_FLAGS = {"data": "--data", "split": "--split", "base": "--base", "unlabeled": "--unlabeled"}
 
 
-def _same_input(saved: str, given: str) -> bool:
+def _same_input(saved: str, given: str, run: Path) -> bool:
     if saved == given:
         return True
-    a, b = Path(saved), Path(given)
+    a, b = _recorded_path(saved, run), Path(given)
     return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 
@@ -158,7 +233,7 @@ def resume_config(out: Path, kind: str, config_class, changes: dict | None = Non
         if given is None:
             continue
         own = str(getattr(saved, key, ""))
-        if not _same_input(own, str(given)):
+        if not _same_input(own, str(given), Path(out)):
             raise LowresError(f"--resume continues the run in {out} with its own {flag} ({own}); this command gives "
                               f"{flag} {given}. Drop {flag} to continue the run, or start a new run (another --out) "
                               f"with {flag} {given}.")
@@ -189,9 +264,70 @@ def _flat(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def stored_base(base: str) -> str:
-    """How a run records its --base: a folder as its absolute path, a name as is."""
-    return str(Path(base).resolve()) if base and Path(base).is_dir() else base
+def _path_like(base: str) -> bool:
+    """A recorded --base that names a folder (base names such as tiny or xls-r-300m have no slash)."""
+    return "/" in base or os.sep in base or base.startswith(".")
+
+
+def _recorded_path(base: str, run: Path) -> Path:
+    """A recorded folder: relative ones are relative to the run folder."""
+    path = Path(base)
+    return path if path.is_absolute() or not _path_like(base) else Path(os.path.normpath(Path(run).resolve() / path))
+
+
+def stored_base(base: str, run: Path) -> str:
+    """How a run records its --base: a name as is; a folder relative to the run when it lies beside it (inside
+    the run folder's parent, as runs/sw-adapt beside runs/sw-1h), so that the two can be copied or moved
+    together; any other folder by its absolute path."""
+    if not base or not Path(base).is_dir():
+        return base
+    target, home = Path(base).resolve(), Path(run).resolve()
+    if home.parent in target.parents or target == home.parent:
+        return os.path.relpath(target, home)
+    return str(target)
+
+
+def locate_base(record: RunRecord, run: Path) -> str:
+    """Where the run's base is now: a name as is; a recorded folder if it is still there (relative ones
+    resolved against the run), else a folder beside the run whose weights have the recorded fingerprint
+    (the base was moved or renamed with the run); otherwise a message saying which base is missing."""
+    base = record.base
+    if not base or not _path_like(base):
+        return base
+    path = _recorded_path(base, run)
+    if path.is_dir():
+        return str(path)
+    found = _base_by_fingerprint(record, Path(run), path.name)
+    if found is not None:
+        return str(found)
+    recorded = f" (recorded as {base})" if str(path) != base else ""
+    raise LowresError(
+        f"{run} was trained from the base {path}{recorded}, which is not there any more. Put that folder back, or "
+        f"copy it next to the run (into {Path(run).resolve().parent}/): lowres finds a moved base there by its "
+        f"fingerprint ({record.base_fingerprint or 'none recorded'}).")
+
+
+def _base_by_fingerprint(record: RunRecord, run: Path, name: str) -> Path | None:
+    """A folder next to ``run`` (the one with the base's old name first) whose weights have the recorded
+    fingerprint. Lowres runs with another architecture are skipped unread; other folders are loaded."""
+    if not record.base_fingerprint:
+        return None
+    here = run.resolve()
+    candidates = [p for p in sorted(here.parent.iterdir()) if p.is_dir() and p != here and (p / RUN_CONFIG).is_file()]
+    candidates.sort(key=lambda p: p.name != name)
+    for folder in candidates:
+        if is_run(folder):
+            try:
+                if read_run(folder).backbone.get("arch") != record.backbone.get("arch"):
+                    continue
+            except LowresError:
+                continue
+        try:
+            if load_base(str(folder)).fingerprint == record.base_fingerprint:
+                return folder
+        except Exception:  # noqa: BLE001 - a folder that does not load is simply not the base
+            continue
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -208,9 +344,10 @@ def load_base(base: str, seed: int = 0):
     return load_backbone(base, seed=seed)
 
 
-def rebuild_base(record: RunRecord, seed: int):
-    """The run's base, rebuilt: random-init architectures from the saved spec (their weights are all in the
-    run), everything else from what --base named, checked against its fingerprint."""
+def rebuild_base(record: RunRecord, seed: int, run: Path):
+    """The base of the run in ``run``, rebuilt: random-init architectures from the saved spec (their weights are
+    all in the run), everything else from where the base is now (:func:`locate_base`), checked against its
+    fingerprint."""
     import torch
 
     from lowres.model.backbone import LoadedBackbone, build_model
@@ -219,11 +356,12 @@ def rebuild_base(record: RunRecord, seed: int):
     if not spec.pretrained:
         torch.manual_seed(seed)
         return LoadedBackbone(build_model(spec), spec, source=f"architecture of {spec.name}")
-    loaded = load_base(record.base, seed=seed)
+    where = locate_base(record, run)
+    loaded = load_base(where, seed=seed)
     want = record.base_fingerprint
     if want and loaded.fingerprint and loaded.fingerprint != want:
         raise LowresError(
-            f"The base {record.base} is not the one this run was trained on (its weights changed since). "
+            f"The base {where} is not the one the run {run} was trained on (its weights changed since). "
             "Use the same base checkpoint, or fine-tune again."
         )
     return loaded
@@ -266,7 +404,7 @@ def load_run(run: str | Path, device="cpu", merge: bool = True, weights: Path | 
                           f"first: lowres finetune --base {run} ...")
     cfg = record.typed_config(FinetuneConfig)
     vocab = Vocab.load(run / RUN_VOCAB, units=record.vocab_units or "grapheme")
-    loaded = rebuild_base(record, cfg.train.seed)
+    loaded = rebuild_base(record, cfg.train.seed, run)
     model, _ = build_ctc_model(cfg, len(vocab), loaded)
     path = weights or run / RUN_WEIGHTS
     missing, unexpected = model.load_state_dict(_read_weights(run, path), strict=False)

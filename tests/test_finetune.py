@@ -38,12 +38,12 @@ def test_end_to_end_prepare_finetune_eval(prepared, tmp_path):
     assert (run / "model.safetensors").is_file() and (run / "learning_curve.png").stat().st_size > 1000
     assert (run / "checkpoints" / "latest").is_file()
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["steps"] == 6 and summary["best_by"] == "dev_wer"
-    # the best dev WER picks the deliverable, but an all-blank evaluation never does
+    assert summary["steps"] == 6 and summary["best_by"] == "dev_cer"  # low-resource users report CER (#14)
+    # the best dev CER picks the deliverable, but an all-blank evaluation never does
     n_dev = len(read_jsonl(prepared / "manifests" / "dev.jsonl"))
-    real = [r for r in rows if "dev_wer" in r and r["dev_empty_hypotheses"] < n_dev]
+    real = [r for r in rows if "dev_cer" in r and r["dev_empty_hypotheses"] < n_dev]
     if real:
-        assert summary["best_step"] == min(real, key=lambda r: r["dev_wer"])["step"]
+        assert summary["best_step"] == min(real, key=lambda r: r["dev_cer"])["step"]
     else:
         assert summary["best_step"] == -1 and "every dev evaluation was all blank" in (run / "train.log").read_text()
 
@@ -305,3 +305,45 @@ def test_eval_errors(prepared, tmp_path):
     assert res.exit_code == 2 and "Available:" in res.output
     res = invoke("transcribe", "--model", tmp_path, tmp_path / "missing.wav")
     assert res.exit_code == 2 and "missing.wav" in res.output
+
+
+def test_a_short_run_from_a_pretrained_base_still_trains_lora(prepared, tmp_path):
+    """#14: the recipes' 2,000-update head-only phase used to cover any shorter run, so LoRA never trained."""
+    run = tmp_path / "run"
+    res = invoke("finetune", "--data", prepared, "--split", "full", "--base", hf_base(tmp_path / "hf"), "--out", run,
+                 "--max-steps", 4, "--eval-every", 0, *FAST)
+    assert res.exit_code == 0, res.output
+    log = (run / "train.log").read_text()
+    assert "head-only phase of 2000 updates would cover the whole run: shortened to 2 updates" in log
+    assert "updates 1-2: head-only phase" in log and "update 3: head-only phase over" in log
+    saved = load_file(str(run / "model.safetensors"))
+    assert any(float(v.abs().sum()) > 0 for n, v in saved.items() if "lora_B" in n)  # the adapters trained
+    assert json.loads((run / "config.json").read_text())["build"]["head_only_steps"] == 2
+
+
+def test_a_run_moved_with_its_base_keeps_working(prepared, tmp_path):
+    """#14: a run stored its base as an absolute path, so copying runs/ elsewhere broke eval with an error
+    about --base, which the user never passed."""
+    import shutil
+
+    runs = tmp_path / "runs"
+    hf_base(runs / "hf")
+    assert invoke("finetune", "--data", prepared, "--split", "full", "--base", runs / "hf", "--out", runs / "ft",
+                  "--max-steps", 2, "--eval-every", 0, *FAST).exit_code == 0
+    meta = json.loads((runs / "ft" / "config.json").read_text())
+    assert meta["base"] == meta["config"]["base"] == "../hf"  # beside the run: stored relative to it
+    moved = tmp_path / "elsewhere" / "runs"
+    shutil.move(str(runs), str(moved))
+    ok = invoke("eval", "--model", moved / "ft", "--data", prepared, "--split", "test", "-q")
+    assert ok.exit_code == 0, ok.output
+    (moved / "hf").rename(moved / "hf-renamed")  # found again by its fingerprint, next to the run
+    again = invoke("eval", "--model", moved / "ft", "--data", prepared, "--split", "test", "-q", "--out",
+                   tmp_path / "e2")
+    assert again.exit_code == 0, again.output
+    shutil.rmtree(moved / "hf-renamed")
+    gone = invoke("eval", "--model", moved / "ft", "--data", prepared, "--split", "test", "-q", "--out",
+                  tmp_path / "e3")
+    text = " ".join(gone.output.split())
+    assert gone.exit_code == 2 and "Traceback" not in gone.output
+    assert f"trained from the base {moved / 'hf'} (recorded as ../hf), which is not there any more" in text
+    assert "copy it next to the run" in text and "--base" not in text

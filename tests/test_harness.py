@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from pathlib import Path
 
 import pytest
@@ -207,3 +208,54 @@ def test_used_folder_and_changed_inputs_are_refused(tmp_path):
     with pytest.raises(LowresError, match="optim.lr cannot change"):
         train(ToyTask(ToyConfig(train=ToyTrain(max_steps=2))), out, resume=True,
               resume_changes={"optim": {"lr": 0.1}})
+
+
+# ---------------------------------------------------------------------------------------------------
+# issue #14: a failed start leaves no half-made run; a frozen phase never covers the whole run
+
+
+class FailingTask(ToyTask):
+    """Fails after the folder was claimed, while writing its record (as adapt does when --unlabeled holds
+    nothing usable)."""
+
+    def record(self):
+        (self.run.out / "half-made.txt").write_text("x")
+        raise LowresError("nothing usable")
+
+
+def test_a_failed_start_leaves_no_half_made_run(tmp_path):
+    out = tmp_path / "new"
+    with pytest.raises(LowresError, match="nothing usable"):
+        train(FailingTask(ToyConfig()), out)
+    assert not out.exists()  # it made the folder, so the folder goes
+    given = tmp_path / "given"
+    given.mkdir()
+    with pytest.raises(LowresError, match="nothing usable"):
+        train(FailingTask(ToyConfig()), given)
+    assert given.is_dir() and not any(given.iterdir())  # the user's empty folder stays, empty
+    # and the next start works as if nothing happened: no "already holds files", no stale lock
+    assert train(ToyTask(ToyConfig(train=ToyTrain(max_steps=2))), given)["steps"] == 2
+
+
+def test_a_failed_start_before_the_claim_leaves_an_old_run_alone(tmp_path):
+    out = tmp_path / "run"
+    train(ToyTask(ToyConfig(train=ToyTrain(max_steps=2))), out)
+    before = sorted(p.name for p in out.iterdir())
+
+    class BadInputs(ToyTask):
+        def check_inputs(self):
+            raise LowresError("bad input")
+
+    with pytest.raises(LowresError, match="bad input"):
+        train(BadInputs(ToyConfig()), out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == before  # --overwrite only takes effect once inputs are good
+
+
+@pytest.mark.parametrize(("frozen", "max_steps", "expected"), [(2, 8, 2), (4, 8, 4), (20, 8, 4), (8, 8, 4)])
+def test_a_frozen_phase_covers_at_most_half_the_run(frozen, max_steps, expected):
+    from lowres.train.harness import frozen_steps
+
+    steps, note = frozen_steps(frozen, SimpleNamespace(max_steps=max_steps, max_frozen_share=0.5), "phase")
+    assert steps == expected and (note is None) == (frozen == expected)
+    if note:
+        assert f"shortened to {expected} updates" in note and "max_frozen_share" in note

@@ -143,3 +143,34 @@ def test_record_helpers_typed_config(tmp_path):
     record = RunRecord(kind="finetune", config=to_dict(cfg), backbone=SPEC, base="tiny")
     assert record.typed_config(FinetuneConfig) == cfg
     assert record.to_json()["created"]  # stamped when written
+
+
+def test_a_run_folder_in_use_is_refused_naming_the_process_that_holds_it(tmp_path):
+    """#14: two `finetune` processes into one --out both ran and interleaved their logs."""
+    import subprocess
+    import sys
+
+    import factory
+
+    prepared = factory.prepared_corpus(tmp_path / "corpus", n=12, speakers=4)
+    out = tmp_path / "run"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from lowres.runs import RunLock; "
+         "RunLock.take(Path(sys.argv[1])); print('locked', flush=True); time.sleep(60)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        args = ["finetune", "--data", prepared, "--split", "full", "--base", "tiny", "--out", out, "--max-steps", 2,
+                "--eval-every", 0, *factory.FAST]
+        res = factory.invoke(*args)
+        text = " ".join(res.output.split())
+        assert res.exit_code == 2 and "Traceback" not in res.output
+        assert f"{out} is in use: another lowres process is training there (pid {holder.pid} on" in text
+        assert {p.name for p in out.iterdir()} == {".lowres.lock"}  # nothing else was written
+    finally:
+        holder.kill()
+        holder.wait()
+    res = factory.invoke(*args)  # the holder is gone: its lock went with it, and the lock file is no obstacle
+    assert res.exit_code == 0, res.output
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2

@@ -27,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from lowres.train.loop import Hooks, LoopState, MetricsLog, Micro, StepOutput
+from lowres import LowresError
+from lowres.train.loop import Hooks, LoopState, MetricsLog, Micro, StepOutput, data_parallel
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,19 @@ class FrozenPhase:
     is_frozen: Callable[[], bool]
 
 
+def frozen_steps(wanted: int, train_cfg, what: str) -> tuple[int, str | None]:
+    """(updates, note): the length of a frozen phase, which never covers more than ``train.max_frozen_share``
+    of the run (a phase as long as the run would train only the part that does not wait). ``note`` says why
+    a phase was shortened (None when it was not)."""
+    limit = int(train_cfg.max_frozen_share * train_cfg.max_steps)
+    if wanted <= limit:
+        return wanted, None
+    cover = "the whole run" if wanted >= train_cfg.max_steps else f"{wanted} of its {train_cfg.max_steps} updates"
+    return limit, (f"the {what} of {wanted} updates would cover {cover}: shortened to {limit} updates "
+                   f"(train.max_frozen_share = {train_cfg.max_frozen_share:g} of --max-steps "
+                   f"{train_cfg.max_steps}) so that the rest of the model trains too")
+
+
 @dataclass
 class Run:
     """The run being trained, as the task sees it."""
@@ -68,6 +82,8 @@ class Run:
     device: torch.device | None = None
     log: MetricsLog | None = None
     net: torch.nn.Module | None = None  # the model, wrapped in DistributedDataParallel under torchrun
+    lock: object | None = None  # runs.RunLock held by rank 0 for the life of the run
+    claimed: bool = False  # a new run's folder has been claimed (created, or emptied by --overwrite)
     state: LoopState = field(default_factory=LoopState)  # the loop's state (final once training ended)
 
 
@@ -157,19 +173,17 @@ def train(task: Task, out: Path, *, resume: bool = False, overwrite: bool = Fals
     ``resume_changes``: what the resuming command line asked for, nested like the configuration (see
     :func:`lowres.runs.resume_config`: only some train settings may change)."""
     from lowres.fsutil import atomic_write_json
-    from lowres.runs import RUN_WEIGHTS, claim_run_folder, resume_config, write_run
+    from lowres.runs import RUN_WEIGHTS, claim_run_folder, resume_config
     from lowres.runtime import (
         barrier,
-        configure_threads,
         distributed,
         init_distributed,
         is_main_process,
         on_main,
         resolve_device,
-        seed_everything,
         world_size,
     )
-    from lowres.train.loop import data_parallel, restore, train_loop
+    from lowres.train.loop import train_loop
     from lowres.train.plot import learning_curve
 
     out = Path(out)
@@ -180,9 +194,49 @@ def train(task: Task, out: Path, *, resume: bool = False, overwrite: bool = Fals
     task.run = run
     # every input is read and checked before the run folder is touched: a mistake leaves --out as it was
     run.mode = on_main(claim_run_folder, out, resume=resume, overwrite=overwrite, check_only=not resume)
-    if run.mode == "resume":
-        run.record, task.cfg = resume_config(out, task.kind, type(task.cfg), resume_changes,
+    existed = out.exists()  # a failed start of a new run removes what it made, and only that
+    started_training = False
+    try:
+        if run.mode == "resume":
+            run.record, task.cfg = resume_config(out, task.kind, type(task.cfg), resume_changes,
                                                  max_steps_override)
+            on_main(_take_lock, run)
+        optimizer, hooks = _start(task, run, overwrite)
+        t, o = task.cfg.train, task.cfg.optim
+        started, started_training = time.perf_counter(), True
+        final = train_loop(run=out, model=task.model, optimizer=optimizer, lr_factor=task.lr_factor,
+                           batches=task.batches, hooks=hooks, max_steps=t.max_steps, accumulate=t.accumulate,
+                           clip_norm=o.clip_norm, seed=t.seed, log_every=t.log_every,
+                           eval_every=getattr(t, "eval_every", 0), save_every=t.save_every, state=run.state,
+                           log=run.log, console=run.console)
+    except BaseException:
+        if main and run.claimed and not started_training:
+            _undo_start(out, existed)
+        raise
+    finally:
+        if run.lock is not None:
+            run.lock.release()
+    run.state = final
+    if main:
+        learning_curve(out / "metrics.jsonl", out / "learning_curve.png", title=task.curve_title,
+                       extra=task.curve_extra)
+    summary = {"steps": final.step, **task.summary(final), "skipped_nonfinite": final.skipped_nonfinite,
+               "unreadable_clips": final.unreadable_clips, "audio_seconds_trained": final.audio_seconds,
+               "wall_seconds": time.perf_counter() - started, "deliverable": str(out / RUN_WEIGHTS)}
+    if main:
+        atomic_write_json(out / "summary.json", summary)
+    barrier()
+    run.log.say(task.done(final, out / RUN_WEIGHTS))
+    return summary
+
+
+def _start(task: Task, run: Run, overwrite: bool):
+    """Steps 3-8: inputs, runtime, the model, the new run's record, the optimizer and hooks, the resume."""
+    from lowres.runs import RUN_CONFIG, RUN_WEIGHTS, claim_run_folder, write_run
+    from lowres.runtime import barrier, configure_threads, on_main, resolve_device, seed_everything
+    from lowres.train.loop import restore
+
+    out = run.out
     task.check_inputs()
     t = task.cfg.train
     configure_threads(t.threads)
@@ -192,8 +246,12 @@ def train(task: Task, out: Path, *, resume: bool = False, overwrite: bool = Fals
     task.build()
     if run.mode == "new":
         on_main(claim_run_folder, out, resume=False, overwrite=overwrite)
+        run.claimed = True  # from here on, a failed start removes what it made
+        on_main(_take_lock, run)
+        if run.main and (out / RUN_CONFIG).exists():  # another process claimed it in between and is done
+            raise LowresError(f"{out} already holds a run. Use --resume to continue that run, or another --out.")
         record = task.record()
-        if main:
+        if run.main:
             task.write_files()
             write_run(out, record)
         barrier()
@@ -229,25 +287,29 @@ def train(task: Task, out: Path, *, resume: bool = False, overwrite: bool = Fals
         task.describe()
     run.state = state
     run.net = data_parallel(task.model, run.device)
+    return optimizer, hooks
 
-    started = time.perf_counter()
-    final = train_loop(run=out, model=task.model, optimizer=optimizer, lr_factor=task.lr_factor,
-                       batches=task.batches, hooks=hooks, max_steps=t.max_steps, accumulate=t.accumulate,
-                       clip_norm=o.clip_norm, seed=t.seed, log_every=t.log_every,
-                       eval_every=getattr(t, "eval_every", 0), save_every=t.save_every, state=state, log=log,
-                       console=run.console)
-    run.state = final
-    if main:
-        learning_curve(out / "metrics.jsonl", out / "learning_curve.png", title=task.curve_title,
-                       extra=task.curve_extra)
-    summary = {"steps": final.step, **task.summary(final), "skipped_nonfinite": final.skipped_nonfinite,
-               "unreadable_clips": final.unreadable_clips, "audio_seconds_trained": final.audio_seconds,
-               "wall_seconds": time.perf_counter() - started, "deliverable": str(out / RUN_WEIGHTS)}
-    if main:
-        atomic_write_json(out / "summary.json", summary)
-    barrier()
-    log.say(task.done(final, out / RUN_WEIGHTS))
-    return summary
+
+def _take_lock(run: Run) -> None:
+    """Rank 0 locks the run folder for the life of the run (a second process gets a message naming it)."""
+    from lowres.runs import RunLock
+
+    run.lock = RunLock.take(run.out)
+
+
+def _undo_start(out: Path, existed: bool) -> None:
+    """A new run that failed before its first update leaves no half-made folder: what it created goes (the
+    folder itself when it made it; an empty folder the user gave stays, empty)."""
+    import shutil
+
+    from lowres.fsutil import empty_folder
+
+    if not out.is_dir():
+        return
+    if existed:
+        empty_folder(out)
+    else:
+        shutil.rmtree(out, ignore_errors=True)
 
 
 def _deliver(task: Task, path: Path, kind: str) -> None:

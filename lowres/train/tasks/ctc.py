@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from lowres import LowresError
-from lowres.train.harness import FrozenPhase, ParamGroup, Task
+from lowres.train.harness import FrozenPhase, ParamGroup, Task, frozen_steps
 from lowres.train.loop import StepOutput
 
 ALL_BLANK_NOTE = (
@@ -70,7 +70,7 @@ class CTCTask(Task):
         if run.mode == "resume":
             self.vocab = Vocab.load(run.out / RUN_VOCAB, units=run.record.vocab_units or self.prepared.units)
             self.text_dict = run.record.text
-            self.loaded = rebuild_base(run.record, t.seed)
+            self.loaded = rebuild_base(run.record, t.seed, run.out)
         else:
             self.vocab = self.prepared.load_vocab()
             self.text_dict = self.prepared.text_settings
@@ -85,7 +85,12 @@ class CTCTask(Task):
                               "must be shorter than train.batch_seconds.")
         self.model, self.info = build_ctc_model(cfg, len(self.vocab), self.loaded)
         self.model.to(run.device)
-        self.head_only = t.head_only_steps if self.loaded.spec.pretrained else 0
+        self.phase_note = None
+        if run.mode == "resume" and "head_only_steps" in run.record.extras.get("build", {}):
+            self.head_only = run.record.extras["build"]["head_only_steps"]  # what the run started with
+        else:
+            self.head_only, self.phase_note = frozen_steps(t.head_only_steps if self.loaded.spec.pretrained else 0,
+                                                           t, "head-only phase")
         self.dev_utts = self.dev_all[: t.dev_max_utterances] if t.dev_max_utterances else self.dev_all
         dataset = batching.UtteranceDataset(self.train_utts, self.vocab,
                                             augment=_augmenter(cfg.augment), seed=t.seed)
@@ -97,7 +102,7 @@ class CTCTask(Task):
         from lowres.config import to_dict
         from lowres.runs import RunRecord, stored_base
 
-        self.cfg = replace(self.cfg, data=str(self.prepared.root.resolve()), base=stored_base(self.cfg.base))
+        self.cfg = replace(self.cfg, data=str(self.prepared.root.resolve()), base=stored_base(self.cfg.base, self.run.out))
         return RunRecord(
             kind=self.kind, config=to_dict(self.cfg), backbone=self.loaded.spec.to_dict(), base=self.cfg.base,
             base_fingerprint=self.loaded.fingerprint, vocab_units=self.vocab.units, text=self.text_dict or {},
@@ -227,7 +232,7 @@ class CTCTask(Task):
 
         log, info = self.run.log, self.info
         rep = trainable_report(self.model)
-        for note in info.notes:
+        for note in info.notes + ([self.phase_note] if self.phase_note else []):
             log.say(note)
         log.say(f"base {self.loaded.source}; {rep['trainable']:,} of {rep['parameters']:,} parameters train "
                 f"({100 * rep['trainable_share']:.2f}%: {'LoRA + ' if info.lora else ''}CTC head"

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from lowres import LowresError
-from lowres.train.harness import FrozenPhase, ParamGroup, Task
+from lowres.train.harness import FrozenPhase, ParamGroup, Task, frozen_steps
 from lowres.train.loop import StepOutput
 
 RANDOM_INIT_NOTE = (
@@ -79,10 +79,14 @@ class Wav2Vec2Task(Task):
         self.feature_penalty = beta
         self.model, self.info = build_wav2vec2_pretrainer(cfg, loaded, heads, beta)
         self.model.to(run.device)
-        warm = t.heads_warmup_steps
-        if warm < 0:
-            warm = 0 if self.imported else max(1, t.max_steps // 10)
-        self.warm = warm
+        self.phase_note = None
+        if run.mode == "resume":
+            self.warm = run.record.extras["heads_warmup_steps"]  # what the run started with
+        else:
+            warm = t.heads_warmup_steps
+            if warm < 0:
+                warm = 0 if self.imported else max(1, t.max_steps // 10)
+            self.warm, self.phase_note = frozen_steps(warm, t, "heads warm-up")
         g = cfg.gumbel
         self.tau_start = g.max if not self.imported else (g.imported_start or min(g.max, 1.5 * g.min))
         if run.mode == "resume":
@@ -96,7 +100,7 @@ class Wav2Vec2Task(Task):
 
         cfg, run = self.cfg, self.run
         manifest = on_main(unlabeled_manifest, Path(cfg.unlabeled), run.out, run.console)
-        self.cfg = cfg = replace(cfg, base=stored_base(cfg.base), unlabeled=str(Path(cfg.unlabeled).resolve()))
+        self.cfg = cfg = replace(cfg, base=stored_base(cfg.base, run.out), unlabeled=str(Path(cfg.unlabeled).resolve()))
         q, model = self.model.heads.quantizer, self.model
         record = RunRecord(
             kind=self.kind, config=to_dict(cfg), backbone=self.spec.to_dict(), base=cfg.base,
@@ -119,6 +123,14 @@ class Wav2Vec2Task(Task):
         self.utts = list(read_manifest(manifest))
         self.kept = [u for u in self.utts if u.duration >= t.crop_min_s]
         if not self.kept:
+            source = Path(self.cfg.unlabeled)
+            if source.is_dir():  # the manifest is lowres's own index of the user's folder: name the folder
+                found = (f"none of the {len(self.utts)} pieces cut from it is at least {t.crop_min_s} s long"
+                         if self.utts else "lowres found no audio it can read in it")
+                raise LowresError(
+                    f"--unlabeled {source}: nothing to adapt on ({found}). Give a folder of speech recordings (wav, "
+                    "flac, ogg, mp3) of a few seconds or more; `lowres prepare --unlabeled FOLDER --out DIR` lists "
+                    "why each file was left out.")
             raise LowresError(f"No piece in {manifest} is at least {t.crop_min_s} s long: nothing to adapt on.")
         dataset = CropDataset(self.kept, t.crop_max_s, t.seed)
         buckets = batching.BucketBatchSampler([min(u.duration, t.crop_max_s) for u in self.kept], t.batch_seconds,
@@ -244,6 +256,8 @@ class Wav2Vec2Task(Task):
         if not self.imported:
             log.say(f"{cfg.base} has no pretraining heads (quantizer, project_q, final projection): they start "
                     f"from scratch, with {self.warm} updates of heads warm-up (encoder frozen) first")
+        if self.phase_note:
+            log.say(self.phase_note)
         if not self.spec.pretrained:
             log.say(RANDOM_INIT_NOTE.format(base=cfg.base))
         log.say(f"{len(self.kept)} pieces ({sum(u.duration for u in self.kept) / 3600:.3f} h) from {self.manifest}; "
