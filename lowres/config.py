@@ -634,6 +634,17 @@ def nest_flags(flags: dict | None) -> dict:
     return updates
 
 
+def flat_keys(d: dict, prefix: str = "") -> dict:
+    """``{"optim": {"lr": 1e-3}}`` → ``{"optim.lr": 1e-3}``: a nested dict by dotted key."""
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(flat_keys(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def merge_nested(base: dict, updates: dict) -> dict:
     """A copy of nested dict ``base`` with ``updates`` laid over it (sections merged key by key)."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}

@@ -221,7 +221,7 @@ def resume_config(out: Path, kind: str, config_class, changes: dict | None = Non
     its --recipe, --set and explicit flags (``data``/``split``/``base``/``unlabeled`` at the top when given).
     The train settings in RESUME_SETTINGS are applied; any other setting, and every input, must equal the
     run's (so the original command line with --resume added works), else the resume is refused."""
-    from lowres.config import merge, to_dict
+    from lowres.config import flat_keys, merge, to_dict
 
     record = read_run(out)
     if record.kind != kind:
@@ -244,7 +244,7 @@ def resume_config(out: Path, kind: str, config_class, changes: dict | None = Non
     if train:
         changes["train"] = train
     if changes:
-        before, after = _flat(to_dict(saved)), _flat(to_dict(merge(saved, changes)))
+        before, after = flat_keys(to_dict(saved)), flat_keys(to_dict(merge(saved, changes)))
         differ = [k for k in after if after[k] != before.get(k)]
         if differ:
             raise LowresError(f"--resume continues the run with its own settings; {', '.join(differ)} cannot change "
@@ -252,16 +252,6 @@ def resume_config(out: Path, kind: str, config_class, changes: dict | None = Non
                               "--out) to change the others.")
     cfg = merge(saved, {"train": allowed}) if allowed else saved
     return record, cfg
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _path_like(base: str) -> bool:

@@ -26,6 +26,7 @@ from lowres.config import (
     AdaptConfig,
     FinetuneConfig,
     PrepareConfig,
+    flat_keys,
     load_recipe,
     recipe_dir,
     resolve_adapt,
@@ -41,16 +42,6 @@ EXPECTED = json.loads(FIXTURE.read_text(encoding="utf-8"))
 BASE_RECIPES = {"finetune_10min": FinetuneConfig, "finetune_1h": FinetuneConfig, "finetune_10h": FinetuneConfig,
                 "adapt": AdaptConfig}
 OVERLAYS = {"demo_finetune": ("10min", "1h"), "demo_adapt": None}  # the splits the demo fine-tunes on
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
 
 
 def _same(a, b) -> bool:
@@ -70,8 +61,8 @@ def test_every_shipped_recipe_is_covered():
 
 @pytest.mark.parametrize("name", sorted(BASE_RECIPES))
 def test_recipe_keys_differ_from_the_dataclass_defaults(name):
-    defaults = _flat(to_dict(BASE_RECIPES[name]()))
-    recipe = _flat(load_recipe(name))
+    defaults = flat_keys(to_dict(BASE_RECIPES[name]()))
+    recipe = flat_keys(load_recipe(name))
     unknown = sorted(set(recipe) - set(defaults))
     assert not unknown, f"{name}.toml sets unknown keys {unknown}"
     equal = sorted(k for k, v in recipe.items() if _same(v, defaults[k]))
@@ -82,14 +73,14 @@ def test_overlay_recipe_keys_change_something():
     """The demo's recipes are merged over a shipped one: each key must differ from the dataclass default and
     from the value beneath it (for demo_finetune: in at least one split the demo uses)."""
     for name, splits in OVERLAYS.items():
-        recipe = _flat(load_recipe(name))
+        recipe = flat_keys(load_recipe(name))
         assert recipe, f"{name}.toml is empty"
         if splits is None:
-            beneath = [_flat(to_dict(resolve_adapt()))]
-            default = _flat(to_dict(AdaptConfig()))
+            beneath = [flat_keys(to_dict(resolve_adapt()))]
+            default = flat_keys(to_dict(AdaptConfig()))
         else:
-            beneath = [_flat(to_dict(resolve_finetune(s))) for s in splits]
-            default = _flat(to_dict(FinetuneConfig()))
+            beneath = [flat_keys(to_dict(resolve_finetune(s))) for s in splits]
+            default = flat_keys(to_dict(FinetuneConfig()))
         for key, value in recipe.items():
             assert not _same(value, default[key]), f"{name}.toml: {key} = {value!r} is the default"
             assert any(not _same(value, b[key]) for b in beneath), f"{name}.toml: {key} = {value!r} changes nothing"
@@ -120,7 +111,7 @@ def test_resolved_configurations_are_exactly_the_recorded_ones():
     got = _resolved()
     assert sorted(got) == sorted(EXPECTED)
     for name, expected in EXPECTED.items():
-        flat_got, flat_want = _flat(got[name]), _flat(expected)
+        flat_got, flat_want = flat_keys(got[name]), flat_keys(expected)
         assert sorted(flat_got) == sorted(flat_want), name  # no key added or lost (config.json keeps loading)
         differ = {k: (flat_want[k], flat_got[k]) for k in flat_want
                   if flat_got[k] != flat_want[k] or type(flat_got[k]) is not type(flat_want[k])}

@@ -133,6 +133,27 @@ class Task:
         """Forward and backward of one update's micro-batches; gradients normalised over the global batch."""
         raise NotImplementedError
 
+    def micro_batches(self, micro: list[Micro]):
+        """For :meth:`compute`: (batch on the device, loss weight, generator) of each micro-batch that runs,
+        yielded inside DDP's gradient-sync context (all-reduce after the update's last micro-batch only): run
+        the forward (under :meth:`autocast`) and the backward in the loop body."""
+        from lowres.train.loop import grad_sync
+
+        for m in micro:
+            started = m.start()  # seeds dropout; None when every clip of the batch failed to decode
+            if started is None:
+                continue
+            batch, weight = started
+            batch.to(self.run.device)
+            with grad_sync(self.run.net, m):
+                yield batch, weight, m.gen
+
+    def autocast(self):
+        """Mixed precision for the forward pass, as train.precision says (the loss and backward stay outside)."""
+        from lowres.runtime import autocast
+
+        return autocast(self.run.device, self.cfg.train.precision)
+
     def evaluates(self) -> bool:
         """Whether :meth:`evaluate` has a dev set to score (then the best evaluation picks the deliverable)."""
         return False

@@ -156,8 +156,7 @@ class CTCTask(Task):
     def compute(self, micro, step) -> StepOutput:
         from lowres.data import batching
         from lowres.model.ctc import ctc_loss
-        from lowres.runtime import all_reduce_sum, autocast
-        from lowres.train.loop import grad_sync
+        from lowres.runtime import all_reduce_sum
 
         device, net, world = self.run.device, self.run.net, self.run.world
         # normalisers over the whole global batch (all micro-batches, all ranks); DDP averages gradients
@@ -166,17 +165,11 @@ class CTCTask(Task):
                                                    sum(int(m.batch.target_lengths.sum()) for m in micro
                                                        if m.batch.size)])
         loss_sum, audio = 0.0, 0.0
-        for m in micro:
-            started = m.start()
-            if started is None:
-                continue
-            b, weight = started
-            b.to(device)
-            with grad_sync(net, m):
-                with autocast(device, self.cfg.train.precision):
-                    logits, frames = net(b.waves, b.lengths, m.gen)
-                losses = ctc_loss(logits, frames, b.targets.to(device), b.target_lengths.to(device))
-                (losses.sum() * (weight * world / max(total_utts, 1))).backward()
+        for b, weight, gen in self.micro_batches(micro):
+            with self.autocast():
+                logits, frames = net(b.waves, b.lengths, gen)
+            losses = ctc_loss(logits, frames, b.targets.to(device), b.target_lengths.to(device))
+            (losses.sum() * (weight * world / max(total_utts, 1))).backward()
             if weight:
                 loss_sum += float(losses.detach().sum())
                 audio += batching.audio_seconds(b)

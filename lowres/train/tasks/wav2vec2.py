@@ -175,25 +175,18 @@ class Wav2Vec2Task(Task):
     def compute(self, micro, step) -> StepOutput:
         from lowres.data import batching
         from lowres.model.pretrain import temperature_at
-        from lowres.runtime import all_reduce_sum, autocast
-        from lowres.train.loop import grad_sync
+        from lowres.runtime import all_reduce_sum
 
-        device, net, world, g = self.run.device, self.run.net, self.run.world, self.cfg.gumbel
+        net, world, g = self.run.net, self.run.world, self.cfg.gumbel
         tau = temperature_at(step, self.tau_start, g.min, g.decay, self.cfg.train.max_steps)
         audio, total_masked = 0.0, 0
         results = []
-        for m in micro:
-            started = m.start()
-            if started is None:
-                continue
-            b, weight = started
-            b.to(device)
-            with grad_sync(net, m):
-                with autocast(device, self.cfg.train.precision):
-                    res = net(b.waves, b.lengths, tau, m.gen)
-                # each micro-batch's loss is normalised by its own masked frames: weight it by their number,
-                # then divide by the update's total (below)
-                (res.loss * (res.n_masked * weight)).backward()
+        for b, weight, gen in self.micro_batches(micro):
+            with self.autocast():
+                res = net(b.waves, b.lengths, tau, gen)
+            # each micro-batch's loss is normalised by its own masked frames: weight it by their number, then
+            # divide by the update's total (below)
+            (res.loss * (res.n_masked * weight)).backward()
             if weight:
                 results.append(res)
                 total_masked += res.n_masked
