@@ -253,6 +253,16 @@ def adapt(
                                     "folder keeps its codebook; a name (xls-r-300m, wav2vec2-base, tiny, ...) or a "
                                     "lowres run folder also work."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (new or empty, unless --resume / --overwrite)."),
+    objective: str = typer.Option("auto", "--objective", help="wav2vec2 (contrastive, the base's codebook), hubert "
+                                  "(masked prediction of k-means units) or auto: hubert for HuBERT, WavLM and "
+                                  "random-init bases, wav2vec2 for the others."),
+    targets: str | None = typer.Option(None, "--targets", help="hubert: the units' features, mfcc or layer:N (a "
+                                       "transformer layer of the base). Default: mfcc for a random-init base, the "
+                                       "middle layer otherwise."),
+    clusters: int | None = typer.Option(None, "--clusters", help="hubert: k-means clusters (units). Default: 100 for "
+                                        "mfcc, 500 for a layer."),
+    units: Path | None = typer.Option(None, "--units", help="hubert: train on the units of an earlier hubert run "
+                                      "(its folder or its units/ folder) instead of making new ones."),
     recipe: str | None = typer.Option(None, "--recipe", help="TOML file merged over recipes/adapt.toml."),
     set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one setting, e.g. "
                                    "--set optim.lr=5e-5 --set gumbel.min=0.1 (repeatable)."),
@@ -269,13 +279,16 @@ def adapt(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the lowres run already in --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ):
-    """Continued wav2vec 2.0 pretraining (contrastive + diversity loss) on unlabeled in-language audio.
+    """Continued self-supervised pretraining on unlabeled in-language audio: wav2vec 2.0's contrastive
+    objective, or HuBERT's masked prediction of k-means units (made inside the run).
 
     Example:  lowres adapt --unlabeled radio/ --base xls-r-300m --out runs/sw-adapt
               then:  lowres finetune --base runs/sw-adapt --data prepared/sw --split 1h --out runs/sw-1h
+    HuBERT:   lowres adapt --objective hubert --unlabeled radio/ --base tiny --out runs/h1
+              then:  lowres adapt --objective hubert --unlabeled radio/ --base runs/h1 --targets layer:2 --out runs/h2
 
     Writes OUT/model.safetensors (adapted encoder + heads), OUT/config.json, OUT/metrics.jsonl
-    (losses, accuracy, perplexities, temperature), OUT/learning_curve.png and OUT/checkpoints/.
+    (losses, accuracies, perplexities), OUT/learning_curve.png, OUT/checkpoints/ and, for hubert, OUT/units/.
     """
     from lowres.config import resolve_adapt
     from lowres.train.adapt import run_adapt
@@ -283,18 +296,33 @@ def adapt(
     if not resume and (not base or unlabeled is None):
         raise LowresError("adapt needs --unlabeled (a folder of audio or an unlabeled.jsonl) and --base (a "
                           "backbone name such as xls-r-300m or tiny, a Hugging Face folder or a lowres run folder).")
+    from lowres.runs import default_objective, read_run
+
+    if objective not in ("auto", "wav2vec2", "hubert"):
+        raise LowresError(f"--objective must be auto, wav2vec2 or hubert, not {objective!r}.")
+    explicit = objective != "auto"
+    if objective == "auto":
+        objective = (read_run(out).config.get("objective", "wav2vec2") if resume and (out / "config.json").is_file()
+                     else default_objective(base or ""))
+    if objective != "hubert":
+        given = [f for f, v in (("--targets", targets), ("--clusters", clusters), ("--units", units)) if v is not None]
+        if given:
+            raise LowresError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --objective hubert "
+                              f"only (this run uses {objective}).")
     flags = {"unlabeled": str(unlabeled) if unlabeled is not None else None, "base": base,
              "train.max_steps": max_steps, "optim.lr": lr, "train.batch_seconds": batch_seconds,
-             "train.accumulate": accumulate, "train.device": device, "train.seed": seed}
+             "train.accumulate": accumulate, "train.device": device, "train.seed": seed,
+             "units.targets": targets, "units.clusters": clusters, "units.reuse": str(units) if units else None}
     if lora:
         flags["lora.enabled"] = True
     try:
-        cfg = resolve_adapt(recipe, tuple(set_), flags)
+        cfg = resolve_adapt(recipe, tuple(set_), flags, objective=objective)
     except ValueError as exc:
         raise LowresError(f"Invalid setting: {exc}") from None
     run_adapt(cfg, out, resume=resume, overwrite=overwrite, console=None if quiet else _stdout(),
               max_steps_override=max_steps if resume else None,
-              resume_train=_resume_changes(flags, set_, recipe) if resume else None)
+              resume_train=_resume_changes({**flags, "objective": objective if explicit else None}, set_, recipe)
+              if resume else None)
 
 
 def _resume_changes(flags: dict, sets: list[str], recipe: str | None) -> dict:

@@ -607,9 +607,48 @@ class AdaptTrainConfig(SharedTrainConfig):
 
 
 @dataclass(frozen=True)
+class UnitsConfig:
+    """``[units]``: the targets of ``--objective hubert``, discovered inside adapt (lowres/units.py)."""
+
+    targets: str = "auto"  # mfcc | layer:N | auto: MFCC for a random-init base, the middle transformer layer
+    #                        of a pretrained one (HuBERT's iteration 1 and iteration 2: layer 6 of 12)
+    clusters: int = 0  # K; 0 = HuBERT's: 100 for MFCC, 500 for a layer
+    max_frames: int = 200_000  # k-means is fit on a seeded sample of at most this many frames (memory bound)
+    passes: int = 5  # MiniBatchKMeans passes over the sample (its defaults can take hours; inertia is near its
+    #                  asymptote after one pass)
+    batch_frames: int = 10_000  # MiniBatchKMeans batch size (fairseq's)
+    reuse: str = ""  # --units: a units/ folder of an earlier hubert run to train on instead of making new ones
+
+    def __post_init__(self):
+        if self.targets not in ("auto", "mfcc") and not self.targets.startswith("layer:"):
+            raise ValueError(f"units.targets must be auto, mfcc or layer:N, not {self.targets!r}")
+        _check("units", self, "clusters", 2, special={0: "automatic"})
+        _check("units", self, "max_frames", 1000)
+        _check("units", self, "passes", 1)
+        _check("units", self, "batch_frames", 100)
+
+
+@dataclass(frozen=True)
+class HubertConfig:
+    """``[hubert]``: the prediction heads and loss of ``--objective hubert`` (HuBERT BASE's values)."""
+
+    final_dim: int = 0  # final_proj output and unit embeddings; 0 = 256 for models up to 768 wide, else 768
+    unmasked_weight: float = 0.0  # cross-entropy weight of unmasked frames (masked frames weigh 1)
+
+    def __post_init__(self):
+        _check("hubert", self, "final_dim", 0)
+        _check("hubert", self, "unmasked_weight", 0)
+
+
+OBJECTIVES = ("wav2vec2", "hubert")
+
+
+@dataclass(frozen=True)
 class AdaptConfig:
     unlabeled: str = ""  # --unlabeled: a folder of audio or an unlabeled.jsonl
     base: str = ""
+    objective: str = "wav2vec2"  # --objective: wav2vec2 (contrastive) | hubert (masked prediction of units);
+    #                              the CLI's auto picks by the base (see lowres.runs.default_objective)
     model: AdaptModelConfig = field(default_factory=AdaptModelConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     loss: PretrainLossConfig = field(default_factory=PretrainLossConfig)
@@ -618,6 +657,12 @@ class AdaptConfig:
     train: AdaptTrainConfig = field(default_factory=AdaptTrainConfig)
     # adapt trains the transformer's own weights unless --lora asks for adapters
     lora: LoraSettings = field(default_factory=lambda: LoraSettings(enabled=False))
+    units: UnitsConfig = field(default_factory=UnitsConfig)
+    hubert: HubertConfig = field(default_factory=HubertConfig)
+
+    def __post_init__(self):
+        if self.objective not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
 
 
 def nest_flags(flags: dict | None) -> dict:
@@ -664,10 +709,15 @@ def _layer(cfg, updates: dict, source: str):
         raise LowresError(f"{str(exc).rstrip('.')} (given in {source}).") from None
 
 
-def resolve_adapt(recipe: str | Path | None = None, sets: tuple[str, ...] = (), flags: dict | None = None
-                  ) -> AdaptConfig:
-    """Defaults ← recipes/adapt.toml ← ``--recipe`` ← ``--set`` ← explicit flags."""
-    cfg = _layer(AdaptConfig(), load_recipe("adapt"), "the shipped recipe adapt.toml")
+def resolve_adapt(recipe: str | Path | None = None, sets: tuple[str, ...] = (), flags: dict | None = None,
+                  objective: str = AdaptConfig.objective) -> AdaptConfig:
+    """Defaults ← recipes/adapt.toml (← recipes/adapt_hubert.toml for ``objective`` hubert) ← ``--recipe`` ←
+    ``--set`` ← explicit flags."""
+    if objective not in OBJECTIVES:
+        raise LowresError(f"--objective must be one of auto, {', '.join(OBJECTIVES)}, not {objective!r}.")
+    cfg = _layer(AdaptConfig(objective=objective), load_recipe("adapt"), "the shipped recipe adapt.toml")
+    if objective == "hubert":
+        cfg = _layer(cfg, load_recipe("adapt_hubert"), "the shipped recipe adapt_hubert.toml")
     if recipe:
         cfg = _layer(cfg, load_recipe(recipe), f"the recipe {recipe}")
     cfg = _layer(cfg, parse_sets(sets), "--set")

@@ -334,6 +334,31 @@ def load_base(base: str, seed: int = 0):
     return load_backbone(base, seed=seed)
 
 
+def default_objective(base: str) -> str:
+    """``--objective auto``: HuBERT's masked prediction for HuBERT and WavLM bases (their own objective) and for
+    a random initialisation (the contrastive objective does not learn from scratch at lowres's scale:
+    benchmarks/README.md); wav2vec 2.0's for wav2vec 2.0 / XLS-R / MMS bases. Read from names and config
+    files only, without loading weights."""
+    from lowres.model.backbone import NAMED_BUNDLES, RANDOM_CONFIGS
+
+    if base in RANDOM_CONFIGS:
+        return "hubert"
+    if base in NAMED_BUNDLES:
+        return "wav2vec2" if NAMED_BUNDLES[base][1] == "wav2vec2" else "hubert"
+    folder = Path(base) if base else None
+    if folder is None or not (folder / RUN_CONFIG).is_file():
+        return "wav2vec2"
+    try:
+        data = json.loads((folder / RUN_CONFIG).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return "wav2vec2"
+    if "lowres_run" in data:
+        if data.get("config", {}).get("objective"):
+            return data["config"]["objective"]
+        return "wav2vec2" if data.get("backbone", {}).get("family", "wav2vec2") == "wav2vec2" else "hubert"
+    return "hubert" if data.get("model_type") in ("hubert", "wavlm") else "wav2vec2"
+
+
 def rebuild_base(record: RunRecord, seed: int, run: Path):
     """The base of the run in ``run``, rebuilt: random-init architectures from the saved spec (their weights are
     all in the run), everything else from where the base is now (:func:`locate_base`), checked against its
@@ -432,7 +457,8 @@ def load_encoder(run: Path):
             {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, strict=False)
         if missing:
             raise LowresError(f"{path} lacks backbone weights {missing[:3]}...: not a complete adapt deliverable.")
-        heads = {k.removeprefix("heads."): v for k, v in state.items() if k.startswith("heads.")}
+        if record.config.get("objective", "wav2vec2") == "wav2vec2":  # a codebook the next adapt can import
+            heads = {k.removeprefix("heads."): v for k, v in state.items() if k.startswith("heads.")}
         mask = state["mask_emb"]
     spec = record.spec()
     spec = BackboneSpec(spec.family, spec.arch, spec.normalize_waveform, True, str(run.resolve()))

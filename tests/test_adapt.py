@@ -20,7 +20,7 @@ from lowres.model.pretrain import (
     temperature_at,
 )
 
-ADAPT_FAST = ["--set", "train.batch_seconds=30", "--set", "train.num_workers=0", "--set", "train.log_every=5",
+ADAPT_FAST = ["--objective", "wav2vec2", "--set", "train.batch_seconds=30", "--set", "train.num_workers=0", "--set", "train.log_every=5",
               "--set", "loss.num_negatives=20", "--quiet"]
 
 
@@ -238,8 +238,8 @@ def test_collapse_detector_stops_the_run(tone_audio, tmp_path, monkeypatch):
         return heads
 
     monkeypatch.setattr(pretrain, "fresh_heads", collapsed)
-    res = invoke("adapt", "--unlabeled", tone_audio, "--base", "tiny", "--out", tmp_path / "c", "--max-steps", 40,
-                 "--lr", 1e-9, "--set", "train.log_every=2", "--set", "train.num_workers=0",
+    res = invoke("adapt", "--objective", "wav2vec2", "--unlabeled", tone_audio, "--base", "tiny", "--out",
+                 tmp_path / "c", "--max-steps", 40, "--lr", 1e-9, "--set", "train.log_every=2", "--set", "train.num_workers=0",
                  "--set", "train.batch_seconds=30", "--set", "loss.num_negatives=10", "--quiet")
     assert res.exit_code == 2, res.output
     text = " ".join(res.output.split())

@@ -186,7 +186,7 @@ def test_a_flag_of_the_wrong_type_is_a_usage_error(finetune, tmp_path):
 
 def test_adapt_flags_become_config_fields(adapt, tmp_path):
     res = invoke("adapt", "--unlabeled", tmp_path / "audio", "--base", "tiny", "--out", tmp_path / "a",
-                 "--max-steps", 12, "--lr", 3e-4, "--batch-seconds", 25, "--accumulate", 2, "--device", "cpu",
+                 "--objective", "wav2vec2", "--max-steps", 12, "--lr", 3e-4, "--batch-seconds", 25, "--accumulate", 2, "--device", "cpu",
                  "--seed", 4, "--set", "gumbel.min=0.1", "-q")
     assert res.exit_code == 0, res.output
     cfg = adapt.cfg
@@ -202,10 +202,39 @@ def test_adapt_flags_become_config_fields(adapt, tmp_path):
 
 
 def test_adapt_lora(adapt, tmp_path):
-    res = invoke("adapt", "--unlabeled", tmp_path, "--base", "tiny", "--out", tmp_path / "a", "--lora", "-q")
+    res = invoke("adapt", "--unlabeled", tmp_path, "--base", "tiny", "--out", tmp_path / "a", "--lora", "-q",
+                 "--objective", "wav2vec2")
     assert res.exit_code == 0, res.output
     assert adapt.cfg.lora.enabled is True
     assert adapt.cfg == resolve_adapt(flags={"unlabeled": str(tmp_path), "base": "tiny", "lora.enabled": True})
+
+
+@pytest.mark.parametrize(("base", "objective"), [("tiny", "hubert"), ("small", "hubert"), ("xls-r-300m", "wav2vec2"),
+                                                  ("hubert-base", "hubert"), ("wavlm-base-plus", "hubert")])
+def test_adapt_objective_auto_follows_the_base(adapt, tmp_path, base, objective):
+    res = invoke("adapt", "--unlabeled", tmp_path, "--base", base, "--out", tmp_path / "a", "-q")
+    assert res.exit_code == 0, res.output
+    assert adapt.cfg.objective == objective
+    assert adapt.cfg.model.mask_prob == (0.8 if objective == "hubert" else 0.65)  # adapt_hubert.toml's delta
+
+
+def test_adapt_hubert_flags(adapt, tmp_path):
+    res = invoke("adapt", "--objective", "hubert", "--unlabeled", tmp_path, "--base", "tiny", "--out", tmp_path / "a",
+                 "--targets", "layer:3", "--clusters", 50, "--units", tmp_path / "u", "-q")
+    assert res.exit_code == 0, res.output
+    u = adapt.cfg.units
+    assert (adapt.cfg.objective, u.targets, u.clusters, u.reuse) == ("hubert", "layer:3", 50, str(tmp_path / "u"))
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--objective", "wav2vec2", "--clusters", "50"], "--clusters applies to --objective hubert only"),
+    (["--objective", "hubert", "--clusters", "1"], "units.clusters must be"),
+    (["--objective", "hubert", "--targets", "layer"], "units.targets must be auto, mfcc or layer:N"),
+    (["--objective", "contrastive"], "--objective must be auto, wav2vec2 or hubert"),
+])
+def test_adapt_objective_mistakes(adapt, tmp_path, args, message):
+    assert_user_error(invoke("adapt", "--unlabeled", tmp_path, "--base", "tiny", "--out", tmp_path / "a", *args, "-q"),
+                      message, adapt)
 
 
 def test_adapt_resume_passes_resume_train(adapt, tmp_path):

@@ -110,7 +110,8 @@ def test_adapt_sigkill_then_resume_equals_uninterrupted(prepared, tmp_path):
     unlabeled = tmp_path / "unl"  # the corpus audio, indexed as `prepare --unlabeled` does
     res = invoke("prepare", "--unlabeled", prepared.parent / "wavs", "--out", unlabeled, "-q")
     assert res.exit_code == 0, res.output
-    args = ["adapt", "--unlabeled", str(unlabeled / "unlabeled.jsonl"), "--base", "tiny", "--max-steps", str(steps),
+    args = ["adapt", "--objective", "wav2vec2", "--unlabeled", str(unlabeled / "unlabeled.jsonl"), "--base", "tiny",
+            "--max-steps", str(steps),
             "--set", "train.batch_seconds=8", "--set", "train.num_workers=0", "--set", "train.log_every=1",
             "--set", "train.save_every=1", "--set", "train.crop_min_s=0.5", "--quiet"]
     ref = tmp_path / "ref"

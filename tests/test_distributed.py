@@ -91,12 +91,28 @@ def test_finetune_two_processes_match_one(prepared, tmp_path):
 
 def test_adapt_two_processes_match_one(prepared, tmp_path):
     unlabeled = prepared.parent  # the corpus folder's audio
-    flags = ["--unlabeled", unlabeled, "--base", "tiny", "--max-steps", 3, "--set", "train.heads_warmup_steps=1",
-             "--set", "train.crop_min_s=0.5", "--set", "model.layerdrop=0.2", *COMMON]
+    flags = ["--objective", "wav2vec2", "--unlabeled", unlabeled, "--base", "tiny", "--max-steps", 3,
+             "--set", "train.heads_warmup_steps=1", "--set", "train.crop_min_s=0.5", "--set", "model.layerdrop=0.2",
+             *COMMON]
     single, ddp = single_and_torchrun("adapt", tmp_path, flags)
     assert_same_weights(single, ddp)
     for key in ("loss", "contrastive", "accuracy", "code_perplexity", "masked_fraction", "grad_norm"):
         assert trace(ddp, key) == pytest.approx(trace(single, key), rel=1e-3), key
+
+
+def test_hubert_two_processes_match_one(prepared, tmp_path):
+    """HuBERT under torchrun: rank 0 alone makes the units (the others read them), and the run equals one
+    process with twice the accumulation."""
+    flags = ["--objective", "hubert", "--unlabeled", prepared.parent, "--base", "tiny", "--max-steps", 3,
+             "--clusters", 8, "--set", "train.heads_warmup_steps=1", "--set", "train.crop_min_s=0.5",
+             "--set", "model.layerdrop=0.2", *COMMON]
+    single, ddp = single_and_torchrun("adapt", tmp_path, flags)
+    assert_same_weights(single, ddp)
+    for key in ("loss", "masked_accuracy", "predicted_perplexity", "target_perplexity", "masked_fraction",
+                "grad_norm"):
+        assert trace(ddp, key) == pytest.approx(trace(single, key), rel=1e-3), key
+    units = [json.loads((run / "units" / "units.json").read_text()) for run in (single, ddp)]
+    assert units[0] == {**units[1], "seconds": units[0]["seconds"]}  # the same units, made once
 
 
 def test_a_rank_whose_micro_batch_cannot_be_read_takes_part_with_a_stand_in(prepared, tmp_path):

@@ -40,7 +40,7 @@ EXPECTED = json.loads(FIXTURE.read_text(encoding="utf-8"))
 
 # what each shipped recipe is merged over: (configuration class, the recipes beneath it, the splits it serves)
 BASE_RECIPES = {"finetune_10min": FinetuneConfig, "finetune_1h": FinetuneConfig, "finetune_10h": FinetuneConfig,
-                "adapt": AdaptConfig}
+                "adapt": AdaptConfig, "adapt_hubert": AdaptConfig}
 OVERLAYS = {"demo_finetune": ("10min", "1h"), "demo_adapt": None}  # the splits the demo fine-tunes on
 
 
@@ -99,6 +99,7 @@ def _resolved() -> dict:
     for split in SPLITS:
         got[f"finetune/{split}"] = to_dict(resolve_finetune(split))
     got["adapt"] = to_dict(resolve_adapt())
+    got["adapt/hubert"] = to_dict(resolve_adapt(objective="hubert"))
     got["demo/adapt"] = to_dict(resolve_adapt("demo_adapt", flags={
         "unlabeled": "demo/prepared/unlabeled.jsonl", "base": "tiny", "train.max_steps": 60, "train.seed": 0}))
     got["demo/finetune-10min-tiny"] = to_dict(_demo_finetune("10min", "tiny", 150))

@@ -11,12 +11,18 @@ import torch
 
 from lowres import LowresError
 
+FRAME_S = 0.02  # one model frame (320 samples at 16 kHz)
+
 
 class CropDataset(torch.utils.data.Dataset):
-    """Unlabeled pieces, randomly cropped to at most ``crop_max_s`` (seeded by seed, epoch, index)."""
+    """Unlabeled pieces, randomly cropped to at most ``crop_max_s`` (seeded by seed, epoch, index).
 
-    def __init__(self, utts, crop_max_s: float, seed: int):
-        self.utts, self.crop_max_s, self.seed = list(utts), crop_max_s, seed
+    With ``units`` (lowres.units.Units, one row per piece), each item also carries the units of its crop as
+    ``labels``: crops then start on a 20 ms frame boundary of the piece, so crop frame t is piece frame
+    start + t."""
+
+    def __init__(self, utts, crop_max_s: float, seed: int, units=None):
+        self.utts, self.crop_max_s, self.seed, self.units = list(utts), crop_max_s, seed, units
 
     def __len__(self) -> int:
         return len(self.utts)
@@ -29,15 +35,25 @@ class CropDataset(torch.utils.data.Dataset):
             key = Key(key)
         u = self.utts[key.index]
         offset, duration = u.offset, u.duration
+        start = 0.0
         if duration > self.crop_max_s:
             rng = random.Random((self.seed * 1_000_003 + key.epoch * 65_537 + key.index) % 2**32)
-            offset += rng.uniform(0.0, duration - self.crop_max_s)
+            start = rng.uniform(0.0, duration - self.crop_max_s)
+            if self.units is not None:
+                start = FRAME_S * int(start / FRAME_S)
+            offset += start
             duration = self.crop_max_s
         try:
             wave = audio_mod.load(u.audio_filepath, offset, duration)
         except audio_mod.AudioError as exc:
             return {"index": key.index, "error": f"{u.audio_filepath}: {exc.detail}"}
-        return {"index": key.index, "wave": wave}
+        item = {"index": key.index, "wave": wave}
+        if self.units is not None:
+            from lowres.units import frames_of
+
+            first = int(round(start / FRAME_S))
+            item["labels"] = self.units.of(key.index)[first: first + frames_of(len(wave))].tolist()
+        return item
 
 
 def check_unlabeled_source(source: Path) -> None:

@@ -15,6 +15,7 @@ from torch import nn
 from lowres.config import AdaptConfig, FinetuneConfig, ModelConfig
 from lowres.model.backbone import LoadedBackbone
 from lowres.model.ctc import CTCModel
+from lowres.model.hubert import HubertHeads, HubertPretrainer
 from lowres.model.lora import add_lora
 from lowres.model.pretrain import PretrainHeads, Wav2Vec2Pretrainer
 
@@ -80,14 +81,31 @@ def build_ctc_model(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBackbone
 def build_wav2vec2_pretrainer(cfg: AdaptConfig, loaded: LoadedBackbone, heads: PretrainHeads,
                               feature_penalty: float) -> tuple[Wav2Vec2Pretrainer, BuildInfo]:
     """Backbone + mask embedding + wav2vec 2.0 pretraining heads (+ LoRA), with ``requires_grad`` set to what
-    ``lowres adapt`` trains: the heads, the mask embedding and the transformer (or its LoRA adapters); the
-    conv encoder too when it is not frozen (default: frozen for a pretrained base)."""
+    ``lowres adapt`` trains (see :func:`_pretrainer_trains`)."""
     m, loss, spec = cfg.model, cfg.loss, loaded.spec
     model = Wav2Vec2Pretrainer(loaded.model, spec, heads, loaded.mask_embedding, mask_prob=m.mask_prob,
                                mask_length=m.mask_length, min_spans=m.min_spans, layerdrop=m.layerdrop,
                                num_negatives=loss.num_negatives, logit_temperature=loss.logit_temperature,
                                diversity_weight=loss.diversity_weight, feature_penalty=feature_penalty,
                                feature_dropout=loss.feature_dropout, feature_grad_mult=m.feature_grad_mult)
+    return model, _pretrainer_trains(model, cfg)
+
+
+def build_hubert_pretrainer(cfg: AdaptConfig, loaded: LoadedBackbone, heads: HubertHeads,
+                            feature_penalty: float) -> tuple[HubertPretrainer, BuildInfo]:
+    """Backbone + mask embedding + HuBERT heads (+ LoRA), with ``requires_grad`` set as for wav2vec 2.0."""
+    m, spec = cfg.model, loaded.spec
+    model = HubertPretrainer(loaded.model, spec, heads, loaded.mask_embedding, mask_prob=m.mask_prob,
+                             mask_length=m.mask_length, min_spans=m.min_spans, layerdrop=m.layerdrop,
+                             logit_temperature=cfg.loss.logit_temperature, unmasked_weight=cfg.hubert.unmasked_weight,
+                             feature_penalty=feature_penalty, feature_grad_mult=m.feature_grad_mult)
+    return model, _pretrainer_trains(model, cfg)
+
+
+def _pretrainer_trains(model: nn.Module, cfg: AdaptConfig) -> BuildInfo:
+    """What ``lowres adapt`` trains: the heads, the mask embedding and the transformer (or its LoRA adapters);
+    the conv encoder too when it is not frozen (default: frozen for a pretrained base)."""
+    m, spec = cfg.model, model.spec
     freeze_fe = m.freeze_feature_encoder if m.freeze_feature_encoder is not None else spec.pretrained
     model.freeze_feature_encoder = freeze_fe
     for p in model.parameters():
@@ -95,7 +113,7 @@ def build_wav2vec2_pretrainer(cfg: AdaptConfig, loaded: LoadedBackbone, heads: P
     model.heads.requires_grad_(True)
     model.mask_emb.requires_grad_(True)
     _train_encoder(model.backbone, spec.family, cfg.lora if cfg.lora.enabled else None, train_conv=not freeze_fe)
-    return model, BuildInfo(cfg.lora.enabled, not freeze_fe, spec.pretrained, [])
+    return BuildInfo(cfg.lora.enabled, not freeze_fe, spec.pretrained, [])
 
 
 def _train_encoder(backbone: nn.Module, family: str, lora, train_conv: bool) -> None:

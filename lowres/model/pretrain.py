@@ -185,31 +185,8 @@ class Wav2Vec2Pretrainer(nn.Module):
     def forward(self, waves: Tensor, lengths: Tensor, temperature: float = 2.0,
                 generator: torch.Generator | None = None, mask: Tensor | None = None,
                 negatives: Tensor | None = None, keep: bool = False) -> PretrainOutput:
-        if self.spec.normalize_waveform:
-            waves = normalize_waveform(waves, lengths)
-        grad = torch.is_grad_enabled()
-        with torch.set_grad_enabled(grad and not self.freeze_feature_encoder and not self.encoder_frozen):
-            feats, frames = conv_features(self.backbone.feature_extractor, waves, lengths)
-        if feats.requires_grad and self.feature_grad_mult != 1.0:
-            feats = scale_grad(feats, self.feature_grad_mult)
-        b, t, _ = feats.shape
-        pad = padding_mask(frames, t)
-        valid = ~pad if pad is not None else torch.ones(b, t, dtype=torch.bool, device=feats.device)
-        penalty = feats.float().pow(2)[valid].mean()
-        proj = self.backbone.encoder.feature_projection
-        with torch.set_grad_enabled(grad and not self.encoder_frozen):
-            normed = proj.layer_norm(feats)
-            x = proj.dropout(proj.projection(normed))
-        if mask is None:
-            mask = span_mask(frames if frames is not None else torch.full((b,), t), t, self.mask_prob,
-                             self.mask_length, self.min_spans, generator).to(x.device)
-        mask = mask & valid
-        x = torch.where(mask[..., None], self.mask_emb.to(x.dtype)[None, None, :], x)
-        if pad is not None:
-            x = x.masked_fill(pad[..., None], 0.0)
-        with torch.set_grad_enabled(grad and not self.encoder_frozen):
-            ctx = run_transformer(self.backbone.encoder.transformer, x, pad, self.spec.family,
-                                  self.layerdrop if self.training else 0.0, generator)
+        enc = masked_encode(self, waves, lengths, generator, mask)
+        normed, mask, valid, penalty, ctx = enc.normed, enc.mask, enc.valid, enc.penalty, enc.context
         # targets: quantize the masked frames only
         q_in = self.feature_dropout(normed)[mask]
         q, code_ppl, prob_ppl = self.heads.quantizer(q_in, temperature, generator)
@@ -238,6 +215,52 @@ class Wav2Vec2Pretrainer(nn.Module):
         if keep:
             out.mask, out.negatives, out.logits, out.quantized = mask, negatives, logits.detach(), y.detach()
         return out
+
+
+@dataclass
+class MaskedEncoding:
+    """What the masked-prediction objectives share: the encoder's pass over masked input."""
+
+    context: Tensor  # (B, T, D) transformer output
+    normed: Tensor  # (B, T, C) conv features after the feature projection's LayerNorm (wav2vec 2.0's quantizer input)
+    mask: Tensor  # (B, T) True at masked valid frames
+    valid: Tensor  # (B, T) True at valid (unpadded) frames
+    penalty: Tensor  # mean of the squared conv features over valid frames (the feature penalty)
+
+
+def masked_encode(model: nn.Module, waves: Tensor, lengths: Tensor, generator: torch.Generator | None,
+                  mask: Tensor | None = None) -> MaskedEncoding:
+    """conv features (trained when not frozen, their gradient scaled by ``feature_grad_mult``) → penalty →
+    LayerNorm → projection → span masks (``mask_prob``, ``mask_length``, at least ``min_spans``, never in
+    padding; or ``mask`` as given) replaced by the learned mask embedding → transformer (layerdrop in
+    training). ``model``: a pretrainer with ``backbone``, ``spec``, ``mask_emb`` and those settings, and the
+    flags ``freeze_feature_encoder`` / ``encoder_frozen`` (the heads warm-up)."""
+    if model.spec.normalize_waveform:
+        waves = normalize_waveform(waves, lengths)
+    grad = torch.is_grad_enabled()
+    with torch.set_grad_enabled(grad and not model.freeze_feature_encoder and not model.encoder_frozen):
+        feats, frames = conv_features(model.backbone.feature_extractor, waves, lengths)
+    if feats.requires_grad and model.feature_grad_mult != 1.0:
+        feats = scale_grad(feats, model.feature_grad_mult)
+    b, t, _ = feats.shape
+    pad = padding_mask(frames, t)
+    valid = ~pad if pad is not None else torch.ones(b, t, dtype=torch.bool, device=feats.device)
+    penalty = feats.float().pow(2)[valid].mean()
+    proj = model.backbone.encoder.feature_projection
+    with torch.set_grad_enabled(grad and not model.encoder_frozen):
+        normed = proj.layer_norm(feats)
+        x = proj.dropout(proj.projection(normed))
+    if mask is None:
+        mask = span_mask(frames if frames is not None else torch.full((b,), t), t, model.mask_prob,
+                         model.mask_length, model.min_spans, generator).to(x.device)
+    mask = mask & valid
+    x = torch.where(mask[..., None], model.mask_emb.to(x.dtype)[None, None, :], x)
+    if pad is not None:
+        x = x.masked_fill(pad[..., None], 0.0)
+    with torch.set_grad_enabled(grad and not model.encoder_frozen):
+        ctx = run_transformer(model.backbone.encoder.transformer, x, pad, model.spec.family,
+                              model.layerdrop if model.training else 0.0, generator)
+    return MaskedEncoding(ctx, normed, mask, valid, penalty)
 
 
 def temperature_at(step: int, start: float, floor: float, decay: float, max_steps: int) -> float:
