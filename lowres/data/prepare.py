@@ -2,8 +2,10 @@
 
 parse (corpora/) → probe audio in parallel (audio.py) → normalise text (text.py) → check each utterance
 → held-out sets and nested splits (splits.py) → vocabulary from the training pool only (vocab.py) →
-atomic writes. Every unusable item goes to ``rejects.jsonl`` with a reason and the run goes on.
-The same input gives byte-identical output files.
+claim ``--out`` → atomic writes. Every unusable item goes to ``rejects.jsonl`` with a reason and the run
+goes on. Everything is read and checked before ``--out`` is claimed, so a corpus that cannot be read, or one
+that gives nothing usable at all (no utterance kept and no unlabeled piece: a :class:`LowresError` with the
+rejects summary), leaves ``--out`` as it was. The same input gives byte-identical output files.
 """
 
 from __future__ import annotations
