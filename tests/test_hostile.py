@@ -583,6 +583,33 @@ def test_a_fake_mp3_is_not_audio_and_mpg123_stays_off_stderr(tmp_path, capfd):
     assert capfd.readouterr().err == "stderr is back\n"
 
 
+def test_quiet_stderr_is_counted_across_threads_and_undone_in_a_forked_child(capfd):
+    import threading
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def decode():
+        with audio_mod.quiet_stderr():
+            inside.set()
+            leave.wait(10)
+
+    worker = threading.Thread(target=decode)
+    worker.start()
+    inside.wait(10)
+    with audio_mod.quiet_stderr():
+        os.write(2, b"lost while quiet\n")
+    os.write(2, b"still quiet: the other thread decodes\n")
+    pid = os.fork()
+    if pid == 0:  # a process forked meanwhile has its stderr
+        os.write(2, b"child speaks\n")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    leave.set()
+    worker.join()
+    os.write(2, b"back\n")
+    assert capfd.readouterr().err == "child speaks\nback\n"
+
+
 def test_a_commonvoice_tsv_without_a_column_leaves_no_out(tmp_path):
     from factory import commonvoice
 

@@ -141,13 +141,33 @@ def quiet_stderr():
         yield
     finally:
         with _quiet_lock:
-            _quiet_depth -= 1
-            if _quiet_depth == 0 and _saved_stderr is not None:
-                try:
-                    os.dup2(_saved_stderr, 2)
-                finally:
-                    os.close(_saved_stderr)
-                    _saved_stderr = None
+            if _quiet_depth:  # 0 in a child forked inside the block (reset below)
+                _quiet_depth -= 1
+                if _quiet_depth == 0:
+                    _restore_stderr()
+
+
+def _restore_stderr() -> None:
+    global _saved_stderr
+    if _saved_stderr is None:
+        return
+    try:
+        os.dup2(_saved_stderr, 2)
+    finally:
+        os.close(_saved_stderr)
+        _saved_stderr = None
+
+
+def _after_fork_in_child() -> None:
+    """A process forked while another thread decodes gets its stderr back (and a lock nobody holds)."""
+    global _quiet_lock, _quiet_depth
+    _quiet_lock = threading.Lock()
+    _quiet_depth = 0
+    with contextlib.suppress(OSError):
+        _restore_stderr()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _redirect_stderr() -> int | None:
