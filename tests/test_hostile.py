@@ -548,6 +548,28 @@ def test_an_unlabeled_folder_with_nothing_usable_names_that_folder(tmp_path):
         result.output.split()), result.output
 
 
+def test_one_part_with_nothing_usable_is_a_note_when_the_other_part_is(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,text\nmissing.wav,maji\n", encoding="utf-8")
+    good = tmp_path / "good.csv"
+    for i in range(6):
+        wav(tmp_path / f"g{i}.wav", 0.8, seed=i)
+    good.write_text("path,text,speaker\n" + "".join(f"g{i}.wav,maji,s{i % 3}\n" for i in range(6)), encoding="utf-8")
+    unl, empty = tmp_path / "unl", tmp_path / "empty"
+    write_audio(unl / "a.wav", 5.0)
+    empty.mkdir()
+    result = runner.invoke(app, ["prepare", str(bad), "--unlabeled", str(unl), "--out", str(tmp_path / "o1"), "-q"])
+    assert result.exit_code == 0, result.output
+    notes = json.loads((tmp_path / "o1" / "prepare_report.json").read_text(encoding="utf-8"))["notes"]
+    assert f"{bad} gave no usable utterance (every item is in rejects.jsonl): only the unlabeled audio was " \
+           "prepared" in notes, notes
+    assert not any("training pool is empty" in n for n in notes)
+    result = runner.invoke(app, ["prepare", str(good), "--unlabeled", str(empty), "--out", str(tmp_path / "o2")])
+    assert result.exit_code == 0, result.output
+    assert f"note: --unlabeled {empty} gave no usable piece of audio: `lowres adapt` has nothing to train on " \
+           "from it" in " ".join(result.output.split())
+
+
 def test_a_fake_mp3_is_not_audio_and_mpg123_stays_off_stderr(tmp_path, capfd):
     """libsndfile's mpg123 decoder says "File does not exist ... (possibly a pipe?)" about a text file named
     .mp3, and prints "Note: Illegal Audio-MPEG-Header" (from C, on file descriptor 2). Many such files, probed

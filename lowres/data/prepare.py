@@ -185,6 +185,12 @@ def prepare(
     if not rows and not pieces:
         raise LowresError(_nothing_usable(corpus, Path(unlabeled) if unlabeled is not None else None, rejects,
                                           report))
+    if corpus is not None and not rows:  # the unlabeled part is usable: say loudly what the labeled part is not
+        report["notes"].append(f"{corpus} gave no usable utterance (every item is in rejects.jsonl): only the "
+                               "unlabeled audio was prepared")
+    if unlabeled is not None and not pieces:
+        report["notes"].append(f"--unlabeled {unlabeled} gave no usable piece of audio: `lowres adapt` has "
+                               "nothing to train on from it")
 
     claim()
     if corpus is not None:
@@ -353,8 +359,9 @@ def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format
     # vocabulary from the training pool only
     counts = count_symbols((r.utt.text for r in pool), cfg.units)
     vocab, rare = build_vocab(counts, cfg.min_char_count, cfg.units)
-    if not pool:
-        notes.append("the training pool is empty: no vocabulary was written")
+    if not pool and rows:  # (no rows at all: prepare() says so)
+        notes.append("the training pool is empty: no vocabulary was written (the dev/test manifests can be "
+                     "evaluated on with `lowres eval --data`, but nothing can be fine-tuned on this folder)")
     result.vocab = vocab
 
     # the manifests
