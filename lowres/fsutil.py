@@ -84,6 +84,8 @@ def _claim(out: Path, *, what, overwrite, hint, is_ours, not_ours, clear, resume
            check_only, ignore) -> str:
     if out.exists() and not out.is_dir():
         raise LowresError(f"--out {out} is a file; give a folder for the {what}.")
+    if out.is_dir():  # an unwritable folder is said first: "pass --overwrite" would not help
+        _check_creatable(out)
     held = out.is_dir() and any(p.name not in ignore for p in out.iterdir())
     why = f" ({not_ours})" if not_ours else ""
     mode = "new"

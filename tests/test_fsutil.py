@@ -5,7 +5,10 @@ cannot be created or written, a folder that already holds files (without ``--ove
 a folder that is not ours, ``--resume`` with nothing to continue and ``--resume --overwrite`` are each one
 :class:`LowresError` that names the folder, and nothing is removed; ``--overwrite`` removes only what
 ``clear`` says (by default the folder's contents, never through a link); ``check_only`` decides the same way
-and touches nothing.
+and touches nothing. An unwritable folder is said before "it already holds files" (--overwrite would not
+help). Every command that writes (prepare, synth, lm and export are checked here, through the CLI) claims its
+--out before it writes anything: a location that cannot be made or written is one paragraph naming the
+folder, exit status 2, no traceback, and nothing made.
 
 The contract for :func:`atomic_writer` (and the byte, text, line and JSON writers, ``torch.save`` and the
 ARPA writer over it): the target holds the old content or the new, never part of one; no temp file is left
@@ -388,3 +391,122 @@ def test_arpa_goes_through_the_writer(tmp_path, monkeypatch):
     with pytest.raises(LowresError, match="No space left"):
         write_arpa(model, path)
     assert path.read_bytes() == before and temp_files(tmp_path) == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# every command that writes claims its --out before it writes anything: an unwritable location is one
+# paragraph naming the folder, exit status 2, and nothing is made (tests run as root, for whom a chmod'd
+# folder is still writable, so the refusals are raised by patching os.mkdir, the write probe and os.access)
+
+
+def _command_lines(tmp_path: Path, monkeypatch) -> dict:
+    """``lowres CMD ... --out OUT`` for each command that writes; export's run is a stand-in (the claim
+    comes before the run is read, and again before the first file is written)."""
+    from types import SimpleNamespace
+
+    from factory import table
+
+    import lowres.model.hf_convert as hf_convert
+    import lowres.runs as runs
+
+    corpus = table(tmp_path / "corpus" / "data.csv", n=6)
+    text = tmp_path / "sentences.txt"
+    text.write_text("habari yako leo\nmaji ya kunywa\n", encoding="utf-8")
+    run = holding(tmp_path / "run", **{"config.json": "{}"})
+    spec = SimpleNamespace(family="wav2vec2", arch={}, normalize_waveform=False)
+    model = SimpleNamespace(spec=spec, backbone=None, head=None, mask_emb=SimpleNamespace(detach=lambda: None))
+    monkeypatch.setattr(runs, "load_run", lambda *a, **k: SimpleNamespace(model=model, vocab=["a", "b"]))
+    monkeypatch.setattr(hf_convert, "to_hf_ctc", lambda *a, **k: None)
+
+    def save(out, *a, **k):  # reached only when the claim let the export through
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / "config.json").write_text("{}")
+
+    monkeypatch.setattr(hf_convert, "save_hf_directory", save)
+    return {
+        "prepare": lambda out: ["prepare", corpus, "--out", out, "-q"],
+        "synth": lambda out: ["synth", "--out", out, "--hours", "0.002", "--unlabeled-hours", "0", "--dev-hours",
+                              "0.001", "--test-hours", "0.001", "--speakers", "3", "--workers", "1", "-q"],
+        "lm": lambda out: ["lm", "--text", text, "--order", "2", "--out", out, "-q"],
+        "export": lambda out: ["export", "--model", run, "--out", out],
+    }
+
+
+COMMANDS = ("prepare", "synth", "lm", "export")
+
+
+def _refused(res, out: Path, says: str) -> None:
+    text = " ".join(res.output.split())
+    assert res.exit_code == 2, res.output
+    assert "Traceback" not in res.output and not (res.exception and not isinstance(res.exception, SystemExit))
+    assert text.startswith(f"error: --out {out} cannot be created"), text
+    assert says in text and "Choose another --out" in text, text
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_refuses_a_folder_under_a_file(tmp_path, monkeypatch, command):
+    from factory import invoke
+
+    lines = _command_lines(tmp_path, monkeypatch)
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "sub" / "out"
+    _refused(invoke(*lines[command](out)), out, f"{tmp_path / 'file'} is a file, not a folder")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("code, says", [(errno.EACCES, "Permission denied"),
+                                        (errno.EROFS, "(the file system is mounted read-only)"),
+                                        (errno.EPERM, "Operation not permitted")])
+def test_every_command_refuses_a_folder_it_cannot_make(tmp_path, monkeypatch, command, code, says):
+    from factory import invoke
+
+    lines = _command_lines(tmp_path, monkeypatch)
+    parent = tmp_path / "locked"
+    parent.mkdir()
+    out = parent / "out"
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *a, **k):
+        if Path(path) == out or out in Path(path).parents:
+            raise OSError(code, os.strerror(code), str(path))
+        return real_mkdir(path, *a, **k)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    _refused(invoke(*lines[command](out)), out, says)
+    assert list(parent.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_refuses_an_existing_folder_that_takes_no_file(tmp_path, monkeypatch, command):
+    from factory import invoke
+
+    lines = _command_lines(tmp_path, monkeypatch)
+    out = tmp_path / "out"
+    out.mkdir()
+
+    def mkstemp(*a, dir=None, **k):
+        if dir is not None and Path(dir) == out:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(out / ".lowres-probe.x"))
+        return real_mkstemp(*a, dir=dir, **k)
+
+    real_mkstemp = fsutil.tempfile.mkstemp
+    monkeypatch.setattr(fsutil.tempfile, "mkstemp", mkstemp)  # an immutable folder (chattr +i)
+    _refused(invoke(*lines[command](out)), out, "Operation not permitted")
+    assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_refuses_a_read_only_mount_before_anything_else(tmp_path, monkeypatch, command):
+    """A read-only folder that holds files: the message says it cannot be written, not "pass --overwrite"
+    (which would not help), with or without --overwrite."""
+    from factory import invoke
+
+    lines = _command_lines(tmp_path, monkeypatch)
+    out = holding(tmp_path / "mnt" / "out", **{"old.txt": "mine"})
+    real_access = fsutil.os.access
+    monkeypatch.setattr(fsutil.os, "access",
+                        lambda p, mode: not (Path(p) == out and mode & os.W_OK) and real_access(p, mode))
+    monkeypatch.setattr(fsutil, "_read_only_fs", lambda p: Path(p) == out)
+    for extra in ([], ["--overwrite"]):
+        _refused(invoke(*lines[command](out), *extra), out, "(the file system is mounted read-only)")
+        assert listing(out) == {"old.txt": "mine"}

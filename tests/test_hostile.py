@@ -2,7 +2,10 @@
 manifest lines for ``finetune`` and ``eval``.
 
 The contract: ``prepare`` finishes, every bad item is in ``rejects.jsonl`` with a reason, every good item is
-kept with the right text; ``finetune``/``eval`` stop at the first line that is not a valid record (exit
+kept with the right text; when nothing at all is usable (no utterance kept, no unlabeled piece), or the corpus
+cannot be read (a Common Voice TSV without its columns), it stops with exit status 2 and one paragraph (the
+rejects summary, an example per reason, naming the corpus or the --unlabeled folder) and leaves --out as it
+was; ``finetune``/``eval`` stop at the first line that is not a valid record (exit
 status 2, the file and line number and the reason, no traceback) and skip and count clips whose audio
 cannot be decoded; checkpoints are never unpickled into arbitrary objects.
 
@@ -23,7 +26,9 @@ Decisions for the ambiguous cases (what a Kaldi / ESPnet / fairseq / Hugging Fac
 - paths with spaces and non-ASCII (even non-UTF-8) names: kept.
 - symlink loops, dangling links, folders and FIFOs named like audio: rejected with a reason.
 - an audio file beside a LibriSpeech transcript file that no line names, a wav.scp entry with no transcript:
-  rejected (no_transcript).
+  rejected (no_transcript). A Kaldi audio file that is missing or broken is blamed on its wav.scp line.
+- a file that holds no audio (text, an HTML page, an image), whatever its ending: rejected as not audio, with
+  what it holds; libsndfile's mpg123 notes ("Illegal Audio-MPEG-Header") never reach stderr.
 """
 
 from __future__ import annotations
@@ -315,13 +320,13 @@ def test_kaldi_hostile_data_folder(tmp_path):
     wav(train / "audio" / "k11.wav")
     bad(scp, "k11 audio/k11.wav", "k11", "no_transcript")  # no line in text
     with_bad_sample(train / "audio" / "k12.wav", np.nan, "FLOAT")
-    scp.append("k12 audio/k12.wav")
+    bad(scp, "k12 audio/k12.wav", "k12", "non_finite_audio")  # the audio file's fault: its wav.scp line
+    bad(scp, "k16 audio/gone.wav", "k16", "missing_audio")  # listed, not on disk: its wav.scp line too
     wav(train / "audio" / "k14.wav")
     scp.append("k14 audio/k14.wav")
-    text += ["k9 maji", "k10 maji"]  # reported on their wav.scp lines
-    bad(text, "k12 maji", "k12", "non_finite_audio")
+    text += ["k9 maji", "k10 maji", "k12 maji", "k16 maji"]  # reported on their wav.scp lines
     bad(text, "k1 nakala", "k1", "duplicate_id")
-    bad(text, "k13 hakuna sauti", "k13", "missing_audio")
+    bad(text, "k13 hakuna sauti", "k13", "missing_audio")  # not in wav.scp: the text line's fault
     bad(text, "k14", "k14", "empty_transcript")  # a key and no words
     spk = [f"k{i} s{i % 4}" for i in range(15)]
     train.mkdir(parents=True, exist_ok=True)
@@ -484,14 +489,163 @@ def test_files_without_read_permission_are_rejected(tmp_path):
     exp.check(out)
 
 
-def test_a_corpus_with_nothing_usable_still_finishes(tmp_path):
+def test_a_corpus_with_nothing_usable_is_refused_and_writes_nothing(tmp_path):
     (tmp_path / "zero.wav").write_bytes(b"")
     path = tmp_path / "t.csv"
     path.write_text("path,text\nzero.wav,maji\nmissing.wav,maji\n", encoding="utf-8")
-    result = runner.invoke(app, ["prepare", str(path), "--out", str(tmp_path / "out"), "-q"])
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["prepare", str(path), "--out", str(out), "-q"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert text.startswith(f"error: Nothing usable: {path} gave no usable utterance. All 2 item(s) were rejected "
+                           "(empty_audio 1, missing_audio 1), for example: "), text
+    assert f"{path}:2: {tmp_path / 'zero.wav'}: zero.wav is an empty (zero-byte) file" in text
+    assert f"{path}:3: audio file not found: {tmp_path / 'missing.wav'}" in text
+    assert text.endswith("Nothing was written. Fix what these reasons point at (paths, columns, formats), then run "
+                         "the command again."), text
+    assert not out.exists()
+    # --overwrite of a prepared folder: its earlier outputs stay as they were
+    good = tmp_path / "good.csv"
+    for i in range(6):
+        wav(tmp_path / f"g{i}.wav", 0.8, seed=i)
+    good.write_text("path,text,speaker\n" + "".join(f"g{i}.wav,maji,s{i % 3}\n" for i in range(6)), encoding="utf-8")
+    prepare(good, out)
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    result = runner.invoke(app, ["prepare", str(path), "--out", str(out), "--overwrite", "-q"])
+    assert result.exit_code == 2 and "Nothing usable" in result.output, result.output
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+
+
+def test_an_unlabeled_folder_with_nothing_usable_names_that_folder(tmp_path):
+    unl = tmp_path / "radio"
+    unl.mkdir()
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["prepare", "--unlabeled", str(unl), "--out", str(out), "-q"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert text.startswith(f"error: Nothing usable: --unlabeled {unl} holds no audio file; lowres reads "), text
+    assert text.endswith("Nothing was written. Point --unlabeled at the folder that holds the recordings, then run "
+                         "the command again."), text
+    assert not out.exists()
+    # files, none usable; called as `lowres adapt --unlabeled FOLDER` calls it (into the run's own data folder):
+    # the message names the user's folder, never the folder lowres would have written
+    (unl / "notes.txt").write_text("not audio")
+    wav(unl / "short.wav", 0.5)
+    (unl / "fake.mp3").write_text("not audio either\n" * 10)
+    run_data = tmp_path / "run" / "data"
+    with pytest.raises(LowresError) as exc:
+        prepare(None, run_data, PrepareConfig(), unlabeled=unl)
+    text = " ".join(str(exc.value).split())
+    assert text.startswith(f"Nothing usable: --unlabeled {unl} gave no usable piece of audio. All 2 item(s) were "
+                           "rejected (too_short 1, unreadable_audio 1), for example: "), text
+    assert "short.wav: 0.50s is shorter than segment_min_s=2.0" in text and "fake.mp3 is not audio" in text
+    assert str(run_data) not in text and not run_data.exists()
+    # only non-audio files: said so
+    (unl / "short.wav").unlink()
+    (unl / "fake.mp3").unlink()
+    result = runner.invoke(app, ["prepare", "--unlabeled", str(unl), "--out", str(out), "-q"])
+    assert f"--unlabeled {unl} holds no audio file (1 file(s) with other endings skipped)" in " ".join(
+        result.output.split()), result.output
+
+
+def test_one_part_with_nothing_usable_is_a_note_when_the_other_part_is(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("path,text\nmissing.wav,maji\n", encoding="utf-8")
+    good = tmp_path / "good.csv"
+    for i in range(6):
+        wav(tmp_path / f"g{i}.wav", 0.8, seed=i)
+    good.write_text("path,text,speaker\n" + "".join(f"g{i}.wav,maji,s{i % 3}\n" for i in range(6)), encoding="utf-8")
+    unl, empty = tmp_path / "unl", tmp_path / "empty"
+    write_audio(unl / "a.wav", 5.0)
+    empty.mkdir()
+    result = runner.invoke(app, ["prepare", str(bad), "--unlabeled", str(unl), "--out", str(tmp_path / "o1"), "-q"])
     assert result.exit_code == 0, result.output
-    assert kept(tmp_path / "out") == {} and not (tmp_path / "out" / "vocab.json").exists()
-    assert {r["reason"] for r in rejects(tmp_path / "out")} == {"empty_audio", "missing_audio"}
+    notes = json.loads((tmp_path / "o1" / "prepare_report.json").read_text(encoding="utf-8"))["notes"]
+    assert f"{bad} gave no usable utterance (every item is in rejects.jsonl): only the unlabeled audio was " \
+           "prepared" in notes, notes
+    assert not any("training pool is empty" in n for n in notes)
+    result = runner.invoke(app, ["prepare", str(good), "--unlabeled", str(empty), "--out", str(tmp_path / "o2")])
+    assert result.exit_code == 0, result.output
+    assert f"note: --unlabeled {empty} gave no usable piece of audio: `lowres adapt` has nothing to train on " \
+           "from it" in " ".join(result.output.split())
+
+
+def test_a_fake_mp3_is_not_audio_and_mpg123_stays_off_stderr(tmp_path, capfd):
+    """libsndfile's mpg123 decoder says "File does not exist ... (possibly a pipe?)" about a text file named
+    .mp3, and prints "Note: Illegal Audio-MPEG-Header" (from C, on file descriptor 2). Many such files, probed
+    in parallel threads: one reason each, nothing on stderr, and stderr works again afterwards."""
+    root = tmp_path / "c"
+    lines = ["path,text,speaker"]
+    for i in range(6):
+        wav(root / f"good{i}.wav", 0.8, seed=i)
+        lines.append(f"good{i}.wav,maji,s{i % 3}")
+    mp3 = wav(root / "real.mp3", 1.0, fmt="MP3")
+    (root / "junk_after.mp3").write_bytes(mp3.read_bytes() + b"garbage" * 500)  # decodes; mpg123 warns
+    lines += ["real.mp3,maji,s0", "junk_after.mp3,maji,s1"]
+    for i in range(12):
+        (root / f"fake{i}.mp3").write_text("<html>404 Not Found</html>\n" * 20)
+        lines.append(f"fake{i}.mp3,maji,s2")
+    (root / "png.mp3").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    lines.append("png.mp3,maji,s2")
+    (root / "t.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    capfd.readouterr()
+    out = tmp_path / "out"
+    prepare(root / "t.csv", out, PrepareConfig(workers=4))
+    err = capfd.readouterr().err
+    assert "MPEG" not in err and "Note:" not in err and "Warning:" not in err, err
+    got = {r["id"]: r for r in rejects(out)}
+    assert set(got) == {f"fake{i}" for i in range(12)} | {"png"}
+    for i in range(12):
+        r = got[f"fake{i}"]
+        assert r["reason"] == "unreadable_audio" and "possibly a pipe" not in r["detail"], r
+        assert f"fake{i}.mp3 is not audio: it holds text (it starts '<html>404 Not Found</html>" in r["detail"]
+    assert "png.mp3 is not audio: its content is in no audio format lowres reads" in got["png"]["detail"]
+    assert {"real", "junk_after"} <= set(kept(out))
+    os.write(2, b"stderr is back\n")
+    assert capfd.readouterr().err == "stderr is back\n"
+
+
+def test_quiet_stderr_is_counted_across_threads_and_undone_in_a_forked_child(capfd):
+    import threading
+
+    inside, leave = threading.Event(), threading.Event()
+
+    def decode():
+        with audio_mod.quiet_stderr():
+            inside.set()
+            leave.wait(10)
+
+    worker = threading.Thread(target=decode)
+    worker.start()
+    inside.wait(10)
+    with audio_mod.quiet_stderr():
+        os.write(2, b"lost while quiet\n")
+    os.write(2, b"still quiet: the other thread decodes\n")
+    pid = os.fork()
+    if pid == 0:  # a process forked meanwhile has its stderr
+        os.write(2, b"child speaks\n")
+        os._exit(0)
+    os.waitpid(pid, 0)
+    leave.set()
+    worker.join()
+    os.write(2, b"back\n")
+    assert capfd.readouterr().err == "child speaks\nback\n"
+
+
+def test_a_commonvoice_tsv_without_a_column_leaves_no_out(tmp_path):
+    from factory import commonvoice
+
+    cv = commonvoice(tmp_path / "cv")
+    lines = (cv / "train.tsv").read_text(encoding="utf-8").splitlines()
+    (cv / "train.tsv").write_text("\n".join("\t".join(line.split("\t")[:2]) for line in lines) + "\n",
+                                  encoding="utf-8")
+    out = tmp_path / "prepared" / "cv"
+    result = runner.invoke(app, ["prepare", str(cv), "--out", str(out), "-q"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    assert " ".join(result.output.split()) == (f"error: {cv / 'train.tsv'} has no 'sentence' column (found: "
+                                               "client_id, path). A Common Voice TSV has client_id, path and "
+                                               "sentence columns.")
+    assert not out.exists() and not out.parent.exists()
 
 
 def test_unlabeled_folder_with_hostile_files(tmp_path):

@@ -7,10 +7,14 @@ accepted; :func:`load` returns float32 mono at 16 kHz (the rate every wav2vec 2.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import os
 import stat
+import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +54,10 @@ class AudioInfo:
         return self.frames / self.sample_rate
 
 
-def _open(path: str | os.PathLike) -> sf.SoundFile:
+@contextlib.contextmanager
+def _open(path: str | os.PathLike) -> Iterator[sf.SoundFile]:
+    """The open file, checked first (missing, not a regular file, empty), closed when the block ends. Inside
+    the block of an MPEG file, mpg123's notes are kept off stderr (:func:`quiet_stderr`)."""
     path = Path(path)
     try:
         st = path.stat()
@@ -68,10 +75,120 @@ def _open(path: str | os.PathLike) -> sf.SoundFile:
     if st.st_size == 0:
         raise AudioError("empty_audio", f"{path.name} is an empty (zero-byte) file")
     try:
-        # bytes, so that a file name that is not valid UTF-8 (os.walk gives it surrogate escapes) still opens
-        return sf.SoundFile(os.fsencode(path))
+        with quiet_stderr():  # libsndfile tries its mpg123 decoder on what may be MPEG, which prints notes
+            # bytes, so that a file name that is not valid UTF-8 (os.walk gives it surrogate escapes) still opens
+            f = sf.SoundFile(os.fsencode(path))
     except (sf.LibsndfileError, RuntimeError, OSError, TypeError) as exc:
+        if isinstance(exc, sf.LibsndfileError) and (exc.error_string or "").strip() in _NOT_AUDIO:
+            raise AudioError("unreadable_audio", _not_audio(path)) from None
         raise AudioError("unreadable_audio", f"cannot decode {path.name}: {_short(exc)}") from None
+    with f, (quiet_stderr() if str(f.format) == "MPEG" else contextlib.nullcontext()):
+        yield f
+
+
+# What libsndfile says when no decoder recognises a regular, non-empty file. The second is its mpg123
+# decoder's failure on a file named .mp3 that holds no MPEG audio: the file exists (checked above), so the
+# truth is "not audio", and the message would send the user looking for a missing file.
+_NOT_AUDIO = frozenset({"Format not recognised.",
+                        "File does not exist or is not a regular file (possibly a pipe?)."})
+
+
+def _not_audio(path: Path) -> str:
+    """Why a regular file is not audio, from its first bytes: text (a transcript, an HTML error page saved
+    under an audio name) or something else."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError:
+        head = b""
+    try:
+        text = head.decode("utf-8") if b"\x00" not in head else None
+    except UnicodeDecodeError as exc:  # a multi-byte character cut at the end of the 512 bytes is still text
+        text = head[: exc.start].decode("utf-8") if exc.start > len(head) - 4 else None
+    if text is not None and text.strip():
+        start = " ".join(text.split())[:40]
+        what = f"it holds text (it starts {start!r})"
+    else:
+        what = f"its content is in no audio format lowres reads (it starts with the bytes {head[:8].hex(' ')})"
+    return (f"{path.name} is not audio: {what}. lowres decodes wav, flac, ogg/vorbis/opus, mp3, aiff and the "
+            "other formats libsndfile reads, whatever the file ending says")
+
+
+# ---------------------------------------------------------------------------------------------------
+# mpg123's notes on stderr
+#
+# libsndfile's MPEG decoder (libmpg123) prints "Note: Illegal Audio-MPEG-Header ..." and "Note: Trying to
+# resync..." to file descriptor 2 from C, where sys.stderr cannot catch them, whenever it meets bytes that are
+# not MPEG frames (a file that is not audio, junk after the last frame). lowres reports such files itself, so
+# file descriptor 2 points at /dev/null while libsndfile opens a file, and while an MPEG file is open.
+# The redirection is counted across threads (prepare probes files in parallel): the first decode in makes it,
+# the last one out undoes it. Python's own stderr is flushed first, so nothing written before is lost.
+
+_quiet_lock = threading.Lock()
+_quiet_depth = 0
+_saved_stderr: int | None = None
+
+
+@contextlib.contextmanager
+def quiet_stderr():
+    """File descriptor 2 goes to /dev/null inside the block (see above); the block's errors still raise."""
+    global _quiet_depth, _saved_stderr
+    with _quiet_lock:
+        if _quiet_depth == 0:
+            _saved_stderr = _redirect_stderr()
+        _quiet_depth += 1
+    try:
+        yield
+    finally:
+        with _quiet_lock:
+            if _quiet_depth:  # 0 in a child forked inside the block (reset below)
+                _quiet_depth -= 1
+                if _quiet_depth == 0:
+                    _restore_stderr()
+
+
+def _restore_stderr() -> None:
+    global _saved_stderr
+    if _saved_stderr is None:
+        return
+    try:
+        os.dup2(_saved_stderr, 2)
+    finally:
+        os.close(_saved_stderr)
+        _saved_stderr = None
+
+
+def _after_fork_in_child() -> None:
+    """A process forked while another thread decodes gets its stderr back (and a lock nobody holds)."""
+    global _quiet_lock, _quiet_depth
+    _quiet_lock = threading.Lock()
+    _quiet_depth = 0
+    with contextlib.suppress(OSError):
+        _restore_stderr()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _redirect_stderr() -> int | None:
+    """Point fd 2 at /dev/null; returns a copy of what it was (None: no fd 2 to quiet, or it cannot be done,
+    and the decode goes on unquieted)."""
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:
+        return None
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, 2)
+        finally:
+            os.close(devnull)
+    except OSError:
+        os.close(saved)
+        return None
+    return saved
 
 
 def _short(exc: Exception) -> str:

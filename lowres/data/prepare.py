@@ -2,8 +2,10 @@
 
 parse (corpora/) → probe audio in parallel (audio.py) → normalise text (text.py) → check each utterance
 → held-out sets and nested splits (splits.py) → vocabulary from the training pool only (vocab.py) →
-atomic writes. Every unusable item goes to ``rejects.jsonl`` with a reason and the run goes on.
-The same input gives byte-identical output files.
+claim ``--out`` → atomic writes. Every unusable item goes to ``rejects.jsonl`` with a reason and the run
+goes on. Everything is read and checked before ``--out`` is claimed, so a corpus that cannot be read, or one
+that gives nothing usable at all (no utterance kept and no unlabeled piece: a :class:`LowresError` with the
+rejects summary), leaves ``--out`` as it was. The same input gives byte-identical output files.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from lowres import LowresError, __version__
@@ -142,11 +145,14 @@ def prepare(
     corpus = Path(corpus) if corpus is not None else None
     format_name = detect_format(corpus, fmt) if corpus is not None else None
     out = Path(out)
-    claim_folder(out, what="prepared data", overwrite=overwrite, clear=_clear_outputs,
-                 hint="lowres never overwrites existing data: pass --overwrite to replace lowres's outputs in it "
-                      "(other files are left alone), or choose another --out.")
+    claim = partial(claim_folder, out, what="prepared data", overwrite=overwrite, clear=_clear_outputs,
+                    hint="lowres never overwrites existing data: pass --overwrite to replace lowres's outputs in "
+                         "it (other files are left alone), or choose another --out.")
+    claim(check_only=True)  # refuse before the corpus is read, touching nothing
     workers = _auto_workers(cfg.workers)
 
+    # read and check everything first: a corpus that cannot be read, or that gives nothing usable, leaves
+    # --out as it was (not created, or its earlier outputs kept)
     rejects: list[Reject] = []
     report: dict = {"lowres_version": __version__, "format": format_name,
                     "corpus": str(corpus) if corpus else None,
@@ -155,6 +161,8 @@ def prepare(
                     "text": text_config_dict(text_cfg), "notes": []}
     result = PrepareResult(out=out, report=report)
     rows: list[_Row] = []
+    pieces: list[Utterance] = []
+    counts: Counter = Counter()
     with progress_bar(console) as progress:
         if corpus is not None:
             parser = get_parser(format_name)
@@ -165,19 +173,71 @@ def prepare(
             probes = parallel_map(_probe_one, files, workers, progress, "probing audio")
             rows = _check_records(records, probes, cfg, text_cfg, rejects)
             del records, files, probes  # the rows hold all that is used from here on (these were ~30% of the peak)
-            _labeled(result, rows, cfg, format_name, rejects, report)
+            counts = _labeled(result, rows, cfg, format_name, rejects, report)
         if unlabeled is not None:
             heldout_files = {os.path.realpath(r.utt.audio_filepath) for r in rows if r.split in HELDOUT_SPLITS}
             pieces = _unlabeled(Path(unlabeled), cfg, heldout_files, workers, progress, rejects, report)
-            write_manifest(out / "unlabeled.jsonl", pieces)
             result.splits["unlabeled"] = pieces
 
     rejects.sort(key=lambda r: (r.reason, r.source, r.id))
     by_reason = Counter(r.reason for r in rejects)
     report["rejects"] = {"total": len(rejects), "by_reason": dict(sorted(by_reason.items()))}
+    if not rows and not pieces:
+        raise LowresError(_nothing_usable(corpus, Path(unlabeled) if unlabeled is not None else None, rejects,
+                                          report))
+    if corpus is not None and not rows:  # the unlabeled part is usable: say loudly what the labeled part is not
+        report["notes"].append(f"{corpus} gave no usable utterance (every item is in rejects.jsonl): only the "
+                               "unlabeled audio was prepared")
+    if unlabeled is not None and not pieces:
+        report["notes"].append(f"--unlabeled {unlabeled} gave no usable piece of audio: `lowres adapt` has "
+                               "nothing to train on from it")
+
+    claim()
+    if corpus is not None:
+        _write_labeled(result, rows, counts, cfg, report)
+    if unlabeled is not None:
+        write_manifest(out / "unlabeled.jsonl", pieces)
     atomic_write_lines(out / "rejects.jsonl", (json_line(r.to_dict()) for r in rejects))
     atomic_write_json(out / "prepare_report.json", report)
     return result
+
+
+_EXAMPLE_REASONS = 4  # rejects quoted in the "nothing usable" message: the first of this many reasons
+
+
+def _nothing_usable(corpus: Path | None, unlabeled: Path | None, rejects: list[Reject], report: dict) -> str:
+    """The one paragraph for a prepare that kept no utterance and cut no piece: what was looked at, why each
+    kind of item was rejected (with an example of each), and that nothing was written."""
+    found = []
+    if corpus is not None:
+        found.append(f"{corpus} gave no usable utterance" + ("" if rejects else " (it lists none)"))
+    if unlabeled is not None:
+        un = report.get("unlabeled", {})
+        if un.get("files"):
+            found.append(f"--unlabeled {unlabeled} gave no usable piece of audio")
+        else:
+            skipped = un.get("non_audio_files_skipped", 0)
+            excluded = un.get("heldout_files_excluded", 0)
+            why = [f"{skipped} file(s) with other endings skipped"] if skipped else []
+            why += [f"{excluded} dev/test file(s) left out"] if excluded else []
+            found.append(f"--unlabeled {unlabeled} holds no audio file"
+                         + (f" ({', '.join(why)})" if why else "")
+                         + f"; lowres reads {', '.join(sorted(audio_mod.AUDIO_EXTENSIONS))}")
+    message = "Nothing usable: " + " and ".join(found)
+    if rejects:
+        by_reason = report["rejects"]["by_reason"]
+        first = {}
+        for r in rejects:  # sorted by reason, then source
+            first.setdefault(r.reason, r)
+        examples = "; ".join(f"{r.source}: {r.detail}" for r in list(first.values())[:_EXAMPLE_REASONS])
+        message += (f". All {len(rejects)} item(s) were rejected "
+                    f"({', '.join(f'{k} {v}' for k, v in by_reason.items())}), for example: {examples}")
+        todo = "Fix what these reasons point at (paths, columns, formats)"
+    elif corpus is None:
+        todo = "Point --unlabeled at the folder that holds the recordings"
+    else:
+        todo = "Check that the paths point at the corpus and the recordings"
+    return f"{message}. Nothing was written. {todo}, then run the command again."
 
 
 def _check_records(records: list[Record], probes: dict, cfg: PrepareConfig, text_cfg: TextConfig,
@@ -194,8 +254,9 @@ def _check_records(records: list[Record], probes: dict, cfg: PrepareConfig, text
             continue
         first_seen[rec.id] = rec.source
         info = probes[rec.audio]
-        if isinstance(info, audio_mod.AudioError):
-            reject(info.reason, f"{rec.audio}: {info.detail}")
+        if isinstance(info, audio_mod.AudioError):  # blamed on the line that names the file (Kaldi: wav.scp)
+            detail = info.detail if str(rec.audio) in info.detail else f"{rec.audio}: {info.detail}"
+            rejects.append(Reject(rec.audio_source or rec.source, info.reason, detail, id=rec.id))
             continue
         file_s = info.duration_s
         if rec.offset >= file_s:
@@ -232,8 +293,9 @@ def _check_records(records: list[Record], probes: dict, cfg: PrepareConfig, text
 
 
 def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format_name: str,
-             rejects: list[Reject], report: dict) -> None:
-    out = result.out
+             rejects: list[Reject], report: dict) -> Counter:
+    """Held-out sets, nested splits, vocabulary and coverage of the checked rows, into ``result`` and ``report``;
+    writes nothing (:func:`_write_labeled` does). Returns the training pool's symbol counts."""
     notes: list[str] = report["notes"]
     official = any(r.tags for r in rows)
     by_split: dict[str, list[_Row]] = defaultdict(list)
@@ -297,24 +359,20 @@ def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format
     # vocabulary from the training pool only
     counts = count_symbols((r.utt.text for r in pool), cfg.units)
     vocab, rare = build_vocab(counts, cfg.min_char_count, cfg.units)
-    if pool:
-        vocab.save(out, counts)
-    else:
-        notes.append("the training pool is empty: no vocabulary was written")
+    if not pool and rows:  # (no rows at all: prepare() says so)
+        notes.append("the training pool is empty: no vocabulary was written (the dev/test manifests can be "
+                     "evaluated on with `lowres eval --data`, but nothing can be fine-tuned on this folder)")
     result.vocab = vocab
 
-    # write manifests
-    manifests = out / "manifests"
+    # the manifests
     splits_report: dict[str, dict] = {}
     for name in LABELED_SPLITS:
         utts = [pool_by_id[i].utt for i in split_ids.get(name, [])]
-        write_manifest(manifests / f"{name}.jsonl", utts)
         result.splits[name] = utts
         splits_report[name] = {**_stats(utts), **split_info.get(name, {})}
     for name in HELDOUT_SPLITS:
         held = sorted(by_split.get(name, []), key=lambda r: r.utt.id)
         utts = [r.utt for r in held]
-        write_manifest(manifests / f"{name}.jsonl", utts)
         result.splits[name] = utts
         splits_report[name] = _stats(utts)
         groups = sorted({r.group for r in held})
@@ -324,7 +382,6 @@ def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format
                 if gname in LABELED_SPLITS + HELDOUT_SPLITS:
                     gname = f"{name}-{gname}"
                 gutts = [r.utt for r in held if r.group == g]
-                write_manifest(manifests / f"{gname}.jsonl", gutts)
                 result.splits[gname] = gutts
                 splits_report[gname] = {**_stats(gutts), "part_of": name}
 
@@ -352,8 +409,22 @@ def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format
         "digits": {"utterances_with_digits": sum(1 for r in rows if has_digit(r.utt.text)),
                    "policy": cfg.digits},
     })
+    return counts
+
+
+def _write_labeled(result: PrepareResult, rows: list[_Row], counts: Counter, cfg: PrepareConfig,
+                   report: dict) -> None:
+    """The labeled outputs planned by :func:`_labeled`: the vocabulary (when the training pool has items),
+    a manifest per split, and the fairseq files."""
+    out = result.out
+    pool = bool(result.splits["full"])
+    if pool:
+        result.vocab.save(out, counts)
+    for name, utts in result.splits.items():
+        if name != "unlabeled":  # unlabeled.jsonl sits beside manifests/, written by prepare()
+            write_manifest(out / "manifests" / f"{name}.jsonl", utts)
     if "fairseq" in cfg.emit:
-        report["fairseq"] = write_fairseq(out / "fairseq", rows, result.splits, vocab, counts, cfg.units)
+        report["fairseq"] = write_fairseq(out / "fairseq", rows, result.splits, result.vocab, counts, cfg.units)
         if pool:
             shutil.copyfile(out / "dict.ltr.txt", out / "fairseq" / "dict.ltr.txt")
 

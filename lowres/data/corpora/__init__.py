@@ -27,6 +27,7 @@ class Record:
     tags: frozenset = frozenset()  # official subsets this utterance belongs to (Libri-light: 10min, 1h, 10h)
     offset: float = 0.0  # seconds
     duration: float | None = None  # seconds; None = to the end of the file
+    audio_source: str = ""  # where the corpus names the audio file, when not at ``source`` (Kaldi: wav.scp:N)
 
 
 @dataclass(slots=True)

@@ -5,7 +5,8 @@ data folders named ``train*``, ``dev*``/``valid*`` and ``test*``/``eval*`` (Kald
 Piped ``wav.scp`` entries (``... |``) and ``.ark`` offsets are rejected with a reason: lowres reads audio
 files, not commands. Relative paths are looked up from the data folder, then from the folders above it
 (Kaldi recipes run from the folder that holds ``data/``). A key repeated within a file is rejected (the
-first line wins), and so is a ``wav.scp`` (or ``segments``) entry that ``text`` does not transcribe.
+first line wins), and so is a ``wav.scp`` (or ``segments``) entry that ``text`` does not transcribe. An audio
+file that is missing or cannot be decoded is blamed on the ``wav.scp`` line that names it.
 """
 
 from __future__ import annotations
@@ -157,7 +158,7 @@ def _parse_dir(d: Path, split: str) -> Iterator[Record | Reject]:
             yield Reject(where, "missing_audio", f"recording {rec!r} is not in wav.scp", id=key)
             continue
         yield Record(id=key, audio=audio, text=rest, source=where, speaker=speakers.get(key, ""), split=split,
-                     group=d.name, offset=offset, duration=duration)
+                     group=d.name, offset=offset, duration=duration, audio_source=rec_source[rec])
     # what wav.scp (or segments) lists but text does not (an unreadable text line also shows up here by its id)
     untranscribed = ((k, seg[3]) for k, seg in segments.items()) if has_segments else rec_source.items()
     for key, where in untranscribed:
