@@ -391,6 +391,7 @@ def eval_(
                                  "(of --data, or dev.jsonl beside --manifest) and store the best in the LM folder."),
     beam: int | None = typer.Option(None, "--beam", help="Beam size (default 50).", show_default=False),
     out: Path | None = typer.Option(None, "--out", "-o", help="Where hyps.jsonl and metrics.json go (default RUN/eval-NAME)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier eval's results in that folder."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_seconds: float | None = typer.Option(None, "--batch-seconds", help="Audio seconds per decoding batch "
                                                "(default 120).", show_default=False),
@@ -430,8 +431,12 @@ def eval_(
                               beam_size=beam, lm_weight=lm_weight, word_score=word_score)
     console = _stdout()
     metrics = run_eval(model, manifest, out, device, options=options, console=None if quiet else console,
-                       tune_on=tune_on)
+                       tune_on=tune_on, overwrite=overwrite)
     if quiet:
+        from rich.markup import escape
+
+        for warning in metrics.get("warnings", ()):
+            _stderr().print(f"[yellow]warning:[/yellow] {escape(warning)}")
         greedy = metrics.get("greedy")
         versus = f"; greedy WER {100 * greedy['wer']:.2f}%" if greedy else ""
         console.print(f"WER {100 * metrics['wer']:.2f}%  CER {100 * metrics['cer']:.2f}%  "
