@@ -466,15 +466,33 @@ def transcribe(
     """
     import json
 
+    from rich.markup import escape
+
     from lowres.inference import transcribe_files
+    from lowres.progress import progress_bar
 
     options = _decode_options(lm=lm, lexicon=lexicon, lexicon_free=lexicon_free, beam_size=beam,
                               lm_weight=lm_weight, word_score=word_score)
-    for path, text in transcribe_files(model, audio, device, chunk, options=options):
-        if json_lines:
-            typer.echo(json.dumps({"audio": str(path), "text": text}, ensure_ascii=False))
-        else:
-            typer.echo(f"{path}\t{text}")
+    errors = _stderr()
+    failed: list[Path] = []
+
+    def skip(path: Path, reason: str) -> None:  # one line per bad file; the others go on
+        failed.append(path)
+        errors.print(f"[yellow]skipped:[/yellow] {escape(reason)}")
+
+    # progress over a long file's chunks on the terminal only (on stderr); transcripts go to stdout, and a
+    # piped stdout gets nothing but them
+    with progress_bar(errors if sys.stdout.isatty() and errors.is_terminal else None) as progress:
+        for path, text in transcribe_files(model, audio, device, chunk, options=options, progress=progress,
+                                           on_error=skip):
+            if json_lines:
+                typer.echo(json.dumps({"audio": str(path), "text": text}, ensure_ascii=False))
+            else:
+                typer.echo(f"{path}\t{text}")
+    if failed:
+        names = ", ".join(str(p) for p in failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise LowresError(f"{len(failed)} of {len(audio)} files could not be transcribed: {names} (the reasons are "
+                          "above; the other files' transcripts were written).")
 
 
 @app.command(no_args_is_help=True)

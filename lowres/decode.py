@@ -437,6 +437,7 @@ def forward_batches(model, utts: Sequence, device, *, options: DecodeOptions = D
 
     dataset = UtteranceDataset(utts)
     batches = eval_batches(utts, options.batch_seconds)
+    shortest = _samples_for_one_frame(model)
     task = progress.add_task("decoding", total=len(utts), unit="utt") if progress is not None else None
     was_training = model.training
     model.eval()
@@ -446,8 +447,11 @@ def forward_batches(model, utts: Sequence, device, *, options: DecodeOptions = D
             if not batch.indices:
                 yield [], None, None, errors
                 continue
+            waves = batch.waves
+            if waves.shape[1] < shortest:  # a batch of clips shorter than one frame: padded, it gives 0 frames
+                waves = torch.nn.functional.pad(waves, (0, shortest - waves.shape[1]))
             with torch.inference_mode(), autocast(device, options.precision or "auto"):
-                logits, frames = model(batch.waves.to(device), batch.lengths.to(device))
+                logits, frames = model(waves.to(device), batch.lengths.to(device))
             logits, frames = logits.float().cpu(), frames.cpu()
             _release_freed_memory()  # the forward's activations are freed by now
             yield list(batch.indices), logits, frames, errors
@@ -455,6 +459,17 @@ def forward_batches(model, utts: Sequence, device, *, options: DecodeOptions = D
                 progress.advance(task, len(batch.indices) + len(errors))
     finally:
         model.train(was_training)
+
+
+def _samples_for_one_frame(model) -> int:
+    """The fewest samples the model's convolutional feature encoder turns into one frame (400 for wav2vec 2.0,
+    HuBERT and WavLM); 1 for a model without a ``spec.conv_stack``. A shorter batch would make the first
+    convolution fail (kernel larger than its input)."""
+    stack = getattr(getattr(model, "spec", None), "conv_stack", None)
+    need = 1
+    for kernel, stride in reversed(tuple(stack or ())):
+        need = (need - 1) * stride + kernel
+    return need
 
 
 def decode_batches(model, utts: Sequence, vocab, device, *, options: DecodeOptions = DecodeOptions(),
