@@ -419,6 +419,7 @@ def eval_(
                                  "(of --data, or dev.jsonl beside --manifest) and store the best in the LM folder."),
     beam: int | None = typer.Option(None, "--beam", help="Beam size (default 50).", show_default=False),
     out: Path | None = typer.Option(None, "--out", "-o", help="Where hyps.jsonl and metrics.json go (default RUN/eval-NAME)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier eval's results in that folder."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_seconds: float | None = typer.Option(None, "--batch-seconds", help="Audio seconds per decoding batch "
                                                "(default 120).", show_default=False),
@@ -458,8 +459,12 @@ def eval_(
                               beam_size=beam, lm_weight=lm_weight, word_score=word_score)
     console = _stdout()
     metrics = run_eval(model, manifest, out, device, options=options, console=None if quiet else console,
-                       tune_on=tune_on)
+                       tune_on=tune_on, overwrite=overwrite)
     if quiet:
+        from rich.markup import escape
+
+        for warning in metrics.get("warnings", ()):
+            _stderr().print(f"[yellow]warning:[/yellow] {escape(warning)}")
         greedy = metrics.get("greedy")
         versus = f"; greedy WER {100 * greedy['wer']:.2f}%" if greedy else ""
         console.print(f"WER {100 * metrics['wer']:.2f}%  CER {100 * metrics['cer']:.2f}%  "
@@ -489,15 +494,33 @@ def transcribe(
     """
     import json
 
+    from rich.markup import escape
+
     from lowres.inference import transcribe_files
+    from lowres.progress import progress_bar
 
     options = _decode_options(lm=lm, lexicon=lexicon, lexicon_free=lexicon_free, beam_size=beam,
                               lm_weight=lm_weight, word_score=word_score)
-    for path, text in transcribe_files(model, audio, device, chunk, options=options):
-        if json_lines:
-            typer.echo(json.dumps({"audio": str(path), "text": text}, ensure_ascii=False))
-        else:
-            typer.echo(f"{path}\t{text}")
+    errors = _stderr()
+    failed: list[Path] = []
+
+    def skip(path: Path, reason: str) -> None:  # one line per bad file; the others go on
+        failed.append(path)
+        errors.print(f"[yellow]skipped:[/yellow] {escape(reason)}")
+
+    # progress over a long file's chunks on the terminal only (on stderr); transcripts go to stdout, and a
+    # piped stdout gets nothing but them
+    with progress_bar(errors if sys.stdout.isatty() and errors.is_terminal else None) as progress:
+        for path, text in transcribe_files(model, audio, device, chunk, options=options, progress=progress,
+                                           on_error=skip):
+            if json_lines:
+                typer.echo(json.dumps({"audio": str(path), "text": text}, ensure_ascii=False))
+            else:
+                typer.echo(f"{path}\t{text}")
+    if failed:
+        names = ", ".join(str(p) for p in failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
+        raise LowresError(f"{len(failed)} of {len(audio)} files could not be transcribed: {names} (the reasons are "
+                          "above; the other files' transcripts were written).")
 
 
 @app.command(no_args_is_help=True)

@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import os
 import sys
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,9 +253,9 @@ class BeamSearch:
         tokens_dict = Dictionary(tokens)
         word_dict = Dictionary()
         word_dict.add_entry("<unk>")
-        lexicon_map = None
+        lexicon_map = coverage = None
         if self.mode == LEXICON_MODE:
-            lexicon_map = self.lexicon_for(vocab)
+            lexicon_map, coverage = self.lexicon_and_coverage(vocab)
             for word in lexicon_map:
                 if word != "<unk>":
                     word_dict.add_entry(word)
@@ -269,7 +270,7 @@ class BeamSearch:
         except Exception as exc:  # a file KenLM cannot read
             raise LowresError(f"KenLM could not load {self.model_file}: {exc}. Rebuild it with `lowres lm`.") from None
         return LoadedLM(vocab=vocab, mode=self.mode, tokens_dict=tokens_dict, word_dict=word_dict,
-                        lexicon_map=lexicon_map, kenlm=kenlm)
+                        lexicon_map=lexicon_map, kenlm=kenlm, coverage=coverage)
 
     def decoder(self, loaded: LoadedLM) -> Decoder:
         """``decoder(logits (B, T, V), frames (B,)) -> texts`` with this search's beam and weights."""
@@ -285,25 +286,63 @@ class BeamSearch:
     def lexicon_for(self, vocab) -> dict[str, list[list[str]]]:
         """{word: [spelling]} in the run's units, from the lexicon file when the run can spell it, else from
         the ARPA unigrams."""
+        return self.lexicon_and_coverage(vocab)[0]
+
+    def lexicon_and_coverage(self, vocab) -> tuple[dict[str, list[list[str]]], dict]:
+        """:meth:`lexicon_for` and how well the run's vocabulary covers the words it was made from:
+        ``{"source": "lexicon" | "arpa", "path", "words", "outside", "units", "used", "kept"}`` (``outside``:
+        words spelled with, or needing, units the run does not have; ``units``: those units, most frequent
+        first; ``used``: where the beam's words come from, "lexicon", "arpa" (the unigrams, spelled in the
+        run's units) or "lexicon entries" (those the run can spell); ``kept``: how many words it uses)."""
         from lowres.lm.lexicon import read_lexicon, spell
 
         tokens = set(vocab.tokens)
         entries = read_lexicon(self.lexicon) if self.lexicon is not None else None
-        if entries is not None and all(u in tokens for _, units in entries for u in units):
+        missing: Counter = Counter()
+        outside = 0
+        coverage: dict = {"source": "arpa", "path": str(self.model_file), "words": 0}
+        if entries is not None:
+            for _, units in entries:
+                foreign = [u for u in units if u not in tokens]
+                outside += bool(foreign)
+                missing.update(foreign)
+            coverage = {"source": "lexicon", "path": str(self.lexicon), "words": len(entries)}
+        if entries is not None and not outside:
             lexicon = {w: [[*units, "|"]] for w, units in entries}
+            used = "lexicon"
         elif self.model_file.suffix == ".arpa":
             lexicon = {}
-            for w in arpa_unigrams(self.model_file):
+            used = "arpa"
+            words = arpa_unigrams(self.model_file)
+            unspellable = 0
+            for w in words:
                 units = spell(w, vocab)
                 if units is not None:
                     lexicon[w] = [[*units, "|"]]
+                else:
+                    unspellable += 1
+                    if entries is None:
+                        missing.update(_foreign_units(w, vocab))
+            if entries is None:
+                coverage = {"source": "arpa", "path": str(self.model_file), "words": len(words)}
+                outside = unspellable
         else:  # a binary model with a lexicon in other units: keep the entries the run can spell
             lexicon = {w: [[*units, "|"]] for w, units in entries if all(u in tokens for u in units)}
+            used = "lexicon entries"
+        coverage.update(outside=outside, units=[u for u, _ in missing.most_common()], used=used, kept=len(lexicon))
         if not lexicon:
             raise LowresError(f"None of the words of {self.lexicon or self.model_file} can be spelled with the "
                               "run's vocabulary: was the LM built from text normalised like the training "
                               "transcripts (`lowres lm --data` with the run's prepared folder)?")
-        return lexicon
+        return lexicon, coverage
+
+
+def _foreign_units(word: str, vocab) -> list[str]:
+    """The units of ``word`` that ``vocab`` cannot spell (not even by their code points)."""
+    from lowres.data.vocab import split_units
+
+    return [u for u in split_units(word, vocab.units)
+            if u not in vocab and not (len(u) > 1 and all(c in vocab for c in u))]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -317,6 +356,7 @@ class LoadedLM:
     word_dict: Any
     lexicon_map: dict | None
     kenlm: Any
+    coverage: dict | None = None  # lexicon mode: BeamSearch.lexicon_and_coverage's report
 
 
 def _flashlight_decoder(loaded: LoadedLM, *, beam_size: int, lm_weight: float, word_score: float) -> Decoder:
@@ -397,6 +437,7 @@ def forward_batches(model, utts: Sequence, device, *, options: DecodeOptions = D
 
     dataset = UtteranceDataset(utts)
     batches = eval_batches(utts, options.batch_seconds)
+    shortest = _samples_for_one_frame(model)
     task = progress.add_task("decoding", total=len(utts), unit="utt") if progress is not None else None
     was_training = model.training
     model.eval()
@@ -406,8 +447,11 @@ def forward_batches(model, utts: Sequence, device, *, options: DecodeOptions = D
             if not batch.indices:
                 yield [], None, None, errors
                 continue
+            waves = batch.waves
+            if waves.shape[1] < shortest:  # a batch of clips shorter than one frame: padded, it gives 0 frames
+                waves = torch.nn.functional.pad(waves, (0, shortest - waves.shape[1]))
             with torch.inference_mode(), autocast(device, options.precision or "auto"):
-                logits, frames = model(batch.waves.to(device), batch.lengths.to(device))
+                logits, frames = model(waves.to(device), batch.lengths.to(device))
             logits, frames = logits.float().cpu(), frames.cpu()
             _release_freed_memory()  # the forward's activations are freed by now
             yield list(batch.indices), logits, frames, errors
@@ -415,6 +459,17 @@ def forward_batches(model, utts: Sequence, device, *, options: DecodeOptions = D
                 progress.advance(task, len(batch.indices) + len(errors))
     finally:
         model.train(was_training)
+
+
+def _samples_for_one_frame(model) -> int:
+    """The fewest samples the model's convolutional feature encoder turns into one frame (400 for wav2vec 2.0,
+    HuBERT and WavLM); 1 for a model without a ``spec.conv_stack``. A shorter batch would make the first
+    convolution fail (kernel larger than its input)."""
+    stack = getattr(getattr(model, "spec", None), "conv_stack", None)
+    need = 1
+    for kernel, stride in reversed(tuple(stack or ())):
+        need = (need - 1) * stride + kernel
+    return need
 
 
 def decode_batches(model, utts: Sequence, vocab, device, *, options: DecodeOptions = DecodeOptions(),

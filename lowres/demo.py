@@ -101,7 +101,8 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
                 "lora.enabled": False, "train.head_only_steps": 0, "model.freeze_feature_encoder": False})
             run_finetune(cfg, run, overwrite=True, console=console)
         train_min = (time.perf_counter() - t) / 60
-        metrics = run_eval(run, prepared_dir.manifest("test"), run / "eval-test", console=None)
+        metrics = run_eval(run, prepared_dir.manifest("test"), run / "eval-test", console=None,
+                           overwrite=True)  # a re-run of the demo scores its own runs again
         summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
         rows.append({"split": split, "start": label, "adapt": base != "tiny", "updates": steps,
                      "wer": metrics["wer"], "cer": metrics["cer"], "minutes": round(train_min, 2),

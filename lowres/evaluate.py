@@ -8,8 +8,10 @@ kept, never the logits of the whole set, so memory stays flat over any number of
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import heapq
+import json
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -24,6 +26,11 @@ from lowres.data.vocab import WORD_DELIMITER, tokenize
 from lowres.decode import BeamSearch, DecodeOptions, decode_batches, forward_batches, greedy_texts
 
 _SPACE = "\u2581"  # stands for a space among character tokens (a symbol, never left by normalisation)
+BOUNDARY_SYMBOL = "\u2423"  # ␣: how the printed confusions show the word boundary (a bare space is invisible)
+OOV_WARN_SHARE = 0.01  # warn when more than this share of the reference characters is outside the model's
+#                        vocabulary: the model can never output them, so the scores measure another language
+#                        or spelling (a Swahili model on Guarani data), not the model
+EVAL_OUTPUTS = ("hyps.jsonl", "metrics.json")  # what an eval writes into its folder (and --overwrite replaces)
 
 
 @dataclass
@@ -129,6 +136,58 @@ class Scorer:
                 for (r, h), k in sorted(self.confusions.items(), key=lambda kv: (-kv[1], kv[0]))[:n]]
 
 
+def outside_vocabulary(texts: Sequence[str], vocab, examples: int = 10) -> dict:
+    """How much of ``texts`` (normalised references) the model's ``vocab`` cannot spell: ``{"share", "count",
+    "chars", "symbols": [[symbol, count], ...]}`` over the characters (units, word boundaries excluded), the
+    most frequent outside symbols first. A symbol counts as known when :meth:`Vocab.encode` can spell it
+    (itself, or all of its code points)."""
+    from lowres.data.vocab import tokenize
+
+    outside: Counter = Counter()
+    total = 0
+    for text in texts:
+        for unit in tokenize(text, vocab.units):
+            if unit == WORD_DELIMITER:
+                continue
+            total += 1
+            if unit not in vocab and not (len(unit) > 1 and all(c in vocab for c in unit)):
+                outside[unit] += 1
+    count = sum(outside.values())
+    return {"share": round(count / total, 6) if total else 0.0, "count": count, "chars": total,
+            "symbols": [[u, k] for u, k in sorted(outside.items(), key=lambda kv: (-kv[1], kv[0]))[:examples]]}
+
+
+def _oov_warning(oov: dict, manifest: Path) -> str | None:
+    if oov["share"] <= OOV_WARN_SHARE:
+        return None
+    symbols = ", ".join(f"{u} ×{k}" for u, k in oov["symbols"][:6])
+    return (f"{100 * oov['share']:.1f}% of the reference characters of {manifest} ({oov['count']} of "
+            f"{oov['chars']}) are not in the model's vocabulary ({symbols}): the model can never output them, so "
+            "these scores say little about it. Check that the manifest is in the language (and spelling) the run "
+            "was trained on, prepared with the same text rules.")
+
+
+def _lexicon_warning(coverage: dict | None) -> str | None:
+    """A warning when the LM's lexicon (or its words) cannot be spelled with the model's units."""
+    if not coverage or not coverage["outside"]:
+        return None
+    units = ", ".join(coverage["units"][:8])
+    if coverage["source"] == "lexicon":
+        if coverage["used"] == "lexicon entries":  # a binary model: the spellable entries are kept
+            then = f"only its {coverage['kept']} other words can be recognised"
+        else:
+            then = (f"the beam search spells the ARPA's words itself instead ({coverage['kept']} of them can be "
+                    "spelled)")
+        return (f"The lexicon {coverage['path']} spells {coverage['outside']} of its {coverage['words']} words with "
+                f"units the model does not have ({units}): it was not written for this run's vocabulary, so "
+                f"{then}. Build the LM for the run (`lowres lm --data` with the run's prepared folder).")
+    if coverage["outside"] / max(coverage["words"], 1) <= OOV_WARN_SHARE:
+        return None
+    return (f"{coverage['outside']} of the {coverage['words']} words of {coverage['path']} use units the model "
+            f"does not have ({units}) and can never be recognised: was the LM built from text in the run's "
+            "language, normalised like its transcripts (`lowres lm --data` with the run's prepared folder)?")
+
+
 # ---------------------------------------------------------------------------------------------------
 # scoring a set of utterances
 
@@ -173,14 +232,24 @@ def evaluate_utterances(model, utts: Sequence[Utterance], vocab, device, text_co
 
 
 def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_name: str = "auto",
-             *, options: DecodeOptions | None = None, console=None, tune_on: Path | None = None) -> dict:
+             *, options: DecodeOptions | None = None, console=None, tune_on: Path | None = None,
+             overwrite: bool = False) -> dict:
     """Evaluate a fine-tuned run on a manifest: ``hyps.jsonl``, ``metrics.json`` and a printed summary.
 
+    ``out``: the folder for them (default ``RUN/eval-NAME``, NAME the manifest's file name without ``.jsonl``).
+    It is claimed with :func:`lowres.fsutil.claim_folder` before the model is loaded: an earlier eval's
+    results there are replaced only with ``overwrite`` (and only its two files), a folder of other files
+    never, an unwritable location is refused in one paragraph.
     ``options``: how to decode (:class:`lowres.decode.DecodeOptions`; greedy by default, beam search with
     ``options.lm``); with an LM the greedy scores are reported beside the LM ones. ``tune_on``: a dev
     manifest on which :func:`tune_lm` first searches the LM weight and word score, stores them in the LM
-    folder and evaluates with them."""
+    folder and evaluates with them.
+
+    ``metrics["oov_chars"]``: the share of reference characters outside the model's vocabulary
+    (:func:`outside_vocabulary`); ``metrics["warnings"]``: what the summary warns of (more than
+    ``OOV_WARN_SHARE`` of them outside; an LM lexicon spelled with other units)."""
     from lowres.data.manifest import json_line, read_manifest
+    from lowres.data.text import normalize
     from lowres.fsutil import atomic_write_json, atomic_write_lines
     from lowres.progress import progress_bar
     from lowres.runs import load_run
@@ -198,18 +267,23 @@ def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_na
     utts = list(read_manifest(manifest, require_text=True))
     if not utts:
         raise LowresError(f"{manifest} holds no utterances.")
+    claim = _eval_folder(Path(out) if out else None, Path(model_dir), manifest, overwrite)
+    out = claim(check_only=True)  # refused before the model is loaded, touching nothing
     run = load_run(model_dir, device=device)
     if options.precision is None:
         options = dataclasses.replace(options, precision=run.config.train.precision)
     text_config = text_config_of(run.meta)
-    out = Path(out) if out else Path(model_dir) / f"eval-{manifest.stem}"
-    out.mkdir(parents=True, exist_ok=True)
+    oov = outside_vocabulary([normalize(u.text, text_config) for u in utts], run.vocab)
+    warnings = [w for w in (_oov_warning(oov, manifest),) if w]
     decoder, decoder_name = (None, "greedy")
     tuning = None
     rows: list[dict] = []
     with progress_bar(console) as progress:
         if search is not None:
             loaded = search.load(run.vocab)  # the model is read once, for tuning and decoding
+            lexicon_warning = _lexicon_warning(loaded.coverage)
+            if lexicon_warning:
+                warnings.append(lexicon_warning)
             if tune_on is not None:
                 tuning = tune_lm(run, search, tune_on, device, options=options, loaded=loaded, progress=progress)
                 tuning["model"] = str(model_dir)
@@ -224,17 +298,21 @@ def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_na
                           "relative to the manifest's folder; check that the audio is there and readable.")
     order = {u.id: i for i, u in enumerate(utts)}
     rows.sort(key=lambda r: order[r["id"]])
+    claim()  # now the earlier results (with --overwrite) give way, and a new folder is made
     atomic_write_lines(out / "hyps.jsonl", (json_line(r) for r in rows))
     metrics = {
         "wer": round(scorer.wer, 6), "cer": round(scorer.cer, 6), "num_utterances": scorer.count,
         "failed_utterances": len(timing["failed"]), "hours": round(timing["audio_seconds"] / 3600, 4),
         "rtf": round(timing["rtf"], 6), "decoder": decoder_name, "model": str(model_dir), "manifest": str(manifest),
         "device": str(device), "words": scorer.words.to_dict(), "chars": scorer.chars.to_dict(),
-        "char_units": run.vocab.units, "worst": scorer.worst()[:5], "confusions": scorer.top_confusions(10),
+        "char_units": run.vocab.units, "oov_chars": oov, "worst": scorer.worst()[:5],
+        "confusions": scorer.top_confusions(10),
     }
     greedy = timing.get("greedy")
     if search is not None:
         metrics["lm"] = search.describe()
+        if loaded.coverage is not None:
+            metrics["lm"]["lexicon_coverage"] = loaded.coverage
         if greedy is not None:
             metrics["greedy"] = {"wer": round(greedy.wer, 6), "cer": round(greedy.cer, 6),
                                  "words": greedy.words.to_dict(), "chars": greedy.chars.to_dict()}
@@ -244,10 +322,45 @@ def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_na
             metrics["lm_tuning"]["note"] = "tuned and evaluated on the same manifest: the WER is optimistic"
     if timing["failed"]:
         metrics["failures"] = timing["failed"][:20]
+    metrics["warnings"] = warnings
     atomic_write_json(out / "metrics.json", metrics)
     if console is not None:
         print_eval(metrics, out, console)
     return metrics
+
+
+def _eval_folder(out: Path | None, model_dir: Path, manifest: Path, overwrite: bool):
+    """``claim(check_only=False) -> out``: :func:`lowres.fsutil.claim_folder` for an eval's folder (``out``, or
+    the default ``RUN/eval-NAME``), with messages that say which earlier results are there."""
+    from lowres.fsutil import claim_folder
+
+    default = out is None
+    folder = model_dir / f"eval-{manifest.stem}" if default else out
+    hint = (f"An eval writes {' and '.join(EVAL_OUTPUTS)} into a folder of its own: choose another --out.")
+    if (folder / "metrics.json").is_file():
+        earlier = ""
+        with contextlib.suppress(OSError, ValueError, TypeError, KeyError, AttributeError):
+            before = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+            earlier = f" of {before['manifest']} (WER {100 * before['wer']:.2f}%)"
+        hint = (f"They are the results of an earlier eval{earlier}. Pass --overwrite to replace them, or --out to "
+                "write these somewhere else.")
+
+    def clear(path: Path) -> None:
+        for name in EVAL_OUTPUTS:
+            (path / name).unlink(missing_ok=True)
+
+    def claim(check_only: bool = False) -> Path:
+        try:
+            claim_folder(folder, what="eval results", overwrite=overwrite, hint=hint,
+                         is_ours=lambda p: (p / "metrics.json").is_file(), not_ours="no metrics.json of an eval",
+                         clear=clear, check_only=check_only)
+        except LowresError as exc:
+            if default:  # the user gave no --out: say where eval writes by default
+                raise LowresError(f"eval writes its results into {folder} when no --out is given. {exc}") from None
+            raise
+        return folder
+
+    return claim
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -344,6 +457,11 @@ def text_config_of(meta: dict):
     return text_config_from_dict(meta.get("text"))
 
 
+def visible(unit: str) -> str:
+    """A unit as the printed tables show it: the word boundary (a space) as ``BOUNDARY_SYMBOL``."""
+    return BOUNDARY_SYMBOL if unit == " " else unit
+
+
 def print_eval(metrics: dict, out: Path, console) -> None:
     from rich.markup import escape  # ids, paths and transcripts are text, not markup
     from rich.table import Table
@@ -374,8 +492,14 @@ def print_eval(metrics: dict, out: Path, console) -> None:
                           escape(row["hypothesis"]) or "∅")
         console.print(worst)
     if metrics["confusions"]:
-        conf = ", ".join(f"{c['reference']}→{c['hypothesis']} ×{c['count']}" for c in metrics["confusions"])
-        console.print(escape(f"most frequent character confusions: {conf}"))
+        conf = ", ".join(f"{visible(c['reference'])}→{visible(c['hypothesis'])} ×{c['count']}"
+                         for c in metrics["confusions"])
+        console.print(escape(f"most frequent character confusions ({BOUNDARY_SYMBOL} is the word boundary): {conf}"))
+    oov = metrics.get("oov_chars")
+    if oov is not None:
+        console.print(f"reference characters outside the model's vocabulary: {100 * oov['share']:.2f}%")
+    for warning in metrics.get("warnings", ()):
+        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
     if metrics.get("failed_utterances"):
         console.print(f"[yellow]{metrics['failed_utterances']} utterance(s) could not be decoded[/yellow] "
                       "(see metrics.json)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,15 +31,20 @@ def plan_chunks(path: Path, chunk_s: float) -> list[tuple[float, float]]:
 
 
 def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "auto", chunk_s: float = 30.0,
-                     *, options: DecodeOptions | None = None, progress=None) -> Iterator[tuple[Path, str]]:
+                     *, options: DecodeOptions | None = None, progress=None,
+                     on_error: Callable[[Path, str], None] | None = None) -> Iterator[tuple[Path, str]]:
     """(file, transcript) in input order. Long files are cut into ≤ ``chunk_s`` pieces at quiet points,
     decoded in batches and joined with spaces; memory stays bounded by the batch, not by the file.
 
     ``options``: how to decode (:class:`lowres.decode.DecodeOptions`: greedy by default, beam search with
     ``options.lm``). The audio is always loaded in-process (``workers`` does not apply): each file's pieces
-    are decoded on their own, too few for worker processes to pay for their start."""
-    from lowres.data.manifest import Utterance
-    from lowres.decode import BeamSearch, DecodeOptions, decode_utterances
+    are decoded on their own, too few for worker processes to pay for their start.
+    ``progress``: a rich ``Progress``; a file of more than one piece gets a bar over its pieces (hidden
+    when the file is done). ``on_error(file, reason)``: a file that cannot be transcribed (missing, not
+    audio, a piece that does not decode) is reported there and skipped, and the others go on; without it
+    the first such file raises :class:`LowresError`. Files that are all missing are refused before the
+    model is loaded either way."""
+    from lowres.decode import BeamSearch, DecodeOptions
     from lowres.runs import load_run
     from lowres.runtime import resolve_device
 
@@ -48,7 +53,7 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
     if chunk_s < 4:
         raise LowresError("--chunk must be at least 4 seconds.")
     missing = [str(f) for f in files if not Path(f).is_file()]
-    if missing:
+    if missing and (on_error is None or len(missing) == len(files)):
         raise LowresError(f"Audio file(s) not found: {', '.join(missing[:5])}. Check the paths.")
     device = resolve_device(device_name)
     run = load_run(run_dir, device=device)
@@ -56,16 +61,42 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
         options = dataclasses.replace(options, precision=run.config.train.precision)
     decoder = search.make_decoder(run.vocab) if search is not None else None
     for f in files:
-        pieces = plan_chunks(Path(f), chunk_s)
-        utts = [Utterance(id=f"{i}", audio_filepath=str(Path(f).resolve()), duration=d, offset=o)
-                for i, (o, d) in enumerate(pieces)]
-        texts = [""] * len(utts)
-        for idx, hyp, err in decode_utterances(run.model, utts, run.vocab, device, options=options, decoder=decoder,
-                                               progress=progress):
+        f = Path(f)
+        try:
+            if not f.is_file():
+                raise LowresError(f"{f}: {'a folder, not an audio file' if f.is_dir() else 'no such file'}.")
+            text = _transcribe_one(run, f, device, chunk_s, options, decoder, progress)
+        except LowresError as exc:
+            if on_error is None:
+                raise
+            on_error(f, str(exc))
+            continue
+        yield f, text
+
+
+def _transcribe_one(run, path: Path, device, chunk_s: float, options: DecodeOptions, decoder, progress) -> str:
+    """One file's transcript: its pieces decoded in batches, joined with spaces."""
+    from lowres.data.manifest import Utterance
+    from lowres.decode import decode_utterances
+
+    pieces = plan_chunks(path, chunk_s)
+    utts = [Utterance(id=f"{i}", audio_filepath=str(path.resolve()), duration=d, offset=o)
+            for i, (o, d) in enumerate(pieces)]
+    task = None
+    if progress is not None and len(pieces) > 1:
+        task = progress.add_task(path.name, total=len(pieces), unit="chunk")
+    texts = [""] * len(utts)
+    try:
+        for idx, hyp, err in decode_utterances(run.model, utts, run.vocab, device, options=options, decoder=decoder):
             if hyp is None:
-                raise LowresError(f"{f}: {err}")
+                raise LowresError(f"{path}: {err}")
             texts[idx] = hyp
-        yield Path(f), " ".join(t for t in texts if t)
+            if task is not None:
+                progress.advance(task)
+    finally:
+        if task is not None:
+            progress.update(task, visible=False)
+    return " ".join(t for t in texts if t)
 
 
 def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:

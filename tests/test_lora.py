@@ -2,7 +2,9 @@
 
 Contract: add_lora puts adapters on the attention and feed-forward linears only (for wav2vec 2.0: q/k/v/out
 projections, intermediate and output dense), freezes every base weight and leaves only the adapters
-trainable; merge_lora folds the adapters into plain linears whose output equals the adapted model's.
+trainable; merge_lora folds the adapters into plain linears whose output equals the adapted model's and
+leaves no peft state behind, so a run fine-tuned from a merged run gets its own adapters without peft's
+"multiple adapters" warning (#14).
 """
 
 from __future__ import annotations
@@ -107,3 +109,21 @@ def test_wavlm_gets_no_qkv_adapters():
     names = {n.rsplit(".", 1)[-1] for n, m in transformer.named_modules() if isinstance(m, LoraLayer)}
     assert names == {"out_proj", "intermediate_dense", "output_dense"}
     assert count == 3 * len(transformer.layers)
+
+
+def test_adapters_on_a_merged_transformer_start_clean(transformer):
+    """#14: every eval of a run fine-tuned from a run printed peft's "Already found a `peft_config` attribute
+    ... multiple adapters" warning: merge_lora left the first adapters' peft_config on the transformer."""
+    import warnings
+
+    add_lora(transformer, "wav2vec2", rank=4, alpha=8.0, dropout=0.0)
+    _train_like(transformer)
+    merge_lora(transformer)
+    assert not any(hasattr(m, "peft_config") for m in transformer.modules())
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        count = add_lora(transformer, "wav2vec2", rank=2, alpha=4.0, dropout=0.0)
+    assert [str(w.message) for w in caught] == []
+    assert count == 6 * len(transformer.layers)
+    ranks = {p.shape[0] for n, p in transformer.named_parameters() if "lora_A" in n}
+    assert ranks == {2}  # only the new adapters, one per module

@@ -41,7 +41,11 @@ def has_lora(module: nn.Module) -> bool:
 
 
 def merge_lora(module: nn.Module) -> int:
-    """Fold every adapter into its base weight and put the plain layer back. Returns how many were merged."""
+    """Fold every adapter into its base weight and put the plain layer back. Returns how many were merged.
+
+    The ``peft_config`` that ``inject_adapter_in_model`` set is removed too: with no adapter left it describes
+    nothing, and a later :func:`add_lora` (a run fine-tuned from a run) would find it and warn of "multiple
+    adapters"."""
     merged = 0
     for name, child in list(module.named_modules()):
         if not _is_lora_layer(child):
@@ -51,4 +55,7 @@ def merge_lora(module: nn.Module) -> int:
         parent = module.get_submodule(parent_name) if parent_name else module
         setattr(parent, attr, child.get_base_layer())
         merged += 1
+    for m in module.modules():
+        if "peft_config" in vars(m):  # an instance attribute, never a parameter or a submodule
+            del m.peft_config
     return merged
