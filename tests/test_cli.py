@@ -156,6 +156,7 @@ def test_finetune_resume_without_changes(finetune, tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["--split", "2h"], "--split must be one of 10min, 1h, 10h, full"),
     (["--set", "optim.lrr=1"], "Did you mean optim.lr?"),
+    (["--set", "train.lr=1e-4"], "Unknown setting train.lr. Did you mean optim.lr?"),
     (["--set", "model.mask_prob=1.5"], "mask_prob"),
     (["--set", "train.max_steps=many"], "train.max_steps: expected an integer"),
     (["--set", "optim.lr"], "--set takes key=value"),
