@@ -342,3 +342,56 @@ def test_prepare_flags_become_config_fields(prepare, tmp_path):
 ])
 def test_prepare_bad_flags(prepare, tmp_path, args, message):
     assert_user_error(invoke("prepare", tmp_path / "c.csv", "--out", tmp_path / "p", *args, "-q"), message, prepare)
+
+
+# ---------------------------------------------------------------------------------------------------
+# a folder given to the wrong flag: the real library call, which refuses before anything is written
+
+
+def assert_refused_and_nothing_written(res, out: Path, *messages: str) -> str:
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "Traceback" not in res.output and "\n\n" not in res.output.strip()
+    for message in messages:
+        assert message in text, (message, text)
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+    return text
+
+
+def test_base_given_a_prepared_folder_says_to_pass_it_as_data(prepared, tmp_path):
+    out = tmp_path / "run"
+    res = invoke("finetune", "--data", prepared, "--base", prepared, "--split", "10min", "--out", out, "-q")
+    assert_refused_and_nothing_written(res, out, f"--base {prepared} is a prepared data folder",
+                                       f"pass it as --data {prepared}", "--base takes a model")
+    res = invoke("adapt", "--unlabeled", prepared, "--base", prepared, "--out", out, "-q")
+    assert_refused_and_nothing_written(res, out, f"--base {prepared} is a prepared data folder")
+
+
+def test_data_given_a_corpus_suggests_preparing_it_into_a_folder_of_its_own(prepared, tmp_path):
+    corpus = prepared.parent / "wavs"  # a folder of audio, not prepared
+    before = sorted(p.name for p in corpus.iterdir())
+    out = tmp_path / "run"
+    res = invoke("finetune", "--data", corpus, "--base", "tiny", "--out", out, "-q")
+    text = assert_refused_and_nothing_written(res, out, f"--data {corpus} is not a prepared folder",
+                                              f"`lowres prepare {corpus} --out prepared/wavs`",
+                                              "--data prepared/wavs")
+    assert f"--out {corpus}`" not in text  # never into the corpus itself
+    assert sorted(p.name for p in corpus.iterdir()) == before
+
+
+def test_data_given_a_run_folder_says_it_is_a_model(tmp_path):
+    run = tmp_path / "runs" / "sw-1h"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"kind": "finetune"}')
+    out = tmp_path / "run"
+    res = invoke("finetune", "--data", run, "--base", "tiny", "--out", out, "-q")
+    assert_refused_and_nothing_written(res, out, f"--data {run} is not a prepared folder", "holds a model",
+                                       "`lowres prepare`")
+
+
+def test_data_given_the_working_folder_suggests_a_folder_beside_it(prepared, tmp_path, monkeypatch):
+    corpus = prepared.parent / "wavs"
+    monkeypatch.chdir(corpus)
+    res = invoke("finetune", "--data", ".", "--base", "tiny", "--out", tmp_path / "run", "-q")
+    target = corpus.resolve().parent / "prepared" / "wavs"
+    assert_refused_and_nothing_written(res, tmp_path / "run", f"`lowres prepare . --out {target}`")

@@ -192,6 +192,11 @@ def load_backbone(base: str, seed: int = 0) -> LoadedBackbone:
     path = Path(base)
     if path.is_dir():
         config = path / "config.json"
+        if not config.is_file() and _is_prepared(path):
+            unlabeled = " (or its unlabeled.jsonl as adapt's --unlabeled)" if (path / "unlabeled.jsonl").is_file() else ""
+            raise LowresError(f"--base {path} is a prepared data folder (written by `lowres prepare`), not a model: "
+                              f"pass it as --data {path}{unlabeled}. --base takes a model: a name such as "
+                              "xls-r-300m, wav2vec2-base or tiny, a Hugging Face folder or a lowres run folder.")
         if not config.is_file():
             raise LowresError(f"{path} has no config.json: it is neither a lowres run folder nor a Hugging Face "
                               "model folder.")
@@ -209,6 +214,13 @@ def load_backbone(base: str, seed: int = 0) -> LoadedBackbone:
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
     raise LowresError(f"Unknown --base {base!r}.{hint} Known names: {', '.join(available_names())}; or pass a "
                       "Hugging Face folder or a lowres run folder.")
+
+
+def _is_prepared(path: Path) -> bool:
+    """Whether ``path`` is a folder `lowres prepare` wrote (a mistaken --base)."""
+    from lowres.data.prepared import MANIFESTS, REPORT, VOCAB
+
+    return (path / MANIFESTS).is_dir() and ((path / VOCAB).is_file() or (path / REPORT).is_file())
 
 
 def _load_bundle(name: str) -> LoadedBackbone:
