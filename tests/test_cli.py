@@ -395,3 +395,67 @@ def test_data_given_the_working_folder_suggests_a_folder_beside_it(prepared, tmp
     res = invoke("finetune", "--data", ".", "--base", "tiny", "--out", tmp_path / "run", "-q")
     target = corpus.resolve().parent / "prepared" / "wavs"
     assert_refused_and_nothing_written(res, tmp_path / "run", f"`lowres prepare . --out {target}`")
+
+
+# ---------------------------------------------------------------------------------------------------
+# help: every example is one whole line, as it is typed (Click rewraps paragraphs unless marked with \b)
+
+
+def _commands():
+    import typer.main
+
+    from lowres.cli import app
+
+    return typer.main.get_command(app).commands
+
+
+@pytest.mark.parametrize("name", sorted(_commands()))
+def test_help_examples_stay_on_lines_of_their_own(name):
+    import re
+
+    command = _commands()[name]
+    examples = [m.group(1).strip() for line in (command.help or "").splitlines()
+                if (m := re.search(r"(?:^|:\s+)(lowres .*)$", line.strip()))]
+    assert examples, f"lowres {name} --help shows no example"
+    res = invoke(name, "--help")
+    assert res.exit_code == 0, res.output
+    for example in examples:
+        assert any(line.strip().endswith(example) for line in res.output.splitlines()), (example, res.output)
+
+
+def test_the_root_help_keeps_its_first_command_on_a_line_of_its_own():
+    res = invoke("--help")
+    assert any(line.strip() == "lowres demo --out demo" for line in res.output.splitlines()), res.output
+
+
+# ---------------------------------------------------------------------------------------------------
+# lm: several text files after one --text (as the README shows), as arguments, or with --text repeated
+
+
+@pytest.fixture
+def build_lm(monkeypatch) -> Recorder:
+    import lowres.lm.build
+
+    rec = Recorder(lowres.lm.build.build_lm, {})
+    monkeypatch.setattr(lowres.lm.build, "build_lm", rec)
+    return rec
+
+
+@pytest.mark.parametrize("args", [
+    ["--text", "a.txt", "b.txt", "c.txt"],  # the README's form
+    ["a.txt", "b.txt", "c.txt"],
+    ["--text", "a.txt", "--text", "b.txt", "c.txt"],
+    ["-t", "a.txt", "-t", "b.txt", "-t", "c.txt"],
+])
+def test_lm_takes_several_text_files(build_lm, tmp_path, args):
+    res = invoke("lm", *args, "--order", 3, "--out", tmp_path / "lm", "-q")
+    assert res.exit_code == 0, res.output
+    assert sorted(Path(p).name for p in build_lm.call["texts"]) == ["a.txt", "b.txt", "c.txt"]
+    assert build_lm.call["order"] == 3 and Path(build_lm.call["out"]) == tmp_path / "lm"
+
+
+def test_lm_help_and_readme_show_the_same_form():
+    res = invoke("lm", "--help")
+    assert "lowres lm --text sw_news.txt sw_books.txt --data prepared/sw" in res.output
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "lowres lm --text sw_news.txt sw_books.txt --data prepared/sw --order 4 --out lm/sw" in readme
