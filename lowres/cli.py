@@ -22,7 +22,7 @@ app = typer.Typer(
         "Speech recognition for languages with almost no transcribed audio, the wav2vec 2.0 way: "
         "prepare corpora, adapt a self-supervised model to unlabeled in-language audio, fine-tune LoRA + CTC "
         "on 10 minutes to 10 hours of transcripts, evaluate.\n\n"
-        "Start with:  lowres demo        (the whole pipeline on a synthetic Swahili corpus, CPU, no downloads)"
+        "\b\nStart with (the whole pipeline on a synthetic Swahili corpus, CPU, no downloads):\n  lowres demo --out demo"
     ),
     no_args_is_help=True,
     add_completion=False,
@@ -177,7 +177,9 @@ def prepare(
 ):
     """Corpus → manifests, character vocabulary and nested 10min ⊂ 1h ⊂ 10h ⊂ full splits.
 
-    Example:  lowres prepare corpora/cv-sw --out prepared/sw --unlabeled radio/
+    \b
+    Example:
+      lowres prepare corpora/cv-sw --out prepared/sw --unlabeled radio/
 
     Writes OUT/manifests/{10min,1h,10h,full,dev,test}.jsonl, OUT/unlabeled.jsonl, OUT/vocab.json,
     OUT/dict.ltr.txt, OUT/rejects.jsonl and OUT/prepare_report.json.
@@ -211,8 +213,11 @@ def prepare(
 @app.command("lm", no_args_is_help=True)
 @friendly
 def lm_(
+    files: list[Path] = typer.Argument(None, metavar="TEXT", show_default=False,
+                                       help="More text files, like --text's."),
     text: list[Path] = typer.Option([], "--text", "-t", metavar="FILE", help="UTF-8 text in the language, one or "
-                                    "more sentences a line (repeatable)."),
+                                    "more sentences a line. Several files: --text a.txt b.txt (the files after the "
+                                    "first are arguments), or --text repeated."),
     data: Path | None = typer.Option(None, "--data", "-d", help="A prepared folder: adds its training transcripts, "
                                      "keeps its dev/test transcripts out, spells the lexicon, reports dev perplexity."),
     order: int = typer.Option(4, "--order", "-n", help="Word n-gram order, 2 to 5."),
@@ -225,8 +230,11 @@ def lm_(
 ):
     """Word n-gram language model (modified Kneser-Ney) for beam search in eval and transcribe.
 
-    Example:  lowres lm --text sw_news.txt --data prepared/sw --order 4 --out lm/sw
-              then:  lowres eval --model runs/sw-1h --data prepared/sw --lm lm/sw --tune-lm
+    \b
+    Example (any number of text files, after --text or as arguments):
+      lowres lm --text sw_news.txt sw_books.txt --data prepared/sw --order 4 --out lm/sw
+    then:
+      lowres eval --model runs/sw-1h --data prepared/sw --lm lm/sw --tune-lm
 
     Writes OUT/lm.arpa (KenLM/flashlight ARPA), OUT/lexicon.txt and OUT/units.arpa (with --data) and
     OUT/lm_report.json (corpus size, vocabulary, n-gram counts, discounts, dev perplexity and OOV rate).
@@ -234,7 +242,8 @@ def lm_(
     from lowres.lm.build import build_lm, print_summary
 
     console = None if quiet else _stdout()
-    report = build_lm(text, out, order=order, data=data, prune_singletons=prune, overwrite=overwrite,
+    # click gives an option one value: in `--text a.txt b.txt` b.txt is an argument, and means the same
+    report = build_lm([*text, *(files or [])], out, order=order, data=data, prune_singletons=prune, overwrite=overwrite,
                       console=console, unit_order=unit_order)
     if console is not None:
         print_summary(report, out, console)
@@ -282,21 +291,25 @@ def adapt(
     """Continued self-supervised pretraining on unlabeled in-language audio: wav2vec 2.0's contrastive
     objective, or HuBERT's masked prediction of k-means units (made inside the run).
 
-    Example:  lowres adapt --unlabeled radio/ --base xls-r-300m --out runs/sw-adapt
-              then:  lowres finetune --base runs/sw-adapt --data prepared/sw --split 1h --out runs/sw-1h
-    HuBERT:   lowres adapt --objective hubert --unlabeled radio/ --base tiny --out runs/h1
-              then:  lowres adapt --objective hubert --unlabeled radio/ --base runs/h1 --targets layer:2 --out runs/h2
+    \b
+    Example:
+      lowres adapt --unlabeled radio/ --base xls-r-300m --out runs/sw-adapt
+    then:
+      lowres finetune --base runs/sw-adapt --data prepared/sw --split 1h --out runs/sw-1h
+    HuBERT from scratch, then its second iteration (units from a layer of the first run):
+      lowres adapt --objective hubert --unlabeled radio/ --base tiny --out runs/h1
+      lowres adapt --objective hubert --unlabeled radio/ --base runs/h1 --targets layer:2 --out runs/h2
 
     Writes OUT/model.safetensors (adapted encoder + heads), OUT/config.json, OUT/metrics.jsonl
     (losses, accuracies, perplexities), OUT/learning_curve.png, OUT/checkpoints/ and, for hubert, OUT/units/.
     """
     from lowres.config import resolve_adapt
+    from lowres.runs import default_objective, read_run
     from lowres.train.adapt import run_adapt
 
     if not resume and (not base or unlabeled is None):
         raise LowresError("adapt needs --unlabeled (a folder of audio or an unlabeled.jsonl) and --base (a "
                           "backbone name such as xls-r-300m or tiny, a Hugging Face folder or a lowres run folder).")
-    from lowres.runs import default_objective, read_run
 
     if objective not in ("auto", "wav2vec2", "hubert"):
         raise LowresError(f"--objective must be auto, wav2vec2 or hubert, not {objective!r}.")
@@ -365,9 +378,11 @@ def finetune(
 ):
     """LoRA adapters + a CTC head on a labeled split (the wav2vec 2.0 fine-tuning recipe).
 
-    Example:  lowres finetune --data prepared/sw --split 1h --base xls-r-300m --out runs/sw-1h
+    \b
+    Example:
+      lowres finetune --data prepared/sw --split 1h --base xls-r-300m --out runs/sw-1h
 
-    Writes OUT/model.safetensors (LoRA + head, best by dev WER), OUT/config.json, OUT/vocab.json,
+    Writes OUT/model.safetensors (LoRA + head, best by dev CER unless train.best_metric=wer), OUT/config.json, OUT/vocab.json,
     OUT/metrics.jsonl, OUT/learning_curve.png and OUT/checkpoints/ for --resume.
     """
     from lowres.config import FinetuneConfig, resolve_finetune
@@ -427,8 +442,10 @@ def eval_(
 ):
     """WER and CER of a fine-tuned run (greedy CTC, or beam search with an n-gram LM from `lowres lm`).
 
-    Example:  lowres eval --model runs/sw-1h --data prepared/sw --split test
-              lowres eval --model runs/sw-1h --data prepared/sw --split test --lm lm/sw --tune-lm
+    \b
+    Examples:
+      lowres eval --model runs/sw-1h --data prepared/sw --split test
+      lowres eval --model runs/sw-1h --data prepared/sw --split test --lm lm/sw --tune-lm
 
     Writes hyps.jsonl (reference, hypothesis, errors per utterance) and metrics.json (wer, cer,
     num_utterances, rtf, worst utterances, character confusions).
@@ -490,7 +507,9 @@ def transcribe(
 ):
     """Text for new audio files, from a fine-tuned run.
 
-    Example:  lowres transcribe --model runs/sw-1h interview.wav radio/*.flac
+    \b
+    Example:
+      lowres transcribe --model runs/sw-1h interview.wav radio/*.flac
     """
     import json
 
@@ -532,8 +551,11 @@ def export(
 ):
     """LoRA merged into the base, written as a Hugging Face *ForCTC folder + Wav2Vec2Processor.
 
-    Example:  lowres export --model runs/sw-1h --out hf/sw-1h
-              then in Python: Wav2Vec2ForCTC.from_pretrained("hf/sw-1h"), Wav2Vec2Processor.from_pretrained("hf/sw-1h")
+    \b
+    Example:
+      lowres export --model runs/sw-1h --out hf/sw-1h
+    then in Python:
+      Wav2Vec2ForCTC.from_pretrained("hf/sw-1h"), Wav2Vec2Processor.from_pretrained("hf/sw-1h")
     """
     from lowres.inference import export_run
 
@@ -571,8 +593,11 @@ def synth(
 ):
     """A synthetic speech corpus spoken by eSpeak NG, for trying the pipeline without data or downloads.
 
-    Example:  lowres synth --lang sw --hours 1 --unlabeled-hours 2 --out synth/sw
-              then:  lowres prepare synth/sw/labeled/corpus.tsv --unlabeled synth/sw/unlabeled --lang sw --out prepared/sw-synth
+    \b
+    Example:
+      lowres synth --lang sw --hours 1 --unlabeled-hours 2 --out synth/sw
+    then:
+      lowres prepare synth/sw/labeled/corpus.tsv --unlabeled synth/sw/unlabeled --lang sw --out prepared/sw-synth
 
     Sentences of 3-12 real words (Swahili: the shipped list of 5,106 words from the African Storybook
     texts, CC BY 3.0; other languages: --words FILE), spoken by eSpeak voice variants with varied rate and
@@ -610,7 +635,9 @@ def demo(
 ):
     """The whole pipeline on a synthetic Swahili corpus: CPU only, no downloads, under 15 minutes.
 
-    Example:  lowres demo --out demo
+    \b
+    Example:
+      lowres demo --out demo
 
     synth (eSpeak NG) → prepare → adapt a tiny wav2vec2 on the unlabeled audio → finetune on the 10min
     split with and without adapt, and on the 1h split → eval on the test set → one table. Re-running in the

@@ -127,26 +127,50 @@ def _field_types(cls) -> dict[str, Any]:
     return {k: v for k, v in typing.get_type_hints(cls).items() if k in names}
 
 
-def _unknown_key(cls, key: str, where: str) -> LowresError:
+def _unknown_key(cls, key: str, where: str, root=None) -> LowresError:
+    """The message for unknown ``{where}{key}``: the closest key of the same section, else the same key (or a
+    close one) in another section of ``root`` (``train.lr`` → ``optim.lr``), else the section's keys."""
     names = [f.name for f in dataclasses.fields(cls)]
-    close = difflib.get_close_matches(key, names, n=1)
-    hint = f" Did you mean {where}{close[0]}?" if close else f" Known keys: {', '.join(where + n for n in names)}."
+    close = [where + n for n in difflib.get_close_matches(key, names, n=1)]
+    elsewhere = [k for k in _dotted_keys(root) if k[:k.rfind(".") + 1] != where] if root is not None else []
+    same = [k for k in elsewhere if k.rsplit(".", 1)[-1] == key]
+    if same:  # the key itself, in another section: the likeliest mistake (train.lr for optim.lr)
+        close = same[:3]
+    elif not close and elsewhere:
+        leaves = {k.rsplit(".", 1)[-1]: k for k in reversed(elsewhere)}
+        close = [leaves[n] for n in difflib.get_close_matches(key, list(leaves), n=1)]
+    hint = (f" Did you mean {' or '.join(close)}?" if close
+            else f" Known keys: {', '.join(where + n for n in names)}.")
     return LowresError(f"Unknown setting {where}{key}.{hint} The settings and their defaults are in "
                        "lowres/config.py and recipes/README.md.")
 
 
-def merge(cfg, updates: dict, prefix: str = ""):
-    """A copy of dataclass ``cfg`` with the nested ``updates`` applied (types checked, unknown keys refused)."""
+def _dotted_keys(cfg, prefix: str = "") -> list[str]:
+    """Every setting of dataclass ``cfg`` by its dotted name (``optim.lr``), sections walked."""
+    keys = []
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            keys += _dotted_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(prefix + f.name)
+    return keys
+
+
+def merge(cfg, updates: dict, prefix: str = "", root=None):
+    """A copy of dataclass ``cfg`` with the nested ``updates`` applied (types checked, unknown keys refused).
+    ``root``: the whole configuration when ``cfg`` is one of its sections (where an unknown key is looked for)."""
+    root = cfg if root is None else root
     hints = _field_types(type(cfg))
     changes = {}
     for key, value in updates.items():
         if key not in hints:
-            raise _unknown_key(type(cfg), key, prefix)
+            raise _unknown_key(type(cfg), key, prefix, root)
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current):
             if not isinstance(value, dict):
                 raise LowresError(f"Setting {prefix}{key} is a section; give its keys, e.g. {prefix}{key}.name=value")
-            changes[key] = merge(current, value, f"{prefix}{key}.")
+            changes[key] = merge(current, value, f"{prefix}{key}.", root)
         else:
             changes[key] = _coerce(value, hints[key], f"{prefix}{key}")
     try:

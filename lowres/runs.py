@@ -206,6 +206,10 @@ RESUME_SETTINGS = ("max_steps", "accumulate", "device", "num_workers", "threads"
 _INPUT_FLAGS = {"data": "--data", "split": "--split", "base": "--base", "unlabeled": "--unlabeled"}
 
 
+def _article(word: str) -> str:
+    return "an" if word[:1] in "aeiou" else "a"
+
+
 def _same_input(saved: str, given: str, run: Path) -> bool:
     if saved == given:
         return True
@@ -225,7 +229,7 @@ def resume_config(out: Path, kind: str, config_class, changes: dict | None = Non
 
     record = read_run(out)
     if record.kind != kind:
-        raise LowresError(f"--resume: {out} is not a {kind} run (it is a lowres {record.kind} run).")
+        raise LowresError(f"--resume: {out} is not {_article(kind)} {kind} run (it is a lowres {record.kind} run).")
     saved = record.typed_config(config_class)
     changes = {k: dict(v) if isinstance(v, dict) else v for k, v in (changes or {}).items()}
     for key, flag in _INPUT_FLAGS.items():

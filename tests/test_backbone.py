@@ -69,3 +69,63 @@ def test_unknown_base_suggests_names(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(LowresError, match="no config.json"):
         load_backbone(str(tmp_path / "empty"))
+
+
+# Loading a Hugging Face folder says nothing that reads like an error. A ``*ForPreTraining`` checkpoint is
+# loaded once, with its own class (the backbone and the quantizer/projection heads come from one load),
+# and whatever the checkpoint holds that lowres leaves out (a ``*ForCTC``'s lm_head) is named in one short
+# note in the base's description (which the run's log prints), not in transformers' LOAD REPORT table, its
+# "Loading weights" bar or torchaudio's "lm_head is not imported" warning. Checked in a fresh process, as a
+# user sees it (transformers binds its log handler to the stderr it first sees).
+
+_LOAD = """
+import sys
+from pathlib import Path
+sys.path.insert(0, {tests!r})
+import factory, transformers
+from transformers.utils import logging as hf_logging
+base = Path({folder!r})
+if {ctc!r}:
+    cfg = transformers.Wav2Vec2Config(hidden_size=64, num_hidden_layers=1, num_attention_heads=2,
+                                      intermediate_size=128, num_conv_pos_embeddings=16,
+                                      num_conv_pos_embedding_groups=4, vocab_size=12)
+    transformers.Wav2Vec2ForCTC(cfg).save_pretrained(base)
+else:
+    factory.hf_base(base)
+verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+print("LOADING", file=sys.stderr, flush=True)
+from lowres.model.backbone import load_backbone
+loaded = load_backbone(str(base))
+print("SOURCE", loaded.source)
+print("HEADS", sorted(loaded.pretrain_heads))
+print("RESTORED", hf_logging.get_verbosity() == verbosity and hf_logging.is_progress_bar_enabled() == bars)
+"""
+
+
+def _load_in_a_fresh_process(tmp_path, ctc: bool) -> tuple[str, str]:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = _LOAD.format(tests=str(Path(__file__).parent), folder=str(tmp_path / "hf"), ctc=ctc)
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr
+    return res.stdout, res.stderr.split("LOADING", 1)[1]
+
+
+def test_a_for_pretraining_checkpoint_loads_once_and_quietly(tmp_path):
+    out, err = _load_in_a_fresh_process(tmp_path, ctc=False)
+    assert err.strip() == "", err
+    assert "SOURCE Hugging Face Wav2Vec2ForPreTraining from" in out and "left out" not in out, out
+    assert "quantizer.codevectors" in out and "project_q.weight" in out and "project_hid.weight" in out, out
+    assert "RESTORED True" in out
+
+
+def test_what_a_checkpoint_holds_beyond_the_backbone_is_one_note(tmp_path):
+    out, err = _load_in_a_fresh_process(tmp_path, ctc=True)
+    assert err.strip() == "", err
+    source = next(line for line in out.splitlines() if line.startswith("SOURCE"))
+    assert "Wav2Vec2Model from" in source and "left out lm_head.bias, lm_head.weight" in source, source
+    assert "HEADS []" in out and "RESTORED True" in out

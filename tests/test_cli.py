@@ -156,6 +156,7 @@ def test_finetune_resume_without_changes(finetune, tmp_path):
 @pytest.mark.parametrize(("args", "message"), [
     (["--split", "2h"], "--split must be one of 10min, 1h, 10h, full"),
     (["--set", "optim.lrr=1"], "Did you mean optim.lr?"),
+    (["--set", "train.lr=1e-4"], "Unknown setting train.lr. Did you mean optim.lr?"),
     (["--set", "model.mask_prob=1.5"], "mask_prob"),
     (["--set", "train.max_steps=many"], "train.max_steps: expected an integer"),
     (["--set", "optim.lr"], "--set takes key=value"),
@@ -370,3 +371,120 @@ def test_prepare_flags_become_config_fields(prepare, tmp_path):
 ])
 def test_prepare_bad_flags(prepare, tmp_path, args, message):
     assert_user_error(invoke("prepare", tmp_path / "c.csv", "--out", tmp_path / "p", *args, "-q"), message, prepare)
+
+
+# ---------------------------------------------------------------------------------------------------
+# a folder given to the wrong flag: the real library call, which refuses before anything is written
+
+
+def assert_refused_and_nothing_written(res, out: Path, *messages: str) -> str:
+    assert res.exit_code == 2, res.output
+    text = " ".join(res.output.split())
+    assert "Traceback" not in res.output and "\n\n" not in res.output.strip()
+    for message in messages:
+        assert message in text, (message, text)
+    assert not out.exists(), sorted(p.name for p in out.iterdir())
+    return text
+
+
+def test_base_given_a_prepared_folder_says_to_pass_it_as_data(prepared, tmp_path):
+    out = tmp_path / "run"
+    res = invoke("finetune", "--data", prepared, "--base", prepared, "--split", "10min", "--out", out, "-q")
+    assert_refused_and_nothing_written(res, out, f"--base {prepared} is a prepared data folder",
+                                       f"pass it as --data {prepared}", "--base takes a model")
+    res = invoke("adapt", "--unlabeled", prepared, "--base", prepared, "--out", out, "-q")
+    assert_refused_and_nothing_written(res, out, f"--base {prepared} is a prepared data folder")
+
+
+def test_data_given_a_corpus_suggests_preparing_it_into_a_folder_of_its_own(prepared, tmp_path):
+    corpus = prepared.parent / "wavs"  # a folder of audio, not prepared
+    before = sorted(p.name for p in corpus.iterdir())
+    out = tmp_path / "run"
+    res = invoke("finetune", "--data", corpus, "--base", "tiny", "--out", out, "-q")
+    text = assert_refused_and_nothing_written(res, out, f"--data {corpus} is not a prepared folder",
+                                              f"`lowres prepare {corpus} --out prepared/wavs`",
+                                              "--data prepared/wavs")
+    assert f"--out {corpus}`" not in text  # never into the corpus itself
+    assert sorted(p.name for p in corpus.iterdir()) == before
+
+
+def test_data_given_a_run_folder_says_it_is_a_model(tmp_path):
+    run = tmp_path / "runs" / "sw-1h"
+    run.mkdir(parents=True)
+    (run / "config.json").write_text('{"kind": "finetune"}')
+    out = tmp_path / "run"
+    res = invoke("finetune", "--data", run, "--base", "tiny", "--out", out, "-q")
+    assert_refused_and_nothing_written(res, out, f"--data {run} is not a prepared folder", "holds a model",
+                                       "`lowres prepare`")
+
+
+def test_data_given_the_working_folder_suggests_a_folder_beside_it(prepared, tmp_path, monkeypatch):
+    corpus = prepared.parent / "wavs"
+    monkeypatch.chdir(corpus)
+    res = invoke("finetune", "--data", ".", "--base", "tiny", "--out", tmp_path / "run", "-q")
+    target = corpus.resolve().parent / "prepared" / "wavs"
+    assert_refused_and_nothing_written(res, tmp_path / "run", f"`lowres prepare . --out {target}`")
+
+
+# ---------------------------------------------------------------------------------------------------
+# help: every example is one whole line, as it is typed (Click rewraps paragraphs unless marked with \b)
+
+
+def _commands():
+    import typer.main
+
+    from lowres.cli import app
+
+    return typer.main.get_command(app).commands
+
+
+@pytest.mark.parametrize("name", sorted(_commands()))
+def test_help_examples_stay_on_lines_of_their_own(name):
+    import re
+
+    command = _commands()[name]
+    examples = [m.group(1).strip() for line in (command.help or "").splitlines()
+                if (m := re.search(r"(?:^|:\s+)(lowres .*)$", line.strip()))]
+    assert examples, f"lowres {name} --help shows no example"
+    res = invoke(name, "--help")
+    assert res.exit_code == 0, res.output
+    for example in examples:
+        assert any(line.strip().endswith(example) for line in res.output.splitlines()), (example, res.output)
+
+
+def test_the_root_help_keeps_its_first_command_on_a_line_of_its_own():
+    res = invoke("--help")
+    assert any(line.strip() == "lowres demo --out demo" for line in res.output.splitlines()), res.output
+
+
+# ---------------------------------------------------------------------------------------------------
+# lm: several text files after one --text (as the README shows), as arguments, or with --text repeated
+
+
+@pytest.fixture
+def build_lm(monkeypatch) -> Recorder:
+    import lowres.lm.build
+
+    rec = Recorder(lowres.lm.build.build_lm, {})
+    monkeypatch.setattr(lowres.lm.build, "build_lm", rec)
+    return rec
+
+
+@pytest.mark.parametrize("args", [
+    ["--text", "a.txt", "b.txt", "c.txt"],  # the README's form
+    ["a.txt", "b.txt", "c.txt"],
+    ["--text", "a.txt", "--text", "b.txt", "c.txt"],
+    ["-t", "a.txt", "-t", "b.txt", "-t", "c.txt"],
+])
+def test_lm_takes_several_text_files(build_lm, tmp_path, args):
+    res = invoke("lm", *args, "--order", 3, "--out", tmp_path / "lm", "-q")
+    assert res.exit_code == 0, res.output
+    assert sorted(Path(p).name for p in build_lm.call["texts"]) == ["a.txt", "b.txt", "c.txt"]
+    assert build_lm.call["order"] == 3 and Path(build_lm.call["out"]) == tmp_path / "lm"
+
+
+def test_lm_help_and_readme_show_the_same_form():
+    res = invoke("lm", "--help")
+    assert "lowres lm --text sw_news.txt sw_books.txt --data prepared/sw" in res.output
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert "lowres lm --text sw_news.txt sw_books.txt --data prepared/sw --order 4 --out lm/sw" in readme

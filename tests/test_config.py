@@ -160,6 +160,26 @@ def test_unknown_key_names_the_closest_known_one(updates, name, hint):
     assert f"Unknown setting {name}." in message and hint in message and "\n" not in message
 
 
+@pytest.mark.parametrize(("cls", "updates", "name", "hint"), [
+    (FinetuneConfig, {"train": {"lr": 1e-4}}, "train.lr", "Did you mean optim.lr?"),  # the key is in another section
+    (FinetuneConfig, {"lr": 1e-4}, "lr", "Did you mean optim.lr?"),  # a section's key given at the top
+    (FinetuneConfig, {"optim": {"max_steps": 5}}, "optim.max_steps", "Did you mean train.max_steps?"),
+    (FinetuneConfig, {"train": {"rnak": 4}}, "train.rnak", "Did you mean lora.rank?"),  # close, elsewhere
+    (AdaptConfig, {"optim": {"min": 0.1}}, "optim.min", "Did you mean gumbel.min?"),
+])
+def test_unknown_key_is_looked_for_in_the_other_sections(cls, updates, name, hint):
+    with pytest.raises(LowresError) as info:
+        merge(cls(), updates)
+    message = str(info.value)
+    assert f"Unknown setting {name}." in message and hint in message and "\n" not in message, message
+    assert "Known keys" not in message
+
+
+def test_a_close_key_in_the_same_section_comes_before_one_elsewhere():
+    with pytest.raises(LowresError, match=r"Did you mean train\.max_steps\?"):
+        merge(FinetuneConfig(), {"train": {"max_step": 5}})  # not optim.*, not model.* ...
+
+
 def test_unknown_key_with_nothing_close_lists_the_known_keys():
     with pytest.raises(LowresError) as info:
         merge(FinetuneConfig(), {"lora": {"zzzzzz": 1}})

@@ -213,3 +213,14 @@ def test_mismatches_raise(tmp_path):
         save_hf_directory(tmp_path, hf, swapped, False)
     with pytest.raises(LowresError, match="normalize_waveform"):
         save_hf_directory(tmp_path, hf, VOCAB, True)
+
+
+def test_export_writes_without_transformers_progress_bars(tmp_path, capfd):
+    """save_hf_directory prints nothing (no "Writing model shards" bar); the command prints its one line."""
+    family, *spec = CASES["wav2vec2-base"]
+    arch = tiny_arch(family, *spec)
+    hf = to_hf_ctc(*build(family, arch), family, arch, len(VOCAB), normalize_waveform=False)
+    capfd.readouterr()
+    save_hf_directory(tmp_path / "export", hf, VOCAB, normalize_waveform=False)
+    err = capfd.readouterr().err
+    assert "Writing model shards" not in err and "%|" not in err, err

@@ -40,8 +40,10 @@ def test_open_refuses_what_is_not_a_prepared_folder(tmp_path):
     with pytest.raises(LowresError, match="--data .*nope: no such folder"):
         PreparedDir.open(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(LowresError, match=r"is not a prepared folder \(no vocab.json or manifests/\)\. Run "
-                                          r"`lowres prepare CORPUS --out .*empty` first"):
+    with pytest.raises(LowresError, match=r"is not a prepared folder \(no vocab.json or manifests/\)\. --data "
+                                          r"takes the --out folder of `lowres prepare`: for a corpus, run "
+                                          r"`lowres prepare .*empty --out prepared/empty` and pass --data "
+                                          r"prepared/empty\."):
         PreparedDir.open(tmp_path / "empty")
     novocab = _fake(tmp_path / "novocab", vocab=False)
     with pytest.raises(LowresError, match=r"\(no vocab.json\)"):

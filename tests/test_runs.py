@@ -110,7 +110,7 @@ def test_resume_refuses_other_inputs_and_settings(tmp_path, monkeypatch):
             resume_config(run, "finetune", FinetuneConfig, changes)
     with pytest.raises(LowresError, match="optim.lr cannot change"):
         resume_config(run, "finetune", FinetuneConfig, {"optim": {"lr": 1.0}})
-    with pytest.raises(LowresError, match="not a adapt run|not a adapt"):
+    with pytest.raises(LowresError, match="not an adapt run"):
         resume_config(run, "adapt", AdaptConfig, {})
 
 

@@ -27,6 +27,16 @@ REPORT = "prepare_report.json"
 UNLABELED = "unlabeled.jsonl"
 
 
+def _prepared_target(corpus: Path) -> Path:
+    """Where to suggest preparing ``corpus``: ``prepared/NAME``, a folder of its own beside the corpus, never
+    inside it (when the corpus is the working folder or holds it, beside it instead)."""
+    here, resolved = Path.cwd().resolve(), corpus.resolve()
+    name = resolved.name or "corpus"
+    if here == resolved or resolved in here.parents:
+        return resolved.parent / "prepared" / name
+    return Path("prepared") / name
+
+
 @dataclass(frozen=True)
 class PreparedDir:
     root: Path
@@ -43,8 +53,12 @@ class PreparedDir:
         if not (root / MANIFESTS).is_dir():
             missing.append(f"{MANIFESTS}/")
         if missing:
-            raise LowresError(f"{flag} {root} is not a prepared folder (no {' or '.join(missing)}). Run "
-                              f"`lowres prepare CORPUS --out {root}` first.")
+            what = (" It holds a model (config.json: a lowres run or a Hugging Face folder): pass it as --base "
+                    "(finetune) or --model (eval, transcribe, export)." if (root / "config.json").is_file() else "")
+            target = _prepared_target(root)
+            raise LowresError(f"{flag} {root} is not a prepared folder (no {' or '.join(missing)}).{what} "
+                              f"{flag} takes the --out folder of `lowres prepare`: for a corpus, run "
+                              f"`lowres prepare {root} --out {target}` and pass {flag} {target}.")
         return cls(root, flag)
 
     # -- manifests

@@ -192,6 +192,11 @@ def load_backbone(base: str, seed: int = 0) -> LoadedBackbone:
     path = Path(base)
     if path.is_dir():
         config = path / "config.json"
+        if not config.is_file() and _is_prepared(path):
+            unlabeled = " (or its unlabeled.jsonl as adapt's --unlabeled)" if (path / "unlabeled.jsonl").is_file() else ""
+            raise LowresError(f"--base {path} is a prepared data folder (written by `lowres prepare`), not a model: "
+                              f"pass it as --data {path}{unlabeled}. --base takes a model: a name such as "
+                              "xls-r-300m, wav2vec2-base or tiny, a Hugging Face folder or a lowres run folder.")
         if not config.is_file():
             raise LowresError(f"{path} has no config.json: it is neither a lowres run folder nor a Hugging Face "
                               "model folder.")
@@ -209,6 +214,13 @@ def load_backbone(base: str, seed: int = 0) -> LoadedBackbone:
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
     raise LowresError(f"Unknown --base {base!r}.{hint} Known names: {', '.join(available_names())}; or pass a "
                       "Hugging Face folder or a lowres run folder.")
+
+
+def _is_prepared(path: Path) -> bool:
+    """Whether ``path`` is a folder `lowres prepare` wrote (a mistaken --base)."""
+    from lowres.data.prepared import MANIFESTS, REPORT, VOCAB
+
+    return (path / MANIFESTS).is_dir() and ((path / VOCAB).is_file() or (path / REPORT).is_file())
 
 
 def _load_bundle(name: str) -> LoadedBackbone:
@@ -243,38 +255,47 @@ def _load_huggingface(path: Path, config: dict) -> LoadedBackbone:
     import transformers
     from torchaudio.models.wav2vec2.utils import import_huggingface_model
 
-    from lowres.model.hf_convert import arch_from_hf_config
+    from lowres.model.hf_convert import arch_from_hf_config, quiet_transformers
 
+    # A *ForPreTraining checkpoint is loaded once, with its own class: the backbone and the pretraining heads
+    # (quantizer, project_q, project_hid) from one load. Anything else loads as the bare backbone.
+    archs = config.get("architectures") or []
+    pretraining = next((getattr(transformers, a, None) for a in archs if a.endswith("ForPreTraining")), None)
+    cls = pretraining or transformers.AutoModel
     try:
-        hf = transformers.AutoModel.from_pretrained(str(path))
+        with quiet_transformers():  # its LOAD REPORT and bars read like errors; what matters is the note below
+            loaded, info = cls.from_pretrained(str(path), output_loading_info=True)
+            hf = loaded.base_model  # the Wav2Vec2Model / HubertModel / WavLMModel inside (itself for AutoModel)
+            model = import_huggingface_model(hf)
     except Exception as exc:
         raise LowresError(f"transformers could not load {path}: {type(exc).__name__}: {exc}") from None
     family, arch = arch_from_hf_config(hf.config)
-    model = import_huggingface_model(hf)
     normalize = config.get("feat_extract_norm", "group") == "layer"
     pre = path / "preprocessor_config.json"
     if pre.is_file():
         normalize = bool(json.loads(pre.read_text(encoding="utf-8")).get("do_normalize", normalize))
     mask = getattr(hf, "masked_spec_embed", None)
-    heads = _huggingface_pretrain_heads(path, config)
+    heads = {}
+    if pretraining is not None:
+        keep = ("quantizer.", "project_q.", "project_hid.")
+        heads = {k: v.detach().clone() for k, v in loaded.state_dict().items() if k.startswith(keep)}
     spec = BackboneSpec(family, arch, normalize, True, str(path.resolve()))
+    source = f"Hugging Face {type(loaded).__name__} from {path}{_loading_note(info)}"
     return LoadedBackbone(model, spec, mask.detach().clone() if mask is not None else None, heads,
-                          fingerprint(model), source=f"Hugging Face {type(hf).__name__} from {path}")
+                          fingerprint(model), source=source)
 
 
-def _huggingface_pretrain_heads(path: Path, config: dict) -> dict:
-    """Quantizer and projection weights of a ``*ForPreTraining`` checkpoint (empty dict otherwise)."""
-    archs = config.get("architectures") or []
-    if not any(a.endswith("ForPreTraining") for a in archs):
-        return {}
-    import transformers
-
-    cls = getattr(transformers, archs[0], None)
-    if cls is None:
-        return {}
-    full = cls.from_pretrained(str(path))
-    keep = ("quantizer.", "project_q.", "project_hid.")
-    return {k: v.detach().clone() for k, v in full.state_dict().items() if k.startswith(keep)}
+def _loading_note(info: dict, shown: int = 4) -> str:
+    """`` (left out lm_head.bias, lm_head.weight: not part of the backbone)`` for what transformers' loading
+    info lists as unexpected (weights of heads lowres does not use) or missing (freshly initialised)."""
+    parts = []
+    for key, what in (("unexpected_keys", "left out {}: not part of the backbone"),
+                      ("missing_keys", "not in the checkpoint, initialised afresh: {}")):
+        names = sorted(info.get(key) or ())
+        if names:
+            more = f" and {len(names) - shown} more" if len(names) > shown else ""
+            parts.append(what.format(", ".join(names[:shown]) + more))
+    return f" ({'; '.join(parts)})" if parts else ""
 
 
 # ---------------------------------------------------------------------------------------------------

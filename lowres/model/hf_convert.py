@@ -14,8 +14,10 @@ into q/k/v, and the weight-normed positional convolution is written in whichever
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+import logging
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +30,32 @@ from lowres import LowresError
 BLANK_TOKEN = "<pad>"  # id 0: the CTC blank; HF's tokenizer drops its pad token when decoding
 UNK_TOKEN = "<unk>"  # id 1
 WORD_DELIMITER = "|"  # id 2; decoded as a space
+
+# torchaudio's importer warns "lm_head is not imported" for every model that is not a *ForCTC
+_TORCHAUDIO_IMPORT_LOGGER = "torchaudio.models.wav2vec2.utils.import_huggingface"
+
+
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """transformers' (and torchaudio's importer's) chatter off inside the block: the "Loading weights" and
+    "Writing model shards" bars, the LOAD REPORT table, the "lm_head is not imported" warning. They read
+    like errors to a user; the caller says what matters in one line. Errors still show; the previous
+    settings come back afterwards."""
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    importer = logging.getLogger(_TORCHAUDIO_IMPORT_LOGGER)
+    level = importer.level
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    importer.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bars:
+            hf_logging.enable_progress_bar()
+        importer.setLevel(level)
 SAMPLE_RATE = 16000
 _LAYER_NORM_EPS = 1e-5  # torchaudio's LayerNorm/GroupNorm use PyTorch's default eps
 
@@ -345,32 +373,34 @@ def save_hf_directory(out_dir: str | Path, hf_model: nn.Module, vocab: Mapping[s
                           f"normalize_waveform={recorded}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    hf_model.save_pretrained(out)
+    # transformers' own output ("Writing model shards" bars) off: the command says where it wrote
+    with quiet_transformers():
+        hf_model.save_pretrained(out)
 
-    vocab_path = out / "vocab.json"
-    ordered = dict(sorted(vocab.items(), key=lambda item: item[1]))
-    vocab_path.write_text(json.dumps(ordered, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
-    tokenizer = transformers.Wav2Vec2CTCTokenizer(
-        str(vocab_path),
-        unk_token=UNK_TOKEN,
-        pad_token=BLANK_TOKEN,
-        word_delimiter_token=WORD_DELIMITER,
-        bos_token=None,  # not in the vocabulary; HF would otherwise append <s>, </s> as extra ids
-        eos_token=None,
-        do_lower_case=False,
-        clean_up_tokenization_spaces=False,  # keep decoded text exactly as lowres decodes it ("a 's")
-    )
-    feature_extractor = transformers.Wav2Vec2FeatureExtractor(
-        feature_size=1,
-        sampling_rate=SAMPLE_RATE,
-        padding_value=0.0,
-        do_normalize=bool(normalize_waveform),
-        # HF's advice: group-norm feature encoders were trained without attention masks (zero padding
-        # changes their output anyway); layer-norm ones should get a mask
-        return_attention_mask=config.feat_extract_norm == "layer",
-    )
-    transformers.Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(out)
-    # transformers 5 nests the feature-extractor settings in processor_config.json; 4.x reads them from
-    # preprocessor_config.json, so write that too for readers on older versions
-    feature_extractor.save_pretrained(out)
+        vocab_path = out / "vocab.json"
+        ordered = dict(sorted(vocab.items(), key=lambda item: item[1]))
+        vocab_path.write_text(json.dumps(ordered, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        tokenizer = transformers.Wav2Vec2CTCTokenizer(
+            str(vocab_path),
+            unk_token=UNK_TOKEN,
+            pad_token=BLANK_TOKEN,
+            word_delimiter_token=WORD_DELIMITER,
+            bos_token=None,  # not in the vocabulary; HF would otherwise append <s>, </s> as extra ids
+            eos_token=None,
+            do_lower_case=False,
+            clean_up_tokenization_spaces=False,  # keep decoded text exactly as lowres decodes it ("a 's")
+        )
+        feature_extractor = transformers.Wav2Vec2FeatureExtractor(
+            feature_size=1,
+            sampling_rate=SAMPLE_RATE,
+            padding_value=0.0,
+            do_normalize=bool(normalize_waveform),
+            # HF's advice: group-norm feature encoders were trained without attention masks (zero padding
+            # changes their output anyway); layer-norm ones should get a mask
+            return_attention_mask=config.feat_extract_norm == "layer",
+        )
+        transformers.Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer).save_pretrained(out)
+        # transformers 5 nests the feature-extractor settings in processor_config.json; 4.x reads them from
+        # preprocessor_config.json, so write that too for readers on older versions
+        feature_extractor.save_pretrained(out)
     return out

@@ -34,7 +34,9 @@ def learning_curve(metrics: Path, out: Path, title: str = "", extra: tuple[str, 
     from lowres.fsutil import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
-    ax.plot([s for s, _ in loss], [v for _, v in loss], color="tab:blue", label="train loss")
+    # a lone point is a line of length zero, which matplotlib draws as nothing: give it a dot
+    ax.plot([s for s, _ in loss], [v for _, v in loss], "o-" if len(loss) == 1 else "-", color="tab:blue",
+            label="train loss")
     ax.set_xlabel("update")
     ax.set_ylabel("loss")
     ax.grid(alpha=0.3)
@@ -44,7 +46,9 @@ def learning_curve(metrics: Path, out: Path, title: str = "", extra: tuple[str, 
         pts = [(r["step"], 100 * r[key]) for r in rows if key in r and r[key] is not None]
         if pts:
             ax2 = ax2 or ax.twinx()
-            ax2.plot([s for s, _ in pts], [v for _, v in pts], "o-", color=colour, label=key.replace("_", " ") + " %")
+            # hollow: a loss point at the same place (a one-point run) still shows through
+            ax2.plot([s for s, _ in pts], [v for _, v in pts], "o-", color=colour,
+                     markerfacecolor="none", markeredgewidth=1.5, label=key.replace("_", " ") + " %")
             shown = True
     if shown and ax2 is not None:
         ax2.set_ylabel("%")
