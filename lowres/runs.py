@@ -369,10 +369,12 @@ def rebuild_base(record: RunRecord, seed: int, run: Path):
     fingerprint."""
     import torch
 
-    from lowres.model.backbone import LoadedBackbone, build_model
+    from lowres.model.backbone import RANDOM_CONFIGS, LoadedBackbone, build_model
 
     spec = record.spec()
     if not spec.pretrained:
+        if spec.name in RANDOM_CONFIGS and RANDOM_CONFIGS[spec.name] == spec:
+            return load_base(spec.name, seed=seed)  # the initial weights a new run had (a restart from update 0)
         torch.manual_seed(seed)
         return LoadedBackbone(build_model(spec), spec, source=f"architecture of {spec.name}")
     where = locate_base(record, run)

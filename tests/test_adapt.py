@@ -264,3 +264,30 @@ def test_adapt_errors(tmp_path):
     assert not (tmp_path / "r4").exists()
     res = invoke("adapt", "--unlabeled", tmp_path, "--base", "no-such-model", "--out", tmp_path / "r5")
     assert res.exit_code == 2 and not (tmp_path / "r5").exists(), res.output
+
+
+@pytest.mark.parametrize("objective", ["wav2vec2", "hubert"])
+def test_a_run_stopped_before_its_first_checkpoint_resumes_from_the_same_start(tone_audio, tmp_path, monkeypatch,
+                                                                               objective):
+    """--resume of a run with no checkpoint yet starts it again from update 0, from the very weights a new run
+    starts from (the random-init base and fresh heads are seeded as in a new run), so it ends where an
+    uninterrupted run ends."""
+    import lowres.train.loop as loop
+
+    args = ["adapt", "--unlabeled", tone_audio, "--base", "tiny", "--max-steps", 3, "--set", "train.save_every=2",
+            *[a for a in ADAPT_FAST if a not in ("--objective", "wav2vec2")], "--objective", objective,
+            "--set", "units.max_frames=2000", *(["--clusters", "8"] if objective == "hubert" else [])]
+    assert invoke(*args, "--out", tmp_path / "a").exit_code == 0
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", interrupted)
+    assert invoke(*args, "--out", tmp_path / "b").exit_code == 130
+    monkeypatch.undo()
+    assert not (tmp_path / "b" / "checkpoints").exists()
+    res = invoke("adapt", "--resume", "--out", tmp_path / "b", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert "no checkpoint yet: starting the run again from update 0" in (tmp_path / "b" / "train.log").read_text()
+    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)

@@ -84,6 +84,13 @@ class Run:
     net: torch.nn.Module | None = None  # the model, wrapped in DistributedDataParallel under torchrun
     lock: object | None = None  # runs.RunLock held by rank 0 for the life of the run
     claimed: bool = False  # a new run's folder has been claimed (created, or emptied by --overwrite)
+    checkpoint: Path | None = None  # a resumed run's latest checkpoint (None: it restarts from update 0)
+
+    @property
+    def from_checkpoint(self) -> bool:
+        """Every weight comes back from a checkpoint: the task builds the architecture only. Otherwise (a new
+        run, or a resumed one that had not saved a checkpoint yet) it builds the initial model the same way."""
+        return self.mode == "resume" and self.checkpoint is not None
     state: LoopState = field(default_factory=LoopState)  # the loop's state (final once training ended)
 
 
@@ -255,9 +262,12 @@ def _start(task: Task, run: Run, overwrite: bool):
     """Steps 3-8: inputs, runtime, the model, the new run's record, the optimizer and hooks, the resume."""
     from lowres.runs import RUN_CONFIG, RUN_WEIGHTS, claim_run_folder, write_run
     from lowres.runtime import barrier, configure_threads, on_main, resolve_device, seed_everything
+    from lowres.train.checkpoint import latest_checkpoint
     from lowres.train.loop import restore
 
     out = run.out
+    if run.mode == "resume":
+        run.checkpoint = latest_checkpoint(out)
     task.check_inputs()
     t = task.cfg.train
     configure_threads(t.threads)
@@ -291,9 +301,7 @@ def _start(task: Task, run: Run, overwrite: bool):
 
     state = LoopState()
     if run.mode == "resume":
-        from lowres.train.checkpoint import latest_checkpoint
-
-        ckpt = latest_checkpoint(out)
+        ckpt = run.checkpoint
         if ckpt is not None:
             state = restore(ckpt, optimizer, hooks)
             task.model.to(run.device)

@@ -45,6 +45,7 @@ class HubertTask(SelfSupervisedTask):
             extras = run.record.extras
             self.kind_layer = (extras["units"]["kind"], extras["units"]["layer"])
             self.clusters = extras["units"]["clusters"]
+            torch.manual_seed(t.seed + 1)  # the new run's initial heads (a resume without a checkpoint restarts)
             heads = HubertHeads(spec.embed_dim, self.clusters, extras["heads"]["final_dim"])
         else:
             if cfg.units.reuse:

@@ -30,17 +30,19 @@ class SelfSupervisedTask(Task):
             on_main(check_unlabeled_source, Path(self.cfg.unlabeled))
 
     def load_base(self):
-        """The base as --base names it (a new run), or its architecture (a resumed run)."""
+        """The base as --base names it (a new run, or a resumed one without a checkpoint yet, where it is
+        looked for where the run recorded it), or its architecture (every weight comes from the checkpoint)."""
         from lowres.model.backbone import LoadedBackbone, build_model
-        from lowres.runs import load_base
+        from lowres.runs import load_base, locate_base
 
         run, t = self.run, self.cfg.train
-        if run.mode == "resume":
+        if run.from_checkpoint:
             spec = run.record.spec()
             torch.manual_seed(t.seed)
-            loaded = LoadedBackbone(build_model(spec), spec)  # every weight comes back from the checkpoint
+            loaded = LoadedBackbone(build_model(spec), spec)
         else:
-            loaded = load_base(self.cfg.base, seed=t.seed)
+            base = locate_base(run.record, run.out) if run.mode == "resume" else self.cfg.base
+            loaded = load_base(base, seed=t.seed)
         self.loaded, self.spec = loaded, loaded.spec
         beta = self.cfg.loss.feature_penalty
         if beta < 0:

@@ -38,7 +38,7 @@ class Wav2Vec2Task(SelfSupervisedTask):
         run, cfg, t = self.run, self.cfg, self.cfg.train
         loaded = self.load_base()
         spec = loaded.spec
-        if run.mode == "resume":
+        if run.from_checkpoint:
             shapes = run.record.extras["heads"]
             heads = PretrainHeads(shapes["conv_dim"], spec.embed_dim, shapes["groups"], shapes["entries"],
                                   shapes["dim"], shapes["final_dim"])
