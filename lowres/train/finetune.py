@@ -5,7 +5,7 @@ Run folder (``--out``)::
     config.json        the run's record (lowres/runs.py): resolved configuration, backbone spec, base, text
                        normalisation (written first)
     vocab.json         the prepared vocabulary (a copy: the run is self-contained)
-    model.safetensors  the deliverable: trained weights (LoRA + CTC head; + a fresh mask embedding), best by dev WER
+    model.safetensors  the deliverable: trained weights (LoRA + CTC head; + a fresh mask embedding), best by dev CER
     metrics.jsonl      one JSON object per logged update / evaluation
     train.log          what happened, in words
     learning_curve.png loss and dev WER against updates (written at the end)

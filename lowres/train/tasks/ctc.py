@@ -2,8 +2,8 @@
 over the prepared character vocabulary, trained on a labeled split, scored on the dev set.
 
 Files it adds to the run folder: ``vocab.json`` (a copy of the prepared vocabulary: the run is self-contained);
-``model.safetensors`` holds the weights it trained (LoRA + head; + a fresh mask embedding), best by dev WER
-or CER (``train.best_metric``).
+``model.safetensors`` holds the weights it trained (LoRA + head; + a fresh mask embedding), best by dev CER
+(or WER: ``train.best_metric``).
 """
 
 from __future__ import annotations
