@@ -423,7 +423,15 @@ def _command_lines(tmp_path: Path, monkeypatch) -> dict:
         (Path(out) / "config.json").write_text("{}")
 
     monkeypatch.setattr(hf_convert, "save_hf_directory", save)
+    prepared = tmp_path / "prepared"
+    from factory import invoke
+
+    assert invoke("prepare", corpus, "--out", prepared, "-q").exit_code == 0
     return {
+        "finetune": lambda out: ["finetune", "--data", prepared, "--split", "full", "--base", "tiny", "--out", out,
+                                 "--max-steps", 1, "-q"],
+        "adapt": lambda out: ["adapt", "--unlabeled", corpus.parent, "--base", "tiny", "--out", out, "--max-steps", 1,
+                              "-q"],
         "prepare": lambda out: ["prepare", corpus, "--out", out, "-q"],
         "synth": lambda out: ["synth", "--out", out, "--hours", "0.002", "--unlabeled-hours", "0", "--dev-hours",
                               "0.001", "--test-hours", "0.001", "--speakers", "3", "--workers", "1", "-q"],
@@ -432,7 +440,7 @@ def _command_lines(tmp_path: Path, monkeypatch) -> dict:
     }
 
 
-COMMANDS = ("prepare", "synth", "lm", "export")
+COMMANDS = ("prepare", "synth", "lm", "export", "finetune", "adapt")  # eval: tests/test_evaluate.py
 
 
 def _refused(res, out: Path, says: str) -> None:
