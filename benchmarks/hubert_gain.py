@@ -43,6 +43,7 @@ def main() -> None:
     ap.add_argument("--unlabeled-hours", type=float, default=1.0)
     ap.add_argument("--adapt-steps", type=int, default=250)
     ap.add_argument("--iter2-steps", type=int, default=150)
+    ap.add_argument("--adapt-lr", type=float, default=5e-4)  # HuBERT BASE's peak lr from scratch
     ap.add_argument("--finetune-steps", type=int, default=250)
     ap.add_argument("--seeds", type=int, default=3)
     args = ap.parse_args()
@@ -64,7 +65,7 @@ def main() -> None:
         if not (run / "summary.json").is_file():
             resume = ["--resume"] if (run / "config.json").is_file() else []
             lowres("adapt", "--objective", "hubert", "--unlabeled", unlabeled, "--base", base, "--out", run,
-                   "--max-steps", steps, *extra, *adapt, *resume)
+                   "--max-steps", steps, "--lr", args.adapt_lr, *extra, *adapt, *resume)
     rows = []
     for start, base in (("random init", "tiny"), ("hubert iteration 1", w / "iter1"),
                         ("hubert iteration 2", w / "iter2")):

@@ -222,3 +222,14 @@ def tone_table(path: Path, n: int = 20, seed: int = 0, words: tuple[str, ...] = 
         w.writeheader()
         w.writerows(rows)
     return path
+
+
+def tone_recordings(root: Path, n: int = 12) -> Path:
+    """``n`` 3-5 s recordings of tone "speech" (:func:`tone_speech` of random word sequences) in ``root``: an
+    unlabeled folder for adapt."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(0)
+    for i in range(n):
+        text = " ".join(rng.choice(("abc", "dog", "ego", "bad", "cab")) for _ in range(rng.randint(7, 11)))
+        sf.write(root / f"rec{i:02d}.wav", tone_speech(text, seed=i), 16000)
+    return root

@@ -26,17 +26,7 @@ ADAPT_FAST = ["--objective", "wav2vec2", "--set", "train.batch_seconds=30", "--s
 
 @pytest.fixture(scope="module")
 def tone_audio(tmp_path_factory) -> Path:
-    import random
-
-    import soundfile as sf
-
-    root = tmp_path_factory.mktemp("tones") / "audio"
-    root.mkdir()
-    rng = random.Random(0)
-    for i in range(12):  # 3-5 s recordings of tone "speech"
-        text = " ".join(rng.choice(("abc", "dog", "ego", "bad", "cab")) for _ in range(rng.randint(7, 11)))
-        sf.write(root / f"rec{i:02d}.wav", factory.tone_speech(text, seed=i), 16000)
-    return root
+    return factory.tone_recordings(tmp_path_factory.mktemp("tones") / "audio")
 
 
 def test_span_mask_statistics():

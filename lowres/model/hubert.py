@@ -26,7 +26,7 @@ from lowres.config import AdaptModelConfig as _M
 from lowres.config import HubertConfig as _H
 from lowres.config import PretrainLossConfig as _L
 from lowres.model.backbone import BackboneSpec
-from lowres.model.pretrain import masked_encode
+from lowres.model.pretrain import MaskedPretrainer, masked_encode
 
 IGNORE = -100  # a frame without a unit (padding, or a crop longer than its units)
 
@@ -65,7 +65,7 @@ class HubertOutput:
     logits_u: Tensor | None = None
 
 
-class HubertPretrainer(nn.Module):
+class HubertPretrainer(MaskedPretrainer):
     """Backbone + mask embedding + HuBERT heads; ``forward(waves, lengths, units)`` returns the objective."""
 
     def __init__(self, backbone: nn.Module, spec: BackboneSpec, heads: HubertHeads, mask_embedding: Tensor | None,
@@ -77,17 +77,10 @@ class HubertPretrainer(nn.Module):
         recipes/adapt_hubert.toml's delta over adapt's 0.65), ``feature_penalty`` (the value itself; the
         configuration resolves -1 by the conv encoder's norm) and ``feature_grad_mult`` (1 = the plain
         gradient)."""
-        super().__init__()
-        self.backbone, self.spec, self.heads = backbone, spec, heads
-        dim = spec.embed_dim
-        emb = mask_embedding.detach().clone().float() if mask_embedding is not None else torch.empty(dim).uniform_()
-        self.mask_emb = nn.Parameter(emb)
-        self.mask_prob, self.mask_length, self.min_spans = mask_prob, mask_length, min_spans
-        self.layerdrop = layerdrop
+        super().__init__(backbone, spec, heads, mask_embedding, mask_prob=mask_prob, mask_length=mask_length,
+                         min_spans=min_spans, layerdrop=layerdrop, feature_penalty=feature_penalty,
+                         feature_grad_mult=feature_grad_mult)
         self.logit_temperature, self.unmasked_weight = logit_temperature, unmasked_weight
-        self.feature_penalty, self.feature_grad_mult = feature_penalty, feature_grad_mult
-        self.freeze_feature_encoder = True
-        self.encoder_frozen = False  # the heads warm-up
 
     def logits(self, context: Tensor) -> Tensor:
         """(N, D) transformer outputs → (N, C) cosine logits over every unit / temperature."""

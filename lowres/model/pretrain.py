@@ -156,7 +156,27 @@ def sample_negatives(mask: Tensor, k: int, generator: torch.Generator | None = N
     return (offsets[row][:, None] + r).to(mask.device)
 
 
-class Wav2Vec2Pretrainer(nn.Module):
+class MaskedPretrainer(nn.Module):
+    """What the masked-prediction objectives share (wav2vec 2.0 here, HuBERT in hubert.py): backbone, heads,
+    the learned mask embedding, the masking and regularisation settings, and the flags the heads warm-up and
+    a frozen conv encoder set. Their encoder pass is :func:`masked_encode`."""
+
+    def __init__(self, backbone: nn.Module, spec: BackboneSpec, heads: nn.Module, mask_embedding: Tensor | None, *,
+                 mask_prob: float, mask_length: int, min_spans: int, layerdrop: float, feature_penalty: float,
+                 feature_grad_mult: float):
+        super().__init__()
+        self.backbone, self.spec, self.heads = backbone, spec, heads
+        dim = spec.embed_dim
+        emb = mask_embedding.detach().clone().float() if mask_embedding is not None else torch.empty(dim).uniform_()
+        self.mask_emb = nn.Parameter(emb)
+        self.mask_prob, self.mask_length, self.min_spans = mask_prob, mask_length, min_spans
+        self.layerdrop = layerdrop
+        self.feature_penalty, self.feature_grad_mult = feature_penalty, feature_grad_mult
+        self.freeze_feature_encoder = True
+        self.encoder_frozen = False  # the heads warm-up
+
+
+class Wav2Vec2Pretrainer(MaskedPretrainer):
     """Backbone + mask embedding + pretraining heads; ``forward`` returns the objective."""
 
     def __init__(self, backbone: nn.Module, spec: BackboneSpec, heads: PretrainHeads, mask_embedding: Tensor | None,
@@ -168,19 +188,12 @@ class Wav2Vec2Pretrainer(nn.Module):
         """Defaults are the configuration's (lowres/config.py), except ``feature_penalty`` (the configuration
         resolves -1 to 10 or 0 by the conv encoder's norm; here the value itself) and ``feature_grad_mult``
         (1 = the plain gradient; adapt passes its configured 0.1)."""
-        super().__init__()
-        self.backbone, self.spec, self.heads = backbone, spec, heads
-        dim = spec.embed_dim
-        emb = mask_embedding.detach().clone().float() if mask_embedding is not None else torch.empty(dim).uniform_()
-        self.mask_emb = nn.Parameter(emb)
-        self.mask_prob, self.mask_length, self.min_spans = mask_prob, mask_length, min_spans
-        self.layerdrop = layerdrop
+        super().__init__(backbone, spec, heads, mask_embedding, mask_prob=mask_prob, mask_length=mask_length,
+                         min_spans=min_spans, layerdrop=layerdrop, feature_penalty=feature_penalty,
+                         feature_grad_mult=feature_grad_mult)
         self.num_negatives, self.logit_temperature = num_negatives, logit_temperature
-        self.diversity_weight, self.feature_penalty = diversity_weight, feature_penalty
+        self.diversity_weight = diversity_weight
         self.feature_dropout = nn.Dropout(feature_dropout)
-        self.feature_grad_mult = feature_grad_mult
-        self.freeze_feature_encoder = True
-        self.encoder_frozen = False  # the heads warm-up
 
     def forward(self, waves: Tensor, lengths: Tensor, temperature: float = 2.0,
                 generator: torch.Generator | None = None, mask: Tensor | None = None,

@@ -168,8 +168,8 @@ class HubertTask(SelfSupervisedTask):
     def check(self, step: int, row: dict) -> None:
         from lowres.model.hubert import collapse_signs
 
-        if step <= self.warm + self.cfg.train.max_steps // 10:  # predictions start on the commonest unit
-            return
+        if step <= max(self.warm, self.cfg.train.max_steps // 4):  # from scratch, predictions start on the
+            return  # commonest unit (silence) for a while: that is not a collapse yet
         self.count_collapse(
             collapse_signs(row), step, "the predictions collapsed onto one unit",
             "The model guesses the commonest unit everywhere and learns nothing about the others. Try a lower peak "
