@@ -46,14 +46,15 @@ def main() -> None:
     ap.add_argument("--adapt-lr", type=float, default=5e-4)  # HuBERT BASE's peak lr from scratch
     ap.add_argument("--finetune-steps", type=int, default=250)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--report-only", action="store_true", help="Only tabulate the runs that finished.")
     args = ap.parse_args()
     w = args.work
     w.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    if not (w / "synth" / "synth_report.json").is_file():
+    if not args.report_only and not (w / "synth" / "synth_report.json").is_file():
         lowres("synth", "--lang", "sw", "--hours", args.hours, "--unlabeled-hours", args.unlabeled_hours,
                "--out", w / "synth", "--seed", 0, "-q", "--overwrite")
-    if not (w / "prepared" / "prepare_report.json").is_file():
+    if not args.report_only and not (w / "prepared" / "prepare_report.json").is_file():
         lowres("prepare", w / "synth" / "labeled" / "corpus.tsv", "--unlabeled", w / "synth" / "unlabeled",
                "--lang", "sw", "--out", w / "prepared", "-q", "--overwrite")
     unlabeled = w / "prepared" / "unlabeled.jsonl"
@@ -62,16 +63,18 @@ def main() -> None:
     for name, base, steps, extra in (("iter1", "tiny", args.adapt_steps, []),
                                      ("iter2", w / "iter1", args.iter2_steps, ["--targets", "layer:2"])):
         run = w / name
-        if not (run / "summary.json").is_file():
+        if not args.report_only and not (run / "summary.json").is_file():
             resume = ["--resume"] if (run / "config.json").is_file() else []
             lowres("adapt", "--objective", "hubert", "--unlabeled", unlabeled, "--base", base, "--out", run,
                    "--max-steps", steps, "--lr", args.adapt_lr, *extra, *adapt, *resume)
     rows = []
-    for start, base in (("random init", "tiny"), ("hubert iteration 1", w / "iter1"),
-                        ("hubert iteration 2", w / "iter2")):
-        for seed in range(args.seeds):
+    starts = (("random init", "tiny"), ("hubert iteration 1", w / "iter1"), ("hubert iteration 2", w / "iter2"))
+    for seed in range(args.seeds):  # seed by seed, so that a stopped run has every start for its first seeds
+        for start, base in starts:
             run = w / f"ft-{start.split()[-1]}-{seed}"
             if not (run / "eval-dev" / "metrics.json").is_file():
+                if args.report_only:
+                    continue
                 if not (run / "summary.json").is_file():
                     lowres("finetune", "--data", w / "prepared", "--split", "10min", "--base", base, "--out", run,
                            "--recipe", "demo_finetune", "--no-lora", "--set", "train.head_only_steps=0",
@@ -82,9 +85,11 @@ def main() -> None:
             rows.append({"start": start, "seed": seed, "dev_wer": m["wer"], "dev_cer": m["cer"]})
     table = ["| start | dev CER (seeds) | mean | dev WER mean |", "|---|---|---|---|"]
     summary = {}
-    for start in dict.fromkeys(r["start"] for r in rows):
+    for start, _ in starts:
         cers = [r["dev_cer"] for r in rows if r["start"] == start]
         wers = [r["dev_wer"] for r in rows if r["start"] == start]
+        if not cers:
+            continue
         summary[start] = {"dev_cer": cers, "dev_wer": wers}
         table.append(f"| {start} | {' / '.join(f'{100 * c:.1f}' for c in cers)} | {100 * statistics.mean(cers):.1f}% "
                      f"| {100 * statistics.mean(wers):.1f}% |")
