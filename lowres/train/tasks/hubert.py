@@ -129,21 +129,12 @@ class HubertTask(SelfSupervisedTask):
 
     # -- training -----------------------------------------------------------------------------------------
     def compute(self, micro, step) -> StepOutput:
-        from lowres.data import batching
         from lowres.model.hubert import IGNORE, perplexity
         from lowres.runtime import all_reduce_sum
 
         net = self.run.net
-        audio, total_masked, results = 0.0, 0, []
-        for b, weight, gen in self.micro_batches(micro):
-            units = _unit_rows(b, IGNORE)
-            with self.autocast():
-                res = net(b.waves, b.lengths, units, gen)
-            (res.loss * (res.n_masked * weight)).backward()
-            if weight:
-                results.append(res)
-                total_masked += res.n_masked
-                audio += batching.audio_seconds(b)
+        results, total_masked, audio = self.forward_backward(
+            micro, lambda b, gen: net(b.waves, b.lengths, _unit_rows(b, IGNORE), gen))
         c = self.clusters
         predicted = sum((r.predicted for r in results), torch.zeros(c))
         targets = sum((r.targets for r in results), torch.zeros(c))

@@ -144,6 +144,24 @@ class SelfSupervisedTask(Task):
             set_frozen=lambda frozen: setattr(model, "encoder_frozen", frozen),
             is_frozen=lambda: model.encoder_frozen)
 
+    def forward_backward(self, micro, forward) -> tuple[list, int, float]:
+        """Each micro-batch's ``forward(batch, generator)`` (an output with ``loss`` normalised by its own
+        ``n_masked`` frames), backward weighted by those frames: (outputs that count, masked frames, audio s)."""
+        from lowres.data import batching
+
+        results, masked, audio = [], 0, 0.0
+        for b, weight, gen in self.micro_batches(micro):
+            with self.autocast():
+                res = forward(b, gen)
+            # normalised by its own masked frames: weight it by their number; the caller divides by the update's
+            # total over all micro-batches and ranks (normalise_gradients)
+            (res.loss * (res.n_masked * weight)).backward()
+            if weight:
+                results.append(res)
+                masked += res.n_masked
+                audio += batching.audio_seconds(b)
+        return results, masked, audio
+
     def normalise_gradients(self, total: float) -> None:
         """Gradients summed over an update's micro-batches → per masked frame of the whole global batch (DDP
         averaged them over ranks, hence the factor world)."""

@@ -72,24 +72,12 @@ class Wav2Vec2Task(SelfSupervisedTask):
         return record
 
     def compute(self, micro, step) -> StepOutput:
-        from lowres.data import batching
         from lowres.model.pretrain import temperature_at
         from lowres.runtime import all_reduce_sum
 
         net, g = self.run.net, self.cfg.gumbel
         tau = temperature_at(step, self.tau_start, g.min, g.decay, self.cfg.train.max_steps)
-        audio, total_masked = 0.0, 0
-        results = []
-        for b, weight, gen in self.micro_batches(micro):
-            with self.autocast():
-                res = net(b.waves, b.lengths, tau, gen)
-            # each micro-batch's loss is normalised by its own masked frames: weight it by their number, then
-            # divide by the update's total (below)
-            (res.loss * (res.n_masked * weight)).backward()
-            if weight:
-                results.append(res)
-                total_masked += res.n_masked
-                audio += batching.audio_seconds(b)
+        results, total_masked, audio = self.forward_backward(micro, lambda b, gen: net(b.waves, b.lengths, tau, gen))
         # the update's masked frames over all micro-batches and ranks
         sums = all_reduce_sum([total_masked, sum(r.n_masked * float(r.loss.detach()) for r in results)]
                               + [sum(r.n_masked * getattr(r, k) for r in results) for k in STAT_KEYS])
