@@ -388,13 +388,12 @@ def rebuild_base(record: RunRecord, seed: int, run: Path):
     return loaded
 
 
-def _read_weights(run: Path, path: Path | None = None, what: str = "run") -> dict:
+def _read_weights(run: Path, path: Path, kind: str) -> dict:
     from safetensors.torch import load_file
 
-    path = path or Path(run) / RUN_WEIGHTS
     if not path.is_file():
-        raise LowresError(f"{run} has no {path.name}: the {what} has not saved a model yet (did it finish? "
-                          f"`lowres {'adapt' if what == 'adapt run' else 'finetune'} --resume` continues it).")
+        raise LowresError(f"{run} has no {path.name}: the {kind} run has not saved a model yet (did it finish? "
+                          f"`lowres {kind} --resume` continues it).")
     return load_file(str(path))
 
 
@@ -428,7 +427,7 @@ def load_run(run: str | Path, device="cpu", merge: bool = True, weights: Path | 
     loaded = rebuild_base(record, cfg.train.seed, run)
     model, _ = build_ctc_model(cfg, len(vocab), loaded)
     path = weights or run / RUN_WEIGHTS
-    missing, unexpected = model.load_state_dict(_read_weights(run, path), strict=False)
+    missing, unexpected = model.load_state_dict(_read_weights(run, path, "finetune"), strict=False)
     if unexpected:
         raise LowresError(f"{path} does not fit the model rebuilt from {run / RUN_CONFIG}: unexpected weights "
                           f"{unexpected[:3]}...")
@@ -457,7 +456,7 @@ def load_encoder(run: Path):
         raise LowresError(f"{run}: a lowres {record.kind!r} run holds no encoder lowres can continue from.")
     else:
         path = run / RUN_WEIGHTS
-        state = _read_weights(run, path, "adapt run")
+        state = _read_weights(run, path, "adapt")
         backbone = build_model(record.spec())
         missing, _ = backbone.load_state_dict(
             {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, strict=False)

@@ -233,3 +233,23 @@ def tone_recordings(root: Path, n: int = 12) -> Path:
         text = " ".join(rng.choice(("abc", "dog", "ego", "bad", "cab")) for _ in range(rng.randint(7, 11)))
         sf.write(root / f"rec{i:02d}.wav", tone_speech(text, seed=i), 16000)
     return root
+
+
+def invoke_stopped_after(step: int, *args):
+    """``invoke(*args)`` of a training command whose process stops (KeyboardInterrupt, exit 130) right after
+    its step-``step`` checkpoint is written: a kill at a known point, for exact-resume tests."""
+    import lowres.train.loop as loop
+
+    real = loop.save_checkpoint
+
+    def stopped(run, at, *a, **k):
+        path = real(run, at, *a, **k)
+        if at == step:
+            raise KeyboardInterrupt
+        return path
+
+    loop.save_checkpoint = stopped
+    try:
+        return invoke(*args)
+    finally:
+        loop.save_checkpoint = real

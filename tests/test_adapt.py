@@ -192,19 +192,7 @@ def test_adapt_imports_huggingface_heads_and_resumes_exactly(tone_audio, tmp_pat
     assert "random initialisation" not in (tmp_path / "a" / "train.log").read_text()
     assert meta["temperature_start"] == pytest.approx(0.75)  # near the floor, not 2
 
-    import lowres.train.loop as loop
-
-    real = loop.save_checkpoint
-
-    def killed(run, step, *a, **k):
-        path = real(run, step, *a, **k)
-        if step == 4:
-            raise KeyboardInterrupt
-        return path
-
-    monkeypatch.setattr(loop, "save_checkpoint", killed)
-    assert invoke("adapt", *args, "--out", tmp_path / "b").exit_code == 130
-    monkeypatch.setattr(loop, "save_checkpoint", real)
+    assert factory.invoke_stopped_after(4, "adapt", *args, "--out", tmp_path / "b").exit_code == 130
     res = invoke("adapt", "--resume", "--out", tmp_path / "b", "--quiet")
     assert res.exit_code == 0, res.output
     a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))

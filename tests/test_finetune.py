@@ -91,20 +91,8 @@ def test_resume_after_a_kill_gives_the_same_run(prepared, tmp_path, monkeypatch)
             "--set", "train.save_every=2", *FAST]
     assert invoke("finetune", *args, "--out", tmp_path / "a").exit_code == 0
 
-    import lowres.train.loop as loop
-
-    real = loop.save_checkpoint
-
-    def killed_after_step_4(run, step, *a, **k):
-        path = real(run, step, *a, **k)
-        if step == 4:
-            raise KeyboardInterrupt  # the process dies right after the step-4 checkpoint
-        return path
-
-    monkeypatch.setattr(loop, "save_checkpoint", killed_after_step_4)
-    res = invoke("finetune", *args, "--out", tmp_path / "b")
-    assert res.exit_code == 130
-    monkeypatch.setattr(loop, "save_checkpoint", real)
+    res = factory.invoke_stopped_after(4, "finetune", *args, "--out", tmp_path / "b")
+    assert res.exit_code == 130  # the process dies right after the step-4 checkpoint
     res = invoke("finetune", "--resume", "--out", tmp_path / "b", "--data", prepared, "--quiet")
     assert res.exit_code == 0, res.output
 

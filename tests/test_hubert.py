@@ -159,19 +159,7 @@ def test_hubert_from_random_init_then_resume_finetune_and_a_second_iteration(ton
     assert {"heads.final_proj.weight", "heads.label_embeddings", "mask_emb"} <= set(state)
 
     # an exact resume: stopped after update 4, resumed to 8, the same weights and metrics
-    import lowres.train.loop as loop
-
-    real = loop.save_checkpoint
-
-    def killed_after_step_4(run_dir, step, *a, **k):
-        path = real(run_dir, step, *a, **k)
-        if step == 4:
-            raise KeyboardInterrupt
-        return path
-
-    monkeypatch.setattr(loop, "save_checkpoint", killed_after_step_4)
-    assert invoke(*args, "--out", tmp_path / "b").exit_code == 130
-    monkeypatch.setattr(loop, "save_checkpoint", real)
+    assert factory.invoke_stopped_after(4, *args, "--out", tmp_path / "b").exit_code == 130
     res = invoke("adapt", "--resume", "--out", tmp_path / "b", "--quiet")
     assert res.exit_code == 0, res.output
     resumed = load_file(str(tmp_path / "b" / "model.safetensors"))

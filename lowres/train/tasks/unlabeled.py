@@ -98,10 +98,10 @@ class SelfSupervisedTask(Task):
         if not self.kept:
             source = Path(self.cfg.unlabeled)
             if source.is_dir():  # the manifest is lowres's own index of the user's folder: name the folder
-                found = (f"none of the {len(self.utts)} pieces cut from it is at least {t.crop_min_s} s long"
-                         if self.utts else "lowres found no audio it can read in it")
+                # (a folder with no audio at all has already stopped prepare, naming it)
                 raise LowresError(
-                    f"--unlabeled {source}: nothing to adapt on ({found}). Give a folder of speech recordings (wav, "
+                    f"--unlabeled {source}: nothing to adapt on (none of the {len(self.utts)} pieces cut from it is "
+                    f"at least {t.crop_min_s} s long). Give a folder of speech recordings (wav, "
                     "flac, ogg, mp3) of a few seconds or more; `lowres prepare --unlabeled FOLDER --out DIR` lists "
                     "why each file was left out.")
             raise LowresError(f"No piece in {manifest} is at least {t.crop_min_s} s long: nothing to adapt on.")
