@@ -46,6 +46,11 @@ def main() -> None:
     ap.add_argument("--adapt-lr", type=float, default=5e-4)  # HuBERT BASE's peak lr from scratch
     ap.add_argument("--finetune-steps", type=int, default=250)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--starts", default="random,iter1,iter2",
+                    help="Which starts to fine-tune: random, iter1, iter2 (trained here), shipped (--base tiny-ssl, "
+                         "the base lowres ships: HuBERT from scratch on ten other languages).")
+    ap.add_argument("--adapt-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="A setting for both adapt iterations (e.g. hubert.unmasked_weight=1.0).")
     ap.add_argument("--report-only", action="store_true", help="Only tabulate the runs that finished.")
     args = ap.parse_args()
     w = args.work
@@ -58,17 +63,22 @@ def main() -> None:
         lowres("prepare", w / "synth" / "labeled" / "corpus.tsv", "--unlabeled", w / "synth" / "unlabeled",
                "--lang", "sw", "--out", w / "prepared", "-q", "--overwrite")
     unlabeled = w / "prepared" / "unlabeled.jsonl"
-    adapt = ["--set", "train.batch_seconds=30", "--set", "train.num_workers=0", "--set", "train.log_every=10",
+    chosen = [x for x in args.starts.split(",") if x]
+    adapt = [*[a for kv in args.adapt_set for a in ("--set", kv)], "--set", "train.batch_seconds=30", "--set", "train.num_workers=0", "--set", "train.log_every=10",
              "--set", "train.save_every=50", "-q"]
     for name, base, steps, extra in (("iter1", "tiny", args.adapt_steps, []),
                                      ("iter2", w / "iter1", args.iter2_steps, ["--targets", "layer:2"])):
         run = w / name
+        if name not in chosen:
+            continue
         if not args.report_only and not (run / "summary.json").is_file():
             resume = ["--resume"] if (run / "config.json").is_file() else []
             lowres("adapt", "--objective", "hubert", "--unlabeled", unlabeled, "--base", base, "--out", run,
                    "--max-steps", steps, "--lr", args.adapt_lr, *extra, *adapt, *resume)
     rows = []
-    starts = (("random init", "tiny"), ("hubert iteration 1", w / "iter1"), ("hubert iteration 2", w / "iter2"))
+    every = {"random": ("random init", "tiny"), "iter1": ("hubert iteration 1", w / "iter1"),
+             "iter2": ("hubert iteration 2", w / "iter2"), "shipped": ("shipped tiny-ssl", "tiny-ssl")}
+    starts = [every[c] for c in chosen]
     for seed in range(args.seeds):  # seed by seed, so that a stopped run has every start for its first seeds
         for start, base in starts:
             run = w / f"ft-{start.split()[-1]}-{seed}"
@@ -93,7 +103,7 @@ def main() -> None:
         summary[start] = {"dev_cer": cers, "dev_wer": wers}
         table.append(f"| {start} | {' / '.join(f'{100 * c:.1f}' for c in cers)} | {100 * statistics.mean(cers):.1f}% "
                      f"| {100 * statistics.mean(wers):.1f}% |")
-    for name in ("iter1", "iter2"):
+    for name in [c for c in chosen if c.startswith("iter")]:
         last = last_row(w / name, "masked_accuracy")
         units = json.loads((w / name / "units" / "units.json").read_text())
         summary[name] = {"masked_accuracy": last["masked_accuracy"], "unmasked_accuracy": last.get("unmasked_accuracy"),

@@ -259,8 +259,8 @@ def adapt(
     unlabeled: Path | None = typer.Option(None, "--unlabeled", "-u", help="A folder of audio, or the unlabeled.jsonl "
                                           "written by `lowres prepare --unlabeled`."),
     base: str | None = typer.Option(None, "--base", "-b", help="Backbone to continue: a Hugging Face *ForPreTraining "
-                                    "folder keeps its codebook; a name (xls-r-300m, wav2vec2-base, tiny, ...) or a "
-                                    "lowres run folder also work."),
+                                    "folder keeps its codebook; a name (tiny-ssl: the self-supervised base shipped with "
+                                    "lowres, offline; xls-r-300m, wav2vec2-base, tiny, ...) or a lowres run folder also work."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (new or empty, unless --resume / --overwrite)."),
     objective: str = typer.Option("auto", "--objective", help="wav2vec2 (contrastive, the base's codebook), hubert "
                                   "(masked prediction of k-means units) or auto: hubert for HuBERT, WavLM and "
@@ -355,7 +355,8 @@ def finetune(
                                      "unless --resume)."),
     split: str | None = typer.Option(None, "--split", "-s", help="Labeled split: 10min, 1h, 10h or full (also picks the "
                                      "recipe). Default: 1h."),
-    base: str | None = typer.Option(None, "--base", "-b", help="Backbone: a name (wav2vec2-base, xls-r-300m, "
+    base: str | None = typer.Option(None, "--base", "-b", help="Backbone: a name (tiny-ssl: the "
+                                    "self-supervised base shipped with lowres, offline; wav2vec2-base, xls-r-300m, "
                                     "hubert-base, wavlm-base-plus, tiny, ...), a Hugging Face folder or a lowres run folder."),
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (new or empty, unless --resume / --overwrite)."),
     recipe: str | None = typer.Option(None, "--recipe", help="TOML file merged over the split's shipped recipe."),
@@ -389,7 +390,7 @@ def finetune(
     from lowres.train.finetune import run_finetune
 
     if not resume and not base:
-        raise LowresError("--base is required: a backbone name (e.g. xls-r-300m, wav2vec2-base, tiny), a Hugging "
+        raise LowresError("--base is required: a backbone name (e.g. tiny-ssl, xls-r-300m, wav2vec2-base, tiny), a Hugging "
                           "Face model folder or a lowres run folder.")
     if not resume and data is None:
         raise LowresError("--data is required: the --out folder of `lowres prepare`.")

@@ -1,8 +1,10 @@
 """``lowres demo``: the whole pipeline on a synthetic Swahili corpus, on a CPU, with no downloads.
 
-synth (eSpeak NG) → prepare → adapt (continued pretraining of a tiny model on the unlabeled audio) →
-finetune on the 10min split from the random tiny model and from the adapted one (the same fine-tuning
-method and budget on both sides) and on the 1h split → eval on the test set → one table.
+synth (eSpeak NG) → prepare → adapt (continued HuBERT pretraining of the shipped self-supervised base
+``tiny-ssl`` on the Swahili unlabeled audio) → finetune on the 10min and 1h splits from the shipped base and
+from its adapted version, and on the 10min split from a random-init ``tiny`` for contrast (the same
+fine-tuning method and budget on every side) → eval on the test set (greedy, and with a word 3-gram LM from
+text alone where the ``lm`` extra is installed) → one table.
 
 Every step writes a normal lowres folder inside ``--out`` (``synth/``, ``prepared/``, ``adapt/``,
 ``finetune-*/``), so the results can be inspected and reused with the other commands. Re-running the demo
@@ -28,7 +30,8 @@ class DemoPlan:
     steps_1h: int
 
 
-FULL = DemoPlan(hours=1.0, unlabeled_hours=0.5, adapt_steps=60, steps_10min=150, steps_1h=1100)
+SHIPPED = "tiny-ssl"  # the self-supervised base lowres ships (lowres/bases, scripts/build_base.py)
+FULL = DemoPlan(hours=1.0, unlabeled_hours=0.5, adapt_steps=40, steps_10min=150, steps_1h=400)
 QUICK = DemoPlan(hours=0.2, unlabeled_hours=0.05, adapt_steps=6, steps_10min=8, steps_1h=0)
 
 
@@ -41,6 +44,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     from lowres.data.prepare import prepare
     from lowres.data.prepared import PreparedDir
     from lowres.data.text import load_rules
+    from lowres.decode import DecodeOptions
     from lowres.evaluate import run_eval
     from lowres.synth.corpus import build_corpus
     from lowres.train.adapt import run_adapt
@@ -78,20 +82,25 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     minutes["prepare"] = (time.perf_counter() - t) / 60
 
     adapt_dir = out / "adapt"
-    t = step(f"adapt: continued wav2vec 2.0 pretraining of the tiny model, {plan.adapt_steps} updates")
+    t = step(f"adapt: continued HuBERT pretraining of the shipped base {SHIPPED} on the unlabeled Swahili, "
+             f"{plan.adapt_steps} updates")
     if not _done(adapt_dir, "summary.json"):
-        cfg = resolve_adapt("demo_adapt", flags={"unlabeled": str(prepared_dir.unlabeled_path), "base": "tiny",
-                                                 "train.max_steps": plan.adapt_steps, "train.seed": seed})
+        cfg = resolve_adapt("demo_adapt", flags={"unlabeled": str(prepared_dir.unlabeled_path), "base": SHIPPED,
+                                                 "objective": "hubert", "train.max_steps": plan.adapt_steps,
+                                                 "train.seed": seed})
         run_adapt(cfg, adapt_dir, overwrite=True, console=console)
     minutes["adapt"] = (time.perf_counter() - t) / 60
 
-    runs = [("10min", "tiny (random init)", "tiny", plan.steps_10min),
-            ("10min", "tiny + adapt", str(adapt_dir), plan.steps_10min)]
+    lm_dir = _demo_lm(out, prepared, say)
+    # (split, row label, base, folder name, updates): every start gets the same fine-tuning for its split
+    runs = [("10min", "tiny (random init)", "tiny", "finetune-10min-random", plan.steps_10min),
+            ("10min", f"{SHIPPED} (shipped)", SHIPPED, "finetune-10min", plan.steps_10min),
+            ("10min", f"{SHIPPED} + adapt", str(adapt_dir), "finetune-10min-adapted", plan.steps_10min)]
     if plan.steps_1h:
-        runs.append(("1h", "tiny (random init)", "tiny", plan.steps_1h))
+        runs += [("1h", f"{SHIPPED} (shipped)", SHIPPED, "finetune-1h", plan.steps_1h),
+                 ("1h", f"{SHIPPED} + adapt", str(adapt_dir), "finetune-1h-adapted", plan.steps_1h)]
     rows = []
-    for split, label, base, steps in runs:
-        name = f"finetune-{split}{'-adapted' if base != 'tiny' else ''}"
+    for split, label, base, name, steps in runs:
         run = out / name
         t = step(f"finetune --split {split} from {label}: {steps} updates")
         if not _done(run, "summary.json"):
@@ -104,10 +113,16 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
         metrics = run_eval(run, prepared_dir.manifest("test"), run / "eval-test", console=None,
                            overwrite=True)  # a re-run of the demo scores its own runs again
         summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
-        rows.append({"split": split, "start": label, "adapt": base != "tiny", "updates": steps,
-                     "wer": metrics["wer"], "cer": metrics["cer"], "minutes": round(train_min, 2),
-                     "run": str(run), "train_seconds": summary["wall_seconds"]})
+        row = {"split": split, "start": label, "base": base if base in ("tiny", SHIPPED) else "adapt",
+               "adapt": base == str(adapt_dir), "updates": steps, "wer": metrics["wer"], "cer": metrics["cer"],
+               "minutes": round(train_min, 2), "run": str(run), "train_seconds": summary["wall_seconds"]}
         say(f"test WER {100 * metrics['wer']:.1f}%  CER {100 * metrics['cer']:.1f}%")
+        if lm_dir is not None:
+            with_lm = run_eval(run, prepared_dir.manifest("test"), run / "eval-test-lm", console=None,
+                               options=DecodeOptions(lm=lm_dir), overwrite=True)
+            row.update(lm_wer=with_lm["wer"], lm_cer=with_lm["cer"])
+            say(f"with the 3-gram LM: test WER {100 * with_lm['wer']:.1f}%  CER {100 * with_lm['cer']:.1f}%")
+        rows.append(row)
     total = (time.perf_counter() - t_all) / 60
     result = {"rows": rows, "minutes": {**{k: round(v, 2) for k, v in minutes.items()}, "total": round(total, 2)},
               "quick": quick, "seed": seed}
@@ -117,15 +132,39 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     return rows
 
 
+def _demo_lm(out: Path, prepared: Path, say) -> Path | None:
+    """A word 3-gram LM from the shipped Swahili word list (text alone: no dev or test sentence), where the
+    ``lm`` extra is installed; None (and a note) where it is not."""
+    from importlib import resources
+
+    from lowres import LowresError
+    from lowres.decode import require_lm_extra
+    from lowres.lm.build import build_lm
+
+    try:
+        require_lm_extra()
+    except LowresError:
+        say("(the lm extra is not installed: greedy decoding only; `pip install 'lowres[lm]'` adds the LM rows)")
+        return None
+    lm_dir = out / "lm"
+    if not _done(lm_dir, "lm_report.json"):
+        with resources.as_file(resources.files("lowres.data.lang") / "sw_words.txt") as words:
+            build_lm([words], lm_dir, order=3, data=prepared, overwrite=True)
+    return lm_dir
+
+
 def print_table(result: dict, console) -> None:
     from rich.table import Table
 
-    table = Table(title="lowres demo: synthetic Swahili, tiny wav2vec2, test set")
-    for col in ("split", "start", "adapt", "updates", "WER", "CER", "minutes"):
+    with_lm = any("lm_cer" in r for r in result["rows"])
+    table = Table(title="lowres demo: synthetic Swahili, test set")
+    cols = ["split", "start", "adapt", "updates", "WER", "CER"] + (["WER+LM", "CER+LM"] if with_lm else []) + ["minutes"]
+    for col in cols:
         table.add_column(col, justify="right" if col not in ("split", "start") else "left")
     for r in result["rows"]:
+        lm = [f"{100 * r['lm_wer']:.1f}%", f"{100 * r['lm_cer']:.1f}%"] if "lm_cer" in r else (["-", "-"] if with_lm else [])
         table.add_row(r["split"], r["start"], "yes" if r["adapt"] else "no", str(r["updates"]),
-                      f"{100 * r['wer']:.1f}%", f"{100 * r['cer']:.1f}%", f"{r['minutes']:.1f}")
+                      f"{100 * r['wer']:.1f}%", f"{100 * r['cer']:.1f}%", *lm, f"{r['minutes']:.1f}")
     console.print(table)
     m = result["minutes"]
     console.print(f"total {m['total']:.1f} min (synth {m['synth']:.1f}, prepare {m['prepare']:.1f}, adapt "

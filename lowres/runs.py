@@ -345,8 +345,12 @@ def default_objective(base: str) -> str:
     files only, without loading weights."""
     from lowres.model.backbone import NAMED_BUNDLES, RANDOM_CONFIGS
 
+    from lowres.bases import describe, shipped_names
+
     if base in RANDOM_CONFIGS:
         return "hubert"
+    if base in shipped_names():  # the objective it was trained with
+        return describe(base).get("objective", "hubert")
     if base in NAMED_BUNDLES:
         return "wav2vec2" if NAMED_BUNDLES[base][1] == "wav2vec2" else "hubert"
     folder = Path(base) if base else None

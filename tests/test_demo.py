@@ -17,6 +17,17 @@ from lowres.cli import app
 from lowres.demo import QUICK
 
 
+def _has_lm_extra() -> bool:
+    from lowres import LowresError
+    from lowres.decode import require_lm_extra
+
+    try:
+        require_lm_extra()
+    except LowresError:
+        return False
+    return True
+
+
 def invoke(*args):
     # a wide console, so rich draws the whole table on one line per row
     return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
@@ -28,14 +39,16 @@ def test_demo_quick_end_to_end(tmp_path):
     assert res.exit_code == 0, res.output
     result = json.loads((out / "demo_results.json").read_text())
     rows = result["rows"]
-    assert [(r["split"], r["adapt"]) for r in rows] == [("10min", False), ("10min", True)]
-    assert [r["start"] for r in rows] == ["tiny (random init)", "tiny + adapt"]
+    assert [(r["split"], r["adapt"]) for r in rows] == [("10min", False), ("10min", False), ("10min", True)]
+    assert [r["start"] for r in rows] == ["tiny (random init)", "tiny-ssl (shipped)", "tiny-ssl + adapt"]
+    assert [r["base"] for r in rows] == ["tiny", "tiny-ssl", "adapt"]
     assert result["quick"] is True and result["seed"] == 0
     text = " ".join(res.output.split())
     for r in rows:
         assert r["updates"] == QUICK.steps_10min
         run = out / r["run"].split("/")[-1]
-        assert run.name == ("finetune-10min-adapted" if r["adapt"] else "finetune-10min")
+        assert run.name == {"tiny": "finetune-10min-random", "tiny-ssl": "finetune-10min",
+                            "adapt": "finetune-10min-adapted"}[r["base"]]
         # the row's numbers are the run's own eval of the test set, and they add up from its hypotheses
         metrics = json.loads((run / "eval-test" / "metrics.json").read_text())
         assert (r["wer"], r["cer"]) == (metrics["wer"], metrics["cer"])
@@ -55,6 +68,13 @@ def test_demo_quick_end_to_end(tmp_path):
         wer, cer = f"{100 * r['wer']:.1f}%", f"{100 * r['cer']:.1f}%"
         assert re.search(rf"{re.escape(r['start'])}\W+(yes|no)\W+{r['updates']}\W+{re.escape(wer)}\W+{re.escape(cer)}",
                          text), text
+    # with the lm extra, every row also has the word 3-gram LM's figures, from the run's own eval-test-lm
+    for r in rows:
+        run = out / r["run"].split("/")[-1]
+        assert ("lm_cer" in r) == _has_lm_extra() == (run / "eval-test-lm" / "metrics.json").is_file()
+        if "lm_cer" in r:
+            lm = json.loads((run / "eval-test-lm" / "metrics.json").read_text())
+            assert (r["lm_wer"], r["lm_cer"]) == (lm["wer"], lm["cer"]) and "CER+LM" in text
     for column in ("split", "start", "adapt", "updates", "WER", "CER", "minutes"):
         assert column in text, column
     minutes = result["minutes"]
@@ -65,9 +85,12 @@ def test_demo_quick_end_to_end(tmp_path):
     assert (out / "prepared" / "manifests" / "10min.jsonl").is_file()
     adapt = json.loads((out / "adapt" / "config.json").read_text())
     assert adapt["lowres_run"] == "adapt" and adapt["config"]["train"]["max_steps"] == QUICK.adapt_steps
+    # the adapt step continues the shipped base with its own objective
+    assert adapt["base"] == "tiny-ssl" and adapt["config"]["objective"] == "hubert"
     # the adapt run lives beside the fine-tuning run: recorded relative to it, so demo/ can be moved whole
     assert json.loads((out / "finetune-10min-adapted" / "config.json").read_text())["base"] == "../adapt"
-    assert json.loads((out / "finetune-10min" / "config.json").read_text())["base"] == "tiny"
+    assert json.loads((out / "finetune-10min" / "config.json").read_text())["base"] == "tiny-ssl"
+    assert json.loads((out / "finetune-10min-random" / "config.json").read_text())["base"] == "tiny"
     assert not (out / "finetune-1h").exists()  # the quick plan has no 1h run
     # a second run reuses what finished and prints the same table
     again = invoke("demo", "--quick", "--out", out)

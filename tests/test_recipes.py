@@ -101,10 +101,13 @@ def _resolved() -> dict:
     got["adapt"] = to_dict(resolve_adapt())
     got["adapt/hubert"] = to_dict(resolve_adapt(objective="hubert"))
     got["demo/adapt"] = to_dict(resolve_adapt("demo_adapt", flags={
-        "unlabeled": "demo/prepared/unlabeled.jsonl", "base": "tiny", "train.max_steps": 60, "train.seed": 0}))
+        "unlabeled": "demo/prepared/unlabeled.jsonl", "base": "tiny-ssl", "objective": "hubert",
+        "train.max_steps": 40, "train.seed": 0}))
     got["demo/finetune-10min-tiny"] = to_dict(_demo_finetune("10min", "tiny", 150))
+    got["demo/finetune-10min-shipped"] = to_dict(_demo_finetune("10min", "tiny-ssl", 150))
     got["demo/finetune-10min-adapted"] = to_dict(_demo_finetune("10min", "demo/adapt", 150))
-    got["demo/finetune-1h-tiny"] = to_dict(_demo_finetune("1h", "tiny", 1100))
+    got["demo/finetune-1h-shipped"] = to_dict(_demo_finetune("1h", "tiny-ssl", 400))
+    got["demo/finetune-1h-adapted"] = to_dict(_demo_finetune("1h", "demo/adapt", 400))
     return got
 
 

@@ -123,7 +123,9 @@ RANDOM_CONFIGS: dict[str, BackboneSpec] = {
 
 
 def available_names() -> list[str]:
-    return sorted(NAMED_BUNDLES) + sorted(RANDOM_CONFIGS)
+    from lowres.bases import shipped_names
+
+    return sorted(shipped_names()) + sorted(NAMED_BUNDLES) + sorted(RANDOM_CONFIGS)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -189,6 +191,10 @@ def load_backbone(base: str, seed: int = 0) -> LoadedBackbone:
         return LoadedBackbone(model, spec, source=f"random initialisation ({base}, seed {seed})")
     if base in NAMED_BUNDLES:
         return _load_bundle(base)
+    from lowres.bases import load_shipped, shipped_names
+
+    if base in shipped_names():
+        return load_shipped(base)
     path = Path(base)
     if path.is_dir():
         config = path / "config.json"
