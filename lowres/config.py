@@ -384,6 +384,8 @@ class SharedTrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 on CUDA) | bf16 | fp32
     threads: int = 0  # CPU threads; 0 = all cores
+    gradient_checkpointing: bool = False  # recompute each transformer layer in the backward pass instead of
+    # keeping its activations: less memory for about one more forward pass of the transformer; same results
     max_frozen_share: float = 0.5  # a frozen phase (finetune's head-only phase, adapt's heads warm-up) covers at
     # most this share of max_steps, so that a short run still trains what waits (it is shortened, with a note)
 

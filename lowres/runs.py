@@ -200,8 +200,9 @@ class RunLock:
 
 
 # what --resume may change: the length of the run and how the global batch is laid out on the machine
-# (another world size under torchrun wants another accumulate to keep the same global batch)
-RESUME_SETTINGS = ("max_steps", "accumulate", "device", "num_workers", "threads")
+# (another world size under torchrun wants another accumulate to keep the same global batch; gradient
+# checkpointing trades memory for time and gives the same gradients)
+RESUME_SETTINGS = ("max_steps", "accumulate", "device", "num_workers", "threads", "gradient_checkpointing")
 # the run's inputs, named by their flags: a resume must not point the run at other ones
 _INPUT_FLAGS = {"data": "--data", "split": "--split", "base": "--base", "unlabeled": "--unlabeled"}
 

@@ -15,6 +15,7 @@ The forward pieces here are shared by fine-tuning and pretraining:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -24,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from lowres import LowresError
 
@@ -380,11 +382,27 @@ def attention_mask(pad: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return mask.expand(b, 1, t, t)
 
 
+def set_gradient_checkpointing(transformer: nn.Module, enabled: bool) -> None:
+    """Make :func:`run_transformer` recompute each layer's activations in the backward pass instead of keeping
+    them (``torch.utils.checkpoint``, non-reentrant) whenever it runs in training with gradients on. The
+    result is exact: the recomputation replays the same dropout draws (the checkpoint restores the RNG
+    state), and layerdrop is drawn before the layers run. The flag lives on the transformer module, as in
+    Hugging Face's encoders, so every forward that runs this transformer obeys it."""
+    transformer.gradient_checkpointing = bool(enabled)
+
+
+def _layer_call(layer: nn.Module, checkpointed: bool):
+    """The layer, or the layer under a non-reentrant checkpoint (which keeps ``preserve_rng_state=True``)."""
+    return functools.partial(checkpoint, layer, use_reentrant=False) if checkpointed else layer
+
+
 def run_transformer(transformer: nn.Module, x: Tensor, pad: Tensor | None, family: str,
                     layer_drop: float = 0.0, generator: torch.Generator | None = None) -> Tensor:
     """torchaudio's transformer stack with padding handled for every family (its own forward cannot pass
     a padding mask to WavLM layers) and layerdrop drawn from ``generator``: the same seed drops the same
-    layers on every distributed rank and again after a resume. x: (B, T, D) → (B, T, D)."""
+    layers on every distributed rank and again after a resume. Each layer runs under a gradient checkpoint
+    when :func:`set_gradient_checkpointing` turned it on, the transformer trains and gradients are on.
+    x: (B, T, D) → (B, T, D)."""
     x = x + transformer.pos_conv_embed(x)
     if transformer.layer_norm_first:
         x = transformer.layer_norm(x)
@@ -394,14 +412,17 @@ def run_transformer(transformer: nn.Module, x: Tensor, pad: Tensor | None, famil
     drops = None
     if layer_drop > 0 and transformer.training:
         drops = torch.rand(len(transformer.layers), generator=generator) < layer_drop
+    checkpointed = getattr(transformer, "gradient_checkpointing", False) and transformer.training \
+        and torch.is_grad_enabled()
     position_bias = None
     for i, layer in enumerate(transformer.layers):
         if drops is not None and bool(drops[i]):
             continue
+        call = _layer_call(layer, checkpointed)
         if wavlm:
-            x, position_bias = layer(x, None, position_bias=position_bias, key_padding_mask=pad)
+            x, position_bias = call(x, None, position_bias=position_bias, key_padding_mask=pad)
         else:
-            x, _ = layer(x, mask)
+            x, _ = call(x, mask)
     if not transformer.layer_norm_first:
         x = transformer.layer_norm(x)
     return x

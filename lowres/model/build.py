@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lowres.config import AdaptConfig, FinetuneConfig, ModelConfig
-from lowres.model.backbone import LoadedBackbone
+from lowres.model.backbone import LoadedBackbone, set_gradient_checkpointing
 from lowres.model.ctc import CTCModel
 from lowres.model.hubert import HubertHeads, HubertPretrainer
 from lowres.model.lora import add_lora
@@ -74,6 +74,7 @@ def build_ctc_model(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBackbone
     # A fresh one (torchaudio bundles carry none) trains; full fine-tuning computes that gradient anyway.
     model.mask_emb.requires_grad_(not use_lora or loaded.mask_embedding is None)
     _train_encoder(model.backbone, spec.family, cfg.lora if use_lora else None, train_conv=not freeze_fe)
+    set_gradient_checkpointing(model.backbone.encoder.transformer, cfg.train.gradient_checkpointing)
     model.freeze_feature_encoder = freeze_fe
     return model, BuildInfo(use_lora, not freeze_fe, pretrained, notes)
 
@@ -113,6 +114,7 @@ def _pretrainer_trains(model: nn.Module, cfg: AdaptConfig) -> BuildInfo:
     model.heads.requires_grad_(True)
     model.mask_emb.requires_grad_(True)
     _train_encoder(model.backbone, spec.family, cfg.lora if cfg.lora.enabled else None, train_conv=not freeze_fe)
+    set_gradient_checkpointing(model.backbone.encoder.transformer, cfg.train.gradient_checkpointing)
     return BuildInfo(cfg.lora.enabled, not freeze_fe, spec.pretrained, [])
 
 
