@@ -137,11 +137,12 @@ class CTCTask(Task):
                                     positioned=True))
 
     def param_groups(self) -> list[ParamGroup]:
-        """LoRA / transformer at lr, head + mask embedding at head_lr; a weighted head's layer weights and
-        downstream (all fresh) at head_lr."""
+        """LoRA / transformer at lr, head + mask embedding at head_lr. A weighted head's layer weights and
+        downstream are all that trains, all fresh: one group at lr (``--lr``; head_lr, which the recipes set
+        for the CTC head beside a transformer, does not apply)."""
         o = self.cfg.optim
         if self.weighted:
-            return [ParamGroup("head", [p for p in self.model.parameters() if p.requires_grad], o.head_lr or o.lr)]
+            return [ParamGroup("head", [p for p in self.model.parameters() if p.requires_grad], o.lr)]
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         head = [p for n, p in named if n.startswith("head.") or n == "mask_emb"]
         head_ids = {id(p) for p in head}
