@@ -83,11 +83,14 @@ class WeightedLayerCTC(nn.Module):
         if lengths is None:
             lengths = torch.full((waves.shape[0],), waves.shape[1], dtype=torch.long, device=waves.device)
         states, frames = self.upstream(waves, lengths)  # (L + 1, B, T', D), no graph behind it
-        weights = self.layer_distribution().to(states.dtype)
-        x = (weights[:, None, None, None] * states).sum(dim=0)  # (B, T', D)
-        t = x.shape[1]
-        # pack_padded_sequence refuses empty sequences; an empty one's (all-padding) frames are ignored anyway
-        packed = pack_padded_sequence(x, frames.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-        y, _ = self.lstm(packed)
-        y, _ = pad_packed_sequence(y, batch_first=True, total_length=t)  # (B, T', 2H)
-        return self.head(self.dropout(y)), frames
+        # the downstream is small: it runs in float32 outside any autocast (bf16 on CUDA would hand the LSTM
+        # reduced-precision inputs against its float32 weights), the frozen upstream under it
+        with torch.autocast(device_type=waves.device.type, enabled=False):
+            weights = self.layer_distribution()
+            x = (weights[:, None, None, None] * states.float()).sum(dim=0)  # (B, T', D)
+            t = x.shape[1]
+            # pack_padded_sequence refuses empty sequences; an empty one's (all-padding) frames are ignored anyway
+            packed = pack_padded_sequence(x, frames.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
+            y, _ = self.lstm(packed)
+            y, _ = pad_packed_sequence(y, batch_first=True, total_length=t)  # (B, T', 2H)
+            return self.head(self.dropout(y)), frames
