@@ -363,6 +363,10 @@ def finetune(
     set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one setting, e.g. "
                                    "--set optim.lr=1e-4 --set model.mask_prob=0.5 (repeatable)."),
     max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer updates (train.max_steps)."),
+    head: str | None = typer.Option(None, "--head", help="ctc (default): a CTC layer on the last layer, the backbone "
+                                    "fine-tuned with LoRA (or fully with --no-lora). weighted: the backbone frozen, a "
+                                    "learned weighted sum of all its layers read by a BiLSTM CTC downstream (head.kind; "
+                                    "sizes in [head])."),
     no_lora: bool = typer.Option(False, "--no-lora", help="Fine-tune the whole transformer (the baseline) instead of LoRA."),
     lora_rank: int | None = typer.Option(None, "--lora-rank", help="LoRA rank (lora.rank, default 8)."),
     lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (optim.lr)."),
@@ -384,7 +388,8 @@ def finetune(
       lowres finetune --data prepared/sw --split 1h --base xls-r-300m --out runs/sw-1h
 
     Writes OUT/model.safetensors (LoRA + head, best by dev CER unless train.best_metric=wer), OUT/config.json, OUT/vocab.json,
-    OUT/metrics.jsonl, OUT/learning_curve.png and OUT/checkpoints/ for --resume.
+    OUT/metrics.jsonl, OUT/learning_curve.png and OUT/checkpoints/ for --resume. With --head weighted:
+    the layer weights + downstream, and OUT/layer_weights.png.
     """
     from lowres.config import FinetuneConfig, resolve_finetune
     from lowres.train.finetune import run_finetune
@@ -396,7 +401,8 @@ def finetune(
         raise LowresError("--data is required: the --out folder of `lowres prepare`.")
     flags = {"data": str(data) if data is not None else None, "base": base, "train.max_steps": max_steps, "lora.rank": lora_rank,
              "optim.lr": lr, "train.batch_seconds": batch_seconds, "train.accumulate": accumulate,
-             "train.eval_every": eval_every, "train.device": device, "train.seed": seed}
+             "train.eval_every": eval_every, "train.device": device, "train.seed": seed,
+             "head.kind": head}
     if no_lora:
         flags["lora.enabled"] = False
     try:
@@ -550,7 +556,8 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="New folder for the Hugging Face model."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out."),
 ):
-    """LoRA merged into the base, written as a Hugging Face *ForCTC folder + Wav2Vec2Processor.
+    """LoRA merged into the base, written as a Hugging Face *ForCTC folder + Wav2Vec2Processor (not for
+    --head weighted runs: no transformers class holds that head; use eval / transcribe on the run folder).
 
     \b
     Example:

@@ -437,6 +437,31 @@ class ModelConfig(SharedModelConfig):
             _check("model", self, name, 0, 1, high_open=True, optional=True)
 
 
+HEADS = ("ctc", "weighted")
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """``[head]``: what reads the backbone. ``ctc``: a linear CTC layer on the last layer, the backbone
+    fine-tuned (LoRA or fully). ``weighted``: ML-SUPERB's frozen upstream: the whole backbone frozen and run
+    without gradients, a learned softmax-weighted sum of all its hidden layers, then a BiLSTM downstream and a
+    linear CTC layer trained from scratch (lowres/model/weighted.py)."""
+
+    kind: str = "ctc"  # --head: ctc | weighted
+    lstm_layers: int = 2  # (weighted) BiLSTM layers of the downstream (ML-SUPERB's 2)
+    lstm_hidden: int = 256  # (weighted) units per direction of each BiLSTM layer
+    dropout: float = 0.1  # (weighted) between the BiLSTM layers and before the CTC layer
+
+    def __post_init__(self):
+        if self.kind not in HEADS:
+            raise ValueError(f"head.kind (--head) must be ctc (a CTC layer on the last layer, the backbone "
+                             f"fine-tuned with LoRA or fully) or weighted (the backbone frozen, a learned weighted "
+                             f"sum of all its layers read by a BiLSTM CTC downstream), not {self.kind!r}")
+        _check("head", self, "lstm_layers", 1)
+        _check("head", self, "lstm_hidden", 1)
+        _check("head", self, "dropout", 0, 1, high_open=True)
+
+
 @dataclass(frozen=True, kw_only=True)
 class OptimConfig(SharedOptimConfig):
     lr: float = 5e-4  # peak (LoRA wants ~10x full fine-tuning's 5e-5; adapt trains whole weights: 1e-4)
@@ -519,6 +544,7 @@ class FinetuneConfig:
     dev_manifest: str = ""  # default data/manifests/dev.jsonl
     base: str = ""  # --base
     model: ModelConfig = field(default_factory=ModelConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -776,6 +802,7 @@ __all__ = [
     "resolve_adapt",
     "AugmentConfig",
     "FinetuneConfig",
+    "HeadConfig",
     "LoraSettings",
     "ModelConfig",
     "OptimConfig",

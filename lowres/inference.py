@@ -100,7 +100,8 @@ def _transcribe_one(run, path: Path, device, chunk_s: float, options: DecodeOpti
 
 
 def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
-    """LoRA merged into the base; written as a Hugging Face ``*ForCTC`` folder with a ``Wav2Vec2Processor``."""
+    """LoRA merged into the base; written as a Hugging Face ``*ForCTC`` folder with a ``Wav2Vec2Processor``.
+    A ``--head weighted`` run is refused (LowresError): no transformers class holds its head."""
     from functools import partial
 
     from lowres.fsutil import claim_folder
@@ -110,6 +111,7 @@ def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
     out = Path(out)
     claim = partial(claim_folder, out, what="exported model", overwrite=overwrite, clear=_write_over,
                     hint="Choose a new folder, or pass --overwrite to write the export into it.")
+    _refuse_weighted_head(Path(run_dir))
     claim(check_only=True)  # refuse before the run is read, touching nothing
     run = load_run(run_dir, device="cpu", merge=True)
     spec = run.model.spec
@@ -118,6 +120,23 @@ def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
     claim()
     save_hf_directory(out, hf, run.vocab.token_to_id(), spec.normalize_waveform)
     return out
+
+
+def _refuse_weighted_head(run_dir: Path) -> None:
+    """A ``--head weighted`` run has no Hugging Face form: say so, and what to use instead."""
+    from lowres.runs import is_run, read_run
+
+    if not is_run(run_dir):  # not a run folder: load_run says so
+        return
+    record = read_run(run_dir)
+    head = record.config.get("head")
+    if record.kind == "finetune" and isinstance(head, dict) and head.get("kind") == "weighted":
+        raise LowresError(
+            f"{run_dir} was fine-tuned with --head weighted (a frozen backbone whose hidden layers are mixed by "
+            "learned weights and read by a BiLSTM CTC downstream), and no transformers class holds that head: "
+            "Wav2Vec2ForCTC and its kin have one linear layer on the last layer, so there is no Hugging Face "
+            f"folder to export. Use the run folder itself with `lowres eval --model {run_dir}` and `lowres "
+            f"transcribe --model {run_dir}`, or fine-tune with --head ctc (the default) for a model that exports.")
 
 
 def _write_over(out: Path) -> None:

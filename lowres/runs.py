@@ -404,7 +404,7 @@ def _read_weights(run: Path, path: Path, kind: str) -> dict:
 
 @dataclass
 class LoadedRun:
-    model: object  # model.ctc.CTCModel, in eval mode, on the device
+    model: object  # model.ctc.CTCModel (or model.weighted.WeightedLayerCTC), in eval mode, on the device
     vocab: object  # data.vocab.Vocab
     config: object  # config.FinetuneConfig
     record: RunRecord
@@ -416,10 +416,12 @@ class LoadedRun:
 
 
 def load_run(run: str | Path, device="cpu", merge: bool = True, weights: Path | None = None) -> LoadedRun:
-    """A fine-tuned recogniser from its run folder (LoRA merged into the base for fast inference)."""
+    """A fine-tuned recogniser from its run folder (LoRA merged into the base for fast inference). The
+    recogniser is the one its recorded ``head.kind`` names; the base is rebuilt and the saved weights (what the
+    run trained) loaded over it."""
     from lowres.config import FinetuneConfig
     from lowres.data.vocab import Vocab
-    from lowres.model.build import build_ctc_model
+    from lowres.model.build import build_recogniser
     from lowres.model.lora import has_lora, merge_lora
 
     run = Path(run)
@@ -430,7 +432,7 @@ def load_run(run: str | Path, device="cpu", merge: bool = True, weights: Path | 
     cfg = record.typed_config(FinetuneConfig)
     vocab = Vocab.load(run / RUN_VOCAB, units=record.vocab_units or "grapheme")
     loaded = rebuild_base(record, cfg.train.seed, run)
-    model, _ = build_ctc_model(cfg, len(vocab), loaded)
+    model, _ = build_recogniser(cfg, len(vocab), loaded)
     path = weights or run / RUN_WEIGHTS
     missing, unexpected = model.load_state_dict(_read_weights(run, path, "finetune"), strict=False)
     if unexpected:
@@ -456,7 +458,9 @@ def load_encoder(run: Path):
     heads: dict = {}
     if record.kind == "finetune":
         recogniser = load_run(run, merge=True)
-        backbone, mask = recogniser.model.backbone, recogniser.model.mask_emb.detach().clone()
+        backbone = recogniser.model.backbone
+        mask = getattr(recogniser.model, "mask_emb", None)  # a weighted head's run has none (its base is unchanged)
+        mask = mask.detach().clone() if mask is not None else None
     elif record.kind != "adapt":
         raise LowresError(f"{run}: a lowres {record.kind!r} run holds no encoder lowres can continue from.")
     else:

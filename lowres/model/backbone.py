@@ -403,10 +403,26 @@ def run_transformer(transformer: nn.Module, x: Tensor, pad: Tensor | None, famil
     layers on every distributed rank and again after a resume. Each layer runs under a gradient checkpoint
     when :func:`set_gradient_checkpointing` turned it on, the transformer trains and gradients are on.
     x: (B, T, D) → (B, T, D)."""
+    return _transformer_states(transformer, x, pad, family, layer_drop, generator, keep_all=False)[-1]
+
+
+def hidden_states(transformer: nn.Module, x: Tensor, pad: Tensor | None, family: str) -> list[Tensor]:
+    """Every hidden layer of the transformer stack, as s3prl and Hugging Face's ``output_hidden_states`` count
+    them: [the input of the first layer (the projected conv features plus the positional convolution), the
+    output of layer 1, ..., of layer L] (L + 1 tensors (B, T, D)); the last one is :func:`run_transformer`'s
+    output (with the stack's final layer norm where the architecture has one there). No layerdrop."""
+    return _transformer_states(transformer, x, pad, family, 0.0, None, keep_all=True)
+
+
+def _transformer_states(transformer: nn.Module, x: Tensor, pad: Tensor | None, family: str, layer_drop: float,
+                        generator: torch.Generator | None, keep_all: bool) -> list[Tensor]:
+    """The one loop over the layers behind :func:`run_transformer` (``keep_all`` False: only the output) and
+    :func:`hidden_states` (every layer's output)."""
     x = x + transformer.pos_conv_embed(x)
     if transformer.layer_norm_first:
         x = transformer.layer_norm(x)
     x = transformer.dropout(x)
+    states = [x] if keep_all else []
     wavlm = family == "wavlm"
     mask = None if wavlm else attention_mask(pad, x.dtype)
     drops = None
@@ -423,7 +439,12 @@ def run_transformer(transformer: nn.Module, x: Tensor, pad: Tensor | None, famil
             x, position_bias = call(x, None, position_bias=position_bias, key_padding_mask=pad)
         else:
             x, _ = call(x, mask)
+        if keep_all:
+            states.append(x)
     if not transformer.layer_norm_first:
         x = transformer.layer_norm(x)
-    return x
-
+    if keep_all:
+        states[-1] = x
+    else:
+        states.append(x)
+    return states

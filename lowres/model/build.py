@@ -1,23 +1,25 @@
 """The only place that composes a backbone with heads and LoRA, for every task, and sets what trains.
 
 A fine-tuning run saves only the weights it trained (LoRA + head, plus the mask embedding when it trains;
-or the whole backbone when it trained fully): everything else is rebuilt from the base the same way, so a
-LoRA run's deliverable stays small. How runs are stored is lowres/runs.py's business, not this module's.
+or the whole backbone when it trained fully; the layer weights and the downstream for ``--head weighted``):
+everything else is rebuilt from the base the same way, so a LoRA or weighted-head run's deliverable stays
+small. How runs are stored is lowres/runs.py's business, not this module's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
 
-from lowres.config import AdaptConfig, FinetuneConfig, ModelConfig
+from lowres.config import AdaptConfig, FinetuneConfig, LoraSettings, ModelConfig
 from lowres.model.backbone import LoadedBackbone, set_gradient_checkpointing
 from lowres.model.ctc import CTCModel
 from lowres.model.hubert import HubertHeads, HubertPretrainer
 from lowres.model.lora import add_lora
 from lowres.model.pretrain import PretrainHeads, Wav2Vec2Pretrainer
+from lowres.model.weighted import WeightedLayerCTC
 
 
 @dataclass
@@ -46,6 +48,41 @@ def set_dropouts(backbone: nn.Module, family: str, cfg: ModelConfig) -> None:
                 layer.attention.attention.dropout = cfg.attention_dropout
     if cfg.dropout is not None:
         tr.dropout.p = cfg.dropout
+
+
+def build_recogniser(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBackbone
+                     ) -> tuple[CTCModel | WeightedLayerCTC, BuildInfo]:
+    """The recogniser ``cfg.head.kind`` names (fine-tuning, eval, transcribe and export all build it here)."""
+    if cfg.head.kind == "weighted":
+        return build_weighted_model(cfg, vocab_size, loaded)
+    return build_ctc_model(cfg, vocab_size, loaded)
+
+
+def build_weighted_model(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBackbone
+                         ) -> tuple[WeightedLayerCTC, BuildInfo]:
+    """Frozen backbone + learned layer weights + BiLSTM CTC downstream (``--head weighted``): only the layer
+    weights and the downstream train. LoRA, the head-only phase, masking, layerdrop and the [model] dropout
+    overrides act on a backbone that trains, so they do not apply; the notes say so."""
+    h, spec = cfg.head, loaded.spec
+    model = WeightedLayerCTC(loaded.model, spec, vocab_size, lstm_layers=h.lstm_layers, lstm_hidden=h.lstm_hidden,
+                             dropout=h.dropout)
+    for p in model.parameters():
+        p.requires_grad = False
+    for part in (model.lstm, model.head):
+        part.requires_grad_(True)
+    model.layer_weights.requires_grad_(True)
+    notes = [f"--head weighted: the whole backbone is frozen and runs without gradients (in eval mode, its dropout "
+             f"off); a softmax-weighted sum of its {spec.arch['encoder_num_layers'] + 1} hidden layers feeds a "
+             f"{h.lstm_layers}-layer BiLSTM ({h.lstm_hidden} per direction) and a CTC layer, trained from scratch. "
+             "LoRA, the head-only phase, time/channel masking and layerdrop do not apply"]
+    if replace(cfg.lora, enabled=True) != LoraSettings():  # --lora-rank or lora.* given
+        notes.append(f"the LoRA settings given (lora.rank {cfg.lora.rank}, alpha {cfg.lora.alpha:g}, dropout "
+                     f"{cfg.lora.dropout:g}) are not used: --head weighted trains no adapters (use --head ctc for "
+                     "LoRA)")
+    if not spec.pretrained:
+        notes.append(f"--base {spec.name} is randomly initialised: its frozen layers give random features. "
+                     "--head weighted is meant for pretrained backbones")
+    return model, BuildInfo(lora=False, feature_encoder_trained=False, pretrained=spec.pretrained, notes=notes)
 
 
 def build_ctc_model(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBackbone) -> tuple[CTCModel, BuildInfo]:

@@ -5,10 +5,12 @@ Run folder (``--out``)::
     config.json        the run's record (lowres/runs.py): resolved configuration, backbone spec, base, text
                        normalisation (written first)
     vocab.json         the prepared vocabulary (a copy: the run is self-contained)
-    model.safetensors  the deliverable: trained weights (LoRA + CTC head; + a fresh mask embedding), best by dev CER
+    model.safetensors  the deliverable: trained weights (LoRA + CTC head; + a fresh mask embedding; or, with
+                       --head weighted, the layer weights + BiLSTM downstream), best by dev CER
     metrics.jsonl      one JSON object per logged update / evaluation
     train.log          what happened, in words
     learning_curve.png loss and dev WER against updates (written at the end)
+    layer_weights.png  (--head weighted) the delivered layer weights (softmax), a bar chart
     summary.json       final figures
     checkpoints/       training state for --resume (optimizer, schedule position, data position, counters)
 

@@ -12,7 +12,8 @@
 7. the optimizer from ``task.param_groups()`` (each group with its own peak lr), the frozen phase;
 8. resume from the latest checkpoint, or describe the new run;
 9. the generic loop (lowres/train/loop.py) with the task's compute / evaluate / check / deliver;
-10. the learning curve, ``summary.json`` and the closing line.
+10. ``task.finish()`` (the task's closing figures and pictures), the learning curve, ``summary.json`` and the
+    closing line.
 
 A new objective is one new module in lowres/train/tasks/ with a :class:`Task` subclass; the command that
 runs it is ``train(MyTask(cfg), out, ...)``.
@@ -190,6 +191,11 @@ class Task:
         """Task figures for summary.json, besides the shared ones."""
         return {}
 
+    def finish(self, final: LoopState) -> dict:
+        """Rank 0, once training is over and the deliverable written: what the task reports and draws at the end
+        (log lines, pictures); returns more figures for summary.json."""
+        return {}
+
     def done(self, final: LoopState, deliverable: Path) -> str:
         return f"done: {final.step} updates → {deliverable}"
 
@@ -245,10 +251,12 @@ def train(task: Task, out: Path, *, resume: bool = False, overwrite: bool = Fals
         if run.lock is not None:
             run.lock.release()
     run.state = final
+    finished = {}
     if main:
+        finished = task.finish(final)
         learning_curve(out / "metrics.jsonl", out / "learning_curve.png", title=task.curve_title,
                        extra=task.curve_extra)
-    summary = {"steps": final.step, **task.summary(final), "skipped_nonfinite": final.skipped_nonfinite,
+    summary = {"steps": final.step, **task.summary(final), **finished, "skipped_nonfinite": final.skipped_nonfinite,
                "unreadable_clips": final.unreadable_clips, "audio_seconds_trained": final.audio_seconds,
                "wall_seconds": time.perf_counter() - started, "deliverable": str(out / RUN_WEIGHTS)}
     if main:

@@ -67,3 +67,38 @@ def learning_curve(metrics: Path, out: Path, title: str = "", extra: tuple[str, 
     plt.close(fig)
     atomic_write_bytes(out, buf.getvalue())
     return True
+
+
+def layer_weights_chart(weights: list[float], out: Path, title: str = "") -> bool:
+    """A bar chart of a weighted head's layer weights (softmax; layer 0 is the transformer's input), with the
+    equal share 1/(L + 1) they started from as a dashed line. False when matplotlib is missing."""
+    if not weights:
+        return False
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    import io
+
+    from lowres.fsutil import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(weights) + 2), 3.5), dpi=110)
+    layers = list(range(len(weights)))
+    ax.bar(layers, weights, color="tab:blue")
+    ax.axhline(1.0 / len(weights), color="tab:gray", linestyle="--", linewidth=1, label="initial (equal)")
+    ax.set_xlabel("layer (0 = transformer input)")
+    ax.set_ylabel("weight (softmax)")
+    ax.set_xticks(layers)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper right")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    atomic_write_bytes(out, buf.getvalue())
+    return True

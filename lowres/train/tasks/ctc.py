@@ -1,9 +1,12 @@
 """CTC fine-tuning (``lowres finetune``): backbone + LoRA adapters (or the whole transformer) + a CTC head
-over the prepared character vocabulary, trained on a labeled split, scored on the dev set.
+over the prepared character vocabulary, trained on a labeled split, scored on the dev set. With ``--head
+weighted`` (``head.kind``) the backbone is frozen instead and a weighted sum of its layers feeds a BiLSTM CTC
+downstream (lowres/model/weighted.py); the rest of the run is the same.
 
 Files it adds to the run folder: ``vocab.json`` (a copy of the prepared vocabulary: the run is self-contained);
-``model.safetensors`` holds the weights it trained (LoRA + head; + a fresh mask embedding), best by dev CER
-(or WER: ``train.best_metric``).
+``model.safetensors`` holds the weights it trained (LoRA + head; + a fresh mask embedding; or the layer weights
++ downstream), best by dev CER (or WER: ``train.best_metric``); ``layer_weights.png`` (weighted head) the
+delivered layer weights.
 """
 
 from __future__ import annotations
@@ -38,8 +41,16 @@ def manifest_paths(cfg, prepared) -> tuple[Path, Path | None]:
     return train, dev
 
 
+LAYER_WEIGHTS_PNG = "layer_weights.png"
+
+
 class CTCTask(Task):
     kind = "finetune"
+
+    @property
+    def weighted(self) -> bool:
+        """``--head weighted``: frozen backbone, layer weights + BiLSTM downstream."""
+        return self.cfg.head.kind == "weighted"
 
     @property
     def curve_title(self) -> str:
@@ -63,7 +74,7 @@ class CTCTask(Task):
         from lowres.data import batching
         from lowres.data.text import text_config_from_dict
         from lowres.data.vocab import Vocab
-        from lowres.model.build import build_ctc_model
+        from lowres.model.build import build_recogniser
         from lowres.runs import RUN_VOCAB, load_base, rebuild_base
 
         run, cfg, t = self.run, self.cfg, self.cfg.train
@@ -83,14 +94,14 @@ class CTCTask(Task):
             raise LowresError(f"None of the {len(self.train_all)} clips in {self.train_path} can train: "
                               f"{self.dropped}. Transcripts must fit in their audio frames (20 ms each) and clips "
                               "must be shorter than train.batch_seconds.")
-        self.model, self.info = build_ctc_model(cfg, len(self.vocab), self.loaded)
+        self.model, self.info = build_recogniser(cfg, len(self.vocab), self.loaded)
         self.model.to(run.device)
         self.phase_note = None
         if run.mode == "resume" and "head_only_steps" in run.record.extras.get("build", {}):
             self.head_only = run.record.extras["build"]["head_only_steps"]  # what the run started with
         else:
-            self.head_only, self.phase_note = frozen_steps(t.head_only_steps if self.loaded.spec.pretrained else 0,
-                                                           t, "head-only phase")
+            wanted = t.head_only_steps if self.loaded.spec.pretrained and not self.weighted else 0
+            self.head_only, self.phase_note = frozen_steps(wanted, t, "head-only phase")
         self.dev_utts = self.dev_all[: t.dev_max_utterances] if t.dev_max_utterances else self.dev_all
         dataset = batching.UtteranceDataset(self.train_utts, self.vocab,
                                             augment=_augmenter(cfg.augment), seed=t.seed)
@@ -109,7 +120,8 @@ class CTCTask(Task):
             extras={"train_manifest": str(self.train_path.resolve()),
                     "dev_manifest": str(self.dev_path.resolve()) if self.dev_path else None,
                     "build": {"lora": self.info.lora, "feature_encoder_trained": self.info.feature_encoder_trained,
-                              "pretrained_base": self.info.pretrained, "head_only_steps": self.head_only}})
+                              "pretrained_base": self.info.pretrained, "head_only_steps": self.head_only,
+                              "head": self.cfg.head.kind}})
 
     def write_files(self) -> None:
         from lowres.runs import RUN_VOCAB
@@ -125,8 +137,12 @@ class CTCTask(Task):
                                     positioned=True))
 
     def param_groups(self) -> list[ParamGroup]:
-        """LoRA / transformer at lr, head + mask embedding at head_lr."""
+        """LoRA / transformer at lr, head + mask embedding at head_lr. A weighted head's layer weights and
+        downstream are all that trains, all fresh: one group at lr (``--lr``; head_lr, which the recipes set
+        for the CTC head beside a transformer, does not apply)."""
         o = self.cfg.optim
+        if self.weighted:
+            return [ParamGroup("head", [p for p in self.model.parameters() if p.requires_grad], o.lr)]
         named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         head = [p for n, p in named if n.startswith("head.") or n == "mask_emb"]
         head_ids = {id(p) for p in head}
@@ -142,7 +158,9 @@ class CTCTask(Task):
         s = self.cfg.schedule
         return tri_stage(step, self.cfg.train.max_steps, s.warmup, s.hold, s.decay, s.init_scale, s.final_scale)
 
-    def frozen_phase(self) -> FrozenPhase:
+    def frozen_phase(self) -> FrozenPhase | None:
+        if self.weighted:  # the backbone never trains: there is no phase to wait for
+            return None
         model = self.model
         trains = "LoRA adapters" if self.info.lora else "transformer"
         return FrozenPhase(
@@ -205,9 +223,18 @@ class CTCTask(Task):
                 "dev_empty_hypotheses": scorer.empty_hypotheses}
 
     def checkpoint_weights(self) -> dict:
+        return self._saved_state()
+
+    def _saved_state(self) -> dict:
+        """The weights this run changed; for a weighted head on a random-init base also the frozen backbone,
+        whose random weights exist nowhere else (a pretrained base is rebuilt from the base, as for LoRA)."""
         from lowres.model.build import trained_state
 
-        return trained_state(self.model)
+        state = trained_state(self.model)
+        if self.weighted and not self.loaded.spec.pretrained:
+            state.update({f"backbone.{k}": v.detach().cpu().contiguous()
+                          for k, v in self.model.backbone.state_dict().items()})
+        return state
 
     def load_weights(self, weights: dict) -> None:
         _, unexpected = self.model.load_state_dict(weights, strict=False)
@@ -215,9 +242,7 @@ class CTCTask(Task):
             raise LowresError(f"checkpoint does not fit this run's model: {unexpected[:3]}")
 
     def deliverable(self) -> tuple[dict, dict]:
-        from lowres.model.build import trained_state
-
-        return trained_state(self.model), {"step": self.run.state.step}
+        return self._saved_state(), {"step": self.run.state.step}
 
     # -- talking ------------------------------------------------------------------------------------------
     def describe(self) -> None:
@@ -227,10 +252,13 @@ class CTCTask(Task):
         rep = trainable_report(self.model)
         for note in info.notes + ([self.phase_note] if self.phase_note else []):
             log.say(note)
+        if self.weighted:
+            trains = "layer weights + BiLSTM + CTC layer; the backbone is frozen"
+        else:
+            trains = (f"{'LoRA + ' if info.lora else ''}CTC head{' + transformer' if not info.lora else ''}"
+                      f"{' + conv feature encoder' if info.feature_encoder_trained else ''}")
         log.say(f"base {self.loaded.source}; {rep['trainable']:,} of {rep['parameters']:,} parameters train "
-                f"({100 * rep['trainable_share']:.2f}%: {'LoRA + ' if info.lora else ''}CTC head"
-                f"{' + transformer' if not info.lora else ''}"
-                f"{' + conv feature encoder' if info.feature_encoder_trained else ''}) on {self.run.device}")
+                f"({100 * rep['trainable_share']:.2f}%: {trains}) on {self.run.device}")
         log.say(f"{len(self.train_utts)} training clips ({sum(u.duration for u in self.train_utts) / 3600:.3f} h) "
                 f"from {self.train_path}; dropped: "
                 f"{', '.join(f'{k} {v}' for k, v in self.dropped.items() if v) or 'none'}; "
@@ -243,6 +271,36 @@ class CTCTask(Task):
         t = self.cfg.train
         return {"best_by": f"dev_{t.best_metric}", "best_value": final.best_metric, "best_step": final.best_step,
                 "dropped_clips": self.dropped, "train_clips": len(self.train_utts)}
+
+    def finish(self, final) -> dict:
+        """A weighted head's delivered layer weights (softmax): logged in train.log and metrics.jsonl, drawn in
+        layer_weights.png, returned for summary.json."""
+        if not self.weighted:
+            return {}
+        from lowres.train.plot import layer_weights_chart, read_metrics
+
+        weights = self._delivered_layer_weights()
+        log, step = self.run.log, final.step
+        log.say("learned layer weights (softmax) of the deliverable, layer 0 = the transformer's input: "
+                + ", ".join(f"{i}: {w:.3f}" for i, w in enumerate(weights)))
+        rows = read_metrics(self.run.out / "metrics.jsonl")
+        if not (rows and rows[-1].get("event") == "layer_weights" and rows[-1].get("step") == step):
+            log.write({"step": step, "event": "layer_weights", "layer_weights": weights})
+        layer_weights_chart(weights, self.run.out / LAYER_WEIGHTS_PNG,
+                            title=f"{self.curve_title} --head weighted: layer weights")
+        return {"layer_weights": weights}
+
+    def _delivered_layer_weights(self) -> list[float]:
+        """softmax of the layer weights in model.safetensors (the best evaluation's; the model's own when the
+        file is missing)."""
+        import torch
+        from safetensors.torch import load_file
+
+        from lowres.runs import RUN_WEIGHTS
+
+        path = self.run.out / RUN_WEIGHTS
+        logits = load_file(str(path))["layer_weights"] if path.is_file() else self.model.layer_weights.detach().cpu()
+        return [float(w) for w in torch.softmax(logits.float(), dim=0)]
 
     def done(self, final, deliverable: Path) -> str:
         metric = self.cfg.train.best_metric
