@@ -344,9 +344,8 @@ def default_objective(base: str) -> str:
     a random initialisation (the contrastive objective does not learn from scratch at lowres's scale:
     benchmarks/README.md); wav2vec 2.0's for wav2vec 2.0 / XLS-R / MMS bases. Read from names and config
     files only, without loading weights."""
-    from lowres.model.backbone import NAMED_BUNDLES, RANDOM_CONFIGS
-
     from lowres.bases import describe, shipped_names
+    from lowres.model.backbone import NAMED_BUNDLES, RANDOM_CONFIGS
 
     if base in RANDOM_CONFIGS:
         return "hubert"

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 from factory import invoke, read_jsonl
 
-from lowres import LowresError
-from lowres import bases
+from lowres import LowresError, bases
 from lowres.model.backbone import available_names, fingerprint, load_backbone
 from lowres.runs import default_objective
 
