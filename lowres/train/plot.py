@@ -31,7 +31,6 @@ def learning_curve(metrics: Path, out: Path, title: str = "", extra: tuple[str, 
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    from lowres.fsutil import atomic_write_bytes
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     # a lone point is a line of length zero, which matplotlib draws as nothing: give it a dot
@@ -59,14 +58,23 @@ def learning_curve(metrics: Path, out: Path, title: str = "", extra: tuple[str, 
         ax.legend(loc="upper right")
     if title:
         ax.set_title(title)
-    fig.tight_layout()
+    _save(fig, out)
+    return True
+
+
+def _save(fig, out: Path) -> None:
+    """Write ``fig`` as a PNG at ``out`` atomically, and close it."""
     import io
 
+    import matplotlib.pyplot as plt
+
+    from lowres.fsutil import atomic_write_bytes
+
+    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     plt.close(fig)
     atomic_write_bytes(out, buf.getvalue())
-    return True
 
 
 def layer_weights_chart(weights: list[float], out: Path, title: str = "") -> bool:
@@ -81,10 +89,6 @@ def layer_weights_chart(weights: list[float], out: Path, title: str = "") -> boo
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    import io
-
-    from lowres.fsutil import atomic_write_bytes
-
     fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * len(weights) + 2), 3.5), dpi=110)
     layers = list(range(len(weights)))
     ax.bar(layers, weights, color="tab:blue")
@@ -96,9 +100,5 @@ def layer_weights_chart(weights: list[float], out: Path, title: str = "") -> boo
     ax.legend(loc="upper right")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
+    _save(fig, out)
     return True
