@@ -39,6 +39,26 @@ def _done(folder: Path, marker: str) -> bool:
     return (folder / marker).is_file()
 
 
+def _same_demo(out: Path, record: dict) -> None:
+    """A demo folder is continued only by the same demo: its finished steps are reused by name, so a folder
+    of another plan, seed or base (a --quick one, or one from an older lowres) would mix its runs into this
+    table."""
+    from lowres import LowresError
+
+    path = out / "demo.json"
+    if not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        before = None
+    if before != record:
+        raise LowresError(
+            f"{out} holds a demo made with other settings ({path}: {json.dumps(before)}; this one: "
+            f"{json.dumps(record)}). Its finished steps cannot be reused for this demo. Pass --overwrite to "
+            "start it again there, or choose another --out.")
+
+
 def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = False, console=None) -> list[dict]:
     from lowres.config import PrepareConfig, resolve_adapt, resolve_finetune
     from lowres.data.prepare import prepare
@@ -57,7 +77,9 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     claim_folder(out, what="demo", overwrite=overwrite, is_ours=lambda folder: _done(folder, "demo.json"),
                  not_ours="no demo.json", continue_ours=True,
                  hint="The demo did not write them (no demo.json). Choose a new folder.")
-    atomic_write_text(out / "demo.json", json.dumps({"quick": quick, "seed": seed, "plan": plan.__dict__}) + "\n")
+    record = {"quick": quick, "seed": seed, "base": SHIPPED, "plan": plan.__dict__}
+    _same_demo(out, record)
+    atomic_write_text(out / "demo.json", json.dumps(record) + "\n")
     t_all = time.perf_counter()
     say = console.print if console is not None else (lambda *a, **k: None)
     minutes: dict[str, float] = {}

@@ -97,3 +97,20 @@ def test_demo_quick_end_to_end(tmp_path):
     assert again.exit_code == 0, again.output
     assert json.loads((out / "demo_results.json").read_text())["rows"][0]["cer"] == rows[0]["cer"]
     assert json.loads((out / "demo_results.json").read_text())["rows"][1]["wer"] == rows[1]["wer"]
+
+
+def test_demo_refuses_a_folder_of_another_demo(tmp_path):
+    """Finished steps are reused by name, so a demo folder of other settings (here: an older demo from the
+    random-init tiny, the full plan) is not continued: one message, the folder as it was."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    old = {"quick": False, "seed": 0, "plan": {"hours": 1.0, "unlabeled_hours": 0.5, "adapt_steps": 60,
+                                              "steps_10min": 150, "steps_1h": 1100}}
+    (out / "demo.json").write_text(json.dumps(old) + "\n")
+    (out / "finetune-10min").mkdir()
+    res = invoke("demo", "--quick", "--out", out)
+    assert res.exit_code == 2 and "Traceback" not in res.output
+    text = " ".join(res.output.split())
+    assert "holds a demo made with other settings" in text and "--overwrite" in text
+    assert json.loads((out / "demo.json").read_text()) == old
+    assert sorted(p.name for p in out.iterdir()) == ["demo.json", "finetune-10min"]
