@@ -223,9 +223,6 @@ class CTCTask(Task):
                 "dev_empty_hypotheses": scorer.empty_hypotheses}
 
     def checkpoint_weights(self) -> dict:
-        return self._saved_state()
-
-    def _saved_state(self) -> dict:
         """The weights this run changed; for a weighted head on a random-init base also the frozen backbone,
         whose random weights exist nowhere else (a pretrained base is rebuilt from the base, as for LoRA)."""
         from lowres.model.build import trained_state
@@ -242,7 +239,7 @@ class CTCTask(Task):
             raise LowresError(f"checkpoint does not fit this run's model: {unexpected[:3]}")
 
     def deliverable(self) -> tuple[dict, dict]:
-        return self._saved_state(), {"step": self.run.state.step}
+        return self.checkpoint_weights(), {"step": self.run.state.step}
 
     # -- talking ------------------------------------------------------------------------------------------
     def describe(self) -> None:
