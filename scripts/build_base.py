@@ -3,8 +3,9 @@
 No transcript is used: the audio is synthetic speech (eSpeak NG through ``lowres synth``) in ten languages,
 spoken by many voices at varied rates and pitches, with the synth's background noise and gain; the word
 lists come from the ``wordfreq`` package at build time (``pip install wordfreq``; they are not shipped).
-Swahili, Hawaiian and Turkish-as-a-target are what lowres's tests, demo and benchmarks fine-tune on, so the
-base never hears Swahili or Hawaiian (Turkish is one of its ten languages; no test fine-tunes on Turkish).
+The base never hears Swahili or Hawaiian, which the tests, the demo and the benchmarks fine-tune on. Known
+defect of the shipped file: its ten languages include Turkish, on which benchmarks/adapt_gain.py trains its
+CTC base; the next rebuild replaces it (``--languages en,es,fr,de,it,pt,nl,id,ru,pl``).
 
 Steps (each skipped when its output exists, so a stopped build is continued by running it again):
 
@@ -17,7 +18,8 @@ Steps (each skipped when its output exists, so a stopped build is continued by r
 5. the adapted encoder is packed into ``lowres/bases/tiny-ssl.safetensors`` + ``tiny-ssl.json``
    (architecture, fingerprint, provenance: languages, hours, objective, updates, final metrics, commit).
 
-Budget (the defaults): 4 h of audio, 800 updates of 30 s, about 1 h on 2 CPU cores.
+Budget (the defaults): 4 h of audio, 800 updates of 30 s: the shipped file took 20.9 min on 2 CPU cores
+(shared with another job). The two hours the project allows are about 4,000 updates (``--steps``).
 
     python scripts/build_base.py --work /tmp/base-build            # then: git diff --stat lowres/bases
     python scripts/build_base.py --work /tmp/base-build --steps 3000 --hours-per-language 1.0  # a bigger one
