@@ -50,7 +50,11 @@ def speakable(word: str) -> bool:
 
 
 def word_list(lang: str, path: Path, n: int) -> None:
-    from wordfreq import top_n_list
+    try:
+        from wordfreq import top_n_list
+    except ImportError:
+        sys.exit("build_base.py takes its word lists from the wordfreq package at build time: "
+                 "`pip install wordfreq`, then run it again (finished steps are kept).")
 
     words = [w for w in top_n_list(lang, n) if speakable(w)]
     path.write_text(f"# SOURCE: wordfreq {lang} top {n} (filtered to letters)\n" + "\n".join(words) + "\n",
