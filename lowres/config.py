@@ -499,6 +499,10 @@ class TrainConfig(SharedTrainConfig):
     dev_max_utterances: int = 0  # evaluate on the first N dev utterances only (0 = all)
     best_metric: str = "cer"  # cer | wer: the dev metric that picks the delivered weights (all-blank ones never).
     # CER, because on little data WER stays at or above 100% (insertions) long after CER has started to fall
+    feature_cache: bool = True  # with a frozen conv encoder and no waveform augmentation, each clip's conv
+    #                             features (--head weighted: all the frozen backbone's layers) are computed once
+    #                             and reused in later epochs, in fp16 (model/feature_cache.py)
+    feature_cache_mb: float = 2048.0  # the cache's memory; beyond it, clips spill to RUN/feature_cache/
 
     def __post_init__(self):
         super().__post_init__()
@@ -508,6 +512,7 @@ class TrainConfig(SharedTrainConfig):
         _check("train", self, "max_utterance_s", 0)
         _check("train", self, "eval_every", 0)
         _check("train", self, "dev_max_utterances", 0)
+        _check("train", self, "feature_cache_mb", 0)
 
 
 @dataclass(frozen=True)

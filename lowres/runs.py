@@ -72,7 +72,12 @@ class RunRecord:
         """The configuration as its dataclass (strict: an unknown key is an error)."""
         from lowres.config import from_dict
 
-        return from_dict(config_class, self.config)
+        config = self.config
+        train = config.get("train")
+        if self.kind == "finetune" and isinstance(train, dict) and "feature_cache" not in train:
+            # recorded before the feature cache existed: the run trained without it, and resumes so
+            config = {**config, "train": {**train, "feature_cache": False}}
+        return from_dict(config_class, config)
 
     def spec(self):
         from lowres.model.backbone import BackboneSpec
@@ -202,7 +207,8 @@ class RunLock:
 # what --resume may change: the length of the run and how the global batch is laid out on the machine
 # (another world size under torchrun wants another accumulate to keep the same global batch; gradient
 # checkpointing trades memory for time and gives the same gradients)
-RESUME_SETTINGS = ("max_steps", "accumulate", "device", "num_workers", "threads", "gradient_checkpointing")
+RESUME_SETTINGS = ("max_steps", "accumulate", "device", "num_workers", "threads", "gradient_checkpointing",
+                   "feature_cache_mb")
 # the run's inputs, named by their flags: a resume must not point the run at other ones
 _INPUT_FLAGS = {"data": "--data", "split": "--split", "base": "--base", "unlabeled": "--unlabeled"}
 

@@ -36,7 +36,7 @@ import time
 import unicodedata
 from pathlib import Path
 
-LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "tr", "id", "ru", "pl")
+LANGUAGES = ("en", "es", "fr", "de", "it", "pt", "nl", "id", "ru", "pl")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--languages", default=",".join(LANGUAGES))
     ap.add_argument("--hours-per-language", type=float, default=0.4)
     ap.add_argument("--words", type=int, default=5000, help="wordfreq's most frequent words per language.")
-    ap.add_argument("--steps", type=int, default=800)
+    ap.add_argument("--steps", type=int, default=1200)
     ap.add_argument("--lr", type=float, default=5e-4)  # HuBERT BASE's peak from scratch
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--name", default="tiny-ssl")

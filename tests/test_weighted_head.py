@@ -261,3 +261,32 @@ def test_a_random_init_base_keeps_its_frozen_weights_in_the_deliverable(tones, t
     got = load_run(run).model.backbone.state_dict()
     for k, v in want.items():
         torch.testing.assert_close(got[k], v, rtol=0, atol=0)
+
+
+def test_the_unpacked_bilstm_equals_a_packed_one_with_the_same_weights():
+    """The downstream's BiLSTM runs unpacked (the packed backward pass is slow on CPU) and still equals
+    torch's packed bidirectional nn.LSTM, outputs and gradients, at every valid frame; padded frames are 0."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from lowres.model.weighted import PaddedBiLSTM
+
+    torch.manual_seed(0)
+    ours = PaddedBiLSTM(6, 5, 2, dropout=0.0)
+    ref = torch.nn.LSTM(6, 5, num_layers=2, batch_first=True, bidirectional=True)
+    with torch.no_grad():
+        for layer in range(2):
+            for direction, module in (("", ours.forward_layers[layer]), ("_reverse", ours.backward_layers[layer])):
+                for kind in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
+                    getattr(ref, f"{kind}_l{layer}{direction}").copy_(getattr(module, f"{kind}_l0"))
+    x = torch.randn(3, 9, 6)
+    lengths = torch.tensor([9, 4, 6])
+    x_ours, x_ref = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    y = ours(x_ours, lengths)
+    packed, _ = ref(pack_padded_sequence(x_ref, lengths, batch_first=True, enforce_sorted=False))
+    want, _ = pad_packed_sequence(packed, batch_first=True, total_length=9)
+    torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-6)
+    w = torch.randn_like(want)
+    (y * w).sum().backward()
+    (want * w).sum().backward()
+    torch.testing.assert_close(x_ours.grad, x_ref.grad, rtol=1e-5, atol=1e-6)
+    assert float(y.detach()[1, 4:].abs().max()) == 0.0

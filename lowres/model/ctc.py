@@ -41,13 +41,21 @@ class CTCModel(nn.Module):
         self.mask_channel_prob, self.mask_channel_length = mask_channel_prob, mask_channel_length
         self.freeze_feature_encoder = True
         self.transformer_frozen = False  # the head-only phase
+        self.feature_cache = None  # a model/feature_cache.ConvFeatureCache while a run trains with it
 
-    def forward(self, waves: Tensor, lengths: Tensor | None, generator: torch.Generator | None = None
-                ) -> tuple[Tensor, Tensor]:
-        """(B, T) samples → logits (B, T', V) and frame lengths (B,). Masks and layerdrop in training only."""
+    def uses_cache(self, keys) -> bool:
+        """The conv features come from (and go into) the feature cache: a frozen conv encoder, training, and
+        the batch's clips named by ``keys``."""
+        return (self.feature_cache is not None and keys is not None and self.training
+                and self.freeze_feature_encoder)
+
+    def forward(self, waves: Tensor, lengths: Tensor | None, generator: torch.Generator | None = None,
+                keys: list[int] | None = None) -> tuple[Tensor, Tensor]:
+        """(B, T) samples → logits (B, T', V) and frame lengths (B,). Masks and layerdrop in training only.
+        ``keys``: the clips' ids for the feature cache (training batches only)."""
         if lengths is None:
             lengths = torch.full((waves.shape[0],), waves.shape[1], dtype=torch.long, device=waves.device)
-        x = self.encode(waves, lengths, generator)
+        x = self.encode(waves, lengths, generator, keys)
         frames = self.frame_lengths(lengths)
         return self.head(self.final_dropout(x)), frames
 
@@ -56,12 +64,17 @@ class CTCModel(nn.Module):
 
         return frame_lengths(lengths, self.spec.conv_stack)
 
-    def encode(self, waves: Tensor, lengths: Tensor, generator: torch.Generator | None = None) -> Tensor:
-        if self.spec.normalize_waveform:
-            waves = normalize_waveform(waves, lengths)
+    def encode(self, waves: Tensor, lengths: Tensor, generator: torch.Generator | None = None,
+               keys: list[int] | None = None) -> Tensor:
         grad = torch.is_grad_enabled()
         with _grad(grad and not self.freeze_feature_encoder):
-            feats, frames = conv_features(self.backbone.feature_extractor, waves, lengths)
+            if self.uses_cache(keys):
+                frames = self.frame_lengths(lengths)
+                total = int(self.frame_lengths(torch.tensor([waves.shape[1]]))[0])
+                feats = self.feature_cache.features(keys, frames, total,
+                                                    lambda: self._conv(waves, lengths)[0])
+            else:
+                feats, frames = self._conv(waves, lengths)
         with _grad(grad and not self.transformer_frozen):
             x = self.backbone.encoder.feature_projection(feats)
             pad = padding_mask(frames, x.shape[1])
@@ -73,6 +86,12 @@ class CTCModel(nn.Module):
             x = run_transformer(self.backbone.encoder.transformer, x, pad, self.spec.family,
                                 self.layerdrop if self.training else 0.0, generator)
         return x
+
+
+    def _conv(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+        if self.spec.normalize_waveform:
+            waves = normalize_waveform(waves, lengths)
+        return conv_features(self.backbone.feature_extractor, waves, lengths)
 
 
 def _grad(enabled: bool):

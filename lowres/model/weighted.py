@@ -12,14 +12,14 @@ and stays in eval mode (no dropout) even while the module trains; only ``layer_w
 
 Shapes: waveforms (B, T) float32 at 16 kHz with lengths (B,); logits (B, T', V) with frame lengths (B,).
 Padding never changes a valid frame: the conv encoder is exact under padding (backbone.conv_features) and
-the BiLSTM runs on packed sequences, so a padded batch equals one utterance at a time.
+each BiLSTM direction reads only valid frames before padding (:class:`PaddedBiLSTM`), so a padded batch
+equals one utterance at a time.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from lowres.model.backbone import (
     BackboneSpec,
@@ -41,12 +41,12 @@ class WeightedLayerCTC(nn.Module):
         self.spec = spec
         num_states = int(spec.arch["encoder_num_layers"]) + 1
         self.layer_weights = nn.Parameter(torch.zeros(num_states))  # logits: softmax gives equal weights
-        self.lstm = nn.LSTM(spec.embed_dim, lstm_hidden, num_layers=lstm_layers, batch_first=True,
-                            bidirectional=True, dropout=dropout if lstm_layers > 1 else 0.0)
+        self.lstm = PaddedBiLSTM(spec.embed_dim, lstm_hidden, lstm_layers, dropout)
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(2 * lstm_hidden, vocab_size)
         self.backbone.requires_grad_(False)
         self.backbone.eval()
+        self.feature_cache = None  # a model/feature_cache.ConvFeatureCache (of the whole upstream) while training
 
     def train(self, mode: bool = True):
         """The downstream follows ``mode``; the frozen backbone stays in eval mode (its dropout off)."""
@@ -62,8 +62,20 @@ class WeightedLayerCTC(nn.Module):
         return frame_lengths(lengths, self.spec.conv_stack)
 
     @torch.no_grad()
-    def upstream(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        """The frozen backbone's hidden layers, stacked: (L + 1, B, T', D), and frame lengths (B,)."""
+    def upstream(self, waves: Tensor, lengths: Tensor, keys: list[int] | None = None) -> tuple[Tensor, Tensor]:
+        """The frozen backbone's hidden layers, stacked: (L + 1, B, T', D), and frame lengths (B,). In training,
+        with the feature cache on and the clips named by ``keys``, each clip's layers are computed once (in its
+        first epoch) and read back, in fp16, afterwards: the backbone is frozen and in eval mode, so they
+        never change."""
+        if self.feature_cache is not None and keys is not None and self.training:
+            frames = self.frame_lengths(lengths)
+            total = int(self.frame_lengths(torch.tensor([waves.shape[1]]))[0])
+            cached = self.feature_cache.features(  # per clip (T', L + 1, D)
+                keys, frames, total, lambda: self._upstream(waves, lengths)[0].permute(1, 2, 0, 3))
+            return cached.permute(2, 0, 1, 3), frames
+        return self._upstream(waves, lengths)
+
+    def _upstream(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         if self.spec.normalize_waveform:
             waves = normalize_waveform(waves, lengths)
         feats, frames = conv_features(self.backbone.feature_extractor, waves, lengths)
@@ -74,23 +86,55 @@ class WeightedLayerCTC(nn.Module):
         states = hidden_states(self.backbone.encoder.transformer, x, pad, self.spec.family)
         return torch.stack(states), frames
 
-    def forward(self, waves: Tensor, lengths: Tensor | None, generator: torch.Generator | None = None
-                ) -> tuple[Tensor, Tensor]:
+    def forward(self, waves: Tensor, lengths: Tensor | None, generator: torch.Generator | None = None,
+                keys: list[int] | None = None) -> tuple[Tensor, Tensor]:
         """(B, T) samples → logits (B, T', V) and frame lengths (B,). ``generator`` is accepted for the
         recognisers' common signature; the downstream's dropout draws from torch's seeded global generator
         (lowres/train/loop.py seeds it per micro-batch)."""
         del generator
         if lengths is None:
             lengths = torch.full((waves.shape[0],), waves.shape[1], dtype=torch.long, device=waves.device)
-        states, frames = self.upstream(waves, lengths)  # (L + 1, B, T', D), no graph behind it
+        states, frames = self.upstream(waves, lengths, keys)  # (L + 1, B, T', D), no graph behind it
         # the downstream is small: it runs in float32 outside any autocast (bf16 on CUDA would hand the LSTM
         # reduced-precision inputs against its float32 weights), the frozen upstream under it
         with torch.autocast(device_type=waves.device.type, enabled=False):
             weights = self.layer_distribution()
             x = (weights[:, None, None, None] * states.float()).sum(dim=0)  # (B, T', D)
-            t = x.shape[1]
-            # pack_padded_sequence refuses empty sequences; an empty one's (all-padding) frames are ignored anyway
-            packed = pack_padded_sequence(x, frames.clamp(min=1).cpu(), batch_first=True, enforce_sorted=False)
-            y, _ = self.lstm(packed)
-            y, _ = pad_packed_sequence(y, batch_first=True, total_length=t)  # (B, T', 2H)
+            y = self.lstm(x, frames)  # (B, T', 2H)
             return self.head(self.dropout(y)), frames
+
+
+class PaddedBiLSTM(nn.Module):
+    """Bidirectional LSTM layers over a padded batch, exact without packing: the forward direction reads each
+    sequence's valid frames before its padding, and the backward direction reads each sequence reversed
+    within its own length (padding still last), so no valid output ever saw a padded frame. The outputs at
+    padded frames are zeros, as ``pad_packed_sequence`` gives. It equals a packed ``nn.LSTM(bidirectional=True,
+    num_layers=layers, dropout=dropout)`` with the same weights (tested), and is several times faster than
+    it on CPU, where the packed backward pass is slow (benchmarks/README.md, "Cached conv features")."""
+
+    def __init__(self, dim: int, hidden: int, layers: int, dropout: float):
+        super().__init__()
+        sizes = [dim] + [2 * hidden] * (layers - 1)
+        self.forward_layers = nn.ModuleList(nn.LSTM(n, hidden, batch_first=True) for n in sizes)
+        self.backward_layers = nn.ModuleList(nn.LSTM(n, hidden, batch_first=True) for n in sizes)
+        self.dropout = nn.Dropout(dropout)  # between layers, as nn.LSTM's ``dropout``
+
+    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """(B, T, dim), lengths (B,) → (B, T, 2 · hidden)."""
+        b, t, _ = x.shape
+        steps = torch.arange(t, device=x.device)[None, :]
+        lengths = lengths.to(x.device)[:, None]
+        valid = steps < lengths
+        # within its length, frame i of a sequence swaps with frame length - 1 - i; padding stays in place
+        order = torch.where(valid, lengths - 1 - steps, steps)
+
+        def flip(y: Tensor) -> Tensor:
+            return y.gather(1, order[..., None].expand(-1, -1, y.shape[-1]))
+
+        for i, (fwd, bwd) in enumerate(zip(self.forward_layers, self.backward_layers)):
+            if i:
+                x = self.dropout(x)
+            ahead, _ = fwd(x)
+            behind, _ = bwd(flip(x))
+            x = torch.cat([ahead, flip(behind)], dim=-1)
+        return x.masked_fill(~valid[..., None], 0.0)

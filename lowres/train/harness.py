@@ -191,6 +191,9 @@ class Task:
         """Task figures for summary.json, besides the shared ones."""
         return {}
 
+    def cleanup(self) -> None:
+        """After training, whether it ended or failed: drop what only the run's own epochs needed."""
+
     def finish(self, final: LoopState) -> dict:
         """Rank 0, once training is over and the deliverable written: what the task reports and draws at the end
         (log lines, pictures); returns more figures for summary.json."""
@@ -248,6 +251,7 @@ def train(task: Task, out: Path, *, resume: bool = False, overwrite: bool = Fals
             _undo_start(out, existed)
         raise
     finally:
+        task.cleanup()
         if run.lock is not None:
             run.lock.release()
     run.state = final

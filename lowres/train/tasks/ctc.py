@@ -103,8 +103,14 @@ class CTCTask(Task):
             wanted = t.head_only_steps if self.loaded.spec.pretrained and not self.weighted else 0
             self.head_only, self.phase_note = frozen_steps(wanted, t, "head-only phase")
         self.dev_utts = self.dev_all[: t.dev_max_utterances] if t.dev_max_utterances else self.dev_all
-        dataset = batching.UtteranceDataset(self.train_utts, self.vocab,
-                                            augment=_augmenter(cfg.augment), seed=t.seed)
+        augment = _augmenter(cfg.augment)
+        self.cache = None
+        if t.feature_cache and augment is None and (self.weighted or self.model.freeze_feature_encoder):
+            from lowres.model.feature_cache import CACHE_DIR, ConvFeatureCache
+
+            self.cache = ConvFeatureCache(t.feature_cache_mb, run.out / CACHE_DIR / f"rank{run.rank}")
+            self.model.feature_cache = self.cache
+        dataset = batching.UtteranceDataset(self.train_utts, self.vocab, augment=augment, seed=t.seed)
         buckets = batching.BucketBatchSampler([u.duration for u in self.train_utts], t.batch_seconds,
                                               seed=t.seed, rank=run.rank, world_size=run.world)
         self._data = (dataset, buckets)
@@ -185,7 +191,7 @@ class CTCTask(Task):
         loss_sum, audio = 0.0, 0.0
         for b, weight, gen in self.micro_batches(micro):
             with self.autocast():
-                logits, frames = net(b.waves, b.lengths, gen)
+                logits, frames = net(b.waves, b.lengths, gen, keys=b.indices)
             losses = ctc_loss(logits, frames, b.targets.to(device), b.target_lengths.to(device))
             (losses.sum() * (weight * world / max(total_utts, 1))).backward()
             if weight:
@@ -256,6 +262,11 @@ class CTCTask(Task):
                       f"{' + conv feature encoder' if info.feature_encoder_trained else ''}")
         log.say(f"base {self.loaded.source}; {rep['trainable']:,} of {rep['parameters']:,} parameters train "
                 f"({100 * rep['trainable_share']:.2f}%: {trains}) on {self.run.device}")
+        if self.cache is not None:
+            frozen = "the frozen backbone's layers" if self.weighted else "conv features (the conv encoder is frozen)"
+            log.say(f"feature cache on: each clip's {frozen} are computed in its first epoch and reused, in fp16 "
+                    f"(up to {self.cfg.train.feature_cache_mb:g} MB in memory, then {self.run.out}/feature_cache; "
+                    "train.feature_cache=false turns it off)")
         log.say(f"{len(self.train_utts)} training clips ({sum(u.duration for u in self.train_utts) / 3600:.3f} h) "
                 f"from {self.train_path}; dropped: "
                 f"{', '.join(f'{k} {v}' for k, v in self.dropped.items() if v) or 'none'}; "
@@ -267,7 +278,12 @@ class CTCTask(Task):
     def summary(self, final) -> dict:
         t = self.cfg.train
         return {"best_by": f"dev_{t.best_metric}", "best_value": final.best_metric, "best_step": final.best_step,
-                "dropped_clips": self.dropped, "train_clips": len(self.train_utts)}
+                "dropped_clips": self.dropped, "train_clips": len(self.train_utts),
+                "feature_cache": self.cache.report() if self.cache is not None else None}
+
+    def cleanup(self) -> None:
+        if getattr(self, "cache", None) is not None:
+            self.cache.close()
 
     def finish(self, final) -> dict:
         """A weighted head's delivered layer weights (softmax): logged in train.log and metrics.jsonl, drawn in
