@@ -25,7 +25,7 @@ from safetensors.torch import load_file
 
 from lowres.train.checkpoint import latest_checkpoint, load_checkpoint
 
-STRIP = ("elapsed_s", "audio_s_per_s")
+STRIP = ("elapsed_s", "audio_s_per_s", "eval_s")  # timings differ from run to run
 
 
 @pytest.fixture(scope="module")

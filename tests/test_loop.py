@@ -216,7 +216,7 @@ def test_resume_from_a_checkpoint_gives_the_uninterrupted_runs_weights(tmp_path)
 
     torch.testing.assert_close(flat(c.model), flat(a.model), rtol=0, atol=0)
     assert c.losses == a.losses[4:]
-    strip = ("elapsed_s", "audio_s_per_s")
+    strip = ("elapsed_s", "audio_s_per_s", "eval_s")
     ra = [{k: v for k, v in r.items() if k not in strip} for r in rows(tmp_path / "a")]
     rb = [{k: v for k, v in r.items() if k not in strip} for r in rows(tmp_path / "b")]
     assert ra == rb and [r["step"] for r in ra] == [3, 6]
@@ -249,6 +249,39 @@ def test_best_and_final_deliveries(tmp_path, metrics, delivered, best_step):
                                                                                 for m in metrics]
     # a checkpoint at the end, whatever save_every says
     assert latest_checkpoint(tmp_path).name == "step-00000006"
+
+
+def test_evaluation_rows_carry_their_time_and_the_speed_leaves_evaluations_out(tmp_path):
+    """An eval row says when it started (elapsed_s) and how long it took (eval_s): elapsed_s minus the earlier
+    evaluations' eval_s is the training time of the weights it scored. The training speed of the window
+    after an evaluation does not count the evaluation."""
+    import time
+
+    pause = 0.4
+    task = Task(Net())
+    hooks = task.hooks([0.5, 0.4, 0.3])
+    scored = hooks.evaluate
+
+    def slow_evaluate(step):
+        time.sleep(pause)
+        return scored(step)
+
+    hooks.evaluate = slow_evaluate
+    run_loop(tmp_path, task, sgd(task.model), max_steps=6, eval_every=2, log_every=2, hooks=hooks)
+    logged = rows(tmp_path)
+    evals = [r for r in logged if "dev_score" in r]
+    train = [r for r in logged if "loss" in r]
+    assert [r["step"] for r in evals] == [2, 4, 6]
+    assert all(r["eval_s"] >= pause for r in evals)
+    # each eval row comes right after its update's training row and starts after it
+    for ev in evals:
+        (tr,) = [r for r in train if r["step"] == ev["step"]]
+        assert ev["elapsed_s"] >= tr["elapsed_s"]
+    training_time = [ev["elapsed_s"] - sum(e["eval_s"] for e in evals[:k]) for k, ev in enumerate(evals)]
+    assert training_time == sorted(training_time) and training_time[-1] < pause  # tiny updates, no pauses
+    # windows 2 and 3 follow an evaluation: 2 updates of 2 items each, far faster than one pause
+    for row in train[1:]:
+        assert row["audio_s_per_s"] > 4 / pause
 
 
 def test_micro_start_seeds_torch_and_skips_an_empty_batch():

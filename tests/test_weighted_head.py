@@ -157,7 +157,7 @@ def test_resume_after_a_kill_gives_the_same_run(tones, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
     ckpt = load_file(str(next((tmp_path / "b" / "checkpoints").glob("step-*/model.safetensors"))))
     assert "layer_weights" in ckpt and not any(k.startswith("backbone.") for k in ckpt)
-    strip = ("elapsed_s", "audio_s_per_s")
+    strip = ("elapsed_s", "audio_s_per_s", "eval_s")
     ra = [{k: v for k, v in r.items() if k not in strip} for r in read_jsonl(tmp_path / "a" / "metrics.jsonl")]
     rb = [{k: v for k, v in r.items() if k not in strip} for r in read_jsonl(tmp_path / "b" / "metrics.jsonl")]
     assert ra == rb
