@@ -38,7 +38,7 @@ def per_update(run: Path) -> dict:
     rows = [r for r in rows if "loss" in r and "elapsed_s" in r]
     times = [(r["step"], r["elapsed_s"], r["epoch"]) for r in rows]
     # an update whose previous one already ended in the second epoch reads only clips seen before
-    gaps = [(b[1] - a[1], a[2]) for a, b in zip(times, times[1:])]
+    gaps = [(b[1] - a[1], a[2]) for a, b in zip(times, times[1:], strict=False)]
     later = [g for g, epoch in gaps if epoch >= 1]
     summary = json.loads((run / "summary.json").read_text())
     return {"updates": len(rows), "first_update_s": times[0][1],

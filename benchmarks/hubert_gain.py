@@ -5,9 +5,11 @@ The steps (each skipped when its output exists, so the script can be stopped and
 1. a synthetic Swahili corpus (`lowres synth`) and `lowres prepare` with its unlabeled audio;
 2. `lowres adapt --objective hubert --base tiny` (iteration 1: MFCC units) on the unlabeled audio;
 3. `lowres adapt --objective hubert --base ITER1 --targets layer:2` (iteration 2: units from its middle layer);
-4. `lowres finetune --split 10min` from the random-init tiny, from iteration 1 and from iteration 2, with the
-   same fine-tuning on every side (the demo's recipe, full fine-tuning with the conv encoder trained, no
-   head-only phase, the same updates) and three seeds;
+4. `lowres finetune --split 10min` from the random-init tiny, from iteration 1 and from iteration 2 (and/or
+   the shipped base), with the same fine-tuning on every side (the demo's recipe, full fine-tuning, no
+   head-only phase, the same updates; the conv encoder trained from the random init and, by default, frozen
+   for a pretrained start, as lowres finetune and the demo do: ``--pretrained-conv trained`` trains it too)
+   and three seeds;
 5. `lowres eval` of each on the dev set; a table (markdown and JSON) in --work.
 
     python benchmarks/hubert_gain.py --work /tmp/hubert --adapt-steps 250 --finetune-steps 250 --seeds 3
@@ -51,6 +53,9 @@ def main() -> None:
                          "the base lowres ships: HuBERT from scratch on ten other languages).")
     ap.add_argument("--adapt-set", action="append", default=[], metavar="KEY=VALUE",
                     help="A setting for both adapt iterations (e.g. hubert.unmasked_weight=1.0).")
+    ap.add_argument("--pretrained-conv", choices=("frozen", "trained"), default="frozen",
+                    help="The conv encoder of a pretrained start (iter1, iter2, shipped) in fine-tuning: frozen (what "
+                         "lowres finetune, fairseq and Hugging Face do) or trained as the random init's is.")
     ap.add_argument("--report-only", action="store_true", help="Only tabulate the runs that finished.")
     args = ap.parse_args()
     w = args.work
@@ -88,7 +93,9 @@ def main() -> None:
                 if not (run / "summary.json").is_file():
                     lowres("finetune", "--data", w / "prepared", "--split", "10min", "--base", base, "--out", run,
                            "--recipe", "demo_finetune", "--no-lora", "--set", "train.head_only_steps=0",
-                           "--set", "model.freeze_feature_encoder=false", "--max-steps", args.finetune_steps,
+                           "--set", "model.freeze_feature_encoder="
+                           + str(base != "tiny" and args.pretrained_conv == "frozen").lower(),
+                           "--max-steps", args.finetune_steps,
                            "--seed", seed, "--set", "train.num_workers=0", "-q", "--overwrite")
                 lowres("eval", "--model", run, "--data", w / "prepared", "--split", "dev", "-q", "--overwrite")
             m = json.loads((run / "eval-dev" / "metrics.json").read_text())

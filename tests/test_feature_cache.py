@@ -154,7 +154,7 @@ def test_finetune_uses_it_by_default_and_a_resumed_run_equals_an_uninterrupted_o
     assert json.loads((tmp_path / "c" / "summary.json").read_text())["feature_cache"] is None
     la = [r["loss"] for r in read_jsonl(tmp_path / "a" / "metrics.jsonl") if "loss" in r]
     lc = [r["loss"] for r in read_jsonl(tmp_path / "c" / "metrics.jsonl") if "loss" in r]
-    assert la != lc and all(abs(x - y) < 2e-2 * max(abs(y), 1) for x, y in zip(la, lc)), (la, lc)
+    assert la != lc and all(abs(x - y) < 2e-2 * max(abs(y), 1) for x, y in zip(la, lc, strict=True)), (la, lc)
 
 
 def test_no_cache_where_features_change(prepared, tmp_path):

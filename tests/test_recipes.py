@@ -87,13 +87,15 @@ def test_overlay_recipe_keys_change_something():
 
 
 def _demo_finetune(split: str, base: str, steps: int):
+    from lowres.demo import finetune_flags
+
     # the flags lowres/demo.py run_demo passes (with --out demo, seed 0)
-    return resolve_finetune(split, "demo_finetune", flags={
-        "data": "demo/prepared", "base": base, "train.max_steps": steps, "train.seed": 0, "lora.enabled": False,
-        "train.head_only_steps": 0, "model.freeze_feature_encoder": False})
+    return resolve_finetune(split, "demo_finetune", flags=finetune_flags("demo/prepared", base, steps, 0))
 
 
 def _resolved() -> dict:
+    from lowres.demo import FULL
+
     got = {"defaults/finetune": to_dict(FinetuneConfig()), "defaults/adapt": to_dict(AdaptConfig()),
            "defaults/prepare": to_dict(PrepareConfig())}
     for split in SPLITS:
@@ -103,11 +105,11 @@ def _resolved() -> dict:
     got["demo/adapt"] = to_dict(resolve_adapt("demo_adapt", flags={
         "unlabeled": "demo/prepared/unlabeled.jsonl", "base": "tiny-ssl", "objective": "hubert",
         "train.max_steps": 40, "train.seed": 0}))
-    got["demo/finetune-10min-tiny"] = to_dict(_demo_finetune("10min", "tiny", 150))
-    got["demo/finetune-10min-shipped"] = to_dict(_demo_finetune("10min", "tiny-ssl", 150))
-    got["demo/finetune-10min-adapted"] = to_dict(_demo_finetune("10min", "demo/adapt", 150))
-    got["demo/finetune-1h-shipped"] = to_dict(_demo_finetune("1h", "tiny-ssl", 400))
-    got["demo/finetune-1h-adapted"] = to_dict(_demo_finetune("1h", "demo/adapt", 400))
+    got["demo/finetune-10min-tiny"] = to_dict(_demo_finetune("10min", "tiny", FULL.steps_10min))
+    got["demo/finetune-10min-shipped"] = to_dict(_demo_finetune("10min", "tiny-ssl", FULL.steps_10min))
+    got["demo/finetune-10min-adapted"] = to_dict(_demo_finetune("10min", "demo/adapt", FULL.steps_10min))
+    got["demo/finetune-1h-shipped"] = to_dict(_demo_finetune("1h", "tiny-ssl", FULL.steps_1h))
+    got["demo/finetune-1h-adapted"] = to_dict(_demo_finetune("1h", "demo/adapt", FULL.steps_1h))
     return got
 
 

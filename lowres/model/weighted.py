@@ -131,7 +131,7 @@ class PaddedBiLSTM(nn.Module):
         def flip(y: Tensor) -> Tensor:
             return y.gather(1, order[..., None].expand(-1, -1, y.shape[-1]))
 
-        for i, (fwd, bwd) in enumerate(zip(self.forward_layers, self.backward_layers)):
+        for i, (fwd, bwd) in enumerate(zip(self.forward_layers, self.backward_layers, strict=True)):
             if i:
                 x = self.dropout(x)
             ahead, _ = fwd(x)
