@@ -253,3 +253,19 @@ def invoke_stopped_after(step: int, *args):
         return invoke(*args)
     finally:
         loop.save_checkpoint = real
+
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Two run folders hold the same result: identical deliverable weights and identical metrics.jsonl rows
+    (apart from the wall-clock fields): what an exact resume promises."""
+    import torch
+    from safetensors.torch import load_file
+
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=0, atol=0)
+    strip = ("elapsed_s", "audio_s_per_s", "eval_s")
+    ra = [{k: v for k, v in r.items() if k not in strip} for r in read_jsonl(a / "metrics.jsonl")]
+    rb = [{k: v for k, v in r.items() if k not in strip} for r in read_jsonl(b / "metrics.jsonl")]
+    assert ra == rb

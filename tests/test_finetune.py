@@ -96,14 +96,7 @@ def test_resume_after_a_kill_gives_the_same_run(prepared, tmp_path, monkeypatch)
     res = invoke("finetune", "--resume", "--out", tmp_path / "b", "--data", prepared, "--quiet")
     assert res.exit_code == 0, res.output
 
-    a, b = load_file(str(tmp_path / "a" / "model.safetensors")), load_file(str(tmp_path / "b" / "model.safetensors"))
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
-    strip = ("elapsed_s", "audio_s_per_s", "eval_s")
-    ra = [{k: v for k, v in r.items() if k not in strip} for r in read_jsonl(tmp_path / "a" / "metrics.jsonl")]
-    rb = [{k: v for k, v in r.items() if k not in strip} for r in read_jsonl(tmp_path / "b" / "metrics.jsonl")]
-    assert ra == rb
+    factory.assert_same_run(tmp_path / "a", tmp_path / "b")
 
 
 def test_lora_trains_only_adapters_and_head(prepared, tmp_path):
