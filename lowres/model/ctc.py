@@ -69,10 +69,8 @@ class CTCModel(nn.Module):
         grad = torch.is_grad_enabled()
         with _grad(grad and not self.freeze_feature_encoder):
             if self.uses_cache(keys):
-                frames = self.frame_lengths(lengths)
-                total = int(self.frame_lengths(torch.tensor([waves.shape[1]]))[0])
-                feats = self.feature_cache.features(keys, frames, total,
-                                                    lambda: self._conv(waves, lengths)[0])
+                feats, frames = self.feature_cache.batch(keys, lengths, waves.shape[1], self.frame_lengths,
+                                                         lambda: self._conv(waves, lengths)[0])
             else:
                 feats, frames = self._conv(waves, lengths)
         with _grad(grad and not self.transformer_frozen):
@@ -86,7 +84,6 @@ class CTCModel(nn.Module):
             x = run_transformer(self.backbone.encoder.transformer, x, pad, self.spec.family,
                                 self.layerdrop if self.training else 0.0, generator)
         return x
-
 
     def _conv(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         if self.spec.normalize_waveform:

@@ -88,6 +88,13 @@ class ConvFeatureCache:
                 self.put(k, cpu[i, : int(frames[i])].clone())
         return rounded.float()
 
+    def batch(self, keys: list[int], lengths: Tensor, samples: int, frame_lengths, compute) -> tuple[Tensor, Tensor]:
+        """(features, frame lengths) of a padded batch of ``samples`` samples per row: the models' one call.
+        ``frame_lengths`` maps sample lengths to frame lengths; ``compute`` is as for :meth:`features`."""
+        frames = frame_lengths(lengths)
+        total = int(frame_lengths(torch.tensor([samples]))[0])
+        return self.features(keys, frames, total, compute), frames
+
     def report(self) -> dict:
         return {"clips": len(self.memory) + len(self.on_disk), "in_memory_mb": round(self.used / 2**20, 1),
                 "spilled_clips": len(self.on_disk), "hits": self.hits, "misses": self.misses}

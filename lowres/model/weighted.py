@@ -68,10 +68,9 @@ class WeightedLayerCTC(nn.Module):
         first epoch) and read back, in fp16, afterwards: the backbone is frozen and in eval mode, so they
         never change."""
         if self.feature_cache is not None and keys is not None and self.training:
-            frames = self.frame_lengths(lengths)
-            total = int(self.frame_lengths(torch.tensor([waves.shape[1]]))[0])
-            cached = self.feature_cache.features(  # per clip (T', L + 1, D)
-                keys, frames, total, lambda: self._upstream(waves, lengths)[0].permute(1, 2, 0, 3))
+            cached, frames = self.feature_cache.batch(  # per clip (T', L + 1, D)
+                keys, lengths, waves.shape[1], self.frame_lengths,
+                lambda: self._upstream(waves, lengths)[0].permute(1, 2, 0, 3))
             return cached.permute(2, 0, 1, 3), frames
         return self._upstream(waves, lengths)
 
