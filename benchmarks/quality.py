@@ -7,8 +7,14 @@ WER against labeled duration.
     python benchmarks/quality.py --work /tmp/quality --budget cpu        # what fits a 2-core CPU
     python benchmarks/quality.py --work /tmp/quality --budget gpu        # the shipped recipes' budgets
 
-Budgets (updates): cpu = the demo's tiny model and recipes on a 10 h + 10 h corpus; gpu = `small` model, the
-shipped recipes scaled as in the table below. Every run is a normal lowres run folder under --work.
+Budgets (updates): cpu = the shipped self-supervised base ``tiny-ssl`` and the demo's recipes on a 10 h + 10 h
+corpus; gpu = `small` model, the shipped recipes scaled as in the table below. Every run is a normal lowres run
+folder under --work. ``--base tiny`` reruns the earlier benchmark from a random-init ``tiny`` (contrastive
+adapt, conv encoder trained).
+
+The fine-tuning method is the demo's (lowres/demo.py ``finetune_flags``): the whole model trains with no
+head-only phase; a pretrained start (the shipped base, every adapted one) keeps its conv encoder frozen, a
+random init trains its own. A pretrained base is adapted with the HuBERT objective, as the demo does.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ BUDGETS = {
     # cpu: ≈2 h on 2 cores (synth 20 h ≈ 3 min, adapt ≈0.5 s per 30 s batch, 0.42 s per tiny fine-tuning
     # update at 20 s batches). 10h gets 3000 updates: with 1500 (8 h of audio seen, under one pass over the
     # split) it ended behind the 1h split's 1100 updates (6 passes).
-    "cpu": {"hours": 10.0, "unlabeled": 10.0, "base": "tiny", "adapt_steps": 2000,
+    "cpu": {"hours": 10.0, "unlabeled": 10.0, "base": "tiny-ssl", "adapt_steps": 2000,
             "steps": {"10min": 500, "1h": 1100, "10h": 3000}, "recipe": "demo_finetune", "adapt_recipe": "demo_adapt"},
     "gpu": {"hours": 10.0, "unlabeled": 10.0, "base": "small", "adapt_steps": 20000,
             "steps": {"10min": 13000, "1h": 13000, "10h": 20000}, "recipe": "demo_finetune",
             "adapt_recipe": "demo_adapt"},
 }
+
+
 
 
 def ensure_corpus(work: Path, hours: float, unlabeled: float, seed: int) -> Path:
@@ -54,35 +62,50 @@ def main() -> None:
     ap.add_argument("--splits", default="10min,1h,10h")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--base", default=None, help="the start of every row (default: the budget's; tiny = random init)")
+    ap.add_argument("--threads", type=int, default=0, help="train.threads of every run (0: torch's default)")
     args = ap.parse_args()
 
     from lowres.config import resolve_adapt, resolve_finetune
+    from lowres.demo import finetune_flags
     from lowres.evaluate import run_eval
+    from lowres.model.backbone import RANDOM_CONFIGS
     from lowres.train.adapt import run_adapt
     from lowres.train.finetune import run_finetune
 
-    b = BUDGETS[args.budget]
+    b = dict(BUDGETS[args.budget])
+    if args.base:
+        b["base"] = args.base
+    random_init = b["base"] in RANDOM_CONFIGS  # a name that builds a random-init model
+    # a random init learns with the contrastive objective; a pretrained base continues with HuBERT's (demo)
+    objective = "wav2vec2" if random_init else "hubert"
+    b["objective"] = objective
     work = args.work
     t0 = time.perf_counter()
     ensure_corpus(work, b["hours"], b["unlabeled"], args.seed)
     if not (work / "adapt" / "summary.json").is_file():
         cfg = resolve_adapt(b["adapt_recipe"], flags={"unlabeled": str(work / "prepared" / "unlabeled.jsonl"),
                                                       "base": b["base"], "train.max_steps": b["adapt_steps"],
+                                                      "objective": objective, "train.threads": args.threads,
                                                       "train.device": args.device, "train.seed": args.seed})
         run_adapt(cfg, work / "adapt", overwrite=True)
     adapt_rows = [json.loads(line) for line in (work / "adapt" / "metrics.jsonl").read_text().splitlines()]
-    adapt_last = [r for r in adapt_rows if "accuracy" in r][-1]
-    adapt_stats = {k: adapt_last[k] for k in ("step", "contrastive", "accuracy", "code_perplexity")}
+    keys = ("step", "contrastive", "accuracy", "code_perplexity") if random_init else \
+        ("step", "masked_ce", "masked_accuracy", "unmasked_accuracy")
+    adapt_last = [r for r in adapt_rows if keys[2] in r][-1]
+    adapt_stats = {k: adapt_last[k] for k in keys}
     print("adapt, last logged window:", adapt_stats, flush=True)
     rows = []
     for split in args.splits.split(","):
         for adapted in (False, True):
             run = work / f"ft-{split}{'-adapt' if adapted else ''}"
             if not (run / "summary.json").is_file():
-                cfg = resolve_finetune(split, b["recipe"], flags={
-                    "data": str(work / "prepared"), "base": str(work / "adapt") if adapted else b["base"],
-                    "train.max_steps": b["steps"][split], "train.seed": args.seed, "train.device": args.device,
-                    "lora.enabled": False, "train.head_only_steps": 0, "model.freeze_feature_encoder": False})
+                base = str(work / "adapt") if adapted else b["base"]
+                flags = finetune_flags(str(work / "prepared"), base, b["steps"][split], args.seed)
+                # the adapted random init's conv encoder has learnt only from adapt: it trains, as in the demo
+                flags["model.freeze_feature_encoder"] = not random_init
+                cfg = resolve_finetune(split, b["recipe"], flags={**flags, "train.device": args.device,
+                                                                  "train.threads": args.threads})
                 run_finetune(cfg, run, overwrite=True)
             m = run_eval(run, work / "prepared" / "manifests" / "test.jsonl", run / "eval-test", args.device)
             rows.append({"split": split, "adapt": adapted, "updates": b["steps"][split], "wer": m["wer"],
@@ -94,14 +117,20 @@ def main() -> None:
     lines = ["| split | adapt | updates | test WER | test CER |", "|---|---|---|---|---|"]
     lines += [f"| {r['split']} | {'yes' if r['adapt'] else 'no'} | {r['updates']} | {100 * r['wer']:.1f}% | "
               f"{100 * r['cer']:.1f}% |" for r in rows]
-    lines.append(f"\nadapt: {adapt_stats['step']} updates, at the end contrastive loss {adapt_stats['contrastive']:.3f}, "
-                 f"accuracy {100 * adapt_stats['accuracy']:.1f}% (chance: 1/(negatives + 1))")
+    if random_init:
+        lines.append(f"\nadapt: {adapt_stats['step']} updates, at the end contrastive loss "
+                     f"{adapt_stats['contrastive']:.3f}, accuracy {100 * adapt_stats['accuracy']:.1f}% "
+                     "(chance: 1/(negatives + 1))")
+    else:
+        lines.append(f"\nadapt (HuBERT, from {b['base']}): {adapt_stats['step']} updates, at the end masked "
+                     f"accuracy {100 * adapt_stats['masked_accuracy']:.1f}%, unmasked "
+                     f"{100 * adapt_stats['unmasked_accuracy']:.1f}%")
     (work / "quality.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    plot(rows, work / "quality.png")
+    plot(rows, work / "quality.png", b["base"])
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, base: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -119,7 +148,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle("lowres quality benchmark (synthetic Swahili)")
+    fig.suptitle(f"lowres quality benchmark (synthetic Swahili, from {base})")
     fig.tight_layout()
     fig.savefig(path)
 
