@@ -11,8 +11,8 @@ What runs (each step is skipped when its output is in ``--work``, so a stopped r
 1. the corpus: ``lowres synth --lang sw --hours 1.2 --unlabeled-hours 0 --seed 0`` (synthetic Swahili, a
    language the shipped base never heard) and ``lowres prepare --lang sw``; every side trains on its ``1h``
    split (646 clips, 0.98 h) and is scored on ``--dev-utterances`` clips of its dev split, taken in turn from
-   each of its two held-out voices (``dev-N.jsonl``, given to lowres as ``dev_manifest``; the dev manifest is
-   sorted by speaker, so lowres's own ``train.dev_max_utterances`` alone would take its first voice's clips);
+   each of its two held-out voices (``dev-N.jsonl``, given to lowres as ``dev_manifest``, the clips that
+   ``train.dev_max_utterances`` would pick: lowres.data.manifest.spread_over_speakers; the HF side gets the same);
 2. three sides, one after the other on the same machine, threads and seed, all from ``--base tiny-ssl``
    (lowres/bases/tiny-ssl.json: a wav2vec2-family encoder, so the Hugging Face side is ``Wav2Vec2ForCTC``;
    ``AutoModelForCTC`` would pick ``HubertForCTC`` for a hubert-family base):
@@ -311,28 +311,13 @@ def settings_guard(folder: Path, settings: dict) -> bool:
 # the data every side shares
 
 
-def balanced(utts: list, n: int) -> list:
-    """``n`` clips taken in turn from each speaker (in order of first appearance; each speaker's clips in manifest
-    order). The dev manifest is sorted by id, hence by speaker: its first ``n`` would be mostly one voice."""
-    by_speaker: dict[str, list] = {}
-    for u in utts:
-        by_speaker.setdefault(u.speaker or "", []).append(u)
-    queues = list(by_speaker.values())
-    out = []
-    while len(out) < n and any(queues):
-        for q in queues:
-            if q and len(out) < n:
-                out.append(q.pop(0))
-    return out
-
-
 class Data:
     """The prepared corpus as the lowres recipe sees it: vocabulary, text rules, trainable 1h clips, dev clips."""
 
     def __init__(self, prepared: Path, base: str, dev_utterances: int, seed: int, work: Path | None = None):
         from lowres.config import resolve_finetune
         from lowres.data import batching
-        from lowres.data.manifest import read_manifest
+        from lowres.data.manifest import read_manifest, spread_over_speakers
         from lowres.data.prepared import PreparedDir
         from lowres.data.text import text_config_from_dict
         from lowres.runs import load_base
@@ -347,7 +332,8 @@ class Data:
         train_all = list(read_manifest(self.prepared.manifest(SPLIT), require_text=True))
         self.train, self.dropped = batching.filter_trainable(train_all, self.vocab, self.loaded.spec.conv_stack,
                                                              t.max_utterance_s or t.batch_seconds)
-        self.dev = balanced(list(read_manifest(self.prepared.dev_manifest(), require_text=True)), dev_utterances)
+        self.dev = spread_over_speakers(list(read_manifest(self.prepared.dev_manifest(), require_text=True)),
+                                        dev_utterances)
         self.dev_manifest = None
         if work is not None:  # the lowres sides read it with --set dev_manifest=...
             from lowres.data.manifest import write_manifest
@@ -374,7 +360,7 @@ def lowres_finetune(args, data: Data, side: str, out: Path, steps: int, eval_eve
                     dev_utterances: int, head_only: int | None = None) -> None:
     """``lowres finetune --split 1h --base BASE`` (``--head weighted`` for that side) with the benchmark's budget:
     ``steps`` updates, a head-only phase of the recipe's share of them (or ``head_only``), evaluations every
-    ``eval_every`` updates on the first ``dev_utterances`` dev clips, a metrics row per update, checkpoints at
+    ``eval_every`` updates on the ``dev_utterances`` dev clips, a metrics row per update, checkpoints at
     the end only, the decoding in the training process."""
     recipe = data.recipe.train
     if head_only is None:
@@ -755,7 +741,7 @@ def main() -> int:
     ap.add_argument("--work", type=Path, required=True, help="kept; steps whose outputs exist are skipped")
     ap.add_argument("--minutes", type=float, default=None, help="training minutes per side (default 30; quick 0.4)")
     ap.add_argument("--every-s", type=float, default=None, help="evaluate about every N s of training (default 60)")
-    ap.add_argument("--dev-utterances", type=int, default=None, help="the first N dev clips (default 60)")
+    ap.add_argument("--dev-utterances", type=int, default=None, help="N dev clips, taken in turn from each voice (default 60)")
     ap.add_argument("--sides", default=",".join(SIDES), help="any of lowres,hf,weighted")
     ap.add_argument("--quick", action="store_true", help="a smoke check: 0.4 min per side, 200 s updates, "
                     "8 s evaluation interval, 12 dev clips, 3-update pilots")

@@ -496,7 +496,7 @@ class TrainConfig(SharedTrainConfig):
     accumulate: int = 8  # 200 s × 8 = 1600 s of audio per update, fairseq's fine-tuning batch
     max_utterance_s: float = 0.0  # longer training clips are dropped and counted; 0 = batch_seconds
     eval_every: int = 500  # dev WER every N updates (0 = only at the end)
-    dev_max_utterances: int = 0  # evaluate on the first N dev utterances only (0 = all)
+    dev_max_utterances: int = 0  # evaluate on N dev utterances only, taken in turn from each speaker (0 = all)
     best_metric: str = "cer"  # cer | wer: the dev metric that picks the delivered weights (all-blank ones never).
     # CER, because on little data WER stays at or above 100% (insertions) long after CER has started to fall
     feature_cache: bool = True  # with a frozen conv encoder and no waveform augmentation, each clip's conv

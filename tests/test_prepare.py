@@ -320,3 +320,15 @@ def test_layout_detection_errors(tmp_path, libri):
         detect_format(tmp_path / "nope")
     with pytest.raises(LowresError, match="Nothing to prepare"):
         prepare(None, tmp_path / "o")
+
+
+def test_a_dev_subset_takes_each_voice_in_turn():
+    """train.dev_max_utterances' subset (lowres/data/manifest.py spread_over_speakers): prepare sorts dev by
+    speaker, so the first N clips would be one voice."""
+    from lowres.data.manifest import Utterance, spread_over_speakers
+
+    utts = [Utterance(f"a{i}", "x.wav", 1.0, speaker="a") for i in range(5)] + \
+        [Utterance(f"b{i}", "x.wav", 1.0, speaker="b") for i in range(2)]
+    assert [u.id for u in spread_over_speakers(utts, 5)] == ["a0", "b0", "a1", "b1", "a2"]
+    assert [u.id for u in spread_over_speakers(utts, 50)] == [u.id for u in utts]  # all there is, in order
+    assert spread_over_speakers(utts, 0) == []

@@ -95,11 +95,3 @@ def test_a_pilot_fit_separates_the_first_epoch_from_the_cached_updates():
     fit = tta.pilot_fit(rows_)
     assert fit["s_per_update"] == pytest.approx(8.0)  # the gaps after an update that ended in epoch >= 1
     assert fit["overhead_s"] == pytest.approx(56.0 - 5 * 8.0)
-
-
-def test_the_dev_subset_takes_each_voice_in_turn():
-    from types import SimpleNamespace as U
-
-    utts = [U(id=f"a{i}", speaker="a") for i in range(5)] + [U(id=f"b{i}", speaker="b") for i in range(2)]
-    assert [u.id for u in tta.balanced(utts, 5)] == ["a0", "b0", "a1", "b1", "a2"]
-    assert len(tta.balanced(utts, 50)) == 7  # all there is

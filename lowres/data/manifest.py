@@ -75,6 +75,25 @@ def relative_path(path: str, base: Path) -> str:
         return Path(path).as_posix()
 
 
+def spread_over_speakers(utts: list[Utterance], n: int) -> list[Utterance]:
+    """``n`` utterances taken in turn from each speaker (speakers in order of first appearance, each speaker's
+    utterances in manifest order), so that a subset of a speaker-sorted manifest (prepare sorts dev and test
+    by id, hence by speaker) hears every voice instead of the first one. All of them when ``n`` covers them."""
+    if n >= len(utts):
+        return list(utts)
+    by_speaker: dict[str, list[Utterance]] = {}
+    for u in utts:
+        by_speaker.setdefault(u.speaker, []).append(u)
+    queues = [iter(q) for q in by_speaker.values()]
+    out: list[Utterance] = []
+    while len(out) < n:
+        for q in queues:
+            u = next(q, None)
+            if u is not None and len(out) < n:
+                out.append(u)
+    return out
+
+
 def write_manifest(path: str | Path, rows: Iterable[Utterance]) -> int:
     """Atomically write ``rows`` (in the given order) with paths relative to the manifest's folder."""
     path = Path(path)

@@ -102,7 +102,11 @@ class CTCTask(Task):
         else:
             wanted = t.head_only_steps if self.loaded.spec.pretrained and not self.weighted else 0
             self.head_only, self.phase_note = frozen_steps(wanted, t, "head-only phase")
-        self.dev_utts = self.dev_all[: t.dev_max_utterances] if t.dev_max_utterances else self.dev_all
+        from lowres.data.manifest import spread_over_speakers
+
+        # a subset hears every dev voice (the manifest is sorted by speaker: its head would be one voice)
+        self.dev_utts = spread_over_speakers(self.dev_all, t.dev_max_utterances) if t.dev_max_utterances \
+            else self.dev_all
         augment = _augmenter(cfg.augment)
         self.cache = None
         if t.feature_cache and augment is None and (self.weighted or self.model.freeze_feature_encoder):
