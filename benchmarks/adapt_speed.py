@@ -154,6 +154,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device here.")
     folder = write_checkpoint(args.work / f"ckpt-{args.size}", args.size)
     raw = make_batches(args.rounds + args.warmup, args.batch, args.seconds, seed=0)
     seconds = [sum(len(w) for w in b) / SAMPLE_RATE for b in raw]
