@@ -95,3 +95,13 @@ def test_a_pilot_fit_separates_the_first_epoch_from_the_cached_updates():
     fit = tta.pilot_fit(rows_)
     assert fit["s_per_update"] == pytest.approx(8.0)  # the gaps after an update that ended in epoch >= 1
     assert fit["overhead_s"] == pytest.approx(56.0 - 5 * 8.0)
+
+
+def test_the_goal_is_checked_for_the_frozen_upstream_side_against_the_same_peer():
+    hf = tta.timeline(rows([(5, 0, 1.0, 0.8), (10, 0, 1.0, 0.5)], steps=10, s_per_update=30.0))
+    worse = tta.timeline(rows([(2, 0, 1.0, 0.5), (10, 0, 1.0, 0.55)], steps=10, s_per_update=10.0))
+    fast = tta.timeline(rows([(4, 0, 2.0, 0.5), (10, 0, 2.0, 0.3)], steps=10, s_per_update=20.0))
+    lines = {"lowres": worse, "hf": hf, "weighted": fast}
+    assert not tta.compare(lines, DEV)["goal"]["met"]
+    goal = tta.compare(lines, DEV, ours="weighted")["goal"]
+    assert goal["ours"] == "weighted" and goal["met"] and goal["ours_final_cer"] == 0.3
