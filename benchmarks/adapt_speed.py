@@ -155,7 +155,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: torch sees no CUDA device here.")
+        print("--device cuda: torch sees no CUDA device here.", file=sys.stderr)  # as finetune_speed.py
+        raise SystemExit(2)
     folder = write_checkpoint(args.work / f"ckpt-{args.size}", args.size)
     raw = make_batches(args.rounds + args.warmup, args.batch, args.seconds, seed=0)
     seconds = [sum(len(w) for w in b) / SAMPLE_RATE for b in raw]
