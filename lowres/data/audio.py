@@ -301,7 +301,7 @@ def resample(wave: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
         return _resampler(int(orig_sr), int(new_sr))(x).numpy()
 
 
-@functools.lru_cache(maxsize=8)
+@functools.lru_cache(maxsize=64)  # speed perturbation uses up to ~40 rates (lowres/data/augment.py)
 def _resampler(orig_sr: int, new_sr: int):
     """torchaudio's Resample keeps the sinc kernel (building it costs more than applying it to a sentence);
     the output equals ``torchaudio.functional.resample``'s."""
