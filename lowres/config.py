@@ -422,6 +422,9 @@ class ModelConfig(SharedModelConfig):
     layerdrop: float = 0.1  # fairseq's base_10m/base_1h value; adapt keeps more layers (see AdaptModelConfig)
     mask_channel_prob: float = 0.25  # channel masking on the transformer input (fine-tuning only)
     mask_channel_length: int = 64
+    frozen_conv_layers: int = 0  # when the conv encoder trains (freeze_feature_encoder=false): its lowest N
+    # layers stay frozen, and their output is cached across epochs like a frozen encoder's (train.feature_cache);
+    # 0 = every conv layer trains
     final_dropout: float = 0.0  # dropout before the CTC head
     dropout: float | None = None  # transformer dropouts; None keeps the checkpoint's values
     attention_dropout: float | None = None
@@ -432,6 +435,7 @@ class ModelConfig(SharedModelConfig):
         super().__post_init__()
         _check("model", self, "mask_channel_prob", 0, 1, high_open=True)
         _check("model", self, "mask_channel_length", 1)
+        _check("model", self, "frozen_conv_layers", 0)
         _check("model", self, "final_dropout", 0, 1, high_open=True)
         for name in ("dropout", "attention_dropout", "activation_dropout", "projection_dropout"):
             _check("model", self, name, 0, 1, high_open=True, optional=True)
@@ -525,6 +529,10 @@ class AugmentConfig:
     gain_db: tuple[float, float] = (-6.0, 6.0)
     speed_prob: float = 0.0
     speed: tuple[float, float] = (0.9, 1.1)
+    speed_steps: int = 0  # 0: the factor is drawn anywhere in `speed`; N >= 2: one of N evenly spaced factors
+    #                       (Kaldi's three-way 0.9 / 1.0 / 1.1 is speed = [0.9, 1.1], speed_steps = 3). With
+    #                       steps and no other augmentation, frozen conv layers' output stays cacheable
+    #                       (train.feature_cache keeps one copy per clip and factor)
     pitch_prob: float = 0.0
     pitch_semitones: tuple[float, float] = (-2.0, 2.0)
     band_prob: float = 0.0  # band-pass filtering (telephone-like)
@@ -535,10 +543,19 @@ class AugmentConfig:
         for name in ("noise_snr_db", "gain_db", "pitch_semitones"):
             _check_range("augment", self, name)
         _check_range("augment", self, "speed", 0, low_open=True)
+        _check("augment", self, "speed_steps", 0)
+        if self.speed_steps == 1:
+            raise ValueError("augment.speed_steps must be 0 (a factor drawn anywhere in augment.speed) or at least 2 "
+                             "(evenly spaced factors from its low to its high end), not 1")
 
     @property
     def enabled(self) -> bool:
         return max(self.noise_prob, self.gain_prob, self.speed_prob, self.pitch_prob, self.band_prob) > 0
+
+    @property
+    def cacheable(self) -> bool:
+        """Every clip comes out as one of a few fixed versions (speed perturbation in steps, nothing else)."""
+        return self.speed_steps >= 2 and max(self.noise_prob, self.gain_prob, self.pitch_prob, self.band_prob) == 0
 
 
 @dataclass(frozen=True)

@@ -58,3 +58,29 @@ def test_speed_perturbation_uses_few_kernels():
         aug(wave, seed)
     info = _resampler.cache_info()
     assert info.currsize <= 31 and info.misses <= 31
+
+
+def test_speed_steps_give_a_few_fixed_versions():
+    """speed_steps = 3 over [0.9, 1.1] is Kaldi's three-way perturbation: every clip comes out as one of three
+    versions (the rate names it), and the same seed names the same version as the audio it produces."""
+    cfg = AugmentConfig(speed_prob=1.0, speed=(0.9, 1.1), speed_steps=3)
+    aug = make_augmenter(cfg)
+    assert aug.cacheable and cfg.cacheable
+    wave = np.random.default_rng(1).standard_normal(8000).astype(np.float32)
+    versions = {aug.version(seed) for seed in range(60)}
+    assert versions == {speed_rate(0.9), TARGET_SAMPLE_RATE, speed_rate(1.1)}
+    for seed in range(6):
+        rate = aug.version(seed)
+        assert abs(len(aug(wave, seed)) - len(wave) * TARGET_SAMPLE_RATE / rate) <= 2
+    half = make_augmenter(AugmentConfig(speed_prob=0.5, speed=(0.9, 1.1), speed_steps=3))
+    assert {half.version(s) for s in range(60)} == versions  # unperturbed clips are version 16000 too
+    # a continuous factor is not a few versions, nor is speed in steps mixed with noise
+    assert not make_augmenter(AugmentConfig(speed_prob=1.0)).cacheable
+    assert not AugmentConfig(speed_prob=1.0, speed_steps=3, noise_prob=0.5).cacheable
+
+
+def test_speed_steps_of_one_is_refused():
+    with pytest.raises(ValueError, match="speed_steps"):
+        AugmentConfig(speed_prob=1.0, speed_steps=1)
+    with pytest.raises(ValueError, match="speed_steps"):
+        AugmentConfig(speed_prob=1.0, speed_steps=-2)

@@ -50,11 +50,28 @@ class Augmenter:
             steps.append(A.BandPassFilter(min_center_freq=300.0, max_center_freq=3400.0, p=c.band_prob))
         return A.Compose(steps) if steps else None
 
-    def __call__(self, wave: np.ndarray, seed: int) -> np.ndarray:
+    @property
+    def cacheable(self) -> bool:
+        """Each clip comes out as one of a few fixed versions, named by :meth:`version`."""
+        return self.cfg.cacheable
+
+    def version(self, seed: int) -> int:
+        """The sample rate the clip is taken to have for speed perturbation (16000: not perturbed). With
+        ``speed_steps`` it names the clip's version among a few: the feature cache keeps one per version."""
         rng = random.Random(seed)
         c = self.cfg
         if c.speed_prob > 0 and rng.random() < c.speed_prob:
-            wave = resample(wave, speed_rate(rng.uniform(*c.speed)), TARGET_SAMPLE_RATE)
+            if c.speed_steps >= 2:
+                factor = c.speed[0] + (c.speed[1] - c.speed[0]) * rng.randrange(c.speed_steps) / (c.speed_steps - 1)
+            else:
+                factor = rng.uniform(*c.speed)
+            return speed_rate(factor)
+        return TARGET_SAMPLE_RATE
+
+    def __call__(self, wave: np.ndarray, seed: int) -> np.ndarray:
+        rate = self.version(seed)
+        if rate != TARGET_SAMPLE_RATE:
+            wave = resample(wave, rate, TARGET_SAMPLE_RATE)
         if self._transforms is None:
             self._transforms = self._build() or False
         if self._transforms:

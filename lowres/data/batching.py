@@ -48,9 +48,13 @@ class UtteranceDataset(torch.utils.data.Dataset):
             wave = audio_mod.load(u.audio_filepath, u.offset, u.duration)
         except audio_mod.AudioError as exc:
             return {"index": key.index, "error": f"{u.audio_filepath}: {exc.detail}"}
+        item = {"index": key.index}
         if self.augment is not None:
-            wave = self.augment(wave, _item_seed(self.seed, key.epoch, key.index))
-        item = {"index": key.index, "wave": wave}
+            seed = _item_seed(self.seed, key.epoch, key.index)
+            wave = self.augment(wave, seed)
+            if self.augment.cacheable:
+                item["version"] = self.augment.version(seed)
+        item["wave"] = wave
         if self.labels is not None:
             item["labels"] = self.labels[key.index]
         return item
@@ -69,10 +73,19 @@ class Batch:
     target_lengths: torch.Tensor | None = None  # (B,)
     errors: list[str] | None = None  # items dropped because their audio could not be decoded
     position: tuple[int, int] = (0, 0)  # (epoch, batch number within the epoch) of this batch
+    versions: list[int] | None = None  # which of its few fixed versions each clip is (augmentation in steps)
 
     @property
     def size(self) -> int:
         return len(self.indices)
+
+    @property
+    def cache_keys(self) -> list:
+        """What names each clip's features in the feature cache: its index, with its version when the
+        augmentation makes a few fixed versions of every clip."""
+        if self.versions is None:
+            return list(self.indices)
+        return list(zip(self.indices, self.versions, strict=True))
 
     def to(self, device) -> Batch:
         self.waves = self.waves.to(device, non_blocking=True)
@@ -102,6 +115,8 @@ def collate(items: list[dict]) -> Batch:
         waves[i, : len(w)] = w
         lengths[i] = len(w)
     batch = Batch(waves, lengths, [it["index"] for it in good], errors=errors)
+    if good and "version" in good[0]:
+        batch.versions = [it["version"] for it in good]
     if good and "labels" in good[0]:
         batch.targets = torch.tensor([t for it in good for t in it["labels"]], dtype=torch.long)
         batch.target_lengths = torch.tensor([len(it["labels"]) for it in good], dtype=torch.long)

@@ -347,12 +347,19 @@ def _masked_group_norm(x: Tensor, lengths: Tensor, norm: nn.GroupNorm) -> Tensor
     return y
 
 
-def conv_features(feature_extractor: nn.Module, waves: Tensor, lengths: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """torchaudio's conv feature encoder, exact under padding. (B, T) samples → (B, T', C) frames, lengths."""
-    if waves.ndim != 2:
+def conv_features(feature_extractor: nn.Module, waves: Tensor, lengths: Tensor | None, *, start: int = 0,
+                  stop: int | None = None) -> tuple[Tensor, Tensor | None]:
+    """torchaudio's conv feature encoder, exact under padding. (B, T) samples → (B, T', C) frames, lengths.
+
+    ``start``/``stop`` run only layers ``start`` to ``stop - 1``: from ``start > 0`` the input is the output of
+    layer ``start - 1``, (B, T_start, C) with its frame lengths (a valid output frame reads valid input frames
+    only, so whatever fills the padding does not matter)."""
+    if start == 0 and waves.ndim != 2:
         raise ValueError(f"expected waveforms of shape (batch, time), got {tuple(waves.shape)}")
-    x = waves.unsqueeze(1)
-    for layer in feature_extractor.conv_layers:
+    if start > 0 and waves.ndim != 3:
+        raise ValueError(f"expected conv features of shape (batch, frames, channels), got {tuple(waves.shape)}")
+    x = waves.unsqueeze(1) if start == 0 else waves.transpose(1, 2)
+    for layer in feature_extractor.conv_layers[start:stop]:
         x = layer.conv(x)
         if lengths is not None:
             lengths = (torch.div(lengths - layer.kernel_size, layer.stride, rounding_mode="floor") + 1).clamp(min=0)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
+from lowres import LowresError
 from lowres.config import AdaptConfig, FinetuneConfig, LoraSettings, ModelConfig
 from lowres.model.backbone import LoadedBackbone, set_gradient_checkpointing
 from lowres.model.ctc import CTCModel
@@ -101,6 +102,11 @@ def build_ctc_model(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBackbone
         notes.append(f"--base {spec.name} is randomly initialised: LoRA and the head-only phase make no sense, "
                      "so the whole model trains (conv feature encoder included)")
     freeze_fe = m.freeze_feature_encoder if m.freeze_feature_encoder is not None else pretrained
+    conv_layers = len(model.backbone.feature_extractor.conv_layers)
+    if not freeze_fe and m.frozen_conv_layers >= conv_layers:
+        raise LowresError(f"model.frozen_conv_layers={m.frozen_conv_layers} keeps every one of the base's {conv_layers} "
+                          "conv layers frozen: give fewer (the lowest N stay frozen, the others train), or freeze the "
+                          "whole conv encoder with model.freeze_feature_encoder=true.")
     for p in model.parameters():
         p.requires_grad = False
     model.head.requires_grad_(True)
@@ -113,6 +119,14 @@ def build_ctc_model(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBackbone
     _train_encoder(model.backbone, spec.family, cfg.lora if use_lora else None, train_conv=not freeze_fe)
     set_gradient_checkpointing(model.backbone.encoder.transformer, cfg.train.gradient_checkpointing)
     model.freeze_feature_encoder = freeze_fe
+    # the lowest conv layers whose output does not change while training: all of them when the encoder is
+    # frozen, the frozen lowest ones of an encoder that trains
+    model.fixed_conv_layers = conv_layers if freeze_fe else m.frozen_conv_layers
+    if not freeze_fe and m.frozen_conv_layers:
+        for layer in model.backbone.feature_extractor.conv_layers[: m.frozen_conv_layers]:
+            layer.requires_grad_(False)
+        notes.append(f"conv encoder: the lowest {m.frozen_conv_layers} of its {conv_layers} layers stay frozen "
+                     "(model.frozen_conv_layers), the others train")
     return model, BuildInfo(use_lora, not freeze_fe, pretrained, notes)
 
 

@@ -40,14 +40,15 @@ class CTCModel(nn.Module):
         self.mask_prob, self.mask_length = mask_prob, mask_length
         self.mask_channel_prob, self.mask_channel_length = mask_channel_prob, mask_channel_length
         self.freeze_feature_encoder = True
+        self.fixed_conv_layers = len(backbone.feature_extractor.conv_layers)  # lowest conv layers that do not train
         self.transformer_frozen = False  # the head-only phase
         self.feature_cache = None  # a model/feature_cache.ConvFeatureCache while a run trains with it
 
     def uses_cache(self, keys) -> bool:
-        """The conv features come from (and go into) the feature cache: a frozen conv encoder, training, and
-        the batch's clips named by ``keys``."""
+        """The output of the conv layers that do not train (the whole encoder when it is frozen) comes from (and
+        goes into) the feature cache: training, and the batch's clips named by ``keys``."""
         return (self.feature_cache is not None and keys is not None and self.training
-                and self.freeze_feature_encoder)
+                and self.fixed_conv_layers > 0)
 
     def forward(self, waves: Tensor, lengths: Tensor | None, generator: torch.Generator | None = None,
                 keys: list[int] | None = None) -> tuple[Tensor, Tensor]:
@@ -59,18 +60,25 @@ class CTCModel(nn.Module):
         frames = self.frame_lengths(lengths)
         return self.head(self.final_dropout(x)), frames
 
-    def frame_lengths(self, lengths: Tensor) -> Tensor:
+    def frame_lengths(self, lengths: Tensor, layers: int | None = None) -> Tensor:
+        """Frames out of the conv encoder (``layers``: out of its lowest ``layers`` layers) for ``lengths``
+        samples."""
         from lowres.model.backbone import frame_lengths
 
-        return frame_lengths(lengths, self.spec.conv_stack)
+        return frame_lengths(lengths, self.spec.conv_stack[:layers])
 
     def encode(self, waves: Tensor, lengths: Tensor, generator: torch.Generator | None = None,
                keys: list[int] | None = None) -> Tensor:
         grad = torch.is_grad_enabled()
         with _grad(grad and not self.freeze_feature_encoder):
             if self.uses_cache(keys):
-                feats, frames = self.feature_cache.batch(keys, lengths, waves.shape[1], self.frame_lengths,
-                                                         lambda: self._conv(waves, lengths)[0])
+                n = self.fixed_conv_layers
+                with torch.no_grad():
+                    feats, frames = self.feature_cache.batch(
+                        keys, waves, lengths, lambda lens: self.frame_lengths(lens, n),
+                        lambda w, lens: self._conv(w, lens, stop=n)[0])
+                if n < len(self.backbone.feature_extractor.conv_layers):  # the layers above train
+                    feats, frames = conv_features(self.backbone.feature_extractor, feats, frames, start=n)
             else:
                 feats, frames = self._conv(waves, lengths)
         with _grad(grad and not self.transformer_frozen):
@@ -85,10 +93,10 @@ class CTCModel(nn.Module):
                                 self.layerdrop if self.training else 0.0, generator)
         return x
 
-    def _conv(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
+    def _conv(self, waves: Tensor, lengths: Tensor, stop: int | None = None) -> tuple[Tensor, Tensor]:
         if self.spec.normalize_waveform:
             waves = normalize_waveform(waves, lengths)
-        return conv_features(self.backbone.feature_extractor, waves, lengths)
+        return conv_features(self.backbone.feature_extractor, waves, lengths, stop=stop)
 
 
 def _grad(enabled: bool):

@@ -1,14 +1,15 @@
 """Cached conv features for fine-tuning (``train.feature_cache``).
 
-When the conv feature encoder is frozen and no waveform augmentation is on, a clip's conv features are the
-same in every epoch: they are computed once, stored in fp16 and reused. Storage is bounded: the first
+When the conv feature encoder is frozen (or its lowest ``model.frozen_conv_layers``) and no waveform
+augmentation is on (or only speed perturbation in ``augment.speed_steps``, one copy per clip and speed), a
+clip's frozen conv output is the same in every epoch: they are computed once, stored in fp16 and reused. Storage is bounded: the first
 ``train.feature_cache_mb`` megabytes stay in memory, the rest spill to ``RUN/feature_cache/`` (one ``.npy``
 per clip, no pickle) and the folder is removed when the run ends.
 
-Exactness: the features a batch uses are rounded to fp16 on every visit, the first one included, so a clip
-gives the same numbers whether they were just computed or read back, whatever the batch it is in (the conv
-encoder is exact under padding: backbone.conv_features), and a resumed run (whose cache starts empty) takes
-the same steps as an uninterrupted one. The only change against running without the cache is that one
+Exactness: a clip is computed alone (unpadded: a batched group norm or GEMM rounds differently with other
+clips beside it) and its features are rounded to fp16 on every visit, the first one included, so a clip gives
+the same numbers whether they were just computed or read back, whatever the batch it is in, and a resumed run
+(whose cache starts empty) takes the same steps as an uninterrupted one. The only change against running without the cache is that one
 rounding of the conv output to fp16.
 """
 
@@ -28,24 +29,24 @@ class ConvFeatureCache:
     def __init__(self, memory_mb: float, spill_dir: Path | None):
         self.budget = int(memory_mb * 2**20)
         self.spill_dir = Path(spill_dir) if spill_dir is not None else None
-        self.memory: dict[int, Tensor] = {}
-        self.on_disk: set[int] = set()
+        self.memory: dict = {}  # key (a clip's index, or (index, version)) -> its features
+        self.on_disk: set = set()
         self.used = 0  # bytes held in memory
         self.hits = 0  # clips served from the cache
         self.misses = 0  # clips whose conv features were computed
 
-    def __contains__(self, key: int) -> bool:
+    def __contains__(self, key) -> bool:
         return key in self.memory or key in self.on_disk
 
-    def _file(self, key: int) -> Path:
-        return self.spill_dir / f"{key}.npy"
+    def _file(self, key) -> Path:
+        return self.spill_dir / f"{_name(key)}.npy"
 
-    def get(self, key: int) -> Tensor:
+    def get(self, key) -> Tensor:
         if key in self.memory:
             return self.memory[key]
         return torch.from_numpy(np.load(self._file(key), allow_pickle=False))
 
-    def put(self, key: int, feats: Tensor) -> None:
+    def put(self, key, feats: Tensor) -> None:
         """``feats``: (frames, ...) of one clip, already fp16 and on the CPU."""
         size = feats.numel() * feats.element_size()
         if self.used + size <= self.budget or self.spill_dir is None:
@@ -60,40 +61,36 @@ class ConvFeatureCache:
             if parent.name == CACHE_DIR and parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
         self.spill_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.spill_dir / f".{key}.tmp.npy"
+        tmp = self.spill_dir / f".{_name(key)}.tmp.npy"
         np.save(tmp, feats.numpy(), allow_pickle=False)
         tmp.replace(self._file(key))
         self.on_disk.add(key)
 
-    def features(self, keys: list[int], frames: Tensor, total: int, compute) -> Tensor:
-        """(B, total, ...) float32 features of the clips ``keys`` (``frames`` valid frames each, ``total`` the
-        padded batch's frames), from the cache when every clip is in it, else from ``compute()`` (which runs
-        the frozen part on the whole batch and returns (B, total, ...)), rounded to fp16 either way. Padded
-        frames read back as zeros: the models mask them frame by frame before anything mixes frames, so their
-        values never matter."""
-        if all(k in self for k in keys):
-            self.hits += len(keys)
-            rows = [self.get(k) for k in keys]
-            out = rows[0].new_zeros((len(rows), total, *rows[0].shape[1:]))
-            for i, r in enumerate(rows):
-                out[i, : r.shape[0]] = r
-            return out.to(device=frames.device, dtype=torch.float32)
-        rounded = compute().detach().to(torch.float16)
-        cpu = rounded.cpu()
+    def batch(self, keys: list, waves: Tensor, lengths: Tensor, frame_lengths, compute) -> tuple[Tensor, Tensor]:
+        """(B, T', ...) float32 features and frame lengths (B,) of the padded batch ``waves`` (B, samples) whose
+        clips are named by ``keys``: the models' one call. A clip in the cache is read back; one that is not is
+        computed alone, unpadded (``compute(waves, lengths)`` runs the frozen part and returns (1, T', ...)), and
+        stored. ``frame_lengths`` maps sample lengths to frame lengths. Rounded to fp16 either way, padded frames
+        zero: a clip's numbers do not depend on the batch it is in or on whether it was just computed, so a
+        resumed run, whose cache starts empty, takes the uninterrupted run's steps exactly."""
+        frames = frame_lengths(lengths)
+        total = int(frame_lengths(torch.tensor([waves.shape[1]]))[0])
+        rows = []
         for i, k in enumerate(keys):
             if k in self:
                 self.hits += 1
-            else:
-                self.misses += 1
-                self.put(k, cpu[i, : int(frames[i])].clone())
-        return rounded.float()
-
-    def batch(self, keys: list[int], lengths: Tensor, samples: int, frame_lengths, compute) -> tuple[Tensor, Tensor]:
-        """(features, frame lengths) of a padded batch of ``samples`` samples per row: the models' one call.
-        ``frame_lengths`` maps sample lengths to frame lengths; ``compute`` is as for :meth:`features`."""
-        frames = frame_lengths(lengths)
-        total = int(frame_lengths(torch.tensor([samples]))[0])
-        return self.features(keys, frames, total, compute), frames
+                rows.append(self.get(k))
+                continue
+            self.misses += 1
+            n = int(lengths[i])
+            feats = compute(waves[i : i + 1, :n], lengths[i : i + 1])[0, : int(frames[i])]
+            row = feats.detach().to(torch.float16).cpu()
+            self.put(k, row.clone())
+            rows.append(row)
+        out = rows[0].new_zeros((len(rows), total, *rows[0].shape[1:]))
+        for i, r in enumerate(rows):
+            out[i, : r.shape[0]] = r
+        return out.to(device=waves.device, dtype=torch.float32), frames
 
     def report(self) -> dict:
         return {"clips": len(self.memory) + len(self.on_disk), "in_memory_mb": round(self.used / 2**20, 1),
@@ -106,3 +103,8 @@ class ConvFeatureCache:
             parent = self.spill_dir.parent
             if parent.name == CACHE_DIR and parent.is_dir() and not any(parent.iterdir()):
                 parent.rmdir()
+
+
+def _name(key) -> str:
+    """A cache key as a file name: ``12`` or ``12_14880`` (clip 12 at its 14,880 Hz speed version)."""
+    return "_".join(str(int(k)) for k in key) if isinstance(key, tuple) else str(int(key))

@@ -69,8 +69,8 @@ class WeightedLayerCTC(nn.Module):
         never change."""
         if self.feature_cache is not None and keys is not None and self.training:
             cached, frames = self.feature_cache.batch(  # per clip (T', L + 1, D)
-                keys, lengths, waves.shape[1], self.frame_lengths,
-                lambda: self._upstream(waves, lengths)[0].permute(1, 2, 0, 3))
+                keys, waves, lengths, self.frame_lengths,
+                lambda w, lens: self._upstream(w, lens)[0].permute(1, 2, 0, 3))
             return cached.permute(2, 0, 1, 3), frames
         return self._upstream(waves, lengths)
 

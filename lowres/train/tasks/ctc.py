@@ -109,7 +109,10 @@ class CTCTask(Task):
             else self.dev_all
         augment = _augmenter(cfg.augment)
         self.cache = None
-        if t.feature_cache and augment is None and (self.weighted or self.model.freeze_feature_encoder):
+        # a clip's frozen conv output is the same in every epoch (or one of a few versions, with speed
+        # perturbation in steps): computed once, then reused
+        if t.feature_cache and (augment is None or augment.cacheable) and (self.weighted or
+                                                                            self.model.fixed_conv_layers > 0):
             from lowres.model.feature_cache import CACHE_DIR, ConvFeatureCache
 
             self.cache = ConvFeatureCache(t.feature_cache_mb, run.out / CACHE_DIR / f"rank{run.rank}")
@@ -195,7 +198,7 @@ class CTCTask(Task):
         loss_sum, audio = 0.0, 0.0
         for b, weight, gen in self.micro_batches(micro):
             with self.autocast():
-                logits, frames = net(b.waves, b.lengths, gen, keys=b.indices)
+                logits, frames = net(b.waves, b.lengths, gen, keys=b.cache_keys)
             losses = ctc_loss(logits, frames, b.targets.to(device), b.target_lengths.to(device))
             (losses.sum() * (weight * world / max(total_utts, 1))).backward()
             if weight:
@@ -267,8 +270,15 @@ class CTCTask(Task):
         log.say(f"base {self.loaded.source}; {rep['trainable']:,} of {rep['parameters']:,} parameters train "
                 f"({100 * rep['trainable_share']:.2f}%: {trains}) on {self.run.device}")
         if self.cache is not None:
-            frozen = "the frozen backbone's layers" if self.weighted else "conv features (the conv encoder is frozen)"
-            log.say(f"feature cache on: each clip's {frozen} are computed in its first epoch and reused, in fp16 "
+            conv = self.model.backbone.feature_extractor.conv_layers
+            if self.weighted:
+                frozen = "the frozen backbone's layers"
+            elif self.model.fixed_conv_layers < len(conv):
+                frozen = f"outputs of the {self.model.fixed_conv_layers} frozen lowest conv layers"
+            else:
+                frozen = "conv features (the conv encoder is frozen)"
+            versions = " (one copy per speed version)" if self.cfg.augment.enabled else ""
+            log.say(f"feature cache on: each clip's {frozen}{versions} are computed the first time and reused, in fp16 "
                     f"(up to {self.cfg.train.feature_cache_mb:g} MB in memory, then {self.run.out}/feature_cache; "
                     "train.feature_cache=false turns it off)")
         log.say(f"{len(self.train_utts)} training clips ({sum(u.duration for u in self.train_utts) / 3600:.3f} h) "
