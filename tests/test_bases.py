@@ -44,7 +44,11 @@ def test_shipped_base_provenance_is_self_supervised_on_allowed_languages():
     assert prov["unlabeled_hours"] > 0 and prov["lowres_commit"] and "build_base.py" in prov["build_command"]
     info = bases.describe(NAME)
     assert info["updates"] > 0 and info["final_metrics"]["masked_accuracy"] > 0
-    assert info["adapt_config"]["base"] == "tiny"  # from a random initialisation: nothing else went into it
+    # HuBERT iterations from a random initialisation, each continuing the one before: nothing else went in
+    its = prov["iterations"]
+    assert [i["iteration"] for i in its] == list(range(1, len(its) + 1)) and its[0]["targets"] == "mfcc"
+    assert prov["start"].startswith("tiny (random init)") and info["updates"] == its[-1]["updates"]
+    assert info["adapt_config"]["base"] == "tiny" if len(its) == 1 else info["adapt_config"]["base"] not in available_names()
 
 
 def _copy_of_the_package(tmp_path: Path, monkeypatch) -> Path:
