@@ -103,8 +103,8 @@ def main() -> None:
             if not (run / "summary.json").is_file():
                 base = str(work / "adapt") if adapted else b["base"]
                 flags = finetune_flags(str(work / "prepared"), base, b["steps"][split], args.seed)
-                # the adapted random init's conv encoder has learnt only from adapt: it trains, as in the demo
-                flags["model.freeze_feature_encoder"] = not random_init
+                if random_init:  # the adapted random init's conv encoder has learnt only from adapt: all of it trains
+                    flags.update({"model.freeze_feature_encoder": False, "model.frozen_conv_layers": 0})
                 cfg = resolve_finetune(split, b["recipe"], flags={**flags, "train.device": args.device,
                                                                   "train.threads": args.threads})
                 run_finetune(cfg, run, overwrite=True)
