@@ -9,7 +9,8 @@ WER against labeled duration.
 
 Budgets (updates): cpu = the shipped self-supervised base ``tiny-ssl`` and the demo's recipes on a 10 h + 10 h
 corpus; gpu = `small` model, the shipped recipes scaled as in the table below. Every run is a normal lowres run
-folder under --work. ``--base tiny`` reruns the earlier benchmark from a random-init ``tiny`` (contrastive
+folder under --work; running the command again reuses the finished runs and resumes a stopped one from its
+last checkpoint. ``--base tiny`` reruns the earlier benchmark from a random-init ``tiny`` (contrastive
 adapt, conv encoder trained).
 
 The fine-tuning method is the demo's (lowres/demo.py ``finetune_flags``): the whole model trains with no
@@ -56,6 +57,13 @@ def ensure_corpus(work: Path, hours: float, unlabeled: float, seed: int) -> Path
     return work / "prepared"
 
 
+def _resumable(run: Path) -> bool:
+    """A run stopped part-way (a checkpoint, no summary.json): the benchmark continues it with --resume
+    instead of starting it again, so a stopped benchmark loses at most save_every updates."""
+    return (run / "config.json").is_file() and any((run / "checkpoints").glob("*")) \
+        and not (run / "summary.json").is_file()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--work", type=Path, required=True)
@@ -85,11 +93,12 @@ def main() -> None:
     t0 = time.perf_counter()
     ensure_corpus(work, b["hours"], b["unlabeled"], args.seed)
     if not (work / "adapt" / "summary.json").is_file():
+        resume = _resumable(work / "adapt")
         cfg = resolve_adapt(b["adapt_recipe"], flags={"unlabeled": str(work / "prepared" / "unlabeled.jsonl"),
                                                       "base": b["base"], "train.max_steps": b["adapt_steps"],
                                                       "objective": objective, "train.threads": args.threads,
                                                       "train.device": args.device, "train.seed": args.seed})
-        run_adapt(cfg, work / "adapt", overwrite=True)
+        run_adapt(cfg, work / "adapt", resume=resume, overwrite=not resume)
     adapt_rows = [json.loads(line) for line in (work / "adapt" / "metrics.jsonl").read_text().splitlines()]
     keys = ("step", "contrastive", "accuracy", "code_perplexity") if random_init else \
         ("step", "masked_ce", "masked_accuracy", "unmasked_accuracy")
@@ -107,7 +116,8 @@ def main() -> None:
                     flags.update({"model.freeze_feature_encoder": False, "model.frozen_conv_layers": 0})
                 cfg = resolve_finetune(split, b["recipe"], flags={**flags, "train.device": args.device,
                                                                   "train.threads": args.threads})
-                run_finetune(cfg, run, overwrite=True)
+                resume = _resumable(run)
+                run_finetune(cfg, run, resume=resume, overwrite=not resume)
             m = run_eval(run, work / "prepared" / "manifests" / "test.jsonl", run / "eval-test", args.device)
             rows.append({"split": split, "adapt": adapted, "updates": b["steps"][split], "wer": m["wer"],
                          "cer": m["cer"]})
