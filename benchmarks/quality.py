@@ -60,7 +60,9 @@ def ensure_corpus(work: Path, hours: float, unlabeled: float, seed: int) -> Path
 def _resumable(run: Path) -> bool:
     """A run stopped part-way (a checkpoint, no summary.json): the benchmark continues it with --resume
     instead of starting it again, so a stopped benchmark loses at most save_every updates."""
-    return (run / "config.json").is_file() and any((run / "checkpoints").glob("*")) \
+    from lowres.train.checkpoint import latest_checkpoint
+
+    return (run / "config.json").is_file() and latest_checkpoint(run) is not None \
         and not (run / "summary.json").is_file()
 
 

@@ -132,7 +132,8 @@ def main() -> None:
         summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
         rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
         last = [r for r in rows if "masked_accuracy" in r][-1]
-        iterations.append({"iteration": it, "targets": ITERATIONS[it - 1][0], "clusters": ITERATIONS[it - 1][1] or 100,
+        units = json.loads((run / "units" / "units.json").read_text(encoding="utf-8"))
+        iterations.append({"iteration": it, "targets": ITERATIONS[it - 1][0], "clusters": units["clusters"],
                            "updates": summary["steps"], "minutes": round(summary["wall_seconds"] / 60, 1),
                            "masked_accuracy": round(last["masked_accuracy"], 4),
                            "unmasked_accuracy": round(last["unmasked_accuracy"], 4)})
