@@ -691,6 +691,8 @@ class UnitsConfig:
     passes: int = 5  # MiniBatchKMeans passes over the sample (its defaults can take hours; inertia is near its
     #                  asymptote after one pass)
     batch_frames: int = 10_000  # MiniBatchKMeans batch size (fairseq's)
+    memory_mb: float = 2048.0  # features kept in memory from sampling to labelling (one pass of the model over
+    #                            the audio instead of two); pieces beyond it are computed again
     reuse: str = ""  # --units: a units/ folder of an earlier hubert run to train on instead of making new ones
 
     def __post_init__(self):
@@ -700,6 +702,7 @@ class UnitsConfig:
         _check("units", self, "max_frames", 1000)
         _check("units", self, "passes", 1)
         _check("units", self, "batch_frames", 100)
+        _check("units", self, "memory_mb", 0)
 
 
 @dataclass(frozen=True)

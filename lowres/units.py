@@ -155,8 +155,12 @@ class Units:
 
 
 def make_units(utts, source: FeatureSource, clusters: int, *, max_frames: int, passes: int, batch_frames: int,
-               seed: int, progress=None, log=None) -> tuple[Units, torch.Tensor]:
-    """k-means units of every piece of ``utts``: (units, centroids (K, D))."""
+               seed: int, memory_mb: float = 0.0, progress=None, log=None) -> tuple[Units, torch.Tensor]:
+    """k-means units of every piece of ``utts``: (units, centroids (K, D)).
+
+    The features are computed while sampling and kept in memory up to ``memory_mb``, so that labelling reads
+    them instead of running the model over the audio a second time; a piece beyond that is computed again
+    (the same function of the same audio: the same features, so the units do not depend on the budget)."""
     from sklearn.cluster import MiniBatchKMeans
 
     from lowres.data import audio as audio_mod
@@ -177,10 +181,14 @@ def make_units(utts, source: FeatureSource, clusters: int, *, max_frames: int, p
         return source(wave)
 
     # 1. a seeded sample of frames (memory: max_frames × D whatever the corpus size)
-    sample = []
+    sample, kept, kept_bytes = [], {}, 0
     task = progress.add_task("units: features", total=len(utts)) if progress else None
-    for u in utts:
-        f = features(u).numpy()
+    for i, u in enumerate(utts):
+        feats = features(u)
+        if kept_bytes + feats.numel() * feats.element_size() <= memory_mb * 2**20:
+            kept[i] = feats
+            kept_bytes += feats.numel() * feats.element_size()
+        f = feats.numpy()
         keep = rng.random(len(f)) < share
         if keep.any():
             sample.append(f[keep])
@@ -190,6 +198,7 @@ def make_units(utts, source: FeatureSource, clusters: int, *, max_frames: int, p
     if len(x) < clusters:
         raise LowresError(f"Only {len(x)} frames could be sampled for {clusters} clusters: give more unlabeled "
                           "audio, or fewer --clusters.")
+    n_kept = len(kept)
     # 2. MiniBatchKMeans on the sample, a capped number of passes (its defaults can take hours)
     km = MiniBatchKMeans(n_clusters=clusters, batch_size=min(batch_frames, len(x)), random_state=seed, n_init=1,
                          init="k-means++", reassignment_ratio=0.0, compute_labels=False)
@@ -207,8 +216,8 @@ def make_units(utts, source: FeatureSource, clusters: int, *, max_frames: int, p
     # 3. every frame's nearest centroid
     flat, offsets = [], [0]
     task = progress.add_task("units: labelling", total=len(utts)) if progress else None
-    for u in utts:
-        labels, _ = assign(features(u), centroids)
+    for i, u in enumerate(utts):
+        labels, _ = assign(kept.pop(i) if i in kept else features(u), centroids)
         flat.append(labels.to(torch.int16))
         offsets.append(offsets[-1] + len(labels))
         if progress:
@@ -216,7 +225,8 @@ def make_units(utts, source: FeatureSource, clusters: int, *, max_frames: int, p
     flat_t = torch.cat(flat) if flat else torch.zeros(0, dtype=torch.int16)
     used = int(torch.unique(flat_t).numel())
     info = {"targets": source.describe, "kind": source.kind, "layer": source.layer, "frame_hz": FRAME_HZ,
-            "frames": int(len(flat_t)), "frames_sampled": int(len(x)), "clusters_used": used,
+            "frames": int(len(flat_t)), "frames_sampled": int(len(x)),
+            "pieces_computed_twice": len(utts) - n_kept, "clusters_used": used,
             "inertia_per_frame": inertia / len(x), "passes": passes, "seed": seed,
             "seconds": round(time.perf_counter() - started, 1)}
     if log is not None:

@@ -67,6 +67,32 @@ def test_units_are_deterministic_bounded_and_nearest(pieces):
     assert len(a.of(0)) == frames_of(int(round(pieces[0].duration * 16000)))
 
 
+def test_features_kept_in_memory_are_computed_once_and_change_nothing(pieces):
+    """Labelling reads the features computed while sampling, up to units.memory_mb; beyond it a piece is
+    computed again. Either way the units are the same."""
+    calls = []
+
+    class Counting(FeatureSource):
+        def __call__(self, wave):
+            calls.append(len(wave))
+            return super().__call__(wave)
+
+    source = Counting("mfcc", STANDARD_CONV)
+    kw = dict(max_frames=500, passes=1, batch_frames=256, seed=3)
+    per_piece_mb = source(audio.load(pieces[0].audio_filepath)).numel() * 4 / 2**20
+    calls.clear()
+    results = {}
+    for mb in (0.0, 2.5 * per_piece_mb, 1024.0):  # none kept, the first two pieces, all
+        calls.clear()
+        results[mb] = make_units(pieces, source, 6, memory_mb=mb, **kw)
+        results[mb] = (*results[mb], len(calls))
+    none, some, every = results.values()
+    assert (none[2], some[2], every[2]) == (2 * len(pieces), 2 * len(pieces) - 2, len(pieces))
+    assert none[0].info["pieces_computed_twice"] == len(pieces) and every[0].info["pieces_computed_twice"] == 0
+    for units, centroids, _ in (some, every):
+        assert torch.equal(units.flat, none[0].flat) and torch.equal(centroids, none[1])
+
+
 def test_assign_in_batches_equals_one_go():
     g = torch.Generator().manual_seed(0)
     x, c = torch.randn(1000, 5, generator=g), torch.randn(7, 5, generator=g)

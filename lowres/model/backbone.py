@@ -349,7 +349,11 @@ def _masked_group_norm(x: Tensor, lengths: Tensor, norm: nn.GroupNorm) -> Tensor
 
 def conv_features(feature_extractor: nn.Module, waves: Tensor, lengths: Tensor | None, *, start: int = 0,
                   stop: int | None = None) -> tuple[Tensor, Tensor | None]:
-    """torchaudio's conv feature encoder, exact under padding. (B, T) samples → (B, T', C) frames, lengths.
+    """torchaudio's conv feature encoder, padding-aware. (B, T) samples → (B, T', C) frames, lengths.
+
+    A padded clip's valid frames equal those of the clip run alone up to float rounding (about 1e-6: the group
+    norm's statistics are summed in another order), not bit for bit; the feature cache therefore computes each
+    clip it stores on its own, so that a resumed run repeats an uninterrupted one exactly.
 
     ``start``/``stop`` run only layers ``start`` to ``stop - 1``: from ``start > 0`` the input is the output of
     layer ``start - 1``, (B, T_start, C) with its frame lengths (a valid output frame reads valid input frames
