@@ -91,9 +91,9 @@ def test_demo_quick_end_to_end(tmp_path):
     assert json.loads((out / "finetune-10min-adapted" / "config.json").read_text())["base"] == "../adapt"
     assert json.loads((out / "finetune-10min" / "config.json").read_text())["base"] == "tiny-ssl"
     assert json.loads((out / "finetune-10min-random" / "config.json").read_text())["base"] == "tiny"
-    # the method: every conv encoder trains, a pretrained start's lowest 3 layers stay frozen (and cached),
+    # the method: every conv encoder trains above its lowest 3 layers, frozen (and cached) on every start,
     # speed perturbation in 5 steps on every row; the adapt step predicts units of the base's layer 2
-    for name, frozen in (("finetune-10min-random", 0), ("finetune-10min", 3), ("finetune-10min-adapted", 3)):
+    for name, frozen in (("finetune-10min-random", 3), ("finetune-10min", 3), ("finetune-10min-adapted", 3)):
         cfg = json.loads((out / name / "config.json").read_text())["config"]
         assert cfg["model"]["freeze_feature_encoder"] is False and cfg["model"]["frozen_conv_layers"] == frozen
         assert cfg["augment"]["speed_steps"] == 5 and cfg["augment"]["speed_prob"] > 0
