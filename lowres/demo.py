@@ -187,7 +187,7 @@ def _demo_lm(out: Path, prepared: Path, say) -> Path | None:
     try:
         require_lm_extra()
     except LowresError:
-        say("(the lm extra is not installed: greedy decoding only; `pip install 'lowres[lm]'` adds the LM rows)")
+        say("(the lm extra is not installed: greedy decoding only; `pip install 'lowres\\[lm]'` adds the LM rows)")
         return None
     lm_dir = out / "lm"
     if not _done(lm_dir, "lm_report.json"):

@@ -33,6 +33,25 @@ def invoke(*args):
     return runner.invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
+def test_demo_says_how_to_add_the_lm_rows(tmp_path, monkeypatch):
+    """Without the lm extra the demo decodes greedily and says how to install it (the brackets survive rich's
+    markup)."""
+    from rich.console import Console
+
+    import lowres.decode
+    from lowres import LowresError
+    from lowres.demo import _demo_lm
+
+    def missing():
+        raise LowresError("the lm extra is not installed")
+
+    monkeypatch.setattr(lowres.decode, "require_lm_extra", missing)
+    console = Console(record=True, width=200)
+    assert _demo_lm(tmp_path, tmp_path, console.print) is None
+    assert "pip install 'lowres[lm]'" in console.export_text()
+    assert not (tmp_path / "lm").exists()
+
+
 def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"
     res = invoke("demo", "--quick", "--out", out)
