@@ -16,7 +16,8 @@ adapt, conv encoder trained).
 The fine-tuning method is the demo's (lowres/demo.py ``finetune_flags``): the whole model trains with no
 head-only phase, with speed perturbation in 5 steps (recipes/demo_finetune.toml); a pretrained start (the
 shipped base, every adapted one) keeps the lowest 3 of its conv layers frozen (their output cached) and trains
-the others, a random init trains all of them. A pretrained base is adapted with the HuBERT objective, as the demo does.
+the others; with ``--base tiny`` (a random init) this script trains all of them instead (the demo's random
+init keeps 3 frozen too). A pretrained base is adapted with the HuBERT objective, as the demo does.
 """
 
 from __future__ import annotations

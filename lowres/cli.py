@@ -641,7 +641,7 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Seed of the corpus and of every training run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again from nothing in --out."),
 ):
-    """The whole pipeline on a synthetic Swahili corpus: CPU only, no downloads, under 15 minutes.
+    """The whole pipeline on a synthetic Swahili corpus: CPU only, no downloads, about 15 minutes on 2 cores.
 
     \b
     Example:

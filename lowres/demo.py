@@ -32,7 +32,7 @@ class DemoPlan:
 
 SHIPPED = "tiny-ssl"  # the self-supervised base lowres ships (lowres/bases, scripts/build_base.py)
 # updates: the 10min rows' dev CER still falls fast at 600 (test CER from the shipped base, seeds 0/1: 25.3/23.0%
-# at 600, 23.9/22.2% at 900, 20.3% at 1200); 900 on both splits fits 15 min on 2 cores (benchmarks/README.md)
+# at 600, 23.9/22.2% at 900, 20.3% at 1200); 900 on both splits: about 14 min on 2 idle cores
 FULL = DemoPlan(hours=1.0, unlabeled_hours=0.5, adapt_steps=40, steps_10min=900, steps_1h=900)
 # what the fine-tuning rows share (demo.json records it: a folder of an older method is not continued)
 METHOD = ("whole model, no LoRA, no head-only phase, speed perturbation in 5 steps; conv encoder trained but "
@@ -48,8 +48,8 @@ def finetune_flags(prepared: str, base: str, steps: int, seed: int) -> dict:
     and speed and cached, which makes an update about twice as fast. Measured on 10 minutes of synthetic
     Swahili, 600 updates from the shipped base (benchmarks/README.md, "The shipped base"): test CER 25.3% this
     way, 32.9% with the whole conv encoder frozen as fairseq and Hugging Face fine-tune. A random init with all
-    7 layers training takes twice as long per update and was no better (benchmarks/README.md, "Longer 10min
-    rows")."""
+    7 layers training takes twice as long per update; its results were mixed against frozen-3 across seeds
+    and not measured at equal updates (benchmarks/README.md, "Longer 10min rows")."""
     return {"data": prepared, "base": base, "train.max_steps": steps, "train.seed": seed, "lora.enabled": False,
             "train.head_only_steps": 0, "model.freeze_feature_encoder": False,
             "model.frozen_conv_layers": FROZEN_CONV_LAYERS}

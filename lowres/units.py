@@ -160,7 +160,8 @@ def make_units(utts, source: FeatureSource, clusters: int, *, max_frames: int, p
 
     The features are computed while sampling and kept in memory up to ``memory_mb``, so that labelling reads
     them instead of running the model over the audio a second time; a piece beyond that is computed again
-    (the same function of the same audio: the same features, so the units do not depend on the budget)."""
+    (the same function of the same audio: the same features on a CPU, so there the units do not depend on the
+    budget; a GPU's nondeterministic kernels may round a recomputed piece differently)."""
     from sklearn.cluster import MiniBatchKMeans
 
     from lowres.data import audio as audio_mod

@@ -102,8 +102,7 @@ class HubertTask(SelfSupervisedTask):
         with progress_bar(run.console) as progress:
             units, centroids = make_units(utts, source, self.clusters, max_frames=u.max_frames, passes=u.passes,
                                           batch_frames=u.batch_frames, seed=cfg.train.seed, memory_mb=u.memory_mb,
-                                          progress=progress,
-                                          log=run.log.say)
+                                          progress=progress, log=run.log.say)
         units.save(target, centroids)
 
     def open_data(self, manifest: Path, units=None) -> None:
