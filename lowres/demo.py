@@ -32,7 +32,8 @@ class DemoPlan:
 
 SHIPPED = "tiny-ssl"  # the self-supervised base lowres ships (lowres/bases, scripts/build_base.py)
 # updates: the 10min rows' dev CER still falls fast at 600 (test CER from the shipped base, seeds 0/1: 25.3/23.0%
-# at 600, 23.9/22.2% at 900, 20.3% at 1200); 900 on both splits: about 14 min on 2 idle cores
+# at 600, 23.9/22.2% at 900, 20.3% at 1200); 900 on both splits: 14.0 min on 2 idle cores (15.5 and 16.2 when the
+# shared machine was slower). 700 on the 1h rows (13.7 min) left them no better than 10min: 22.9 / 22.8% CER
 FULL = DemoPlan(hours=1.0, unlabeled_hours=0.5, adapt_steps=40, steps_10min=900, steps_1h=900)
 # what the fine-tuning rows share (demo.json records it: a folder of an older method is not continued)
 METHOD = ("whole model, no LoRA, no head-only phase, speed perturbation in 5 steps; conv encoder trained but "
