@@ -637,7 +637,7 @@ def synth(
 @friendly
 def demo(
     out: Path = typer.Option(Path("lowres-demo"), "--out", "-o", help="Folder for every step's output."),
-    quick: bool = typer.Option(False, "--quick", help="A 3-minute smoke check instead of the full demo."),
+    quick: bool = typer.Option(False, "--quick", help="A smoke check of every step (under a minute) instead of the full demo."),
     seed: int = typer.Option(0, "--seed", help="Seed of the corpus and of every training run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again from nothing in --out."),
 ):
@@ -647,9 +647,10 @@ def demo(
     Example:
       lowres demo --out demo
 
-    synth (eSpeak NG) → prepare → adapt a tiny wav2vec2 on the unlabeled audio → finetune on the 10min
-    split with and without adapt, and on the 1h split → eval on the test set → one table. Re-running in the
-    same folder reuses the steps that finished.
+    synth (eSpeak NG) → prepare → adapt the shipped self-supervised base tiny-ssl (HuBERT) on the unlabeled
+    audio → finetune on the 10min and 1h splits from tiny-ssl and from its adapted version, and on 10min from
+    a random-init tiny for contrast → eval on the test set (greedy, and with a 3-gram LM where the lm extra
+    is installed) → one table. Re-running in the same folder reuses the steps that finished.
     """
     from lowres.demo import run_demo
 
