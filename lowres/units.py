@@ -186,9 +186,10 @@ def make_units(utts, source: FeatureSource, clusters: int, *, max_frames: int, p
     task = progress.add_task("units: features", total=len(utts)) if progress else None
     for i, u in enumerate(utts):
         feats = features(u)
-        if kept_bytes + feats.numel() * feats.element_size() <= memory_mb * 2**20:
+        size = feats.numel() * feats.element_size()
+        if kept_bytes + size <= memory_mb * 2**20:
             kept[i] = feats
-            kept_bytes += feats.numel() * feats.element_size()
+            kept_bytes += size
         f = feats.numpy()
         keep = rng.random(len(f)) < share
         if keep.any():
@@ -199,7 +200,6 @@ def make_units(utts, source: FeatureSource, clusters: int, *, max_frames: int, p
     if len(x) < clusters:
         raise LowresError(f"Only {len(x)} frames could be sampled for {clusters} clusters: give more unlabeled "
                           "audio, or fewer --clusters.")
-    n_kept = len(kept)
     # 2. MiniBatchKMeans on the sample, a capped number of passes (its defaults can take hours)
     km = MiniBatchKMeans(n_clusters=clusters, batch_size=min(batch_frames, len(x)), random_state=seed, n_init=1,
                          init="k-means++", reassignment_ratio=0.0, compute_labels=False)
@@ -217,8 +217,12 @@ def make_units(utts, source: FeatureSource, clusters: int, *, max_frames: int, p
     # 3. every frame's nearest centroid
     flat, offsets = [], [0]
     task = progress.add_task("units: labelling", total=len(utts)) if progress else None
+    recomputed = 0
     for i, u in enumerate(utts):
-        labels, _ = assign(kept.pop(i) if i in kept else features(u), centroids)
+        feats = kept.pop(i, None)
+        if feats is None:
+            feats, recomputed = features(u), recomputed + 1
+        labels, _ = assign(feats, centroids)
         flat.append(labels.to(torch.int16))
         offsets.append(offsets[-1] + len(labels))
         if progress:
@@ -227,7 +231,7 @@ def make_units(utts, source: FeatureSource, clusters: int, *, max_frames: int, p
     used = int(torch.unique(flat_t).numel())
     info = {"targets": source.describe, "kind": source.kind, "layer": source.layer, "frame_hz": FRAME_HZ,
             "frames": int(len(flat_t)), "frames_sampled": int(len(x)),
-            "pieces_computed_twice": len(utts) - n_kept, "clusters_used": used,
+            "pieces_computed_twice": recomputed, "clusters_used": used,
             "inertia_per_frame": inertia / len(x), "passes": passes, "seed": seed,
             "seconds": round(time.perf_counter() - started, 1)}
     if log is not None:
