@@ -102,7 +102,8 @@ class Emit(StrEnum):
 _PREPARE_FIELDS = {"seed": "seed", "min_duration": "min_duration_s", "max_duration": "max_duration_s",
                    "min_segment": "segment_min_s", "max_segment": "segment_max_s", "dev_fraction": "dev_fraction",
                    "test_fraction": "test_fraction", "min_char_count": "min_char_count", "units": "units",
-                   "unicode": "unicode_form", "digits": "digits", "workers": "workers"}
+                   "unicode": "unicode_form", "digits": "digits", "workers": "workers",
+                   "speaker_disjoint": "speaker_disjoint"}
 
 
 def _prepare_default(option: str):
@@ -154,8 +155,10 @@ def prepare(
     text_rules: Path | None = typer.Option(None, help="Your own text rules (TOML; see README)."),
     keep_case: bool = typer.Option(False, "--keep-case", help="Do not lower-case transcripts."),
     unicode: str = typer.Option(_prepare_default("unicode"), help="Unicode normal form: NFKC or NFC."),
-    digits: str = typer.Option(_prepare_default("digits"), help="Digits in transcripts: keep or drop (always "
-                               "reported)."),
+    digits: str = typer.Option(_prepare_default("digits"), help="Digits in transcripts (always counted): keep "
+                               "(as digit symbols), spell (as the words for 0-9 of --lang or --text-rules, digit by "
+                               "digit) or drop (leaves the utterances that hold digits out: a transcript without "
+                               "its spoken number no longer matches its audio)."),
     no_apostrophes: bool = typer.Option(False, "--no-apostrophes", help="Remove apostrophes inside words too."),
     min_char_count: int = typer.Option(_prepare_default("min_char_count"), help="Symbols seen fewer times in "
                                        "training become <unk>."),
@@ -172,6 +175,12 @@ def prepare(
                                        "when the corpus has none."),
     test_fraction: float = typer.Option(_prepare_default("test_fraction"), help="Share carved out as test when the "
                                         "corpus has none."),
+    speaker_disjoint: bool = typer.Option(_prepare_default("speaker_disjoint"), "--speaker-disjoint",
+                                          help="Keep dev/test voices out of training: a given dev/test's voices "
+                                          "are left out of the training pool (said, with how much), a carved one is "
+                                          "drawn by speaker. Default: a given split is used as it is (the report "
+                                          "says how much of dev/test training voices speak), and a carved one is "
+                                          "by speaker only where the corpus has the voices for it."),
     workers: int = typer.Option(_prepare_default("workers"), help="Threads probing audio (0 = automatic)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no table."),
 ):
@@ -196,6 +205,7 @@ def prepare(
         seed=seed, min_duration=min_duration, max_duration=max_duration, min_segment=min_segment,
         max_segment=max_segment, dev_fraction=dev_fraction, test_fraction=test_fraction,
         min_char_count=min_char_count, units=units, unicode=unicode, digits=digits, workers=workers,
+        speaker_disjoint=speaker_disjoint,
         keep_case=keep_case, no_apostrophes=no_apostrophes, emit=emit))
     opts = CorpusOptions(dev_dirs=tuple(dev), test_dirs=tuple(test), audio_column=audio_column,
                          text_column=text_column, speaker_column=speaker_column, cv_pool=cv_pool)

@@ -291,6 +291,9 @@ class PrepareConfig:
     segment_min_s: float = 2.0  # unlabeled pieces: shortest (shorter files are rejected)
     segment_max_s: float = 15.6  # unlabeled pieces: longest (longer recordings are cut at quiet points)
     dev_fraction: float = 0.1  # held-out shares carved when the corpus has no dev/test of its own
+    speaker_disjoint: bool = False  # dev/test voices never train: a given split's are left out of training (said
+    #   loudly), a carved one is drawn by speaker or refused. Off: a given split is used as it is, and a carved
+    #   one is by speaker only where the corpus has the voices for it (lowres.data.splits.carve_heldout)
     test_fraction: float = 0.1
     split_tolerance: float = 0.02  # each split within 2% of its target duration
     min_char_count: int = 2  # symbols seen fewer times in the training pool become <unk>
@@ -298,7 +301,7 @@ class PrepareConfig:
     unicode_form: str = "NFKC"  # NFKC or NFC (checked by lowres.data.text.TextConfig)
     lowercase: bool = True
     keep_apostrophes: bool = True
-    digits: str = "keep"  # keep | drop (checked by lowres.data.text.TextConfig)
+    digits: str = "keep"  # keep | spell | drop (lowres.data.text.DIGIT_POLICIES says what each does)
     workers: int = 0  # probing threads; 0 = automatic
     emit: tuple[str, ...] = ()  # extra formats: "fairseq"
 

@@ -548,7 +548,7 @@ def test_an_unlabeled_folder_with_nothing_usable_names_that_folder(tmp_path):
         result.output.split()), result.output
 
 
-def test_one_part_with_nothing_usable_is_a_note_when_the_other_part_is(tmp_path):
+def test_one_part_with_nothing_usable_is_a_warning_when_the_other_part_is(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("path,text\nmissing.wav,maji\n", encoding="utf-8")
     good = tmp_path / "good.csv"
@@ -560,13 +560,14 @@ def test_one_part_with_nothing_usable_is_a_note_when_the_other_part_is(tmp_path)
     empty.mkdir()
     result = runner.invoke(app, ["prepare", str(bad), "--unlabeled", str(unl), "--out", str(tmp_path / "o1"), "-q"])
     assert result.exit_code == 0, result.output
-    notes = json.loads((tmp_path / "o1" / "prepare_report.json").read_text(encoding="utf-8"))["notes"]
+    warnings = json.loads((tmp_path / "o1" / "prepare_report.json").read_text(encoding="utf-8"))["warnings"]
     assert f"{bad} gave no usable utterance (every item is in rejects.jsonl): only the unlabeled audio was " \
-           "prepared" in notes, notes
-    assert not any("training pool is empty" in n for n in notes)
+           "prepared" in warnings, warnings
+    assert any("only 0 of the 1 labeled utterances" in w and "missing_audio (1)" in w for w in warnings)
+    assert not any("training pool is empty" in w for w in warnings)
     result = runner.invoke(app, ["prepare", str(good), "--unlabeled", str(empty), "--out", str(tmp_path / "o2")])
     assert result.exit_code == 0, result.output
-    assert f"note: --unlabeled {empty} gave no usable piece of audio: `lowres adapt` has nothing to train on " \
+    assert f"warning: --unlabeled {empty} gave no usable piece of audio: `lowres adapt` has nothing to train on " \
            "from it" in " ".join(result.output.split())
 
 

@@ -14,6 +14,7 @@ from lowres.config import PrepareConfig
 from lowres.data.corpora import CorpusOptions, detect_format
 from lowres.data.manifest import read_manifest
 from lowres.data.prepare import prepare
+from lowres.data.text import has_digit, load_rules
 from lowres.data.vocab import Vocab
 
 
@@ -128,16 +129,147 @@ def test_kaldi_data_folder_of_folders(tmp_path):
     assert (len(manifest(out, "full")), len(manifest(out, "dev")), len(manifest(out, "test"))) == (8, 4, 4)
 
 
-def test_duplicate_ids_and_heldout_speakers(tmp_path):
+def test_duplicate_ids_and_given_dev_sharing_training_voices(tmp_path):
     kaldi(tmp_path / "data" / "train", n=8)
     kaldi(tmp_path / "data" / "dev", n=4, seed=1)  # same ids and speakers as train
     out = tmp_path / "out"
-    prepare(tmp_path / "data", out)
+    result = prepare(tmp_path / "data", out)
     reasons = [r["reason"] for r in rejects(out)]
-    assert reasons.count("duplicate_id") == 4  # dev is read first; train's copies are rejected
-    # the 4 other train utterances: some carved out as test, the rest (dev speakers) kept out of training
-    assert reasons.count("heldout_speaker") + len(manifest(out, "test")) == 4
-    assert manifest(out, "full") == []
+    assert reasons == ["duplicate_id"] * 4  # dev is read first; train's copies are rejected
+    # the 4 other train utterances: carved test (by utterance: 4 voices are too few) and training; the given dev
+    # speaks with the training voices, which still train, and the report says so
+    assert len(manifest(out, "test")) + len(manifest(out, "full")) == 4 and manifest(out, "full")
+    dev = result.report["heldout"]["dev"]
+    assert dev["drawn"] == "given" and dev["share_by_training_voices"] > 0 and dev["speakers_in_training"] >= 1
+
+
+def _shared_voices_table(root: Path, n: int = 40) -> Path:
+    """A dialogue corpus with its own split column, whose dev and test reuse the two training voices."""
+    lines = ["audio\ttext\tspeaker\tsplit"]
+    for i in range(n):
+        write_audio(root / f"u{i:03d}.wav", 2.0 + (i % 5) * 0.3, seed=i)
+        split = "test" if i % 10 == 0 else "dev" if i % 10 == 1 else "train"
+        lines.append(f"u{i:03d}.wav\tmaji ya kunywa\t{'ab'[(i // 10) % 2]}\t{split}")
+    (root / "corpus.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root / "corpus.tsv"
+
+
+def test_given_split_with_training_voices_is_used_as_given(tmp_path):
+    """The corpus's own dev/test is used as it is: its voices keep training, and the report and the summary say
+    how much of dev/test they speak. --speaker-disjoint leaves them out of training, loudly."""
+    from rich.console import Console
+
+    from lowres.data.prepare import print_summary
+
+    path = _shared_voices_table(tmp_path / "c")
+    result = prepare(path, tmp_path / "out")
+    assert (len(manifest(tmp_path / "out", "full")), len(manifest(tmp_path / "out", "dev")),
+            len(manifest(tmp_path / "out", "test"))) == (32, 4, 4)
+    assert rejects(tmp_path / "out") == [] and not result.report["warnings"]
+    held = result.report["heldout"]
+    assert held["test"] == {"drawn": "given", "speakers": 2, "speakers_in_training": 2,
+                            "share_by_training_voices": 1.0, "share_unknown_speaker": 0.0}
+    console = Console(record=True, width=300)
+    print_summary(result, console)
+    printed = console.export_text()
+    assert "dev/test audio spoken by voices heard in training: dev 100% (2 of 2 voices), test 100% " in printed
+    assert "--speaker-disjoint" in printed
+
+    strict = prepare(path, tmp_path / "strict", PrepareConfig(speaker_disjoint=True))
+    assert manifest(tmp_path / "strict", "full") == []
+    assert [r["reason"] for r in rejects(tmp_path / "strict")] == ["heldout_speaker"] * 32
+    warnings = " ".join(strict.report["warnings"])
+    assert "--speaker-disjoint left" in warnings and "100% of the training pool" in warnings
+    assert "most were rejected as heldout_speaker (32)" in warnings and "training pool is empty" in warnings
+    assert strict.report["heldout"]["dev"]["share_by_training_voices"] == 0.0
+
+
+def test_one_voice_corpus_prepares(tmp_path):
+    """No split column and one voice: dev and test are drawn by utterance (said in a note) and the voice trains."""
+    path = table(tmp_path / "c" / "data.csv", n=40, speakers=1)
+    result = prepare(path, tmp_path / "out")
+    full, dev, test = (manifest(tmp_path / "out", s) for s in ("full", "dev", "test"))
+    assert full and dev and test and len(full) + len(dev) + len(test) == 40
+    assert {u.speaker for u in full} == {"s0"} and rejects(tmp_path / "out") == []
+    assert any("1 voice(s)" in n and "drawn by utterance" in n for n in result.report["notes"])
+    assert result.report["heldout"]["dev"]["drawn"] == "carved by utterance"
+    assert result.report["kept"]["share"] == 1.0 and not result.report["warnings"]
+    with pytest.raises(LowresError, match="speaker-disjoint dev/test cannot be drawn"):
+        prepare(path, tmp_path / "strict", PrepareConfig(speaker_disjoint=True))
+    assert not (tmp_path / "strict").exists()
+
+
+def test_many_voices_are_carved_by_speaker(tmp_path):
+    path = table(tmp_path / "c" / "data.csv", n=120, speakers=40)
+    result = prepare(path, tmp_path / "out")
+    dev, test, full = (manifest(tmp_path / "out", s) for s in ("dev", "test", "full"))
+    speakers = [{u.speaker for u in rows} for rows in (dev, test, full)]
+    assert not speakers[0] & speakers[1] and not speakers[0] & speakers[2] and not speakers[1] & speakers[2]
+    assert result.report["heldout"]["test"]["drawn"] == "carved by speaker"
+    assert result.report["heldout"]["test"]["share_by_training_voices"] == 0.0
+
+
+def test_keeping_less_than_half_warns_with_the_main_reason(tmp_path):
+    root = tmp_path / "c"
+    lines = ["path,text,speaker"]
+    for i in range(10):
+        if i < 3:
+            write_audio(root / f"u{i}.wav", 2.0, seed=i)
+        lines.append(f"u{i}.wav,maji,s{i % 2}")
+    root.mkdir(exist_ok=True)
+    (root / "t.csv").write_text("\n".join(lines) + "\n")
+    result = prepare(root / "t.csv", tmp_path / "out")
+    kept = result.report["kept"]
+    assert (kept["utterances_listed"], kept["utterances_kept"]) == (10, 3)
+    [warning] = result.report["warnings"]
+    assert "only 3 of the 10 labeled utterances (30%)" in warning
+    assert "missing_audio (7)" in warning and "relative paths" in warning
+
+
+def test_narrowband_audio_is_reported(tmp_path):
+    root = tmp_path / "c"
+    lines = ["path,text,speaker"]
+    for i in range(12):
+        write_audio(root / f"u{i}.wav", 2.0, 8000 if i < 9 else 16000, seed=i)
+        lines.append(f"u{i}.wav,maji ya kunywa,s{i % 3}")
+    (root / "t.csv").write_text("\n".join(lines) + "\n")
+    result = prepare(root / "t.csv", tmp_path / "out")
+    audio = result.report["audio"]
+    assert audio["sample_rates"]["8000"]["utterances"] == 9 and audio["sample_rates"]["16000"]["utterances"] == 3
+    assert audio["narrowband_share"] == pytest.approx(0.75)
+    notes = " ".join(result.report["notes"])
+    assert "75% of the labeled audio is narrow-band (8000 Hz)" in notes and "upsampled to 16000 Hz" in notes
+    assert "mixes narrow-band (8000 Hz) and wide-band (16000 Hz)" in notes
+    assert {u.sample_rate for u in manifest(tmp_path / "out", "full")} <= {8000, 16000}
+    prepare(root / "t.csv", tmp_path / "un", unlabeled=root)
+    report = json.loads((tmp_path / "un" / "prepare_report.json").read_text())
+    assert "8000" in report["unlabeled"]["audio"]["sample_rates"]
+
+
+def test_digits_policies(tmp_path):
+    root = tmp_path / "c"
+    lines = ["path,text,speaker"]
+    texts = ["press 1 to mute", "bonyeza #5 sasa", "maji ya kunywa", "habari za asubuhi"] * 3
+    for i, text in enumerate(texts):
+        write_audio(root / f"u{i}.wav", 3.0, seed=i)
+        lines.append(f"u{i}.wav,{text},s{i % 3}")
+    (root / "t.csv").write_text("\n".join(lines) + "\n")
+    every = lambda out: [u for s in ("full", "dev", "test") for u in manifest(out, s)]  # noqa: E731
+    keep = prepare(root / "t.csv", tmp_path / "keep")
+    assert keep.report["text_counts"]["digits"]["transcripts_with_digits"] == 6
+    assert "press 1 to mute" in {u.text for u in every(tmp_path / "keep")}
+    assert any(line.startswith("digits: 6 transcript(s) hold digits") for line in keep.report["text_advice"])
+    spell = prepare(root / "t.csv", tmp_path / "spell", PrepareConfig(digits="spell"), rules=load_rules("sw"))
+    assert {"press moja to mute", "bonyeza tano sasa"} <= {u.text for u in every(tmp_path / "spell")}
+    assert spell.report["text_counts"]["digits"]["transcripts_with_digits"] == 6
+    assert spell.report["text_counts"]["digits"]["transcripts_with_digits_after"] == 0
+    drop = prepare(root / "t.csv", tmp_path / "drop", PrepareConfig(digits="drop"))
+    assert len(every(tmp_path / "drop")) == 6 and not any(has_digit(u.raw_text) for u in every(tmp_path / "drop"))
+    assert [r["reason"] for r in rejects(tmp_path / "drop")] == ["has_digits"] * 6
+    assert drop.report["text_counts"]["digits"]["transcripts_with_digits"] == 6  # counted before the policy
+    assert "those utterances are left out" in " ".join(drop.report["text_advice"])
+    with pytest.raises(LowresError, match="--digits spell needs the words for 0-9"):
+        prepare(root / "t.csv", tmp_path / "nowords", PrepareConfig(digits="spell"))
 
 
 @pytest.mark.parametrize("kind", ["csv", "tsv", "jsonl"])
@@ -147,10 +279,10 @@ def test_table_layouts(tmp_path, kind):
     result = prepare(path, out)
     assert result.report["format"] == "table"
     dev, test, full = manifest(out, "dev"), manifest(out, "test"), manifest(out, "full")
-    assert len(dev) + len(test) + len(full) == 16
-    speakers = [{u.speaker for u in rows} for rows in (dev, test, full)]
-    assert not speakers[0] & speakers[1] and not speakers[0] & speakers[2] and not speakers[1] & speakers[2]
-    assert any("carved" in n for n in result.report["notes"])
+    assert len(dev) + len(test) + len(full) == 16 and dev and test
+    # four voices: too few to hold any out, so every voice trains and dev/test are drawn by utterance
+    assert {u.speaker for u in full} == {"s0", "s1", "s2", "s3"}
+    assert any("carved out of the training pool (by utterance" in n for n in result.report["notes"])
 
 
 def test_nemo_manifest_with_offsets_and_split_column(tmp_path):
@@ -221,7 +353,7 @@ def test_broken_files_and_hostile_transcripts_go_to_rejects(tmp_path):
     assert stereo.text == "stereo sauti" and stereo.sample_rate == 48000
     report = json.loads((out / "prepare_report.json").read_text())
     assert report["rejects"]["total"] == len(rejects(out)) >= 10
-    assert report["digits"]["utterances_with_digits"] == 6
+    assert report["text_counts"]["digits"]["transcripts_with_digits"] == 6
 
 
 def test_empty_transcript_rejected(tmp_path):

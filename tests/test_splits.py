@@ -4,8 +4,9 @@ from collections import defaultdict
 import numpy as np
 import pytest
 
+from lowres import LowresError
 from lowres.data.segment import plan_cuts
-from lowres.data.splits import Item, balanced_order, carve_heldout, nested_splits
+from lowres.data.splits import MIN_HELDOUT_VOICES, Item, balanced_order, carve_heldout, nested_splits
 
 
 def make_pool(hours: float, speakers: int, seed: int = 0, lo: float = 2.0, hi: float = 15.0) -> list[Item]:
@@ -79,24 +80,66 @@ def test_unknown_speakers_count_as_their_own():
     assert abs(draws["10min"].seconds - 600) <= 12
 
 
-def test_carve_heldout_speaker_disjoint(pool):
-    dev, test, note = carve_heldout(pool, 0, 0.1, 0.1)
-    assert not note and dev and test and not dev & test
-    spk = {it.id: it.speaker for it in pool}
-    dev_spk, test_spk = {spk[i] for i in dev}, {spk[i] for i in test}
-    train_spk = {spk[i] for i in spk if i not in dev and i not in test}
-    assert not dev_spk & test_spk and not dev_spk & train_spk and not test_spk & train_spk
+def _shares(pool, held):
     total = sum(it.duration for it in pool)
-    for ids in (dev, test):
-        share = sum(it.duration for it in pool if it.id in ids) / total
-        assert 0.05 < share < 0.17
-    assert carve_heldout(pool, 0, 0.1, 0.1) == (dev, test, note)
+    return [sum(it.duration for it in pool if it.id in ids) / total for ids in (held.dev, held.test)]
 
 
-def test_carve_heldout_with_two_speakers_notes_it():
-    pool = make_pool(0.2, 2)
-    dev, test, note = carve_heldout(pool, 0, 0.1, 0.1)
-    assert "speaker-disjoint" in note and dev and test
+def test_carve_heldout_speaker_disjoint(pool):
+    held = carve_heldout(pool, 0, 0.1, 0.1)
+    assert held.by == "speaker" and not held.note and held.dev and held.test and not held.dev & held.test
+    spk = {it.id: it.speaker for it in pool}
+    dev_spk, test_spk = {spk[i] for i in held.dev}, {spk[i] for i in held.test}
+    train_spk = {spk[i] for i in spk if i not in held.dev and i not in held.test}
+    assert not dev_spk & test_spk and not dev_spk & train_spk and not test_spk & train_spk
+    assert len(dev_spk) >= MIN_HELDOUT_VOICES and len(test_spk) >= MIN_HELDOUT_VOICES
+    assert all(0.05 < share < 0.17 for share in _shares(pool, held))
+    assert carve_heldout(pool, 0, 0.1, 0.1) == held
+
+
+@pytest.mark.parametrize("voices", [1, 2, 5])
+def test_carve_heldout_from_a_handful_of_voices_draws_utterances(voices):
+    """One to a handful of voices: a speaker-disjoint hold-out would take whole voices (most of the audio) from
+    training, or leave none, so utterances are drawn, each voice keeps training, and the note says so."""
+    pool = make_pool(0.5, voices)
+    held = carve_heldout(pool, 0, 0.1, 0.1)
+    assert held.by == "utterance" and held.dev and held.test and not held.dev & held.test
+    assert f"{voices} voice(s)" in held.note and "drawn by utterance" in held.note
+    assert all(0.07 < share < 0.13 for share in _shares(pool, held))
+    train_spk = {it.speaker for it in pool if it.id not in held.dev | held.test}
+    assert train_spk == {it.speaker for it in pool}
+
+
+def test_carve_heldout_two_main_voices_and_minor_ones():
+    """A dialogue corpus: two voices speak 80%, eighteen minor ones the rest. Whatever the draw, no held-out
+    set is a main voice (a 40% test set) and each is near its share."""
+    rng = random.Random(0)
+    pool = [Item(f"u{i:05d}", rng.choice("ab") if rng.random() < 0.8 else f"minor{rng.randrange(18)}",
+                 rng.uniform(1, 6)) for i in range(1500)]
+    for seed in range(5):
+        held = carve_heldout(pool, seed, 0.1, 0.1)
+        assert all(0.05 <= share <= 0.15 for share in _shares(pool, held)), (seed, held.by)
+        heldout_spk = {it.speaker for it in pool if it.id in held.dev | held.test}
+        if held.by == "speaker":
+            assert not heldout_spk & {"a", "b"}
+
+
+def test_carve_heldout_speaker_disjoint_when_asked():
+    few = make_pool(0.5, 5)
+    held = carve_heldout(few, 0, 0.1, 0.1, speaker_disjoint=True)
+    assert held.by == "speaker" and "as asked" in held.note
+    spk = {it.id: it.speaker for it in few}
+    train_spk = {spk[i] for i in spk if i not in held.dev | held.test}
+    assert not train_spk & {spk[i] for i in held.dev | held.test}
+    with pytest.raises(LowresError, match="2 voice.*Drop --speaker-disjoint"):
+        carve_heldout(make_pool(0.5, 2), 0, 0.1, 0.1, speaker_disjoint=True)
+
+
+def test_carve_heldout_without_speakers():
+    pool = [Item(f"u{i}", "", 3.0) for i in range(200)]
+    held = carve_heldout(pool, 0, 0.1, 0.1)
+    assert held.by == "utterance" and "no speaker labels" in held.note
+    assert all(0.08 < share < 0.12 for share in _shares(pool, held))
 
 
 def test_plan_cuts_properties():

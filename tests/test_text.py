@@ -93,5 +93,64 @@ def test_rules_file(tmp_path):
 def test_bad_config_values():
     with pytest.raises(LowresError):
         TextConfig(unicode_form="NFD")
-    with pytest.raises(LowresError):
-        TextConfig(digits="spell")
+    with pytest.raises(LowresError, match="--digits spell needs the words for 0-9.*--lang with one of .*en"):
+        TextConfig(digits="spell")  # no rules, so no digit words
+    with pytest.raises(LowresError, match="one of keep, spell, drop"):
+        TextConfig(digits="words")
+    with pytest.raises(LowresError, match="ten words"):
+        parse_rules('digits = ["one", "two"]')
+
+
+# What the real corpora of benchmarks/real_speech.py hold (Asterisk prompts, Dutch voice acting, Russian IVR).
+REAL = [
+    ("Press #5 to record", "press 5 to record"),
+    ("Het heeft je %1 uur gekost", "het heeft je 1 uur gekost"),
+    ("Si c'est exact appuyer…", "si c'est exact appuyer"),
+    ("Вы – единственный участник", "вы единственный участник"),
+    ("Переадресация если «недоступен»", "переадресация если недоступен"),
+    ("Dat wordt dan „Schelpdier“ genoemd", "dat wordt dan schelpdier genoemd"),
+    ("the PBX, Mr. B.’s yard", "the pbx mr b s yard"),  # an apostrophe after a full stop is not inside a word
+]
+
+
+@pytest.mark.parametrize("raw,expected", REAL)
+def test_real_transcript_symbols(raw, expected):
+    assert normalize(raw) == expected
+
+
+def test_digits_spelt_with_the_rules_words():
+    en = TextConfig(digits="spell", rules=load_rules("en"))
+    assert normalize("Press #5, then 737", en) == "press five then seven three seven"
+    assert normalize("5% off & 2+2", en) == "five percent off and two plus two"  # the rules say %, & and +
+    ru = TextConfig(digits="spell", rules=load_rules("ru"))
+    assert normalize("Ёлка: нажмите 1", ru) == "елка нажмите один"
+    assert normalize("٣ apples", en) == "three apples"  # a digit of another script has its value
+    nl = TextConfig(digits="drop", rules=load_rules("nl"))
+    assert normalize("bij steiger 5", nl) == "bij steiger"  # (prepare leaves such an utterance out instead)
+    for name in ("en", "es", "fr", "it", "nl", "ru", "sw", "tr"):
+        assert len(load_rules(name).digit_words) == 10, name
+
+
+def test_text_stats_count_what_normalisation_did():
+    from lowres.data.text import TextStats
+
+    cfg = TextConfig(rules=load_rules("en"))
+    stats = TextStats(cfg)
+    for raw in ("Press # to exit [beep] (2 seconds of silence)", "Вы – единственный «участник» PBX", "5% of 3Dfx",
+                "That's it…"):
+        stats.add(raw, normalize(raw, cfg))
+    report = stats.report()
+    assert report["transcripts"] == 4
+    assert report["spoken_symbols_removed"] == {"#": 1}  # % is said by the en rules, so not removed
+    assert report["punctuation_removed"]["«"] == 1 and report["punctuation_removed"]["…"] == 1
+    assert "'" not in report["punctuation_removed"]  # the apostrophe of that's is kept, not removed
+    assert report["bracketed"] == {"transcripts": 1, "examples": ["[beep]", "(2 seconds of silence)"]}
+    assert report["acronyms"] == {"transcripts": 1, "examples": ["PBX"]}
+    assert report["digits"]["transcripts_with_digits"] == 2 and report["digits"]["policy"] == "keep"
+    assert set(report["scripts"]) == {"LATIN", "CYRILLIC"} and report["scripts"]["CYRILLIC"]["transcripts"] == 1
+    advice = "\n".join(stats.advice())
+    assert "usually spoken: # 1" in advice and "text in brackets" in advice and "PBX" in advice
+    assert "letters of 2 scripts" in advice and "2 transcript(s) hold digits" in advice
+    upper = TextStats(cfg)
+    upper.add("HELLO WORLD FROM LIBRISPEECH", "hello world from librispeech")
+    assert upper.report()["acronyms"]["transcripts"] == 0  # an all-capitals corpus has no acronyms to find

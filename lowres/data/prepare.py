@@ -27,7 +27,7 @@ from lowres.data.corpora import CorpusOptions, Record, Reject, detect_format, ge
 from lowres.data.manifest import Utterance, json_line, write_manifest
 from lowres.data.segment import plan_cuts
 from lowres.data.splits import HELDOUT_SPLITS, LABELED_SPLITS, Item, carve_heldout, nested_splits
-from lowres.data.text import LanguageRules, TextConfig, has_digit, normalize, text_config_dict
+from lowres.data.text import LanguageRules, TextConfig, TextStats, normalize, says_digits, text_config_dict
 from lowres.data.vocab import Vocab, build_vocab, count_symbols, ctc_frames_needed, tokenize
 from lowres.fsutil import atomic_write_json, atomic_write_lines, atomic_write_text, claim_folder
 
@@ -158,7 +158,7 @@ def prepare(
                     "corpus": str(corpus) if corpus else None,
                     "unlabeled_folder": str(unlabeled) if unlabeled else None, "seed": cfg.seed,
                     "config": to_dict(cfg), "text_rules": rules.name or None,
-                    "text": text_config_dict(text_cfg), "notes": []}
+                    "text": text_config_dict(text_cfg), "notes": [], "warnings": []}
     result = PrepareResult(out=out, report=report)
     rows: list[_Row] = []
     pieces: list[Utterance] = []
@@ -169,11 +169,16 @@ def prepare(
             records: list[Record] = []
             for item in parser.parse(corpus, corpus_opts):
                 (records if isinstance(item, Record) else rejects).append(item)
+            items = len(records) + len(rejects)  # every utterance the corpus lists, usable or not
             files = sorted({r.audio for r in records})
             probes = parallel_map(_probe_one, files, workers, progress, "probing audio")
-            rows = _check_records(records, probes, cfg, text_cfg, rejects)
+            stats = TextStats(text_cfg)
+            rows, found_s = _check_records(records, probes, cfg, text_cfg, rejects, stats)
             del records, files, probes  # the rows hold all that is used from here on (these were ~30% of the peak)
+            report["text_counts"] = stats.report()
+            report["text_advice"] = stats.advice()
             counts = _labeled(result, rows, cfg, format_name, rejects, report)
+            _kept(report, result, items, found_s, rejects)
         if unlabeled is not None:
             heldout_files = {os.path.realpath(r.utt.audio_filepath) for r in rows if r.split in HELDOUT_SPLITS}
             pieces = _unlabeled(Path(unlabeled), cfg, heldout_files, workers, progress, rejects, report)
@@ -186,11 +191,11 @@ def prepare(
         raise LowresError(_nothing_usable(corpus, Path(unlabeled) if unlabeled is not None else None, rejects,
                                           report))
     if corpus is not None and not rows:  # the unlabeled part is usable: say loudly what the labeled part is not
-        report["notes"].append(f"{corpus} gave no usable utterance (every item is in rejects.jsonl): only the "
-                               "unlabeled audio was prepared")
+        report["warnings"].append(f"{corpus} gave no usable utterance (every item is in rejects.jsonl): only the "
+                                  "unlabeled audio was prepared")
     if unlabeled is not None and not pieces:
-        report["notes"].append(f"--unlabeled {unlabeled} gave no usable piece of audio: `lowres adapt` has "
-                               "nothing to train on from it")
+        report["warnings"].append(f"--unlabeled {unlabeled} gave no usable piece of audio: `lowres adapt` has "
+                                  "nothing to train on from it")
 
     claim()
     if corpus is not None:
@@ -200,6 +205,52 @@ def prepare(
     atomic_write_lines(out / "rejects.jsonl", (json_line(r.to_dict()) for r in rejects))
     atomic_write_json(out / "prepare_report.json", report)
     return result
+
+
+# What to do about each reason a labeled utterance is rejected for, named in the warning of a prepare that keeps
+# less than half of a corpus (KEEP_WARNING).
+REJECT_HINTS = {
+    "missing_audio": "the audio paths do not lead to files: check them (a table's relative paths start at the "
+                     "table file's folder)",
+    "unreadable_audio": "those files are not audio lowres decodes (each one's reason is in rejects.jsonl)",
+    "empty_audio": "those audio files are empty (zero bytes): copy them again",
+    "truncated_audio": "those audio files are cut short: copy them again",
+    "non_finite_audio": "those audio files hold NaN or infinite samples: export them again",
+    "too_long": "raise --max-duration, or cut the recordings into utterances with their transcripts",
+    "too_short": "lower --min-duration",
+    "empty_transcript": "nothing is left of those transcripts after normalisation: check the transcript column "
+                        "(--text-column) and the text rules",
+    "transcript_too_long": "those transcripts are longer than their audio can hold: check that each line's text "
+                           "belongs to its audio",
+    "heldout_speaker": "those voices also speak in dev/test: without --speaker-disjoint they train (the report then "
+                       "says how much of dev/test they speak)",
+    "duplicate_id": "ids repeat: give each utterance an id of its own (or leave the id column out)",
+    "has_digits": "their transcripts hold digits: --digits spell writes them as words, --digits keep as digits",
+    "segment_out_of_range": "their offset/duration points past the end of the audio file",
+    "bad_line": "those lines cannot be read (each one's reason is in rejects.jsonl)",
+    "bad_encoding": "those lines are not UTF-8 text: convert the file with iconv",
+}
+KEEP_WARNING = 0.5  # a prepare that keeps less than this share of the corpus's labeled utterances or audio warns
+
+
+def _kept(report: dict, result: PrepareResult, items: int, found_s: float, rejects: list[Reject]) -> None:
+    """How much of the corpus's labeled utterances and audio ended in a manifest; a warning naming the main
+    reason and what to do where that is less than half."""
+    kept = [u for name in ("full", *HELDOUT_SPLITS) for u in result.splits.get(name, [])]
+    kept_s = sum(u.duration for u in kept)
+    share = len(kept) / items if items else 1.0
+    audio_share = min(1.0, kept_s / found_s) if found_s else (1.0 if not items else 0.0)
+    report["kept"] = {"utterances_listed": items, "utterances_kept": len(kept), "share": round(share, 4),
+                      "audio_hours_found": round(found_s / 3600, 4), "audio_hours_kept": round(kept_s / 3600, 4),
+                      "audio_share": round(audio_share, 4)}
+    if not items or min(share, audio_share) >= KEEP_WARNING:
+        return
+    reason, n = Counter(r.reason for r in rejects).most_common(1)[0] if rejects else ("", 0)
+    why = (f": most were rejected as {reason} ({n}): {REJECT_HINTS.get(reason, 'see rejects.jsonl')}"
+           if reason else "")
+    report["warnings"].append(
+        f"only {len(kept)} of the {items} labeled utterances ({100 * share:.0f}%) and {kept_s / 3600:.2f} of "
+        f"{found_s / 3600:.2f} h of their audio were kept{why}. Every reject is in rejects.jsonl with its reason.")
 
 
 _EXAMPLE_REASONS = 4  # rejects quoted in the "nothing usable" message: the first of this many reasons
@@ -241,10 +292,12 @@ def _nothing_usable(corpus: Path | None, unlabeled: Path | None, rejects: list[R
 
 
 def _check_records(records: list[Record], probes: dict, cfg: PrepareConfig, text_cfg: TextConfig,
-                   rejects: list[Reject]) -> list[_Row]:
-    """Records → usable rows; everything else → rejects with a reason."""
+                   rejects: list[Reject], stats: TextStats) -> tuple[list[_Row], float]:
+    """Records → usable rows; everything else → rejects with a reason. Also returns the seconds of labeled
+    audio found (every record whose audio decodes), and counts the transcripts' text into ``stats``."""
     rows: list[_Row] = []
     first_seen: dict[str, str] = {}
+    found_s = 0.0
     for rec in records:
         def reject(reason: str, detail: str, rec=rec):
             rejects.append(Reject(rec.source, reason, detail, id=rec.id))
@@ -263,19 +316,26 @@ def _check_records(records: list[Record], probes: dict, cfg: PrepareConfig, text
             reject("segment_out_of_range", f"offset {rec.offset:.3f}s is past the end of {rec.audio} ({file_s:.3f}s)")
             continue
         duration = file_s - rec.offset if rec.duration is None else rec.duration
+        found_s += min(duration, file_s - rec.offset)
         if rec.offset + duration > file_s + 0.05:
             reject("segment_out_of_range",
                    f"segment ends at {rec.offset + duration:.3f}s, after the end of {rec.audio} ({file_s:.3f}s)")
             continue
         duration = min(duration, file_s - rec.offset)
         if duration < cfg.min_duration_s:
-            reject("too_short", f"{duration:.3f}s is shorter than min_duration_s={cfg.min_duration_s}")
+            reject("too_short", f"{duration:.3f}s is shorter than min_duration_s={cfg.min_duration_s} "
+                                "(lower --min-duration to keep it)")
             continue
         if duration > cfg.max_duration_s:
             reject("too_long", f"{duration:.1f}s is longer than max_duration_s={cfg.max_duration_s} "
                                "(cut it, or raise --max-duration)")
             continue
         text = normalize(rec.text, text_cfg)
+        stats.add(rec.text, text)  # before the digits policy: the report counts what the corpus holds
+        if text_cfg.digits == "drop" and says_digits(rec.text, text_cfg):
+            reject("has_digits", f"the transcript holds digits ({rec.text[:80]!r}), and --digits drop leaves such "
+                                 "utterances out (--digits keep or spell keeps them)")
+            continue
         if not text:
             reject("empty_transcript", f"nothing is left after normalisation of {rec.text[:80]!r}")
             continue
@@ -289,7 +349,7 @@ def _check_records(records: list[Record], probes: dict, cfg: PrepareConfig, text
         utt = Utterance(id=rec.id, audio_filepath=str(rec.audio), duration=duration, text=text, offset=rec.offset,
                         speaker=rec.speaker, sample_rate=info.sample_rate, raw_text=rec.text)
         rows.append(_Row(utt, rec.split, rec.group, rec.tags, info.frames, rec.source))
-    return rows
+    return rows, found_s
 
 
 def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format_name: str,
@@ -302,40 +362,54 @@ def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format
     for r in rows:
         by_split[r.split].append(r)
 
-    # held-out sets: the corpus's own, else carved out speaker-disjoint (never for LibriSpeech layouts,
-    # whose dev/test are the official folders)
+    # held-out sets: the corpus's own, used as given; else carved out of the training pool, by speaker where
+    # the pool has the voices for it, by utterance where it has one to a handful (never for LibriSpeech
+    # layouts, whose dev/test are the official folders)
+    drawn = {s: "given" for s in HELDOUT_SPLITS if by_split.get(s)}
     missing = [s for s in HELDOUT_SPLITS if not by_split.get(s)]
     if missing and format_name == "librispeech":
         notes.append(f"no {' and no '.join(missing)} set found: put LibriSpeech dev-*/test-* folders beside the "
                      "corpus or name them with --dev/--test")
     elif missing:
         train_items = [Item(r.utt.id, r.utt.speaker, r.utt.duration) for r in by_split["train"]]
-        dev_ids, test_ids, note = carve_heldout(train_items, cfg.seed, cfg.dev_fraction if "dev" in missing else 0.0,
-                                                cfg.test_fraction if "test" in missing else 0.0)
-        if note:
-            notes.append(note)
+        held = carve_heldout(train_items, cfg.seed, cfg.dev_fraction if "dev" in missing else 0.0,
+                             cfg.test_fraction if "test" in missing else 0.0, cfg.speaker_disjoint)
+        if held.note:
+            notes.append(held.note)
         kept = []
         for r in by_split["train"]:
-            if r.utt.id in dev_ids:
+            if r.utt.id in held.dev:
                 r.split, r.group = "dev", "carved"
                 by_split["dev"].append(r)
-            elif r.utt.id in test_ids:
+            elif r.utt.id in held.test:
                 r.split, r.group = "test", "carved"
                 by_split["test"].append(r)
             else:
                 kept.append(r)
         by_split["train"] = kept
-        notes.append(f"{' and '.join(missing)} carved out of the training pool (speaker-disjoint, seed {cfg.seed})")
+        drawn.update(dict.fromkeys(missing, f"carved by {held.by}"))
+        notes.append(f"{' and '.join(missing)} carved out of the training pool (by {held.by}, seed {cfg.seed})")
 
-    # training pool: never a dev/test speaker (official Libri-light subsets are used as they are)
+    # the training pool keeps every voice (a corpus of one to a few voices has nothing else to train on), unless
+    # --speaker-disjoint asks to keep dev/test voices out of it, which is said loudly (official Libri-light
+    # subsets are used as they are)
     heldout_speakers = {r.utt.speaker for s in HELDOUT_SPLITS for r in by_split.get(s, []) if r.utt.speaker}
     pool: list[_Row] = []
+    left_out = 0.0
     for r in by_split.get("train", []):
-        if not official and r.utt.speaker and r.utt.speaker in heldout_speakers:
-            rejects.append(Reject(r.source, "heldout_speaker",
-                                  f"speaker {r.utt.speaker!r} is in dev/test; kept out of training", id=r.utt.id))
+        if cfg.speaker_disjoint and not official and r.utt.speaker in heldout_speakers:
+            rejects.append(Reject(r.source, "heldout_speaker", f"speaker {r.utt.speaker!r} speaks in dev/test; kept "
+                                  "out of training (--speaker-disjoint)", id=r.utt.id))
+            left_out += r.utt.duration
             continue
         pool.append(r)
+    if left_out:
+        whole = left_out + sum(r.utt.duration for r in pool)
+        report["warnings"].append(
+            f"--speaker-disjoint left {left_out / 3600:.2f} h ({100 * left_out / whole:.0f}% of the training pool) "
+            "out of training: the utterances of voices that speak in dev/test (rejects.jsonl, heldout_speaker). "
+            "Without --speaker-disjoint they train, and the report says how much of dev/test they speak.")
+    report["heldout"] = _heldout_voices(by_split, pool, drawn)
 
     # nested splits
     pool_by_id = {r.utt.id: r for r in pool}
@@ -360,8 +434,9 @@ def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format
     counts = count_symbols((r.utt.text for r in pool), cfg.units)
     vocab, rare = build_vocab(counts, cfg.min_char_count, cfg.units)
     if not pool and rows:  # (no rows at all: prepare() says so)
-        notes.append("the training pool is empty: no vocabulary was written (the dev/test manifests can be "
-                     "evaluated on with `lowres eval --data`, but nothing can be fine-tuned on this folder)")
+        report["warnings"].append(
+            "the training pool is empty: no vocabulary was written (the dev/test manifests can be evaluated on "
+            "with `lowres eval --data`, but nothing can be fine-tuned on this folder)")
     result.vocab = vocab
 
     # the manifests
@@ -406,10 +481,62 @@ def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format
         "vocabulary": {"size": len(vocab), "symbols": len(vocab.symbols), "units": cfg.units,
                        "min_char_count": cfg.min_char_count, "rare_to_unk": rare},
         "coverage": coverage,
-        "digits": {"utterances_with_digits": sum(1 for r in rows if has_digit(r.utt.text)),
-                   "policy": cfg.digits},
+        "audio": sample_rates(u for name in ("full", *HELDOUT_SPLITS) for u in result.splits[name]),
     })
+    notes.extend(_band_notes(report["audio"], "labeled"))
     return counts
+
+
+def _heldout_voices(by_split: dict[str, list[_Row]], pool: list[_Row], drawn: dict[str, str]) -> dict:
+    """For dev and test: how they were drawn, their voices, and how much of their audio is spoken by voices that
+    also speak in the training pool (a speaker-dependent evaluation where that is high)."""
+    train_voices = {r.utt.speaker for r in pool if r.utt.speaker}
+    out = {}
+    for name in HELDOUT_SPLITS:
+        held = by_split.get(name, [])
+        if not held:
+            continue
+        seconds = sum(r.utt.duration for r in held)
+        labelled = [r for r in held if r.utt.speaker]
+        shared = [r for r in labelled if r.utt.speaker in train_voices]
+        out[name] = {"drawn": drawn.get(name, "given"), "speakers": len({r.utt.speaker for r in labelled}),
+                     "speakers_in_training": len({r.utt.speaker for r in shared}),
+                     "share_by_training_voices": round(sum(r.utt.duration for r in shared) / seconds, 4)
+                     if seconds else 0.0,
+                     "share_unknown_speaker": round(sum(r.utt.duration for r in held if not r.utt.speaker) / seconds,
+                                                    4) if seconds else 0.0}
+    return out
+
+
+def sample_rates(utts: Iterable[Utterance]) -> dict:
+    """Utterances and hours per sample rate, and the share of the audio that is narrow-band (under 16 kHz:
+    upsampled when loaded, with nothing above half its rate)."""
+    by_rate: dict[int, list] = defaultdict(lambda: [0, 0.0])
+    for u in utts:
+        by_rate[u.sample_rate][0] += 1
+        by_rate[u.sample_rate][1] += u.duration
+    total = sum(s for _, s in by_rate.values())
+    narrow = sum(s for rate, (_, s) in by_rate.items() if rate < audio_mod.TARGET_SAMPLE_RATE)
+    return {"sample_rates": {str(rate): {"utterances": n, "hours": round(s / 3600, 4)}
+                             for rate, (n, s) in sorted(by_rate.items())},
+            "narrowband_share": round(narrow / total, 4) if total else 0.0}
+
+
+def _band_notes(audio: dict, what: str) -> list[str]:
+    rates = [int(r) for r in audio["sample_rates"]]
+    narrow = [r for r in rates if r < audio_mod.TARGET_SAMPLE_RATE]
+    if not narrow:
+        return []
+    listed = ", ".join(f"{r} Hz" for r in narrow)
+    notes = [f"{100 * audio['narrowband_share']:.0f}% of the {what} audio is narrow-band ({listed}): it is upsampled "
+             f"to {audio_mod.TARGET_SAMPLE_RATE} Hz when loaded and holds nothing above {min(narrow) / 2000:g} kHz "
+             "(telephone speech)"]
+    if len(narrow) < len(rates):
+        wide = ", ".join(f"{r} Hz" for r in rates if r >= audio_mod.TARGET_SAMPLE_RATE)
+        notes.append(f"the {what} audio mixes narrow-band ({listed}) and wide-band ({wide}) recordings: a model "
+                     "hears the two differently, and a dev/test CER averages over both (`lowres eval --manifest` "
+                     "scores a subset)")
+    return notes
 
 
 def _write_labeled(result: PrepareResult, rows: list[_Row], counts: Counter, cfg: PrepareConfig,
@@ -491,8 +618,9 @@ def _unlabeled(root: Path, cfg: PrepareConfig, heldout_files: set[str], workers:
     report["unlabeled"] = {
         "files": len(files), "pieces": len(pieces), "hours": round(sum(p.duration for p in pieces) / 3600, 4),
         "cut_files": len(long_files), "non_audio_files_skipped": skipped,
-        "heldout_files_excluded": excluded,
+        "heldout_files_excluded": excluded, "audio": sample_rates(pieces),
     }
+    report["notes"].extend(_band_notes(report["unlabeled"]["audio"], "unlabeled"))
     if excluded:
         report["notes"].append(f"{excluded} unlabeled file(s) are dev/test audio and were left out")
     return pieces
@@ -574,6 +702,11 @@ def print_summary(result: PrepareResult, console) -> None:
         parts = [f"{k} {100 * v['oov_share']:.2f}%" for k, v in cov.items() if v["symbols"]]
         if parts:
             console.print("characters outside the vocabulary: " + ", ".join(parts))
+    held = report.get("heldout", {})
+    if held:
+        console.print(heldout_line(held), markup=False)
+    for line in report.get("text_advice", []):
+        console.print(line, markup=False)
     rej = report.get("rejects", {})
     if rej.get("total"):
         reasons = ", ".join(f"{k} {v}" for k, v in rej["by_reason"].items())
@@ -582,4 +715,22 @@ def print_summary(result: PrepareResult, console) -> None:
     else:
         console.print("rejected 0")
     for note in report.get("notes", []):
-        console.print(escape(f"note: {note}"))
+        console.print(f"note: {note}", markup=False)
+    for warning in report.get("warnings", []):
+        console.print("warning: " + warning, style="bold yellow", markup=False)
+
+
+def heldout_line(held: dict) -> str:
+    """One line on dev/test's voices: how much of each is spoken by voices that also speak in training."""
+    parts, shared = [], False
+    for name, h in held.items():
+        if h["share_unknown_speaker"] >= 0.5:
+            parts.append(f"{name} speakers unknown")
+            continue
+        parts.append(f"{name} {100 * h['share_by_training_voices']:.0f}% ({h['speakers_in_training']} of "
+                     f"{h['speakers']} voices)")
+        shared = shared or h["share_by_training_voices"] > 0
+    how = ("a speaker-dependent evaluation; --speaker-disjoint keeps those voices out of training" if shared else
+           "a speaker-independent evaluation" if all(h["share_unknown_speaker"] < 0.5 for h in held.values()) else
+           "speakers are not labeled")
+    return "dev/test audio spoken by voices heard in training: " + ", ".join(parts) + f" ({how})"

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 # labeled one, eval --split any of them (lowres.data.prepared.PreparedDir maps a name to its file)
 DEFAULT_TARGETS: tuple[tuple[str, float], ...] = (("10min", 600.0), ("1h", 3600.0), ("10h", 36000.0))
 LABELED_SPLITS: tuple[str, ...] = (*(name for name, _ in DEFAULT_TARGETS), "full")  # nested, smallest first
-HELDOUT_SPLITS: tuple[str, ...] = ("dev", "test")  # speaker-disjoint from the labeled pool
+HELDOUT_SPLITS: tuple[str, ...] = ("dev", "test")  # never in the labeled pool (their voices may be: see Heldout)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,41 +105,114 @@ def nested_splits(
     return out
 
 
-def carve_heldout(
-    pool: Sequence[Item], seed: int, dev_fraction: float, test_fraction: float
-) -> tuple[set[str], set[str], str]:
-    """Speaker-disjoint dev and test ids drawn from ``pool`` (each about its fraction of the duration).
+@dataclass(frozen=True)
+class Heldout:
+    """Dev and test ids drawn out of a training pool, and how they were drawn."""
 
-    Returns ``(dev_ids, test_ids, note)``; the note says when speakers are too few to be disjoint.
+    dev: frozenset[str]
+    test: frozenset[str]
+    by: str  # "speaker": no voice of dev or test speaks in training; "utterance": they may
+    note: str = ""  # why it was drawn this way, for the report ("" when by speaker as usual)
+
+
+# A speaker-disjoint dev or test set is drawn only where it gets at least MIN_HELDOUT_VOICES voices and about its
+# share of the audio (half to one and a half times), from a corpus of at least MIN_EFFECTIVE_VOICES effective
+# voices (the inverse of the sum of the voices' squared shares of the audio: 40 equal voices are 40, two voices
+# speaking 80% beside eighteen minor ones about 3). A speaker-disjoint hold-out from one to a handful of voices
+# would take whole voices, most of the audio, out of training, or leave dev/test to the minor voices: there,
+# utterances are drawn instead.
+MIN_HELDOUT_VOICES = 2
+MIN_EFFECTIVE_VOICES = 8.0
+
+
+def carve_heldout(pool: Sequence[Item], seed: int, dev_fraction: float, test_fraction: float,
+                  speaker_disjoint: bool = False) -> Heldout:
+    """Dev and test ids drawn from ``pool``, each about its fraction of the duration.
+
+    By speaker (no dev or test voice speaks in training) where the pool has the voices for it (see
+    :data:`MIN_HELDOUT_VOICES`), else by utterance (dev and test hear
+    the training voices: a speaker-dependent evaluation), with a note saying why. ``speaker_disjoint``
+    draws by speaker whenever three voices at least allow it (the note says what the sets got) and raises a
+    :class:`LowresError` where they do not. Utterances without a speaker count as voices of their own.
     """
-    rng = random.Random(seed + 7919)
     groups: dict[str, list[Item]] = defaultdict(list)
     for item in sorted(pool, key=lambda it: it.id):
         groups[_speaker_key(item)].append(item)
-    note = ""
-    known = [g for g in groups if not g.startswith("\x00")]
-    if 0 < len(known) < 3:
-        # too few speakers to hold any out: split their utterances instead
-        groups = {f"\x00{it.id}": [it] for it in pool}
-        note = (f"only {len(known)} speaker(s): dev/test could not be speaker-disjoint and were drawn "
-                "from the same speakers' utterances")
-    names = sorted(groups)
-    rng.shuffle(names)
+    known = sorted(g for g in groups if not g.startswith("\x00"))
     total = sum(it.duration for it in pool)
     want = {"test": total * test_fraction, "dev": total * dev_fraction}
-    have = {"test": 0.0, "dev": 0.0}
-    picked: dict[str, set[str]] = {"test": set(), "dev": set()}
-    for name in names:
-        seconds = sum(it.duration for it in groups[name])
-        for split in ("test", "dev"):
-            remaining = want[split] - have[split]
-            if remaining <= 0:
-                continue
-            if picked[split] and seconds > 1.5 * remaining:
-                continue  # would overshoot its target by far: leave it to another set
-            if seconds > 0.5 * total and len(names) > 2:
-                continue  # never hand half the pool to a held-out set
-            picked[split].update(it.id for it in groups[name])
-            have[split] += seconds
+    wanted = [s for s in ("dev", "test") if want[s] > 0]
+    if not wanted:
+        return Heldout(frozenset(), frozenset(), "speaker")
+    if known:
+        picked, have = _draw_groups(groups, want, total, seed)
+        voices = {s: len(picked[s]) for s in wanted}
+        effective = total ** 2 / sum(sum(it.duration for it in g) ** 2 for g in groups.values()) if total else 0.0
+        fits = effective >= MIN_EFFECTIVE_VOICES and all(
+            voices[s] >= MIN_HELDOUT_VOICES and 0.5 * want[s] <= have[s] <= 1.5 * want[s] for s in wanted)
+        got = ", ".join(f"{s} {voices[s]} voice(s), {100 * have[s] / total:.0f}% of the audio" for s in wanted)
+        if fits or (speaker_disjoint and len(known) >= 3 and all(picked[s] for s in wanted)):
+            note = "" if fits else (f"drawn by speaker as asked (--speaker-disjoint): {got}, from {len(known)} "
+                                    "voices")
+            return Heldout(*_ids(picked, groups), "speaker", note)
+        if speaker_disjoint:
+            from lowres import LowresError
+
+            raise LowresError(
+                f"A speaker-disjoint dev/test cannot be drawn from this corpus: its training pool has "
+                f"{len(known)} voice(s) ({_voice_shares(groups, known, total)}), and dev, test and training need "
+                "one voice each at least. Drop --speaker-disjoint (dev and test are then drawn by utterance and "
+                "hear the training voices), or give dev/test sets of other speakers (a split column, --dev/--test).")
+        why = (f"{len(known)} voice(s) ({_voice_shares(groups, known, total)}; {effective:.1f} effective): too few "
+               f"for a speaker-disjoint dev/test (it needs {MIN_EFFECTIVE_VOICES:g} effective voices, and "
+               f"{MIN_HELDOUT_VOICES} voices and about its share of the audio in each set)")
+    else:
+        why = "no speaker labels"
+    singles = {f"\x00{it.id}": [it] for it in pool}
+    picked, _ = _draw_groups(singles, want, total, seed)
+    note = (f"{why}: dev and test were drawn by utterance, so they hear the training voices (a speaker-dependent "
+            "evaluation)" + ("; --speaker-disjoint draws them by speaker" if len(known) >= 3 else ""))
+    return Heldout(*_ids(picked, singles), "utterance", note)
+
+
+def _draw_groups(groups: dict[str, list[Item]], want: dict[str, float], total: float,
+                 seed: int) -> tuple[dict[str, list[str]], dict[str, float]]:
+    """Whole groups (speakers, or single utterances) for test, then dev, in a seeded order: each group goes
+    to the first set it fits, never past 1.5 times what the set still needs. Where that leaves a set empty (a
+    pool of a few large groups), a set's first group may be larger: anything up to half the pool where there are
+    more than two groups."""
+    rng = random.Random(seed + 7919)
+    names = sorted(groups)
+    rng.shuffle(names)
+    seconds = {name: sum(it.duration for it in groups[name]) for name in names}
+    for lenient in (False, True):
+        have = {"test": 0.0, "dev": 0.0}
+        picked: dict[str, list[str]] = {"test": [], "dev": []}
+        for name in names:
+            for split in ("test", "dev"):
+                remaining = want[split] - have[split]
+                if remaining <= 0:
+                    continue
+                if seconds[name] > 1.5 * remaining and (picked[split] or not lenient):
+                    continue  # would overshoot its target by far: leave it to another set
+                if seconds[name] > 0.5 * total and len(names) > 2:
+                    continue
+                picked[split].append(name)
+                have[split] += seconds[name]
+                break
+        if all(picked[s] for s in want if want[s] > 0):
             break
-    return picked["dev"], picked["test"], note
+    return picked, have
+
+
+def _ids(picked: dict[str, list[str]], groups: dict[str, list[Item]]) -> tuple[frozenset[str], frozenset[str]]:
+    return tuple(frozenset(it.id for g in picked[s] for it in groups[g]) for s in ("dev", "test"))
+
+
+def _voice_shares(groups: dict[str, list[Item]], known: list[str], total: float, top: int = 3) -> str:
+    """"a 62%, b 30%, 3 more 8%": the largest voices' shares of the audio."""
+    shares = sorted(((sum(it.duration for it in groups[g]) / total, g) for g in known), reverse=True)
+    parts = [f"{g} {100 * s:.0f}%" for s, g in shares[:top]]
+    if len(shares) > top:
+        parts.append(f"{len(shares) - top} more {100 * sum(s for s, _ in shares[top:]):.0f}%")
+    return ", ".join(parts)
