@@ -464,3 +464,25 @@ def test_a_dev_subset_takes_each_voice_in_turn():
     assert [u.id for u in spread_over_speakers(utts, 5)] == ["a0", "b0", "a1", "b1", "a2"]
     assert [u.id for u in spread_over_speakers(utts, 50)] == [u.id for u in utts]  # all there is, in order
     assert spread_over_speakers(utts, 0) == []
+
+
+def test_short_unlabeled_files_are_counted_and_said(tmp_path):
+    """A folder of short prompts: the files under --min-segment are left out, and when that is most of the audio
+    the summary warns with the flag that keeps them; the rejects line tells labeled items from unlabeled files."""
+    from rich.console import Console
+
+    from lowres.data.prepare import print_summary
+
+    for i in range(6):
+        write_audio(tmp_path / "unl" / f"p{i}.wav", 1.2, seed=i)
+    write_audio(tmp_path / "unl" / "long.wav", 3.0)
+    result = prepare(None, tmp_path / "out", unlabeled=tmp_path / "unl")
+    [warning] = result.report["warnings"]
+    assert "6 unlabeled file(s), 0.00 h of the 0.00 h found, are shorter than --min-segment 2 s" in warning
+    assert result.report["rejects"]["unlabeled"] == {"too_short": 6} and result.report["rejects"]["labeled"] == {}
+    console = Console(record=True, width=300)
+    print_summary(result, console)
+    assert "rejected 6: 6 unlabeled files (too_short 6)" in console.export_text()
+    again = prepare(None, tmp_path / "out2", PrepareConfig(segment_min_s=1.0, segment_max_s=15.6),
+                    unlabeled=tmp_path / "unl")
+    assert len(again.splits["unlabeled"]) == 7 and not again.report["warnings"]

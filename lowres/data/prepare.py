@@ -179,14 +179,18 @@ def prepare(
             report["text_advice"] = stats.advice()
             counts = _labeled(result, rows, cfg, format_name, rejects, report)
             _kept(report, result, items, found_s, rejects)
+        labeled_rejects = len(rejects)
         if unlabeled is not None:
             heldout_files = {os.path.realpath(r.utt.audio_filepath) for r in rows if r.split in HELDOUT_SPLITS}
             pieces = _unlabeled(Path(unlabeled), cfg, heldout_files, workers, progress, rejects, report)
             result.splits["unlabeled"] = pieces
 
+    parts = {"labeled": Counter(r.reason for r in rejects[:labeled_rejects]),
+             "unlabeled": Counter(r.reason for r in rejects[labeled_rejects:])}
     rejects.sort(key=lambda r: (r.reason, r.source, r.id))
     by_reason = Counter(r.reason for r in rejects)
-    report["rejects"] = {"total": len(rejects), "by_reason": dict(sorted(by_reason.items()))}
+    report["rejects"] = {"total": len(rejects), "by_reason": dict(sorted(by_reason.items())),
+                         **{k: dict(sorted(v.items())) for k, v in parts.items()}}
     if not rows and not pieces:
         raise LowresError(_nothing_usable(corpus, Path(unlabeled) if unlabeled is not None else None, rejects,
                                           report))
@@ -577,14 +581,19 @@ def _unlabeled(root: Path, cfg: PrepareConfig, heldout_files: set[str], workers:
         files.append(path)
     probes = parallel_map(_probe_one, files, workers, progress, "probing unlabeled audio")
     long_files = []
+    short, short_s, found_s = 0, 0.0, 0.0
     for path in files:
         info = probes[path]
         if isinstance(info, audio_mod.AudioError):
             rejects.append(Reject(str(path), info.reason, info.detail, id=_unlabeled_id(root, path)))
-        elif info.duration_s < cfg.segment_min_s:
+            continue
+        found_s += info.duration_s
+        if info.duration_s < cfg.segment_min_s:
             rejects.append(Reject(str(path), "too_short",
-                                  f"{info.duration_s:.2f}s is shorter than segment_min_s={cfg.segment_min_s}",
-                                  id=_unlabeled_id(root, path)))
+                                  f"{info.duration_s:.2f}s is shorter than segment_min_s={cfg.segment_min_s} (lower "
+                                  "--min-segment to keep it)", id=_unlabeled_id(root, path)))
+            short += 1
+            short_s += info.duration_s
         elif info.duration_s > cfg.segment_max_s:
             long_files.append(path)
 
@@ -623,6 +632,12 @@ def _unlabeled(root: Path, cfg: PrepareConfig, heldout_files: set[str], workers:
     report["notes"].extend(_band_notes(report["unlabeled"]["audio"], "unlabeled"))
     if excluded:
         report["notes"].append(f"{excluded} unlabeled file(s) are dev/test audio and were left out")
+    if short:
+        kept_s = sum(p.duration for p in pieces)
+        say = report["warnings"] if kept_s < KEEP_WARNING * found_s else report["notes"]
+        say.append(f"{short} unlabeled file(s), {short_s / 3600:.2f} h of the {found_s / 3600:.2f} h found, are "
+                   f"shorter than --min-segment {cfg.segment_min_s:g} s and were left out: lower --min-segment to "
+                   "keep them (a short corpus of prompts or lines loses most of its audio to it)")
     return pieces
 
 
@@ -709,8 +724,12 @@ def print_summary(result: PrepareResult, console) -> None:
         console.print(line, markup=False)
     rej = report.get("rejects", {})
     if rej.get("total"):
-        reasons = ", ".join(f"{k} {v}" for k, v in rej["by_reason"].items())
-        console.print(f"[yellow]rejected {rej['total']}[/yellow] ({reasons}); see "
+        parts = []
+        for part, what in (("labeled", "labeled items"), ("unlabeled", "unlabeled files")):
+            by = rej.get(part, {})
+            if by:
+                parts.append(f"{sum(by.values())} {what} ({', '.join(f'{k} {v}' for k, v in by.items())})")
+        console.print(f"[yellow]rejected {rej['total']}[/yellow]: " + escape("; ".join(parts)) + "; see "
                       + escape(str(result.out / "rejects.jsonl")))
     else:
         console.print("rejected 0")

@@ -1,0 +1,421 @@
+"""Real-speech benchmark: lowres's whole pipeline, through its own CLI, on real recorded speech.
+
+The corpora come from Debian main (``apt-get download``, no root needed for the download folder), are unpacked
+into a cache folder and written as ``table`` corpora (``corpus.jsonl``: id, audio, text, speaker, split):
+
+- ``nl``: Fish Fillets NG's Dutch voice acting (GPL-2): ~1,528 lines, ~91 min, 22.05 kHz Vorbis, 20 character
+  voices of which two speak ~80%;
+- ``en``, ``es``, ``fr``, ``it``, ``ru``: the Asterisk core sounds (CC-BY-SA-3.0 / CC-BY-3.0): one professional
+  voice each, 24-31 min of short IVR prompts, 8 kHz wav (narrow-band: lowres upsamples it).
+
+None of them has an official split: each gets a seeded utterance-level dev and test (10% + 10%), written into
+the table's split column, so dev/test hear the training voices (there is no other voice to hear). Each corpus
+then goes through the user's story (an hour recorded, ten minutes transcribed):
+
+    lowres prepare corpus.jsonl --unlabeled AUDIO --lang L --digits spell      (dev/test audio is left out of
+                                                                               the unlabeled pieces)
+    lowres lm --data PREPARED --order 3                                        (the training pool's transcripts)
+    lowres adapt --objective hubert --base tiny-ssl --recipe demo_adapt        (the untranscribed audio)
+    lowres finetune --split 10min (and 1h for nl) from each start              (the demo's method, README)
+    lowres eval --split test, greedy and with the LM (its weights tuned on dev)
+
+Starts: ``tiny`` (random init), ``tiny-ssl`` (the shipped base), ``tiny-ssl+adapt``; each fine-tuned with the
+method the README recommends for it (the demo's: the whole model, no LoRA, the conv encoder trained above
+its 3 lowest layers, speed perturbation in 5 steps), for the same number of updates.
+
+    python benchmarks/real_speech.py --work /tmp/real                 # every corpus and start (hours on 2 cores)
+    python benchmarks/real_speech.py --work /tmp/real-quick --quick   # one corpus, one start: a few minutes
+
+The packages are cached in ``--cache`` (default ``~/.cache/lowres/real-speech``); every run is a normal lowres
+folder under ``--work``, and running the command again reuses what is finished and resumes a stopped
+fine-tune or adapt from its checkpoint. Results: ``WORK/real_speech.json``, ``.md`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# ---------------------------------------------------------------------------------------------------
+# the corpora
+
+
+@dataclass(frozen=True)
+class Corpus:
+    name: str
+    title: str
+    lang: str  # lowres's shipped text rules (--lang)
+    packages: tuple[str, ...]  # Debian packages: transcripts first, then audio
+    licence: str
+    splits: tuple[str, ...] = ("10min",)  # the labeled splits fine-tuned on
+    voice: str = ""  # Asterisk: the voice folder under usr/share/asterisk/sounds
+
+
+def _asterisk(lang: str, voice: str, licence: str) -> Corpus:
+    return Corpus(lang, f"Asterisk core sounds, {lang} ({voice})", lang,
+                  (f"asterisk-core-sounds-{lang}", f"asterisk-core-sounds-{lang}-wav"), licence, voice=voice)
+
+
+CORPORA = {c.name: c for c in (
+    Corpus("nl", "Fish Fillets NG voice acting, Dutch", "nl", ("fillets-ng-data", "fillets-ng-data-nl"), "GPL-2",
+           splits=("10min", "1h")),
+    _asterisk("en", "en_US_f_Allison", "CC-BY-SA-3.0"),
+    _asterisk("es", "es_MX_f_Allison", "CC-BY-SA-3.0"),
+    _asterisk("fr", "fr_CA_f_June", "CC-BY-SA-3.0"),
+    _asterisk("it", "it_IT_m_Carlo", "CC-BY-3.0"),
+    _asterisk("ru", "ru_RU_f_IvrvoiceRU", "CC-BY-3.0"),
+)}
+
+DEV_SHARE = TEST_SHARE = 0.1  # the utterance-level held-out sets the writers draw
+SPLIT_SEED = 0
+
+
+def fetch(cache: Path, packages: tuple[str, ...]) -> Path:
+    """Download (``apt-get download``) and unpack (``dpkg-deb -x``) ``packages`` into ``cache``; what is there
+    already is kept. Returns the unpacked root (``cache/root``)."""
+    debs, root = cache / "debs", cache / "root"
+    debs.mkdir(parents=True, exist_ok=True)
+    for pkg in packages:
+        marker = root / ".unpacked" / pkg
+        if marker.is_file():
+            continue
+        found = sorted(debs.glob(f"{pkg}_*.deb"))
+        if not found:
+            if shutil.which("apt-get") is None:
+                _die(f"apt-get is not on this machine, and {debs} holds no {pkg}_*.deb. Download the Debian package "
+                     f"{pkg} (https://packages.debian.org/bookworm/{pkg}) into {debs}, then run this again.")
+            print(f"apt-get download {pkg}", flush=True)
+            r = subprocess.run(["apt-get", "download", pkg], cwd=debs, capture_output=True, text=True)
+            found = sorted(debs.glob(f"{pkg}_*.deb"))
+            if r.returncode or not found:
+                _die(f"`apt-get download {pkg}` failed: {(r.stderr or r.stdout).strip()[-400:]}. Where it says "
+                     "'Unable to locate package', run `apt-get update` (as root) once: the packages are in Debian main.")
+        if shutil.which("dpkg-deb") is None:
+            _die(f"dpkg-deb is not on this machine: unpack {found[-1]} into {root} yourself (`ar x` the .deb, then "
+                 f"untar data.tar.*), touch {marker}, and run this again.")
+        subprocess.run(["dpkg-deb", "-x", str(found[-1]), str(root)], check=True)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(found[-1].name + "\n")
+    return root
+
+
+def _die(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+# Fish Fillets NG: script/LEVEL/dialogs_nl.lua holds dialogId("ID", "FONT", "English") then dialogStr("Dutch");
+# the audio is sound/LEVEL/nl/ID.ogg. The font names the character who speaks.
+_LUA_STRING = r'"((?:[^"\\]|\\.)*)"'
+_DIALOG = re.compile(r"dialogId\(\s*" + _LUA_STRING + r"\s*,\s*" + _LUA_STRING + r"\s*,\s*" + _LUA_STRING
+                     + r"\s*\)\s*dialogStr\(\s*" + _LUA_STRING + r"\s*\)", re.S)
+
+
+def _lua_unescape(s: str) -> str:
+    return re.sub(r"\\(.)", lambda m: {"n": " ", "t": " "}.get(m.group(1), m.group(1)), s)
+
+
+def parse_fillets(lua_text: str) -> list[tuple[str, str, str]]:
+    """(id, character, Dutch text) for each dialogId/dialogStr pair of a ``dialogs_nl.lua``."""
+    return [(m.group(1), m.group(2).removeprefix("font_"), _lua_unescape(m.group(4)).strip())
+            for m in _DIALOG.finditer(lua_text)]
+
+
+def parse_asterisk(text: str) -> list[tuple[str, str]]:
+    """(id, text) for each ``id: text`` line of a ``core-sounds-LANG.txt`` (``;`` comments, blank lines and a
+    byte-order mark skipped; ids may hold ``/``)."""
+    out = []
+    for line in text.lstrip("\ufeff").splitlines():
+        m = re.match(r"^\s*([^\s:;][^\s:]*)\s*:\s*(.*?)\s*$", line)
+        if m:
+            out.append((m.group(1), m.group(2)))
+    return out
+
+
+def clean_asterisk(text: str) -> str:
+    """The spoken words of an Asterisk transcript: ``[...]`` and ``<...>`` mark non-speech (``[beep]``,
+    ``dollar [$]``, ``<beep ascending>``) and ``(...)`` the translators' comments (``(enfatico)``, ``(You are now
+    muted.)``, ``(2 seconds of silence)``): all are removed. Empty when the prompt is not speech."""
+    text = re.sub(r"\[[^\]]*\]|<[^>]*>|\([^)]*\)", " ", text)
+    return " ".join(text.split())
+
+
+def utterance_splits(ids: list[str], seed: int = SPLIT_SEED, dev: float = DEV_SHARE,
+                     test: float = TEST_SHARE) -> dict[str, str]:
+    """A seeded utterance-level train/dev/test split (the corpora have none of their own)."""
+    order = sorted(ids)
+    random.Random(seed).shuffle(order)
+    n_test, n_dev = round(len(order) * test), round(len(order) * dev)
+    return {i: "test" if k < n_test else "dev" if k < n_test + n_dev else "train" for k, i in enumerate(order)}
+
+
+def write_corpus(corpus: Corpus, root: Path, folder: Path) -> dict:
+    """``folder/corpus.jsonl`` (id, audio, text, speaker, split) and ``folder/unlabeled/`` (links to every audio
+    file of the language; prepare leaves the dev/test ones out). Returns counts of what was written and left out."""
+    if corpus.name == "nl":
+        base = root / "usr/share/games/fillets-ng"
+        rows, no_audio = [], 0
+        for lua in sorted((base / "script").glob("*/dialogs_nl.lua")):
+            level = lua.parent.name
+            for uid, who, text in parse_fillets(lua.read_text(encoding="utf-8")):
+                audio = base / "sound" / level / "nl" / f"{uid}.ogg"
+                if not audio.is_file():
+                    no_audio += 1
+                    continue
+                rows.append({"id": f"{level}/{uid}", "audio": str(audio), "text": text, "speaker": who})
+        audio_files = sorted((base / "sound").glob("*/nl/*.ogg"))
+        skipped = {"text_without_audio": no_audio}
+    else:
+        doc = root / f"usr/share/doc/asterisk-core-sounds-{corpus.lang}/core-sounds-{corpus.lang}.txt.gz"
+        import gzip
+
+        sounds = root / "usr/share/asterisk/sounds" / corpus.voice
+        rows, skipped = [], {"text_without_audio": 0, "not_speech": 0}
+        for uid, raw in parse_asterisk(gzip.decompress(doc.read_bytes()).decode("utf-8", errors="replace")):
+            audio = sounds / f"{uid}.wav"
+            text = clean_asterisk(raw)
+            if not audio.is_file():
+                skipped["text_without_audio"] += 1
+            elif not text:
+                skipped["not_speech"] += 1
+            else:
+                rows.append({"id": uid, "audio": str(audio), "text": text, "speaker": corpus.voice})
+        audio_files = sorted(sounds.rglob("*.wav"))
+    split = utterance_splits([r["id"] for r in rows])
+    for r in rows:
+        r["split"] = split[r["id"]]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows),
+                                         encoding="utf-8")
+    links = folder / "unlabeled"
+    if links.exists():
+        shutil.rmtree(links)
+    links.mkdir()
+    for k, path in enumerate(audio_files):
+        (links / f"{k:05d}_{path.name}").symlink_to(path)
+    return {"utterances": len(rows), "unlabeled_files": len(audio_files), **skipped}
+
+
+# ---------------------------------------------------------------------------------------------------
+# running lowres
+
+
+@dataclass
+class Budget:
+    adapt_steps: int = 300
+    steps: dict = field(default_factory=lambda: {"10min": 2000, "1h": 2000})
+    starts: tuple[str, ...] = ("tiny", "tiny-ssl", "tiny-ssl+adapt")
+    corpora: tuple[str, ...] = tuple(CORPORA)
+    lm: bool = True
+
+
+QUICK = Budget(adapt_steps=0, steps={"10min": 600, "1h": 0}, starts=("tiny-ssl",), corpora=("en",))
+
+# the demo's fine-tuning method, the one the README recommends for tiny-ssl and the random init (lowres.demo)
+FINETUNE = ["--recipe", "demo_finetune", "--no-lora", "--set", "train.head_only_steps=0",
+            "--set", "model.freeze_feature_encoder=false", "--set", "model.frozen_conv_layers=3"]
+
+
+def lowres(*args, log: Path | None = None) -> float:
+    """Run ``lowres ARGS`` (this Python's) and return its minutes; stops the benchmark where it fails."""
+    cmd = [sys.executable, "-m", "lowres", *map(str, args)]
+    print("$ lowres " + " ".join(map(str, args)), flush=True)
+    t0 = time.perf_counter()
+    with open(log, "a", encoding="utf-8") if log else open(os.devnull, "w") as sink:
+        r = subprocess.run(cmd, stdout=sink if log else None, stderr=subprocess.STDOUT if log else None)
+    if r.returncode:
+        _die(f"`lowres {' '.join(map(str, args))}` exited with {r.returncode}" + (f"; see {log}" if log else ""))
+    return (time.perf_counter() - t0) / 60
+
+
+def _finished(run: Path) -> bool:
+    return (run / "summary.json").is_file()
+
+
+def _resumable(run: Path) -> bool:
+    return (run / "config.json").is_file() and (run / "checkpoints").is_dir() and any(
+        (run / "checkpoints").iterdir()) and not _finished(run)
+
+
+def _train(kind: str, run: Path, args: list, log: Path) -> float:
+    """An adapt or finetune run: started, resumed from its checkpoint, or reused when finished."""
+    if _finished(run):
+        return json.loads((run / "summary.json").read_text()).get("wall_seconds", 0.0) / 60
+    if _resumable(run):
+        return lowres(kind, "--resume", "--out", run, "-q", log=log)
+    return lowres(kind, *args, "--out", run, "--overwrite", "-q", log=log)
+
+
+def _eval(run: Path, prepared: Path, out: Path, lm: Path | None, log: Path) -> dict:
+    if not (out / "metrics.json").is_file():
+        args = ["eval", "--model", run, "--data", prepared, "--split", "test", "--out", out, "--overwrite", "-q"]
+        if lm is not None:
+            args += ["--lm", lm, "--tune-lm"]
+        lowres(*args, log=log)
+    m = json.loads((out / "metrics.json").read_text())
+    hyps = [json.loads(x) for x in (out / "hyps.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    return {"wer": m["wer"], "cer": m["cer"], "utterances": m["num_utterances"],
+            "empty_hypotheses": sum(1 for h in hyps if not h.get("hypothesis", "").strip())}
+
+
+def _has_lm_extra() -> bool:
+    try:
+        import flashlight.lib.text  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def run_corpus(corpus: Corpus, cache: Path, work: Path, b: Budget, seed: int, threads: int) -> list[dict]:
+    root = fetch(cache, corpus.packages)
+    folder = work / "corpora" / corpus.name
+    prepared = work / "prepared" / corpus.name
+    log = work / "logs" / f"{corpus.name}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    if not (prepared / "prepare_report.json").is_file():
+        written = write_corpus(corpus, root, folder)
+        (folder / "written.json").write_text(json.dumps(written, indent=1) + "\n")
+        lowres("prepare", folder / "corpus.jsonl", "--out", prepared, "--unlabeled", folder / "unlabeled",
+               "--lang", corpus.lang, "--digits", "spell", "--overwrite", log=log)
+    report = json.loads((prepared / "prepare_report.json").read_text())
+    lm = None
+    if b.lm and _has_lm_extra():
+        lm = work / "lm" / corpus.name
+        if not (lm / "lm.arpa").is_file():
+            lowres("lm", "--data", prepared, "--order", 3, "--out", lm, "--overwrite", "-q", log=log)
+    common = ["--set", f"train.threads={threads}", "--seed", seed]
+    adapt = work / "runs" / corpus.name / "adapt"
+    adapt_min = None
+    if "tiny-ssl+adapt" in b.starts:
+        adapt_min = _train("adapt", adapt, ["--objective", "hubert", "--base", "tiny-ssl", "--recipe", "demo_adapt",
+                                            "--unlabeled", prepared / "unlabeled.jsonl", "--max-steps", b.adapt_steps,
+                                            *common], log)
+    rows = []
+    for split in corpus.splits:
+        steps = b.steps.get(split, 0)
+        if not steps:
+            continue
+        for start in b.starts:
+            base = str(adapt) if start == "tiny-ssl+adapt" else start
+            run = work / "runs" / corpus.name / f"{split}-{start}"
+            minutes = _train("finetune", run, ["--data", prepared, "--split", split, "--base", base,
+                                               "--max-steps", steps, *FINETUNE, *common], log)
+            row = {"corpus": corpus.name, "split": split, "start": start, "updates": steps,
+                   "train_minutes": round(minutes, 1), "load_average_1min": round(os.getloadavg()[0], 2),
+                   "greedy": _eval(run, prepared, run / "eval-test", None, log)}
+            if lm is not None:  # a copy per run: --tune-lm stores the weights it finds in the LM folder
+                if not (run / "lm").is_dir():
+                    shutil.copytree(lm, run / "lm")
+                row["lm"] = _eval(run, prepared, run / "eval-test-lm", run / "lm", log)
+            if start == "tiny-ssl+adapt":
+                row["adapt_updates"], row["adapt_minutes"] = b.adapt_steps, round(adapt_min or 0.0, 1)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    kept = report.get("kept", {})
+    for r in rows:
+        r["prepared"] = {"kept_share": kept.get("share"), "utterances": kept.get("utterances_kept"),
+                         "listed": kept.get("utterances_listed"),
+                         "narrowband_share": report.get("audio", {}).get("narrowband_share"),
+                         "hours": {s: report["splits"][s]["hours"] for s in ("10min", "1h", "full", "dev", "test")}}
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| corpus | split | start | updates | test WER | test CER | WER+LM | CER+LM | empty hyps | train min |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        g, lm = r["greedy"], r.get("lm")
+        with_lm = [f"{100 * lm[k]:.1f}%" if lm else "-" for k in ("wer", "cer")]
+        lines.append(
+            f"| {r['corpus']} | {r['split']} | {r['start']} | {r['updates']} | {100 * g['wer']:.1f}% | "
+            f"{100 * g['cer']:.1f}% | {with_lm[0]} | {with_lm[1]} | {g['empty_hypotheses']}/{g['utterances']} | "
+            f"{r['train_minutes']} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r["corpus"], r["split"]) for r in rows}, key=lambda g: (list(CORPORA).index(g[0]), g[1]))
+    starts = [s for s in ("tiny", "tiny-ssl", "tiny-ssl+adapt") if any(r["start"] == s for r in rows)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(groups) + 2), 4), dpi=110)
+    width = 0.8 / max(1, len(starts))
+    for k, start in enumerate(starts):
+        xs, ys = [], []
+        for g, (corpus, split) in enumerate(groups):
+            found = [r for r in rows if (r["corpus"], r["split"], r["start"]) == (corpus, split, start)]
+            if found:
+                xs.append(g + (k - (len(starts) - 1) / 2) * width)
+                ys.append(100 * found[0]["greedy"]["cer"])
+        ax.bar(xs, ys, width, label=start)
+    ax.set_xticks(range(len(groups)), [f"{c}\n{s}" for c, s in groups])
+    ax.axhline(100, color="grey", lw=0.8, ls="--")
+    ax.set_ylabel("test CER % (greedy)")
+    ax.set_title("lowres on real speech: test CER per corpus, split and start")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--work", type=Path, required=True, help="where corpora tables, prepared folders and runs go")
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "lowres" / "real-speech",
+                    help="where the Debian packages are downloaded and unpacked")
+    ap.add_argument("--corpora", default=None, help=f"comma-separated, from {', '.join(CORPORA)} (default: all)")
+    ap.add_argument("--starts", default=None, help="comma-separated, from tiny, tiny-ssl, tiny-ssl+adapt")
+    ap.add_argument("--steps", type=int, default=None, help="fine-tuning updates per run (default 2000)")
+    ap.add_argument("--adapt-steps", type=int, default=None, help="adapt updates (default 300)")
+    ap.add_argument("--quick", action="store_true", help="one corpus (en), one start (tiny-ssl), 600 updates")
+    ap.add_argument("--no-lm", action="store_true", help="greedy only")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=0, help="train.threads of every run (0: torch's default)")
+    args = ap.parse_args()
+    b = QUICK if args.quick else Budget()
+    if args.corpora:
+        unknown = set(args.corpora.split(",")) - set(CORPORA)
+        if unknown:
+            _die(f"unknown corpus {', '.join(sorted(unknown))}: choose from {', '.join(CORPORA)}")
+        b.corpora = tuple(args.corpora.split(","))
+    if args.starts:
+        b.starts = tuple(args.starts.split(","))
+    if args.steps:
+        b.steps = dict.fromkeys(b.steps, args.steps)
+    if args.adapt_steps is not None:
+        b.adapt_steps = args.adapt_steps
+    if args.no_lm:
+        b.lm = False
+    if b.lm and not _has_lm_extra():
+        print("note: the lm extra (flashlight-text) is not installed: greedy rows only", flush=True)
+    work = args.work
+    work.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    rows = []
+    for name in b.corpora:
+        rows += run_corpus(CORPORA[name], args.cache, work, b, args.seed, args.threads)
+    result = {"budget": {"adapt_steps": b.adapt_steps, "steps": b.steps, "starts": b.starts, "lm": b.lm},
+              "seed": args.seed, "rows": rows, "wall_minutes": round((time.perf_counter() - t0) / 60, 1),
+              "corpora": {n: {"title": CORPORA[n].title, "licence": CORPORA[n].licence} for n in b.corpora}}
+    (work / "real_speech.json").write_text(json.dumps(result, indent=1) + "\n")
+    md = table(rows)
+    (work / "real_speech.md").write_text(md + "\n")
+    plot(rows, work / "real_speech.png")
+    print(md)
+    print(f"\n{result['wall_minutes']} min; {work / 'real_speech.json'}, .md and .png")
+
+
+if __name__ == "__main__":
+    main()
