@@ -711,8 +711,11 @@ def print_summary(result: PrepareResult, console) -> None:
                       f"({un['cut_files']} long files cut at quiet points)")
     vocab = report.get("vocabulary")
     if vocab:
+        rare = vocab["rare_to_unk"]
+        listed = f": {' '.join(rare[:12])}{' ...' if len(rare) > 12 else ''}" if rare else ""
         console.print(f"vocabulary: {vocab['symbols']} symbols ({vocab['units']}s) + <pad>/<unk>/| ; "
-                      f"{len(vocab['rare_to_unk'])} rarer than {vocab['min_char_count']} mapped to <unk>")
+                      f"{len(rare)} rarer than {vocab['min_char_count']} mapped to <unk>{listed} "
+                      "(--min-char-count)", markup=False)
         cov = report.get("coverage", {})
         parts = [f"{k} {100 * v['oov_share']:.2f}%" for k, v in cov.items() if v["symbols"]]
         if parts:
