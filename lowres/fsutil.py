@@ -249,3 +249,13 @@ def _cleanup(tmp: str | None) -> None:
         return
     with contextlib.suppress(OSError):
         os.unlink(tmp)
+
+
+def save_safetensors(path: Path, tensors: dict, metadata: dict | None = None) -> None:
+    """Atomic safetensors write (temp file + rename) of ``tensors`` (moved to the CPU, made contiguous);
+    ``metadata`` values are stored as strings."""
+    from safetensors.torch import save
+
+    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
+                metadata={k: str(v) for k, v in (metadata or {}).items()})
+    atomic_write_bytes(path, data)

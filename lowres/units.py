@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from lowres import LowresError
+from lowres.audiotime import FRAME_RATE, SAMPLE_RATE, STANDARD_CONV, frames
 
-FRAME_HZ = 50  # the model's frame rate (20 ms, 320 samples)
 MFCC_HZ = 100  # Kaldi MFCC frames (10 ms shift)
 CENTROIDS = "centroids.safetensors"
 UNITS = "units.safetensors"
@@ -61,18 +61,6 @@ def default_clusters(kind: str) -> int:
     return 100 if kind == "mfcc" else 500
 
 
-STANDARD_CONV = ((10, 5), (3, 2), (3, 2), (3, 2), (3, 2), (2, 2), (2, 2))  # (kernel, stride) of wav2vec 2.0's
-
-
-def frames_of(samples: int, conv_stack=STANDARD_CONV) -> int:
-    """Model frames of ``samples`` through the conv stack ((kernel, stride) per layer; 50 Hz for the standard
-    one: a 400-sample window every 320 samples)."""
-    n = samples
-    for kernel, stride in conv_stack:
-        n = max(0, (n - kernel) // stride + 1)
-    return n
-
-
 class FeatureSource:
     """Frame features of one waveform (1-D float32 at 16 kHz) → (frames at 50 Hz, D) float32."""
 
@@ -90,7 +78,7 @@ class FeatureSource:
 
     @torch.no_grad()
     def __call__(self, wave: np.ndarray) -> torch.Tensor:
-        n = frames_of(len(wave))
+        n = frames(len(wave))
         if self.kind == "mfcc":
             mfcc = mfcc_features(torch.from_numpy(wave))
             idx = torch.clamp(torch.arange(n) * 2, max=max(len(mfcc) - 1, 0))  # frame t takes MFCC frame 2t
@@ -110,7 +98,7 @@ def mfcc_features(wave: torch.Tensor) -> torch.Tensor:
 
     if len(wave) < 400:
         return torch.zeros(0, 39)
-    mfcc = torchaudio.compliance.kaldi.mfcc(wave[None].float(), sample_frequency=16000, use_energy=False)
+    mfcc = torchaudio.compliance.kaldi.mfcc(wave[None].float(), sample_frequency=SAMPLE_RATE, use_energy=False)
     mfcc = mfcc.transpose(0, 1)  # (13, T)
     deltas = torchaudio.functional.compute_deltas(mfcc)
     ddeltas = torchaudio.functional.compute_deltas(deltas)
@@ -131,8 +119,7 @@ class Units:
         return self.flat[int(self.offsets[index]): int(self.offsets[index + 1])].long()
 
     def save(self, folder: Path, centroids: torch.Tensor) -> None:
-        from lowres.fsutil import atomic_write_json
-        from lowres.train.checkpoint import save_safetensors
+        from lowres.fsutil import atomic_write_json, save_safetensors
 
         folder.mkdir(parents=True, exist_ok=True)
         save_safetensors(folder / CENTROIDS, {"centroids": centroids.float()})
@@ -167,7 +154,7 @@ def make_units(utts, source: FeatureSource, clusters: int, *, max_frames: int, p
     from lowres.data import audio as audio_mod
 
     started = time.perf_counter()
-    total = sum(frames_of(int(u.duration * 16000)) for u in utts)
+    total = sum(frames(int(u.duration * SAMPLE_RATE)) for u in utts)
     if total < clusters:
         raise LowresError(f"The unlabeled audio has {total} frames (20 ms each), fewer than --clusters {clusters}: "
                           "give more audio, or fewer clusters.")
@@ -229,7 +216,7 @@ def make_units(utts, source: FeatureSource, clusters: int, *, max_frames: int, p
             progress.advance(task)
     flat_t = torch.cat(flat) if flat else torch.zeros(0, dtype=torch.int16)
     used = int(torch.unique(flat_t).numel())
-    info = {"targets": source.describe, "kind": source.kind, "layer": source.layer, "frame_hz": FRAME_HZ,
+    info = {"targets": source.describe, "kind": source.kind, "layer": source.layer, "frame_hz": FRAME_RATE,
             "frames": int(len(flat_t)), "frames_sampled": int(len(x)),
             "pieces_computed_twice": recomputed, "clusters_used": used,
             "inertia_per_frame": inertia / len(x), "passes": passes, "seed": seed,

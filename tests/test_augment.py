@@ -13,8 +13,9 @@ import random
 import numpy as np
 import pytest
 
+from lowres.audiotime import SAMPLE_RATE as TARGET_SAMPLE_RATE
 from lowres.config import AugmentConfig
-from lowres.data.audio import TARGET_SAMPLE_RATE, _resampler
+from lowres.data.audio import _resampler
 from lowres.data.augment import SPEED_STEP_HZ, make_augmenter, speed_rate
 
 

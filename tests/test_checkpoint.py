@@ -15,7 +15,8 @@ import torch
 from safetensors import safe_open
 
 from lowres import LowresError
-from lowres.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_safetensors
+from lowres.fsutil import save_safetensors
+from lowres.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
 
 def weights(seed: int = 0) -> dict[str, torch.Tensor]:

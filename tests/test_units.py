@@ -14,18 +14,11 @@ import soundfile as sf
 import torch
 
 from lowres import LowresError
+from lowres.audiotime import STANDARD_CONV
+from lowres.audiotime import frames as frames_of
 from lowres.data import audio
 from lowres.data.manifest import Utterance
-from lowres.units import (
-    STANDARD_CONV,
-    FeatureSource,
-    Units,
-    assign,
-    frames_of,
-    make_units,
-    mfcc_features,
-    parse_targets,
-)
+from lowres.units import FeatureSource, Units, assign, make_units, mfcc_features, parse_targets
 
 
 @pytest.fixture(scope="module")

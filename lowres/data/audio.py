@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-TARGET_SAMPLE_RATE = 16_000
+from lowres.audiotime import SAMPLE_RATE
 
 # File endings treated as audio when a folder is indexed (``prepare --unlabeled``).
 AUDIO_EXTENSIONS = frozenset(
@@ -264,7 +264,7 @@ def load(
     path: str | os.PathLike,
     offset_s: float = 0.0,
     duration_s: float | None = None,
-    sample_rate: int = TARGET_SAMPLE_RATE,
+    sample_rate: int = SAMPLE_RATE,
 ) -> np.ndarray:
     """Decode ``[offset_s, offset_s + duration_s)`` of a file as float32 mono at ``sample_rate``.
 
@@ -344,14 +344,3 @@ def write(path: str | os.PathLike, wave: np.ndarray, sample_rate: int, subtype: 
     """Write audio (format from the file ending). ``wave`` is ``(T,)`` or ``(T, C)`` float in [-1, 1]."""
     sf.write(str(path), wave, sample_rate, subtype=subtype)
 
-
-# The wav2vec 2.0 convolutional feature encoder: (kernel, stride) per layer, 320 samples = 20 ms per frame.
-STANDARD_CONV: tuple[tuple[int, int], ...] = ((10, 5),) + ((3, 2),) * 4 + ((2, 2),) * 2
-
-
-def encoder_frames(num_samples: int, conv: tuple[tuple[int, int], ...] = STANDARD_CONV) -> int:
-    """Number of encoder frames for ``num_samples`` samples (the same arithmetic as the conv layers)."""
-    n = int(num_samples)
-    for kernel, stride in conv:
-        n = (n - kernel) // stride + 1 if n >= kernel else 0
-    return n

@@ -11,7 +11,8 @@ import random
 
 import numpy as np
 
-from lowres.data.audio import TARGET_SAMPLE_RATE, resample
+from lowres.audiotime import SAMPLE_RATE
+from lowres.data.audio import resample
 
 SPEED_STEP_HZ = 160  # speed factors are drawn on a 1% grid (160 Hz of 16 kHz)
 
@@ -21,7 +22,7 @@ def speed_rate(factor: float) -> int:
     16 kHz: a factor above 1 is faster and higher). Rounded to a multiple of 160 Hz, so that the resampling ratio
     reduces to at most 100 phases: a free rate such as 14,837 Hz has no common divisor with 16,000, and
     building its sinc kernel took 6 s per clip (measured), against milliseconds on the grid."""
-    return max(SPEED_STEP_HZ, int(round(TARGET_SAMPLE_RATE * factor / SPEED_STEP_HZ)) * SPEED_STEP_HZ)
+    return max(SPEED_STEP_HZ, int(round(SAMPLE_RATE * factor / SPEED_STEP_HZ)) * SPEED_STEP_HZ)
 
 
 def make_augmenter(cfg):
@@ -66,17 +67,17 @@ class Augmenter:
             else:
                 factor = rng.uniform(*c.speed)
             return speed_rate(factor)
-        return TARGET_SAMPLE_RATE
+        return SAMPLE_RATE
 
     def __call__(self, wave: np.ndarray, seed: int) -> np.ndarray:
         rate = self.version(seed)
-        if rate != TARGET_SAMPLE_RATE:
-            wave = resample(wave, rate, TARGET_SAMPLE_RATE)
+        if rate != SAMPLE_RATE:
+            wave = resample(wave, rate, SAMPLE_RATE)
         if self._transforms is None:
             self._transforms = self._build() or False
         if self._transforms:
             # audiomentations draws from the global generators: seed them for this utterance
             random.seed(seed)
             np.random.seed(seed % (2**32))
-            wave = self._transforms(samples=wave.astype(np.float32), sample_rate=TARGET_SAMPLE_RATE)
+            wave = self._transforms(samples=wave.astype(np.float32), sample_rate=SAMPLE_RATE)
         return np.ascontiguousarray(wave, dtype=np.float32)

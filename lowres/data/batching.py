@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lowres import audiotime
 from lowres.data import audio as audio_mod
 from lowres.data.manifest import Utterance
 from lowres.data.vocab import Vocab, ctc_frames_needed
@@ -98,7 +99,7 @@ def placeholder_batch(seconds: float = 2.0) -> Batch:
     torchrun: every rank must run forward and backward for DDP to synchronise. Its loss is weighted by 0.
     It carries a one-symbol transcript for CTC; adapt ignores it."""
     gen = torch.Generator().manual_seed(0)
-    n = int(seconds * audio_mod.TARGET_SAMPLE_RATE)
+    n = int(seconds * audiotime.SAMPLE_RATE)
     return Batch(0.01 * torch.randn(1, n, generator=gen), torch.tensor([n]), [-1],
                  targets=torch.tensor([1], dtype=torch.long), target_lengths=torch.tensor([1], dtype=torch.long))
 
@@ -227,7 +228,7 @@ def filter_trainable(utts: Sequence[Utterance], vocab: Vocab, conv_stack, max_se
         if u.duration > max_seconds:
             dropped["longer_than_batch"] += 1
             continue
-        frames = audio_mod.encoder_frames(int(round(u.duration * audio_mod.TARGET_SAMPLE_RATE)), conv_stack)
+        frames = audiotime.frames(audiotime.samples(u.duration), conv_stack)
         if ctc_frames_needed(ids) > frames:
             dropped["transcript_too_long"] += 1
             continue
@@ -262,7 +263,7 @@ def loader(dataset, batch_sampler, workers: int, positioned: bool = False):
 
 
 def audio_seconds(batch: Batch) -> float:
-    return float(batch.lengths.sum()) / audio_mod.TARGET_SAMPLE_RATE
+    return float(batch.lengths.sum()) / audiotime.SAMPLE_RATE
 
 
 def padded_fraction(batch: Batch) -> float:

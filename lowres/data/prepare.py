@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from lowres import LowresError, __version__
+from lowres import LowresError, __version__, audiotime
 from lowres.config import PrepareConfig, to_dict
 from lowres.data import audio as audio_mod
 from lowres.data.corpora import CorpusOptions, Record, Reject, detect_format, get_parser, walk_files
@@ -344,7 +344,7 @@ def _check_records(records: list[Record], probes: dict, cfg: PrepareConfig, text
             reject("empty_transcript", f"nothing is left after normalisation of {rec.text[:80]!r}")
             continue
         needed = ctc_frames_needed(tokenize(text, cfg.units))
-        frames = audio_mod.encoder_frames(int(round(duration * audio_mod.TARGET_SAMPLE_RATE)))
+        frames = audiotime.frames(audiotime.samples(duration))
         if needed > frames:
             reject("transcript_too_long",
                    f"{needed} symbols (with blanks between repeats) for {frames} frames of 20 ms: "
@@ -520,7 +520,7 @@ def sample_rates(utts: Iterable[Utterance]) -> dict:
         by_rate[u.sample_rate][0] += 1
         by_rate[u.sample_rate][1] += u.duration
     total = sum(s for _, s in by_rate.values())
-    narrow = sum(s for rate, (_, s) in by_rate.items() if rate < audio_mod.TARGET_SAMPLE_RATE)
+    narrow = sum(s for rate, (_, s) in by_rate.items() if rate < audiotime.SAMPLE_RATE)
     return {"sample_rates": {str(rate): {"utterances": n, "hours": round(s / 3600, 4)}
                              for rate, (n, s) in sorted(by_rate.items())},
             "narrowband_share": round(narrow / total, 4) if total else 0.0}
@@ -528,15 +528,15 @@ def sample_rates(utts: Iterable[Utterance]) -> dict:
 
 def _band_notes(audio: dict, what: str) -> list[str]:
     rates = [int(r) for r in audio["sample_rates"]]
-    narrow = [r for r in rates if r < audio_mod.TARGET_SAMPLE_RATE]
+    narrow = [r for r in rates if r < audiotime.SAMPLE_RATE]
     if not narrow:
         return []
     listed = ", ".join(f"{r} Hz" for r in narrow)
     notes = [f"{100 * audio['narrowband_share']:.0f}% of the {what} audio is narrow-band ({listed}): it is upsampled "
-             f"to {audio_mod.TARGET_SAMPLE_RATE} Hz when loaded and holds nothing above {min(narrow) / 2000:g} kHz "
+             f"to {audiotime.SAMPLE_RATE} Hz when loaded and holds nothing above {min(narrow) / 2000:g} kHz "
              "(telephone speech)"]
     if len(narrow) < len(rates):
-        wide = ", ".join(f"{r} Hz" for r in rates if r >= audio_mod.TARGET_SAMPLE_RATE)
+        wide = ", ".join(f"{r} Hz" for r in rates if r >= audiotime.SAMPLE_RATE)
         notes.append(f"the {what} audio mixes narrow-band ({listed}) and wide-band ({wide}) recordings: a model "
                      "hears the two differently, and a dev/test CER averages over both (`lowres eval --manifest` "
                      "scores a subset)")
@@ -669,7 +669,7 @@ def write_fairseq(folder: Path, rows: list[_Row], splits: dict[str, list[Utteran
             if u.offset > 0 or abs(u.duration * u.sample_rate - file_frames) > 1:
                 skipped_segment += 1
                 continue
-            if u.sample_rate != audio_mod.TARGET_SAMPLE_RATE:
+            if u.sample_rate != audiotime.SAMPLE_RATE:
                 skipped_rate += 1
                 continue
             rel = Path(os.path.relpath(u.audio_filepath, root)).as_posix()

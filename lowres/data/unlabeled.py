@@ -10,8 +10,7 @@ from pathlib import Path
 import torch
 
 from lowres import LowresError
-
-FRAME_S = 0.02  # one model frame (320 samples at 16 kHz)
+from lowres.audiotime import FRAME_S, frames
 
 
 class CropDataset(torch.utils.data.Dataset):
@@ -49,10 +48,8 @@ class CropDataset(torch.utils.data.Dataset):
             return {"index": key.index, "error": f"{u.audio_filepath}: {exc.detail}"}
         item = {"index": key.index, "wave": wave}
         if self.units is not None:
-            from lowres.units import frames_of
-
             first = int(round(start / FRAME_S))
-            item["labels"] = self.units.of(key.index)[first: first + frames_of(len(wave))].tolist()
+            item["labels"] = self.units.of(key.index)[first: first + frames(len(wave))].tolist()
         return item
 
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from lowres import LowresError
+from lowres.audiotime import STANDARD_CONV, frame_lengths
 
 FAMILIES = ("wav2vec2", "hubert", "wavlm")
 
@@ -92,7 +93,12 @@ NAMED_BUNDLES: dict[str, tuple[str, str]] = {
     "wavlm-large": ("WAVLM_LARGE", "wavlm"),
 }
 
-_STANDARD_CONV = [(512, 10, 5)] + [(512, 3, 2)] * 4 + [(512, 2, 2)] * 2
+
+
+def _conv(channels: int) -> list[tuple[int, int, int]]:
+    """torchaudio's conv layer config: (channels, kernel, stride) per layer of the standard stack."""
+    return [(channels, kernel, stride) for kernel, stride in STANDARD_CONV]
+
 
 
 def _arch(conv, dim, layers, heads, ff, pos_kernel, pos_groups, *, mode="layer_norm", conv_bias=True,
@@ -112,15 +118,15 @@ def _arch(conv, dim, layers, heads, ff, pos_kernel, pos_groups, *, mode="layer_n
 # others are the standard sizes. All keep the standard 320-sample (20 ms) frame stride.
 RANDOM_CONFIGS: dict[str, BackboneSpec] = {
     "tiny": BackboneSpec("wav2vec2", _arch(
-        [(64, 10, 5)] + [(64, 3, 2)] * 4 + [(64, 2, 2)] * 2, 144, 4, 4, 576, 32, 8,
+        _conv(64), 144, 4, 4, 576, 32, 8,
         dropout=0.1, attention_dropout=0.0, projection_dropout=0.0, layer_drop=0.0), True, False, "tiny"),
     "small": BackboneSpec("wav2vec2", _arch(
-        [(256, 10, 5)] + [(256, 3, 2)] * 4 + [(256, 2, 2)] * 2, 384, 8, 6, 1536, 64, 16), True, False, "small"),
+        _conv(256), 384, 8, 6, 1536, 64, 16), True, False, "small"),
     "base-scratch": BackboneSpec("wav2vec2", _arch(
-        _STANDARD_CONV, 768, 12, 12, 3072, 128, 16, mode="group_norm", conv_bias=False, norm_first=False),
+        _conv(512), 768, 12, 12, 3072, 128, 16, mode="group_norm", conv_bias=False, norm_first=False),
         False, False, "base-scratch"),
     "large-scratch": BackboneSpec("wav2vec2", _arch(
-        _STANDARD_CONV, 1024, 24, 16, 4096, 128, 16), True, False, "large-scratch"),
+        _conv(512), 1024, 24, 16, 4096, 128, 16), True, False, "large-scratch"),
 }
 
 
@@ -323,13 +329,6 @@ def normalize_waveform(waves: Tensor, lengths: Tensor | None, eps: float = 1e-7)
     return (waves - mean) / torch.sqrt(var + eps) * valid
 
 
-def frame_lengths(lengths: Tensor, conv_stack: tuple[tuple[int, int], ...]) -> Tensor:
-    for kernel, stride in conv_stack:
-        lengths = torch.div(lengths - kernel, stride, rounding_mode="floor") + 1
-        lengths = lengths.clamp(min=0)
-    return lengths
-
-
 def _masked_group_norm(x: Tensor, lengths: Tensor, norm: nn.GroupNorm) -> Tensor:
     """GroupNorm over (channels in group, valid frames) only; padded frames come out as zeros. x: (B, C, T).
 
@@ -366,7 +365,7 @@ def conv_features(feature_extractor: nn.Module, waves: Tensor, lengths: Tensor |
     for layer in feature_extractor.conv_layers[start:stop]:
         x = layer.conv(x)
         if lengths is not None:
-            lengths = (torch.div(lengths - layer.kernel_size, layer.stride, rounding_mode="floor") + 1).clamp(min=0)
+            lengths = frame_lengths(lengths, ((layer.kernel_size, layer.stride),))
         norm = layer.layer_norm
         if isinstance(norm, nn.GroupNorm) and lengths is not None and bool((lengths < x.shape[-1]).any()):
             x = _masked_group_norm(x, lengths, norm)

@@ -63,7 +63,7 @@ class CTCModel(nn.Module):
     def frame_lengths(self, lengths: Tensor, layers: int | None = None) -> Tensor:
         """Frames out of the conv encoder (``layers``: out of its lowest ``layers`` layers) for ``lengths``
         samples."""
-        from lowres.model.backbone import frame_lengths
+        from lowres.audiotime import frame_lengths
 
         return frame_lengths(lengths, self.spec.conv_stack[:layers])
 

@@ -26,6 +26,7 @@ import transformers
 from torch import Tensor, nn
 
 from lowres import LowresError
+from lowres.audiotime import SAMPLE_RATE
 
 BLANK_TOKEN = "<pad>"  # id 0: the CTC blank; HF's tokenizer drops its pad token when decoding
 UNK_TOKEN = "<unk>"  # id 1
@@ -56,7 +57,6 @@ def quiet_transformers() -> Iterator[None]:
         if bars:
             hf_logging.enable_progress_bar()
         importer.setLevel(level)
-SAMPLE_RATE = 16000
 _LAYER_NORM_EPS = 1e-5  # torchaudio's LayerNorm/GroupNorm use PyTorch's default eps
 
 

@@ -21,14 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lowres.model.backbone import (
-    BackboneSpec,
-    conv_features,
-    frame_lengths,
-    hidden_states,
-    normalize_waveform,
-    padding_mask,
-)
+from lowres.audiotime import frame_lengths
+from lowres.model.backbone import BackboneSpec, conv_features, hidden_states, normalize_waveform, padding_mask
 
 
 class WeightedLayerCTC(nn.Module):

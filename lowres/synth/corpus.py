@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from lowres import LowresError, __version__
-from lowres.data.audio import TARGET_SAMPLE_RATE
+from lowres.audiotime import SAMPLE_RATE
 from lowres.fsutil import atomic_write_json, atomic_write_lines, claim_folder
 
 # (variant, gender): eSpeak NG voice variants that sound like plausible (if synthetic) human speakers.
@@ -312,7 +312,7 @@ def _render_until(plan: Iterator[tuple[Job, dict]], target_s: float, submit: Cal
                 job, meta = next(plan)
                 pending.append((job, meta, submit(job)))
             job, meta, fut = pending.popleft()
-            duration = fut.result() / TARGET_SAMPLE_RATE
+            duration = fut.result() / SAMPLE_RATE
             meta["duration_s"] = round(duration, 3)
             kept.append(meta)
             advance(min(duration, target_s - total))
@@ -391,9 +391,9 @@ def render(job: Job) -> int:
         parts.append(np.zeros(int(round(pause * sr)), dtype=np.float32))
         parts.append(eng.synth(s.text, job.voice, s.rate_wpm, s.pitch, s.pitch_range, job.word_gap))
     parts.append(np.zeros(int(round(job.pauses_s[-1] * sr)), dtype=np.float32))
-    wave = resample(np.concatenate(parts), sr, TARGET_SAMPLE_RATE)
+    wave = resample(np.concatenate(parts), sr, SAMPLE_RATE)
     wave = finish(wave, job.seed, job.noise_prob)
-    write(job.path, wave, TARGET_SAMPLE_RATE, subtype="PCM_16")
+    write(job.path, wave, SAMPLE_RATE, subtype="PCM_16")
     return int(wave.size)
 
 
@@ -418,7 +418,7 @@ def finish(wave: np.ndarray, seed: int, noise_prob: float) -> np.ndarray:
     # audiomentations draws from the global generators: seed them for this file
     random.seed(seed)
     np.random.seed(seed)
-    wave = _TRANSFORMS[noise_prob](samples=wave.astype(np.float32), sample_rate=TARGET_SAMPLE_RATE)
+    wave = _TRANSFORMS[noise_prob](samples=wave.astype(np.float32), sample_rate=SAMPLE_RATE)
     peak = float(np.abs(wave).max()) if wave.size else 0.0
     if peak > 0.99:
         wave = wave * (0.99 / peak)
@@ -439,7 +439,7 @@ def _report(language, lang: str, seed: int, lexicon, cast: list[Speaker], rows: 
         "lowres_version": __version__,
         "language": {"code": lang, "name": language.name, "espeak_voice": language.identifier},
         "seed": seed,
-        "sample_rate": TARGET_SAMPLE_RATE,
+        "sample_rate": SAMPLE_RATE,
         "lexicon": {"file": lexicon.path, "words": len(lexicon.words), "source": lexicon.source},
         "synthesiser": "eSpeak NG (espeakng-loader), voice variants as speakers",
         "noise": {"probability": noise, "snr_db": list(NOISE_SNR_DB), "gain_db": list(GAIN_DB)},

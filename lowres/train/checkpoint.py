@@ -21,18 +21,14 @@ from pathlib import Path
 import torch
 
 from lowres import LowresError
-from lowres.fsutil import atomic_write_bytes, atomic_write_json, atomic_write_text, atomic_writer
+from lowres.fsutil import (
+    atomic_write_json,
+    atomic_write_text,
+    atomic_writer,
+    save_safetensors,
+)
 
 LATEST = "latest"
-
-
-def save_safetensors(path: Path, tensors: dict, metadata: dict | None = None) -> None:
-    """Atomic safetensors write (temp file + rename)."""
-    from safetensors.torch import save
-
-    data = save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                metadata={k: str(v) for k, v in (metadata or {}).items()})
-    atomic_write_bytes(path, data)
 
 
 def _torch_save_atomic(obj, path: Path) -> None:

@@ -354,7 +354,7 @@ def _undo_start(out: Path, existed: bool) -> None:
 
 
 def _deliver(task: Task, path: Path, kind: str) -> None:
-    from lowres.train.checkpoint import save_safetensors
+    from lowres.fsutil import save_safetensors
 
     tensors, metadata = task.deliverable()
     save_safetensors(path, tensors, {**metadata, "kind": kind} if metadata else None)

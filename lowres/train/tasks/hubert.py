@@ -107,7 +107,8 @@ class HubertTask(SelfSupervisedTask):
 
     def open_data(self, manifest: Path, units=None) -> None:
         """The pieces that train, each with its units (checked: made for these pieces)."""
-        from lowres.units import Units, frames_of
+        from lowres import audiotime
+        from lowres.units import Units
 
         super().open_data(manifest)
         row = {pid: i for i, pid in enumerate(units.ids)}
@@ -119,7 +120,7 @@ class HubertTask(SelfSupervisedTask):
         flat, offsets = [], [0]
         for p in self.kept:
             seq = units.of(row[p.id])
-            if abs(len(seq) - frames_of(int(round(p.duration * 16000)))) > 2:
+            if abs(len(seq) - audiotime.frames(audiotime.samples(p.duration))) > 2:
                 raise LowresError(f"The units of piece {p.id} do not match its length: they were made for other "
                                   "audio. Drop --units to make new ones.")
             flat.append(seq.to(torch.int16))
