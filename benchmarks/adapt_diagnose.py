@@ -124,7 +124,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=123)
     args = ap.parse_args()
 
-    from lowres.runs import load_base
+    from lowres.bases import load_base
 
     data = batches(args.unlabeled, args.batches, args.seed)
     for name in args.model:

@@ -15,7 +15,7 @@ temperature 2 -> 0.5 over the run, 20 negatives, the conv encoder trained, no la
 
 - transformers: ``Wav2Vec2ForPreTraining``; masks from ``_compute_mask_indices`` (p 0.65, span 10, >= 2
   spans), negatives from ``_sample_negative_indices``; loss = its ``loss`` / masked frames.
-- lowres: ``load_backbone(folder)`` (which imports the heads) + ``Wav2Vec2Pretrainer`` (masks and negatives
+- lowres: ``load_base(folder)`` (which imports the heads) + ``Wav2Vec2Pretrainer`` (masks and negatives
   drawn inside); loss = its ``loss`` (already per masked frame).
 
 Reported per window of 10 updates: contrastive accuracy (positive ranked first among it and its negatives,
@@ -142,7 +142,7 @@ def main() -> None:
 
     import transformers
 
-    from lowres.model.backbone import load_backbone
+    from lowres.bases import load_base
     from lowres.model.pretrain import PretrainHeads, Wav2Vec2Pretrainer
 
     torch.set_num_threads(args.threads)
@@ -150,7 +150,7 @@ def main() -> None:
     hf = transformers.Wav2Vec2ForPreTraining(tiny_config())
     args.work.mkdir(parents=True, exist_ok=True)
     hf.save_pretrained(args.work / "init")
-    loaded = load_backbone(str(args.work / "init"))
+    loaded = load_base(str(args.work / "init"))
     heads = PretrainHeads.from_state(loaded.pretrain_heads, 64, 144, 2)
     ours = Wav2Vec2Pretrainer(loaded.model, loaded.spec, heads, loaded.mask_embedding, num_negatives=20,
                               layerdrop=0.0, feature_penalty=0.0, feature_dropout=0.1)

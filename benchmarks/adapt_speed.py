@@ -12,7 +12,7 @@ transformer and the pretraining heads (quantizer, project_q, project_hid), conv 
 masking p = 0.65 / length 10, 100 negatives, Gumbel temperature 2, contrastive + 0.1 × diversity loss
 normalised by the number of masked frames, AdamW, clipping at 1.0, the checkpoint's dropouts and layerdrop.
 
-- lowres: ``load_backbone(folder)`` (which imports the heads) + ``Wav2Vec2Pretrainer``; one step = what
+- lowres: ``load_base(folder)`` (which imports the heads) + ``Wav2Vec2Pretrainer``; one step = what
   ``run_adapt``'s ``compute`` does: masks and negatives drawn inside the forward, the loss, backward,
   clip, ``optimizer.step()``. lowres also computes the feature penalty (β = 10 on a group-norm conv
   encoder, as fairseq); transformers has none.
@@ -54,10 +54,10 @@ def make_batches(n: int, batch: int, seconds: float, seed: int) -> list[list[np.
 
 
 def lowres_side(folder: Path, device):
-    from lowres.model.backbone import load_backbone
+    from lowres.bases import load_base
     from lowres.model.pretrain import PretrainHeads, Wav2Vec2Pretrainer
 
-    loaded = load_backbone(str(folder))
+    loaded = load_base(str(folder))
     conv_dim = loaded.spec.arch["extractor_conv_layer_config"][-1][0]
     heads = PretrainHeads.from_state(loaded.pretrain_heads, conv_dim, loaded.spec.embed_dim, 2)
     model = Wav2Vec2Pretrainer(loaded.model, loaded.spec, heads, loaded.mask_embedding, mask_prob=MASK_PROB,

@@ -5,7 +5,7 @@
 Figures, machine and the exact command behind them: benchmarks/README.md ("Gradient checkpointing").
 
 Each setting runs in a fresh subprocess (CPU): build the CTC model the way ``lowres finetune`` does
-(``merge(FinetuneConfig(), ...)`` + ``load_backbone`` + ``build_ctc_model``, in train mode, the transformer
+(``merge(FinetuneConfig(), ...)`` + ``load_base`` + ``build_ctc_model``, in train mode, the transformer
 out of its head-only phase) and a batch of random audio, reset the kernel's RSS high-water mark
 (``/proc/self/clear_refs``, so building the model does not count) after a warm-up step on 1 s of audio
 (the first checkpointed call in a process imports ``torch._dynamo``: about 150 MB, once), run one forward
@@ -46,14 +46,14 @@ def probe(args) -> dict:
     """(in a fresh subprocess) one forward and backward of one setting."""
     import torch
 
+    from lowres.bases import load_base
     from lowres.config import FinetuneConfig, merge
-    from lowres.model.backbone import load_backbone
     from lowres.model.build import build_ctc_model
     from lowres.model.ctc import ctc_loss
 
     torch.set_num_threads(args.threads)
     cfg = merge(FinetuneConfig(), {"model": CASES[args.case], "train": {"gradient_checkpointing": args.on}})
-    model, _ = build_ctc_model(cfg, VOCAB_SIZE, load_backbone(args.base, seed=0))
+    model, _ = build_ctc_model(cfg, VOCAB_SIZE, load_base(args.base, seed=0))
     model.train()
     g = torch.Generator().manual_seed(1)
     samples = int(args.seconds * 16000)

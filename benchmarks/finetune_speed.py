@@ -13,7 +13,7 @@ feed-forward linears, a new CTC head, conv encoder frozen, time masking 0.65/10,
 the same layerdrop (``--layerdrop``, default 0), the checkpoint's dropouts, AdamW on the trainable
 parameters, gradient clipping at 1.0. Both keep the checkpoint's mask embedding frozen under LoRA.
 
-- lowres: ``load_backbone(folder)`` + ``build_ctc_model(FinetuneConfig(...), V, loaded)``, one step = what
+- lowres: ``load_base(folder)`` + ``build_ctc_model(FinetuneConfig(...), V, loaded)``, one step = what
   ``run_finetune``'s ``compute`` does (``model(waves, lengths, gen)`` under ``lowres.runtime.autocast``,
   per-utterance ``ctc_loss``, sum / utterances, backward) + clip + ``optimizer.step()``.
 - transformers: ``Wav2Vec2ForCTC.from_pretrained(folder, mask_time_prob=0.65, ...)``,
@@ -170,14 +170,14 @@ class LowresSide:
     name = "lowres"
 
     def __init__(self, folder: Path, args, device):
+        from lowres.bases import load_base
         from lowres.config import FinetuneConfig, LoraSettings, ModelConfig
-        from lowres.model.backbone import load_backbone
         from lowres.model.build import build_ctc_model
 
         cfg = FinetuneConfig(model=ModelConfig(layerdrop=args.layerdrop, mask_prob=0.65, mask_length=10,
                                                mask_channel_prob=0.25, mask_channel_length=64),
                              lora=LoraSettings(rank=8, alpha=16.0, dropout=0.0))
-        loaded = load_backbone(str(folder), seed=0)
+        loaded = load_base(str(folder), seed=0)
         self.model, info = build_ctc_model(cfg, VOCAB_SIZE, loaded)
         assert info.lora and not info.feature_encoder_trained
         self.model.to(device).train()

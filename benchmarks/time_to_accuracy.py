@@ -323,12 +323,12 @@ class Data:
     """The prepared corpus as the lowres recipe sees it: vocabulary, text rules, trainable 1h clips, dev clips."""
 
     def __init__(self, prepared: Path, base: str, dev_utterances: int, seed: int, work: Path | None = None):
+        from lowres.bases import load_base
         from lowres.config import resolve_finetune
         from lowres.data import batching
         from lowres.data.manifest import read_manifest, spread_over_speakers
         from lowres.data.prepared import PreparedDir
         from lowres.data.text import text_config_from_dict
-        from lowres.runs import load_base
 
         self.recipe = resolve_finetune(SPLIT)
         self.prepared = PreparedDir.open(prepared)

@@ -313,38 +313,19 @@ def adapt(
     Writes OUT/model.safetensors (adapted encoder + heads), OUT/config.json, OUT/metrics.jsonl
     (losses, accuracies, perplexities), OUT/learning_curve.png, OUT/checkpoints/ and, for hubert, OUT/units/.
     """
-    from lowres.config import resolve_adapt
-    from lowres.runs import default_objective, read_run
-    from lowres.train.adapt import run_adapt
+    from lowres.train.adapt import adapt_config, run_adapt
 
-    if not resume and (not base or unlabeled is None):
-        raise LowresError("adapt needs --unlabeled (a folder of audio or an unlabeled.jsonl) and --base (a "
-                          "backbone name such as xls-r-300m or tiny, a Hugging Face folder or a lowres run folder).")
-
-    if objective not in ("auto", "wav2vec2", "hubert"):
-        raise LowresError(f"--objective must be auto, wav2vec2 or hubert, not {objective!r}.")
-    explicit = objective != "auto"
-    if objective == "auto":
-        objective = (read_run(out).config.get("objective", "wav2vec2") if resume and (out / "config.json").is_file()
-                     else default_objective(base or ""))
-    if objective != "hubert":
-        given = [f for f, v in (("--targets", targets), ("--clusters", clusters), ("--units", units)) if v is not None]
-        if given:
-            raise LowresError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --objective hubert "
-                              f"only (this run uses {objective}).")
     flags = {"unlabeled": str(unlabeled) if unlabeled is not None else None, "base": base,
              "train.max_steps": max_steps, "optim.lr": lr, "train.batch_seconds": batch_seconds,
              "train.accumulate": accumulate, "train.device": device, "train.seed": seed,
              "units.targets": targets, "units.clusters": clusters, "units.reuse": str(units) if units else None}
     if lora:
         flags["lora.enabled"] = True
-    try:
-        cfg = resolve_adapt(recipe, tuple(set_), flags, objective=objective)
-    except ValueError as exc:
-        raise LowresError(f"Invalid setting: {exc}") from None
+    explicit = objective != "auto"
+    cfg = adapt_config(objective, base, out, resume, recipe, tuple(set_), flags)
     run_adapt(cfg, out, resume=resume, overwrite=overwrite, console=None if quiet else _stdout(),
               max_steps_override=max_steps if resume else None,
-              resume_train=_resume_changes({**flags, "objective": objective if explicit else None}, set_, recipe)
+              resume_train=_resume_changes({**flags, "objective": cfg.objective if explicit else None}, set_, recipe)
               if resume else None)
 
 

@@ -84,10 +84,11 @@ def _same_demo(out: Path, record: dict) -> None:
 def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = False, console=None) -> list[dict]:
     from lowres.config import PrepareConfig, resolve_adapt, resolve_finetune
     from lowres.data.prepare import prepare
-    from lowres.data.prepared import PreparedDir
+    from lowres.data.prepared import REPORT, PreparedDir
     from lowres.data.text import load_rules
     from lowres.decode import DecodeOptions
     from lowres.evaluate import run_eval
+    from lowres.runs import RUN_SUMMARY
     from lowres.synth.corpus import build_corpus
     from lowres.train.adapt import run_adapt
     from lowres.train.finetune import run_finetune
@@ -99,9 +100,9 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     claim_folder(out, what="demo", overwrite=overwrite, is_ours=lambda folder: _done(folder, "demo.json"),
                  not_ours="no demo.json", continue_ours=True,
                  hint="The demo did not write them (no demo.json). Choose a new folder.")
-    from lowres.bases import describe
+    from lowres.bases import shipped_info
 
-    record = {"quick": quick, "seed": seed, "base": SHIPPED, "base_fingerprint": describe(SHIPPED)["fingerprint"],
+    record = {"quick": quick, "seed": seed, "base": SHIPPED, "base_fingerprint": shipped_info(SHIPPED)["fingerprint"],
               "method": METHOD, "plan": plan.__dict__}
     _same_demo(out, record)
     atomic_write_text(out / "demo.json", json.dumps(record) + "\n")
@@ -123,7 +124,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     prepared = out / "prepared"
     prepared_dir = PreparedDir(prepared)  # where the later steps find its manifests
     t = step("prepare: manifests, vocabulary, 10min ⊂ 1h splits")
-    if not _done(prepared, "prepare_report.json"):
+    if not _done(prepared, REPORT):
         prepare(synth_dir / "labeled" / "corpus.tsv", prepared, PrepareConfig(seed=seed),
                 unlabeled=synth_dir / "unlabeled", rules=load_rules("sw"), overwrite=True, console=console)
     minutes["prepare"] = (time.perf_counter() - t) / 60
@@ -131,7 +132,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     adapt_dir = out / "adapt"
     t = step(f"adapt: continued HuBERT pretraining of the shipped base {SHIPPED} on the unlabeled Swahili, "
              f"{plan.adapt_steps} updates")
-    if not _done(adapt_dir, "summary.json"):
+    if not _done(adapt_dir, RUN_SUMMARY):
         cfg = resolve_adapt("demo_adapt", flags={"unlabeled": str(prepared_dir.unlabeled_path), "base": SHIPPED,
                                                  "objective": "hubert", "train.max_steps": plan.adapt_steps,
                                                  "train.seed": seed})
@@ -150,13 +151,13 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     for split, label, base, name, steps in runs:
         run = out / name
         t = step(f"finetune --split {split} from {label}: {steps} updates")
-        if not _done(run, "summary.json"):
+        if not _done(run, RUN_SUMMARY):
             cfg = resolve_finetune(split, "demo_finetune", flags=finetune_flags(str(prepared), base, steps, seed))
             run_finetune(cfg, run, overwrite=True, console=console)
         train_min = (time.perf_counter() - t) / 60
         metrics = run_eval(run, prepared_dir.manifest("test"), run / "eval-test", console=None,
                            overwrite=True)  # a re-run of the demo scores its own runs again
-        summary = json.loads((run / "summary.json").read_text(encoding="utf-8"))
+        summary = json.loads((run / RUN_SUMMARY).read_text(encoding="utf-8"))
         row = {"split": split, "start": label, "base": base if base in ("tiny", SHIPPED) else "adapt",
                "adapt": base == str(adapt_dir), "updates": steps, "wer": metrics["wer"], "cer": metrics["cer"],
                "minutes": round(train_min, 2), "run": str(run), "train_seconds": summary["wall_seconds"]}

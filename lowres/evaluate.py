@@ -248,11 +248,11 @@ def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_na
     ``metrics["oov_chars"]``: the share of reference characters outside the model's vocabulary
     (:func:`outside_vocabulary`); ``metrics["warnings"]``: what the summary warns of (more than
     ``OOV_WARN_SHARE`` of them outside; an LM lexicon spelled with other units)."""
+    from lowres.bases import load_run
     from lowres.data.manifest import json_line, read_manifest
     from lowres.data.text import normalize
     from lowres.fsutil import atomic_write_json, atomic_write_lines
     from lowres.progress import progress_bar
-    from lowres.runs import load_run
     from lowres.runtime import resolve_device
 
     options = options if options is not None else DecodeOptions()

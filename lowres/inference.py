@@ -44,8 +44,8 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
     audio, a piece that does not decode) is reported there and skipped, and the others go on; without it
     the first such file raises :class:`LowresError`. Files that are all missing are refused before the
     model is loaded either way."""
+    from lowres.bases import load_run
     from lowres.decode import BeamSearch, DecodeOptions
-    from lowres.runs import load_run
     from lowres.runtime import resolve_device
 
     options = dataclasses.replace(options if options is not None else DecodeOptions(), workers=0)
@@ -104,9 +104,9 @@ def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
     A ``--head weighted`` run is refused (LowresError): no transformers class holds its head."""
     from functools import partial
 
+    from lowres.bases import load_run
     from lowres.fsutil import claim_folder
     from lowres.model.hf_convert import save_hf_directory, to_hf_ctc
-    from lowres.runs import load_run
 
     out = Path(out)
     claim = partial(claim_folder, out, what="exported model", overwrite=overwrite, clear=_write_over,

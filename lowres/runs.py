@@ -8,8 +8,9 @@ A run folder (``--out`` of ``lowres finetune`` / ``lowres adapt``)::
     model.safetensors  the deliverable
     metrics.jsonl, train.log, learning_curve.png, summary.json, checkpoints/
 
-Everything that reads or writes a run goes through here: the trainers (claim, record, resume), evaluation
-and inference (:func:`load_run`), and ``--base RUN`` (:func:`load_base`). Models never read run folders.
+Everything that reads or writes a run's files goes through here: the trainers (claim, record, resume) and
+lowres/bases/resolve.py, which loads the weights a run trained (a recogniser for eval, transcribe and export; an
+encoder for ``--base RUN``). Models never read run folders.
 """
 
 from __future__ import annotations
@@ -22,9 +23,18 @@ from pathlib import Path
 
 from lowres import LowresError, __version__
 
-RUN_CONFIG = "config.json"
-RUN_WEIGHTS = "model.safetensors"
-RUN_VOCAB = "vocab.json"
+# the files and folders of a run, named here only
+RUN_CONFIG = "config.json"  # the record (RunRecord), written first
+RUN_WEIGHTS = "model.safetensors"  # the deliverable
+RUN_VOCAB = "vocab.json"  # (finetune) the prepared vocabulary, copied
+RUN_METRICS = "metrics.jsonl"  # one JSON row per logged update and per evaluation
+RUN_LOG = "train.log"  # the same in words, with the plan and the notes
+RUN_CURVE = "learning_curve.png"
+RUN_SUMMARY = "summary.json"  # written when the run finishes
+RUN_CHECKPOINTS = "checkpoints"  # lowres.train.checkpoint's folder (its layout is that module's)
+RUN_DATA = "data"  # (adapt) the indexed, segmented audio when --unlabeled was a folder
+RUN_UNITS = "units"  # (adapt --objective hubert) the k-means units and centroids
+RUN_LAYER_WEIGHTS = "layer_weights.png"  # (finetune --head weighted)
 LOCK_NAME = ".lowres.lock"  # held (flock) by the process training in the folder; says who that is
 
 # config.json keys of the record itself; every other key is a task extra (kept as is, in order)
@@ -220,7 +230,7 @@ def _article(word: str) -> str:
 def _same_input(saved: str, given: str, run: Path) -> bool:
     if saved == given:
         return True
-    a, b = _recorded_path(saved, run), Path(given)
+    a, b = recorded_base_path(saved, run) or Path(saved), Path(given)
     return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 
@@ -270,10 +280,13 @@ def _path_like(base: str) -> bool:
     return "/" in base or os.sep in base or base.startswith(".")
 
 
-def _recorded_path(base: str, run: Path) -> Path:
-    """A recorded folder: relative ones are relative to the run folder."""
+def recorded_base_path(base: str, run: Path) -> Path | None:
+    """The folder a run recorded as its base (relative ones are relative to the run folder), or None where it
+    recorded a name."""
+    if not base or not _path_like(base):
+        return None
     path = Path(base)
-    return path if path.is_absolute() or not _path_like(base) else Path(os.path.normpath(Path(run).resolve() / path))
+    return path if path.is_absolute() else Path(os.path.normpath(Path(run).resolve() / path))
 
 
 def stored_base(base: str, run: Path) -> str:
@@ -286,211 +299,3 @@ def stored_base(base: str, run: Path) -> str:
     if home.parent in target.parents or target == home.parent:
         return os.path.relpath(target, home)
     return str(target)
-
-
-def locate_base(record: RunRecord, run: Path) -> str:
-    """Where the run's base is now: a name as is; a recorded folder if it is still there (relative ones
-    resolved against the run), else a folder beside the run whose weights have the recorded fingerprint
-    (the base was moved or renamed with the run); otherwise a message saying which base is missing."""
-    base = record.base
-    if not base or not _path_like(base):
-        return base
-    path = _recorded_path(base, run)
-    if path.is_dir():
-        return str(path)
-    found = _base_by_fingerprint(record, Path(run), path.name)
-    if found is not None:
-        return str(found)
-    recorded = f" (recorded as {base})" if str(path) != base else ""
-    raise LowresError(
-        f"{run} was trained from the base {path}{recorded}, which is not there any more. Put that folder back, or "
-        f"copy it next to the run (into {Path(run).resolve().parent}/): lowres finds a moved base there by its "
-        f"fingerprint ({record.base_fingerprint or 'none recorded'}).")
-
-
-def _base_by_fingerprint(record: RunRecord, run: Path, name: str) -> Path | None:
-    """A folder next to ``run`` (the one with the base's old name first) whose weights have the recorded
-    fingerprint. Lowres runs with another architecture are skipped unread; other folders are loaded."""
-    if not record.base_fingerprint:
-        return None
-    here = run.resolve()
-    candidates = [p for p in sorted(here.parent.iterdir()) if p.is_dir() and p != here and (p / RUN_CONFIG).is_file()]
-    candidates.sort(key=lambda p: p.name != name)
-    for folder in candidates:
-        if is_run(folder):
-            try:
-                if read_run(folder).backbone.get("arch") != record.backbone.get("arch"):
-                    continue
-            except LowresError:
-                continue
-        try:
-            if load_base(str(folder)).fingerprint == record.base_fingerprint:
-                return folder
-        except Exception:  # noqa: BLE001 - a folder that does not load is simply not the base
-            continue
-    return None
-
-
-# ---------------------------------------------------------------------------------------------------
-# bases and recognisers
-
-
-def load_base(base: str, seed: int = 0):
-    """Resolve ``--base``: a lowres run folder (its encoder), else whatever model/backbone.py knows (a
-    random-init config name, a torchaudio bundle name, a local Hugging Face folder)."""
-    from lowres.model.backbone import load_backbone
-
-    if base and Path(base).is_dir() and is_run(Path(base)):
-        return load_encoder(Path(base))
-    return load_backbone(base, seed=seed)
-
-
-def default_objective(base: str) -> str:
-    """``--objective auto``: HuBERT's masked prediction for HuBERT and WavLM bases (their own objective) and for
-    a random initialisation (the contrastive objective does not learn from scratch at lowres's scale:
-    benchmarks/README.md); wav2vec 2.0's for wav2vec 2.0 / XLS-R / MMS bases. Read from names and config
-    files only, without loading weights."""
-    from lowres.bases import describe, shipped_names
-    from lowres.model.backbone import NAMED_BUNDLES, RANDOM_CONFIGS
-
-    if base in RANDOM_CONFIGS:
-        return "hubert"
-    if base in shipped_names():  # the objective it was trained with
-        return describe(base).get("objective", "hubert")
-    if base in NAMED_BUNDLES:
-        return "wav2vec2" if NAMED_BUNDLES[base][1] == "wav2vec2" else "hubert"
-    folder = Path(base) if base else None
-    if folder is None or not (folder / RUN_CONFIG).is_file():
-        return "wav2vec2"
-    try:
-        data = json.loads((folder / RUN_CONFIG).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return "wav2vec2"
-    if "lowres_run" in data:
-        if data.get("config", {}).get("objective"):
-            return data["config"]["objective"]
-        return "wav2vec2" if data.get("backbone", {}).get("family", "wav2vec2") == "wav2vec2" else "hubert"
-    return "hubert" if data.get("model_type") in ("hubert", "wavlm") else "wav2vec2"
-
-
-def rebuild_base(record: RunRecord, seed: int, run: Path):
-    """The base of the run in ``run``, rebuilt: random-init architectures from the saved spec (their weights are
-    all in the run), everything else from where the base is now (:func:`locate_base`), checked against its
-    fingerprint."""
-    import torch
-
-    from lowres.model.backbone import RANDOM_CONFIGS, LoadedBackbone, build_model
-
-    spec = record.spec()
-    if not spec.pretrained:
-        if spec.name in RANDOM_CONFIGS and RANDOM_CONFIGS[spec.name] == spec:
-            return load_base(spec.name, seed=seed)  # the initial weights a new run had (a restart from update 0)
-        torch.manual_seed(seed)
-        return LoadedBackbone(build_model(spec), spec, source=f"architecture of {spec.name}")
-    where = locate_base(record, run)
-    loaded = load_base(where, seed=seed)
-    want = record.base_fingerprint
-    if want and loaded.fingerprint and loaded.fingerprint != want:
-        raise LowresError(
-            f"The base {where} is not the one the run {run} was trained on (its weights changed since). "
-            "Use the same base checkpoint, or fine-tune again."
-        )
-    return loaded
-
-
-def _read_weights(run: Path, path: Path, kind: str) -> dict:
-    from safetensors.torch import load_file
-
-    if not path.is_file():
-        raise LowresError(f"{run} has no {path.name}: the {kind} run has not saved a model yet (did it finish? "
-                          f"`lowres {kind} --resume` continues it).")
-    return load_file(str(path))
-
-
-@dataclass
-class LoadedRun:
-    model: object  # model.ctc.CTCModel (or model.weighted.WeightedLayerCTC), in eval mode, on the device
-    vocab: object  # data.vocab.Vocab
-    config: object  # config.FinetuneConfig
-    record: RunRecord
-
-    @property
-    def meta(self) -> dict:
-        """The run's config.json as a dict."""
-        return self.record.to_json()
-
-
-def load_run(run: str | Path, device="cpu", merge: bool = True, weights: Path | None = None) -> LoadedRun:
-    """A fine-tuned recogniser from its run folder (LoRA merged into the base for fast inference). The
-    recogniser is the one its recorded ``head.kind`` names; the base is rebuilt and the saved weights (what the
-    run trained) loaded over it."""
-    from lowres.config import FinetuneConfig
-    from lowres.data.vocab import Vocab
-    from lowres.model.build import build_recogniser
-    from lowres.model.lora import has_lora, merge_lora
-
-    run = Path(run)
-    record = read_run(run)
-    if record.kind != "finetune":
-        raise LowresError(f"{run} is a lowres {record.kind} run, not a fine-tuned recogniser. Fine-tune it "
-                          f"first: lowres finetune --base {run} ...")
-    cfg = record.typed_config(FinetuneConfig)
-    vocab = Vocab.load(run / RUN_VOCAB, units=record.vocab_units or "grapheme")
-    loaded = rebuild_base(record, cfg.train.seed, run)
-    model, _ = build_recogniser(cfg, len(vocab), loaded)
-    path = weights or run / RUN_WEIGHTS
-    missing, unexpected = model.load_state_dict(_read_weights(run, path, "finetune"), strict=False)
-    if unexpected:
-        raise LowresError(f"{path} does not fit the model rebuilt from {run / RUN_CONFIG}: unexpected weights "
-                          f"{unexpected[:3]}...")
-    del missing  # everything not saved comes from the base
-    if merge and has_lora(model):
-        merge_lora(model.backbone.encoder.transformer)
-    model.eval().to(device)
-    for p in model.parameters():
-        p.requires_grad = False
-    return LoadedRun(model, vocab, cfg, record)
-
-
-def load_encoder(run: Path):
-    """The encoder of a run folder, as a base for another run (``--base RUN``): a finetune run's backbone
-    (LoRA merged, CTC head dropped), or an adapt run's adapted backbone with its mask embedding and
-    pretraining heads."""
-    from lowres.model.backbone import BackboneSpec, LoadedBackbone, build_model, fingerprint
-
-    run = Path(run)
-    record = read_run(run)
-    heads: dict = {}
-    if record.kind == "finetune":
-        recogniser = load_run(run, merge=True)
-        backbone = recogniser.model.backbone
-        mask = getattr(recogniser.model, "mask_emb", None)  # a weighted head's run has none (its base is unchanged)
-        mask = mask.detach().clone() if mask is not None else None
-    elif record.kind != "adapt":
-        raise LowresError(f"{run}: a lowres {record.kind!r} run holds no encoder lowres can continue from.")
-    else:
-        path = run / RUN_WEIGHTS
-        state = _read_weights(run, path, "adapt")
-        backbone = build_model(record.spec())
-        missing, _ = backbone.load_state_dict(
-            {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}, strict=False)
-        if missing:
-            raise LowresError(f"{path} lacks backbone weights {missing[:3]}...: not a complete adapt deliverable.")
-        if record.config.get("objective", "wav2vec2") == "wav2vec2":  # a codebook the next adapt can import
-            heads = {k.removeprefix("heads."): v for k, v in state.items() if k.startswith("heads.")}
-        mask = state["mask_emb"]
-    spec = record.spec()
-    spec = BackboneSpec(spec.family, spec.arch, spec.normalize_waveform, True, str(run.resolve()))
-    for p in backbone.parameters():
-        p.requires_grad = True
-    backbone.train()
-    return LoadedBackbone(backbone, spec, mask, heads, fingerprint(backbone), source=f"lowres {record.kind} run {run}")
-
-
-def encoder_state(backbone, mask_emb, heads) -> dict:
-    """An adapt run's deliverable (model.safetensors): ``backbone.*`` (LoRA merged), ``heads.*`` (the
-    pretraining heads) and ``mask_emb``; :func:`load_encoder` reads it back."""
-    state = {f"backbone.{k}": v for k, v in backbone.state_dict().items()}
-    state.update({f"heads.{k}": v for k, v in heads.state_dict().items()})
-    state["mask_emb"] = mask_emb.detach()
-    return state

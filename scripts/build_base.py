@@ -122,8 +122,6 @@ def main() -> None:
                    "--set", "train.threads=1", "--set", "train.log_every=25", "--set", "train.save_every=100",
                    "-q", *resume)
         base = run
-    from lowres.bases import pack_base
-
     commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True,
                             text=True).stdout.strip() or "unknown"
     report = json.loads((prepared / "prepare_report.json").read_text(encoding="utf-8"))
@@ -153,6 +151,58 @@ def main() -> None:
     run = runs[-1]
     path = pack_base(run, args.ship, args.name, provenance)
     print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+
+
+
+def pack_base(run: str | Path, folder: str | Path, name: str, provenance: dict) -> Path:
+    """Write ``folder/NAME.safetensors`` + ``NAME.json`` from a finished lowres adapt run (its encoder, no
+    pretraining heads), with ``provenance`` plus the run's objective, updates and final training metrics."""
+    from safetensors.torch import save
+
+    from lowres import LowresError
+    from lowres.bases import SUFFIX_INFO, SUFFIX_WEIGHTS, load_encoder
+    from lowres.fsutil import atomic_write_bytes, atomic_write_json
+    from lowres.runs import read_run
+
+    run, folder = Path(run), Path(folder)
+    record = read_run(run)
+    if record.kind != "adapt":
+        raise LowresError(f"{run} is a lowres {record.kind} run; a shipped base is packed from an adapt run.")
+    loaded = load_encoder(run)
+    state = {f"backbone.{k}": v.detach().contiguous() for k, v in loaded.model.state_dict().items()}
+    state["mask_emb"] = loaded.mask_embedding.detach().contiguous()
+    rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
+    train_rows = [r for r in rows if "masked_accuracy" in r or "loss" in r]
+    last = train_rows[-1] if train_rows else {}
+    keep = ("step", "loss", "masked_accuracy", "unmasked_accuracy", "predicted_perplexity", "target_perplexity",
+            "masked_fraction", "elapsed_s")
+    summary = json.loads((run / "summary.json").read_text(encoding="utf-8")) if (run / "summary.json").is_file() else {}
+    units = run / "units" / "units.json"
+    spec = {k: v for k, v in record.spec().to_dict().items() if k not in ("pretrained", "name")}
+    info = {
+        "name": name,
+        "spec": spec,
+        "fingerprint": loaded.fingerprint,
+        "objective": record.config.get("objective", "wav2vec2"),
+        "updates": last.get("step"),
+        "final_metrics": {k: last[k] for k in keep if k in last},
+        "units": _without_pieces(units),
+        "train_wall_seconds": summary.get("wall_seconds"),
+        "adapt_config": record.config,
+        "provenance": provenance,
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}{SUFFIX_WEIGHTS}"
+    atomic_write_bytes(path, save(state, metadata={"name": name, "fingerprint": loaded.fingerprint}))
+    atomic_write_json(folder / f"{name}{SUFFIX_INFO}", info)
+    return path
+
+
+def _without_pieces(units: Path) -> dict | None:
+    """The run's units report without its per-piece list (the base ships without its audio)."""
+    if not units.is_file():
+        return None
+    return {k: v for k, v in json.loads(units.read_text(encoding="utf-8")).items() if k != "pieces"}
 
 
 if __name__ == "__main__":

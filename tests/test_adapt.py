@@ -64,10 +64,10 @@ def test_negatives_are_other_masked_frames_of_the_same_utterance():
 
 
 def hf_parity_setup(tmp_path):
-    from lowres.model.backbone import load_backbone
+    from lowres.bases import load_base
 
     folder = hf_base(tmp_path / "hf")
-    loaded = load_backbone(str(folder))
+    loaded = load_base(str(folder))
     conv_dim = loaded.spec.arch["extractor_conv_layer_config"][-1][0]
     heads = PretrainHeads.from_state(loaded.pretrain_heads, conv_dim, loaded.spec.embed_dim, 2)
     ours = Wav2Vec2Pretrainer(loaded.model, loaded.spec, heads, loaded.mask_embedding, num_negatives=10,
@@ -104,12 +104,12 @@ def test_objective_matches_transformers(tmp_path):
 
 
 def test_feature_grad_mult_scales_only_the_conv_encoder_gradient():
-    from lowres.model.backbone import load_backbone
+    from lowres.bases import load_base
     from lowres.model.pretrain import fresh_heads
 
     grads = {}
     for mult in (1.0, 0.1):
-        loaded = load_backbone("tiny", seed=0)
+        loaded = load_base("tiny", seed=0)
         torch.manual_seed(1)
         heads = fresh_heads(loaded.spec, 2, 16, 0, 32)
         model = Wav2Vec2Pretrainer(loaded.model, loaded.spec, heads, None, num_negatives=5, layerdrop=0.0,
@@ -161,7 +161,7 @@ def test_adapt_loss_falls_then_finetune_uses_it(tone_audio, tmp_path):
     meta = json.loads((ft / "config.json").read_text())
     assert meta["backbone"]["pretrained"] and meta["build"]["lora"]
     # the adapted encoder, not a fresh one, is what fine-tuning started from
-    from lowres.runs import load_run
+    from lowres.bases import load_run
 
     enc = load_run(ft, merge=False).model.backbone.feature_extractor.state_dict()
     for k, v in enc.items():

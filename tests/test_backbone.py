@@ -8,7 +8,9 @@ import pytest
 import torchaudio.pipelines as pipelines
 
 from lowres import LowresError
-from lowres.model.backbone import NAMED_BUNDLES, RANDOM_CONFIGS, build_model, load_backbone
+from lowres.bases import load_base
+from lowres.bases.bundles import NAMED_BUNDLES
+from lowres.model.backbone import RANDOM_CONFIGS, build_model
 
 
 def test_bundle_registry_reads_torchaudio_parameters():
@@ -29,7 +31,7 @@ def test_bundle_offline_error_says_how_to_pass_a_local_checkpoint(monkeypatch):
 
     monkeypatch.setattr(type(pipelines.WAV2VEC2_BASE), "get_model", offline)
     with pytest.raises(LowresError, match="--base /path/to/hf-model-folder"):
-        load_backbone("wav2vec2-base")
+        load_base("wav2vec2-base")
 
 
 def test_random_configs_build_and_keep_20ms_frames():
@@ -39,7 +41,7 @@ def test_random_configs_build_and_keep_20ms_frames():
     feats, _ = model.eval()(torch.zeros(1, 16000))
     assert feats.shape[1] == 49  # 1 s of 16 kHz audio → 49 frames of 20 ms
     # the same seed gives the same random weights
-    a, b = load_backbone("tiny", seed=3).model, load_backbone("tiny", seed=3).model
+    a, b = load_base("tiny", seed=3).model, load_base("tiny", seed=3).model
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
 
 
@@ -48,7 +50,7 @@ def test_random_configs_get_the_fairseq_initialisation():
 
     import torch
 
-    model = load_backbone("small", seed=0).model
+    model = load_base("small", seed=0).model
     transformer = model.encoder.transformer
     linears = [m for m in transformer.modules() if isinstance(m, torch.nn.Linear)]
     assert len(linears) == 8 * 6  # q, k, v, out, 2 feed-forward per layer
@@ -63,12 +65,12 @@ def test_random_configs_get_the_fairseq_initialisation():
 
 def test_unknown_base_suggests_names(tmp_path):
     with pytest.raises(LowresError, match="Did you mean xls-r-300m"):
-        load_backbone("xls-r-300")
+        load_base("xls-r-300")
     with pytest.raises(LowresError, match="no such folder"):
-        load_backbone(str(tmp_path / "missing" / "model"))
+        load_base(str(tmp_path / "missing" / "model"))
     (tmp_path / "empty").mkdir()
     with pytest.raises(LowresError, match="no config.json"):
-        load_backbone(str(tmp_path / "empty"))
+        load_base(str(tmp_path / "empty"))
 
 
 # Loading a Hugging Face folder says nothing that reads like an error. A ``*ForPreTraining`` checkpoint is
@@ -94,8 +96,8 @@ else:
     factory.hf_base(base)
 verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
 print("LOADING", file=sys.stderr, flush=True)
-from lowres.model.backbone import load_backbone
-loaded = load_backbone(str(base))
+from lowres.bases import load_base
+loaded = load_base(str(base))
 print("SOURCE", loaded.source)
 print("HEADS", sorted(loaded.pretrain_heads))
 print("RESTORED", hf_logging.get_verbosity() == verbosity and hf_logging.is_progress_bar_enabled() == bars)

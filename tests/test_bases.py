@@ -16,8 +16,8 @@ import pytest
 from factory import invoke, read_jsonl
 
 from lowres import LowresError, bases
-from lowres.model.backbone import available_names, fingerprint, load_backbone
-from lowres.runs import default_objective
+from lowres.bases import available_names, default_objective, load_base
+from lowres.model.backbone import fingerprint
 
 NAME = "tiny-ssl"
 # the languages the issue allows for the base (never one that a test, the demo or a benchmark fine-tunes on)
@@ -27,8 +27,8 @@ REPO = Path(__file__).resolve().parent.parent
 
 def test_shipped_base_loads_by_name_and_its_fingerprint_matches():
     assert NAME in bases.shipped_names() and NAME in available_names()
-    loaded = load_backbone(NAME)
-    info = bases.describe(NAME)
+    loaded = load_base(NAME)
+    info = bases.shipped_info(NAME)
     assert loaded.fingerprint == fingerprint(loaded.model) == info["fingerprint"]
     assert loaded.spec.pretrained and loaded.spec.name == NAME and loaded.mask_embedding is not None
     assert loaded.spec.embed_dim == info["spec"]["arch"]["encoder_embed_dim"]
@@ -38,11 +38,11 @@ def test_shipped_base_loads_by_name_and_its_fingerprint_matches():
 
 
 def test_shipped_base_provenance_is_self_supervised_on_allowed_languages():
-    prov = bases.describe(NAME)["provenance"]
+    prov = bases.shipped_info(NAME)["provenance"]
     assert prov["transcripts_used"] is False
     assert 8 <= len(prov["languages"]) <= 12 and set(prov["languages"]) <= ALLOWED
     assert prov["unlabeled_hours"] > 0 and prov["lowres_commit"] and "build_base.py" in prov["build_command"]
-    info = bases.describe(NAME)
+    info = bases.shipped_info(NAME)
     assert info["updates"] > 0 and info["final_metrics"]["masked_accuracy"] > 0
     # HuBERT iterations from a random initialisation, each continuing the one before: nothing else went in
     its = prov["iterations"]
@@ -70,10 +70,10 @@ def test_changed_weights_are_refused_in_one_message(tmp_path, monkeypatch):
     state[key] = state[key] + 0.01
     save_file(state, path)
     with pytest.raises(LowresError, match="damaged or was changed.*fingerprint"):
-        load_backbone(NAME)
+        load_base(NAME)
     path.write_bytes(b"not a safetensors file")
     with pytest.raises(LowresError, match="damaged or was changed.*Reinstall"):
-        load_backbone(NAME)
+        load_base(NAME)
 
 
 @pytest.mark.slow
@@ -115,10 +115,10 @@ def test_the_wheel_carries_the_shipped_base_and_it_loads_from_elsewhere(tmp_path
                    check=True, capture_output=True)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    code = ("import lowres, json; from lowres.model.backbone import load_backbone; b = load_backbone('tiny-ssl'); "
+    code = ("import lowres, json; from lowres.bases import load_base; b = load_base('tiny-ssl'); "
             "print(json.dumps([lowres.__file__, b.fingerprint]))")
     env = {**os.environ, "PYTHONPATH": str(site)}
     out = subprocess.run([sys.executable, "-c", code], cwd=elsewhere, env=env, check=True, capture_output=True,
                          text=True).stdout
     where, got = json.loads(out.strip().splitlines()[-1])
-    assert where.startswith(str(site)) and got == bases.describe(NAME)["fingerprint"]
+    assert where.startswith(str(site)) and got == bases.shipped_info(NAME)["fingerprint"]

@@ -9,8 +9,9 @@ import pytest
 import torch
 from factory import FAST, hf_base, invoke, prepared_corpus
 
+from lowres.bases import load_base
 from lowres.config import AdaptConfig, FinetuneConfig, merge
-from lowres.model.backbone import load_backbone, set_gradient_checkpointing
+from lowres.model.backbone import set_gradient_checkpointing
 
 DROPOUTS = {"dropout": 0.1, "attention_dropout": 0.1, "activation_dropout": 0.1, "layerdrop": 0.3}
 
@@ -77,7 +78,7 @@ def test_ctc_with_lora_is_exact(tmp_path, family):
 
     cfg = merge(FinetuneConfig(), {"model": dict(DROPOUTS, mask_prob=0.3), "lora": {"dropout": 0.1},
                                    "train": {"gradient_checkpointing": True}})
-    loaded = load_backbone(str(hf_base(tmp_path / family, family)))
+    loaded = load_base(str(hf_base(tmp_path / family, family)))
     model, info = build_ctc_model(cfg, 12, loaded)
     assert info.lora
     with torch.no_grad():  # peft starts lora_B at zero, which would leave lora_A without a gradient
@@ -100,7 +101,7 @@ def test_ctc_full_finetuning_from_random_init_is_exact():
     from lowres.model.ctc import ctc_loss
 
     cfg = merge(FinetuneConfig(), {"model": DROPOUTS, "train": {"gradient_checkpointing": True}})
-    model, info = build_ctc_model(cfg, 12, load_backbone("tiny", seed=0))
+    model, info = build_ctc_model(cfg, 12, load_base("tiny", seed=0))
     assert not info.lora and info.feature_encoder_trained
     waves, lengths = _waves()
 
@@ -118,7 +119,7 @@ def test_adapt_pretrainers_are_exact(objective):
     from lowres.model.pretrain import fresh_heads
 
     cfg = merge(AdaptConfig(), {"model": {"layerdrop": 0.3}, "train": {"gradient_checkpointing": True}})
-    loaded = load_backbone("tiny", seed=0)  # its transformer dropout is 0.1
+    loaded = load_base("tiny", seed=0)  # its transformer dropout is 0.1
     torch.manual_seed(1)
     waves, lengths = _waves()
     if objective == "wav2vec2":

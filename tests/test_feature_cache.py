@@ -10,8 +10,8 @@ import pytest
 import torch
 from factory import FAST, assert_same_run, hf_base, invoke, invoke_stopped_after, prepared_corpus, read_jsonl
 
+from lowres.bases import load_base
 from lowres.config import FinetuneConfig, merge
-from lowres.model.backbone import load_backbone
 from lowres.model.feature_cache import ConvFeatureCache
 
 
@@ -38,7 +38,7 @@ def _ctc_model(tmp_path, **model):
     from lowres.model.build import build_ctc_model
 
     cfg = merge(FinetuneConfig(), {"model": {"mask_prob": 0.3, "layerdrop": 0.0, **model}})
-    model, info = build_ctc_model(cfg, 12, load_backbone(str(hf_base(tmp_path / "hf"))))
+    model, info = build_ctc_model(cfg, 12, load_base(str(hf_base(tmp_path / "hf"))))
     assert not info.feature_encoder_trained  # a pretrained base: the conv encoder is frozen
     return model
 
@@ -102,7 +102,7 @@ def test_weighted_head_caches_the_whole_frozen_upstream(tmp_path):
     from lowres.model.build import build_recogniser
 
     cfg = merge(FinetuneConfig(), {"head": {"kind": "weighted", "lstm_hidden": 16, "lstm_layers": 1}})
-    model, _ = build_recogniser(cfg, 12, load_backbone(str(hf_base(tmp_path / "hf"))))
+    model, _ = build_recogniser(cfg, 12, load_base(str(hf_base(tmp_path / "hf"))))
     model.train()
     layers = _count_calls(model.backbone.encoder.transformer.layers[0])
     waves, lengths = _waves()
@@ -183,7 +183,7 @@ def test_partly_frozen_conv_caches_its_frozen_layers_and_trains_the_others(tmp_p
 
     cfg = merge(FinetuneConfig(), {"model": {"mask_prob": 0.0, "mask_channel_prob": 0.0, "layerdrop": 0.0,
                                              "freeze_feature_encoder": False, "frozen_conv_layers": 3}})
-    model, info = build_ctc_model(cfg, 12, load_backbone(str(hf_base(tmp_path / "hf"))))
+    model, info = build_ctc_model(cfg, 12, load_base(str(hf_base(tmp_path / "hf"))))
     assert info.feature_encoder_trained and model.fixed_conv_layers == 3
     conv = model.backbone.feature_extractor.conv_layers
     assert not any(p.requires_grad for layer in conv[:3] for p in layer.parameters())

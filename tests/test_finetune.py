@@ -101,9 +101,9 @@ def test_resume_after_a_kill_gives_the_same_run(prepared, tmp_path, monkeypatch)
 
 def test_lora_trains_only_adapters_and_head(prepared, tmp_path):
     base = hf_base(tmp_path / "hf")
-    from lowres.model.backbone import load_backbone
+    from lowres.bases import load_base
 
-    before = {k: v.clone() for k, v in load_backbone(str(base)).model.state_dict().items()}
+    before = {k: v.clone() for k, v in load_base(str(base)).model.state_dict().items()}
     run = tmp_path / "run"
     res = invoke("finetune", "--data", prepared, "--split", "full", "--base", base, "--out", run, "--max-steps", 4,
                  "--set", "train.head_only_steps=2", "--eval-every", 0, *FAST)
@@ -120,7 +120,7 @@ def test_lora_trains_only_adapters_and_head(prepared, tmp_path):
     log = (run / "train.log").read_text()
     assert "head-only phase" in log and "phase over" in log
 
-    from lowres.runs import load_run
+    from lowres.bases import load_run
 
     loaded = load_run(run, merge=False)
     backbone = {k: v for k, v in loaded.model.backbone.state_dict().items() if "lora_" not in k}
@@ -131,11 +131,11 @@ def test_lora_trains_only_adapters_and_head(prepared, tmp_path):
 
 @pytest.mark.parametrize("family", ["wav2vec2", "hubert", "wavlm"])
 def test_padded_batch_equals_one_at_a_time(tmp_path, family):
+    from lowres.bases import load_base
     from lowres.config import FinetuneConfig
-    from lowres.model.backbone import load_backbone
     from lowres.model.build import build_ctc_model
 
-    loaded = load_backbone(str(hf_base(tmp_path / family, family)))
+    loaded = load_base(str(hf_base(tmp_path / family, family)))
     model, _ = build_ctc_model(FinetuneConfig(), 12, loaded)
     model.eval()
     rng = np.random.default_rng(0)
@@ -184,10 +184,10 @@ def test_group_norm_features_of_a_padded_batch_equal_one_at_a_time():
 def test_huggingface_folder_loads_as_backbone_with_same_features(tmp_path):
     import transformers
 
-    from lowres.model.backbone import load_backbone
+    from lowres.bases import load_base
 
     folder = hf_base(tmp_path / "hf")
-    loaded = load_backbone(str(folder))
+    loaded = load_base(str(folder))
     assert loaded.spec.pretrained and loaded.spec.family == "wav2vec2" and loaded.mask_embedding is not None
     hf = transformers.Wav2Vec2Model.from_pretrained(folder).eval()
     wave = torch.randn(1, 16000) * 0.1
@@ -213,7 +213,7 @@ def test_export_round_trip_through_transformers(prepared, tmp_path):
     processor = transformers.Wav2Vec2Processor.from_pretrained(tmp_path / "export")
     hyps = {r["id"]: r["hypothesis"] for r in read_jsonl(run / "eval-test" / "hyps.jsonl")}
 
-    from lowres.runs import load_run
+    from lowres.bases import load_run
 
     ours = load_run(run).model
     manifest = prepared / "manifests" / "test.jsonl"

@@ -406,8 +406,8 @@ def _command_lines(tmp_path: Path, monkeypatch) -> dict:
 
     from factory import table
 
+    import lowres.bases as bases
     import lowres.model.hf_convert as hf_convert
-    import lowres.runs as runs
 
     corpus = table(tmp_path / "corpus" / "data.csv", n=6)
     text = tmp_path / "sentences.txt"
@@ -415,7 +415,7 @@ def _command_lines(tmp_path: Path, monkeypatch) -> dict:
     run = holding(tmp_path / "run", **{"config.json": "{}"})
     spec = SimpleNamespace(family="wav2vec2", arch={}, normalize_waveform=False)
     model = SimpleNamespace(spec=spec, backbone=None, head=None, mask_emb=SimpleNamespace(detach=lambda: None))
-    monkeypatch.setattr(runs, "load_run", lambda *a, **k: SimpleNamespace(model=model, vocab=["a", "b"]))
+    monkeypatch.setattr(bases, "load_run", lambda *a, **k: SimpleNamespace(model=model, vocab=["a", "b"]))
     monkeypatch.setattr(hf_convert, "to_hf_ctc", lambda *a, **k: None)
 
     def save(out, *a, **k):  # reached only when the claim let the export through

@@ -15,8 +15,9 @@ from factory import FAST, invoke, prepared_corpus, read_jsonl
 from safetensors.torch import load_file
 from test_checkpointing import DROPOUTS, _loss_and_grads
 
+from lowres.bases import load_base
 from lowres.config import FinetuneConfig, merge
-from lowres.model.backbone import load_backbone, set_gradient_checkpointing
+from lowres.model.backbone import set_gradient_checkpointing
 from lowres.runtime import autocast
 
 DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.gpu)]
@@ -27,7 +28,7 @@ def _tiny_ctc(device: str, model_overrides: dict | None = None, checkpointing: b
 
     cfg = merge(FinetuneConfig(), {"model": model_overrides or {},
                                    "train": {"gradient_checkpointing": checkpointing}})
-    model, _ = build_ctc_model(cfg, 12, load_backbone("tiny", seed=0))
+    model, _ = build_ctc_model(cfg, 12, load_base("tiny", seed=0))
     return model.to(device)
 
 

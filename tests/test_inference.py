@@ -74,9 +74,9 @@ def test_all_good_files_exit_zero_and_all_missing_are_refused_first(run, files, 
     res = invoke("transcribe", "--model", run, "--json", files["good"], files["other"])
     assert res.exit_code == 0 and res.stderr == "", res.output
     assert [json.loads(line)["audio"] for line in res.stdout.splitlines()] == [str(files["good"]), str(files["other"])]
-    import lowres.runs
+    import lowres.bases
 
-    monkeypatch.setattr(lowres.runs, "load_run", lambda *a, **k: pytest.fail("the model was loaded"))
+    monkeypatch.setattr(lowres.bases, "load_run", lambda *a, **k: pytest.fail("the model was loaded"))
     res = invoke("transcribe", "--model", run, files["missing"], files["folder"])
     assert res.exit_code == 2 and "Audio file(s) not found" in res.output and "Traceback" not in res.output
 

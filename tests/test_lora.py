@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from lowres.model.backbone import load_backbone
+from lowres.bases import load_base
 from lowres.model.lora import add_lora, has_lora, merge_lora
 
 TARGETS = {"q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense"}
@@ -21,7 +21,7 @@ TARGETS = {"q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "outp
 
 @pytest.fixture
 def transformer() -> nn.Module:
-    return load_backbone("tiny", seed=0).model.encoder.transformer.eval()
+    return load_base("tiny", seed=0).model.encoder.transformer.eval()
 
 
 def _linears(module: nn.Module) -> dict[str, nn.Linear]:

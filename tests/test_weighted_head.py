@@ -67,11 +67,11 @@ def trained(tones, tmp_path_factory):
 
 
 def test_backbone_is_frozen_and_only_the_downstream_trains(tones, trained):
-    from lowres.model.backbone import load_backbone
+    from lowres.bases import load_base
 
     _, base = tones
     run, model = trained
-    before = load_backbone(str(base)).model.state_dict()
+    before = load_base(str(base)).model.state_dict()
     after = model.backbone.state_dict()
     assert before.keys() == after.keys()
     for k, v in before.items():
@@ -112,8 +112,8 @@ def test_a_short_run_lowers_the_train_loss(trained):
 
 
 def test_eval_and_transcribe_load_the_run(tones, trained):
+    from lowres.bases import load_run
     from lowres.model.weighted import WeightedLayerCTC
-    from lowres.runs import load_run
 
     prep, _ = tones
     run, model = trained
@@ -176,13 +176,13 @@ def test_bogus_head_is_one_paragraph(tones, tmp_path):
 
 
 def test_lora_settings_given_with_a_weighted_head_are_named_as_unused(tones, tmp_path):
+    from lowres.bases import load_base
     from lowres.config import resolve_finetune
-    from lowres.model.backbone import load_backbone
     from lowres.model.build import build_recogniser
 
     _, base = tones
     cfg = resolve_finetune("1h", flags={"head.kind": "weighted", "lora.rank": 16})
-    model, info = build_recogniser(cfg, 8, load_backbone(str(base)))
+    model, info = build_recogniser(cfg, 8, load_base(str(base)))
     assert not info.lora and any("lora.rank 16" in n and "not used" in n for n in info.notes)
     from lowres.model.lora import has_lora
 
@@ -194,20 +194,21 @@ def test_lora_settings_given_with_a_weighted_head_are_named_as_unused(tones, tmp
 
 
 def _model(base: Path, **head):
+    from lowres.bases import load_base
     from lowres.config import resolve_finetune
-    from lowres.model.backbone import load_backbone
     from lowres.model.build import build_recogniser
 
     sets = tuple(f"head.{k}={v}" for k, v in {"kind": "weighted", "lstm_hidden": 16, **head}.items())
     torch.manual_seed(0)
-    return build_recogniser(resolve_finetune("1h", sets=sets), 9, load_backbone(str(base)))[0]
+    return build_recogniser(resolve_finetune("1h", sets=sets), 9, load_base(str(base)))[0]
 
 
 def test_hidden_states_end_with_what_the_ctc_head_reads(tones):
-    from lowres.model.backbone import conv_features, hidden_states, load_backbone, run_transformer
+    from lowres.bases import load_base
+    from lowres.model.backbone import conv_features, hidden_states, run_transformer
 
     _, base = tones
-    m = load_backbone(str(base)).model.eval()
+    m = load_base(str(base)).model.eval()
     feats, _ = conv_features(m.feature_extractor, torch.randn(2, 8000) * 0.1, None)
     x = m.encoder.feature_projection(feats)
     with torch.no_grad():
@@ -246,8 +247,7 @@ def test_a_step_changes_only_the_downstream_and_padding_changes_nothing(tones):
 def test_a_random_init_base_keeps_its_frozen_weights_in_the_deliverable(tones, tmp_path):
     """A random initialisation exists nowhere else, so its frozen backbone is saved with the downstream; the
     run says that its features are random."""
-    from lowres.model.backbone import load_backbone
-    from lowres.runs import load_run
+    from lowres.bases import load_base, load_run
 
     prep, _ = tones
     run = tmp_path / "run"
@@ -257,7 +257,7 @@ def test_a_random_init_base_keeps_its_frozen_weights_in_the_deliverable(tones, t
         (run / "train.log").read_text().split())
     saved = load_file(str(run / "model.safetensors"))
     assert any(k.startswith("backbone.") for k in saved)
-    want = load_backbone("tiny", seed=0).model.state_dict()
+    want = load_base("tiny", seed=0).model.state_dict()
     got = load_run(run).model.backbone.state_dict()
     for k, v in want.items():
         torch.testing.assert_close(got[k], v, rtol=0, atol=0)

@@ -65,17 +65,17 @@ def check_unlabeled_source(source: Path) -> None:
                           "unlabeled.jsonl written by `lowres prepare --unlabeled`.")
 
 
-def unlabeled_manifest(source: Path, out: Path, console=None) -> Path:
+def unlabeled_manifest(source: Path, target: Path, console=None) -> Path:
     """``--unlabeled`` (checked by :func:`check_unlabeled_source`): an ``unlabeled.jsonl`` as is, or a folder
-    indexed and cut like ``prepare --unlabeled``."""
+    indexed and cut like ``prepare --unlabeled`` into the prepared folder ``target`` (once)."""
     source = Path(source)
     if source.is_file():
         return source
     from lowres.config import PrepareConfig
     from lowres.data.prepare import prepare
+    from lowres.data.prepared import UNLABELED
 
-    target = out / "data"
-    if (target / "unlabeled.jsonl").is_file():
-        return target / "unlabeled.jsonl"
+    if (target / UNLABELED).is_file():
+        return target / UNLABELED
     prepare(None, target, PrepareConfig(), unlabeled=source, console=console)
-    return target / "unlabeled.jsonl"
+    return target / UNLABELED

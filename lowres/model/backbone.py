@@ -1,11 +1,9 @@
-"""Backbones: named torchaudio bundles, local Hugging Face folders, random-init configs (lowres run folders
-as bases are resolved by lowres/runs.py, which hands the other kinds of --base on to :func:`load_backbone`).
-
-Every backbone is a torchaudio ``Wav2Vec2Model`` described by a :class:`BackboneSpec` (family, the keyword
-arguments of torchaudio's factory, and the waveform normalisation the checkpoint was trained with), so a
-run folder can always rebuild its model.
-
-The forward pieces here are shared by fine-tuning and pretraining:
+"""Backbones: the networks every --base becomes (a torchaudio ``Wav2Vec2Model`` described by a
+:class:`BackboneSpec`: family, the keyword arguments of torchaudio's factory, and the waveform normalisation the
+checkpoint was trained with, so a run folder can always rebuild its model), the random-init architectures by
+name (``RANDOM_CONFIGS``: data, not code), and the forward pieces that fine-tuning and pretraining share. Where
+weights come from (shipped bases, bundles, Hugging Face folders, runs) is lowres/bases/'s business: nothing here
+reads files.
 
 - :func:`normalize_waveform` normalises each utterance over its valid samples (never over padding);
 - :func:`conv_features` runs the conv feature encoder so that padding never changes a valid frame: the
@@ -17,10 +15,8 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -76,23 +72,6 @@ class LoadedBackbone:
 # ---------------------------------------------------------------------------------------------------
 # registries: data, not code
 
-# name → (torchaudio.pipelines attribute, family)
-NAMED_BUNDLES: dict[str, tuple[str, str]] = {
-    "wav2vec2-base": ("WAV2VEC2_BASE", "wav2vec2"),
-    "wav2vec2-large": ("WAV2VEC2_LARGE", "wav2vec2"),
-    "wav2vec2-large-lv60k": ("WAV2VEC2_LARGE_LV60K", "wav2vec2"),
-    "xlsr-53": ("WAV2VEC2_XLSR53", "wav2vec2"),
-    "xls-r-300m": ("WAV2VEC2_XLSR_300M", "wav2vec2"),
-    "xls-r-1b": ("WAV2VEC2_XLSR_1B", "wav2vec2"),
-    "xls-r-2b": ("WAV2VEC2_XLSR_2B", "wav2vec2"),
-    "hubert-base": ("HUBERT_BASE", "hubert"),
-    "hubert-large": ("HUBERT_LARGE", "hubert"),
-    "hubert-xlarge": ("HUBERT_XLARGE", "hubert"),
-    "wavlm-base": ("WAVLM_BASE", "wavlm"),
-    "wavlm-base-plus": ("WAVLM_BASE_PLUS", "wavlm"),
-    "wavlm-large": ("WAVLM_LARGE", "wavlm"),
-}
-
 
 
 def _conv(channels: int) -> list[tuple[int, int, int]]:
@@ -128,12 +107,6 @@ RANDOM_CONFIGS: dict[str, BackboneSpec] = {
     "large-scratch": BackboneSpec("wav2vec2", _arch(
         _conv(512), 1024, 24, 16, 4096, 128, 16), True, False, "large-scratch"),
 }
-
-
-def available_names() -> list[str]:
-    from lowres.bases import shipped_names
-
-    return sorted(shipped_names()) + sorted(NAMED_BUNDLES) + sorted(RANDOM_CONFIGS)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -182,134 +155,6 @@ def fingerprint(model: nn.Module) -> str:
             h.update(str(tuple(t.shape)).encode())
             h.update(f"{float(t.double().sum()):.6e}".encode())
     return h.hexdigest()[:16]
-
-
-def load_backbone(base: str, seed: int = 0) -> LoadedBackbone:
-    """A random-init config name, a torchaudio bundle name or a local Hugging Face folder. (``--base`` as a
-    user gives it, which may also be a lowres run folder, is resolved by :func:`lowres.runs.load_base`; the
-    messages here still name run folders because that is what users can pass.)"""
-    if not base:
-        raise LowresError(f"No --base given. Use a name ({', '.join(available_names())}), a Hugging Face folder "
-                          "or a lowres run folder.")
-    if base in RANDOM_CONFIGS:
-        spec = RANDOM_CONFIGS[base]
-        torch.manual_seed(seed)
-        model = build_model(spec)
-        reference_init(model)
-        return LoadedBackbone(model, spec, source=f"random initialisation ({base}, seed {seed})")
-    if base in NAMED_BUNDLES:
-        return _load_bundle(base)
-    from lowres.bases import load_shipped, shipped_names
-
-    if base in shipped_names():
-        return load_shipped(base)
-    path = Path(base)
-    if path.is_dir():
-        config = path / "config.json"
-        if not config.is_file() and _is_prepared(path):
-            unlabeled = " (or its unlabeled.jsonl as adapt's --unlabeled)" if (path / "unlabeled.jsonl").is_file() else ""
-            raise LowresError(f"--base {path} is a prepared data folder (written by `lowres prepare`), not a model: "
-                              f"pass it as --data {path}{unlabeled}. --base takes a model: a name such as "
-                              "xls-r-300m, wav2vec2-base or tiny, a Hugging Face folder or a lowres run folder.")
-        if not config.is_file():
-            raise LowresError(f"{path} has no config.json: it is neither a lowres run folder nor a Hugging Face "
-                              "model folder.")
-        try:
-            data = json.loads(config.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise LowresError(f"{config} is not valid JSON: {exc}") from None
-        return _load_huggingface(path, data)
-    if path.suffix or "/" in base:
-        raise LowresError(f"--base {base}: no such folder. Give a Hugging Face model folder, a lowres run folder, "
-                          f"or a name: {', '.join(available_names())}.")
-    import difflib
-
-    close = difflib.get_close_matches(base, available_names(), n=2)
-    hint = f" Did you mean {' or '.join(close)}?" if close else ""
-    raise LowresError(f"Unknown --base {base!r}.{hint} Known names: {', '.join(available_names())}; or pass a "
-                      "Hugging Face folder or a lowres run folder.")
-
-
-def _is_prepared(path: Path) -> bool:
-    """Whether ``path`` is a folder `lowres prepare` wrote (a mistaken --base)."""
-    from lowres.data.prepared import MANIFESTS, REPORT, VOCAB
-
-    return (path / MANIFESTS).is_dir() and ((path / VOCAB).is_file() or (path / REPORT).is_file())
-
-
-def _load_bundle(name: str) -> LoadedBackbone:
-    import torchaudio.pipelines as pipelines
-
-    attr, family = NAMED_BUNDLES[name]
-    bundle = getattr(pipelines, attr, None)
-    if bundle is None:
-        raise LowresError(f"This torchaudio has no bundle {attr} for --base {name}.")
-    # torchaudio keeps a bundle's architecture and normalisation in these two attributes
-    # (pinned by tests/test_backbone.py::test_bundle_registry_reads_torchaudio_parameters).
-    arch = {k: v for k, v in bundle._params.items() if k != "aux_num_out"}
-    spec = BackboneSpec(family, arch, bool(bundle._normalize_waveform), True, name)
-    try:
-        model = bundle.get_model()
-    except Exception as exc:  # URLError, HTTPError, OSError, RuntimeError from torch.hub
-        raise LowresError(
-            f"Could not load the torchaudio bundle {name} ({attr}): {type(exc).__name__}: {exc}. Loading a named "
-            "bundle downloads its weights once into the torch hub cache, which needs the network. Offline, pass a "
-            "local checkpoint instead: --base /path/to/hf-model-folder (a Hugging Face folder such as a download "
-            "of facebook/wav2vec2-base or facebook/wav2vec2-xls-r-300m, holding config.json and the weights), or "
-            "copy the bundle file into ~/.cache/torch/hub/checkpoints/ on this machine."
-        ) from None
-    return LoadedBackbone(model, spec, fingerprint=fingerprint(model), source=f"torchaudio bundle {attr}")
-
-
-def _load_huggingface(path: Path, config: dict) -> LoadedBackbone:
-    model_type = config.get("model_type", "")
-    if model_type not in FAMILIES:
-        raise LowresError(f"{path}: model_type {model_type!r} is not supported; lowres reads wav2vec2 (also "
-                          "XLS-R and MMS), hubert and wavlm checkpoints.")
-    import transformers
-    from torchaudio.models.wav2vec2.utils import import_huggingface_model
-
-    from lowres.model.hf_convert import arch_from_hf_config, quiet_transformers
-
-    # A *ForPreTraining checkpoint is loaded once, with its own class: the backbone and the pretraining heads
-    # (quantizer, project_q, project_hid) from one load. Anything else loads as the bare backbone.
-    archs = config.get("architectures") or []
-    pretraining = next((getattr(transformers, a, None) for a in archs if a.endswith("ForPreTraining")), None)
-    cls = pretraining or transformers.AutoModel
-    try:
-        with quiet_transformers():  # its LOAD REPORT and bars read like errors; what matters is the note below
-            loaded, info = cls.from_pretrained(str(path), output_loading_info=True)
-            hf = loaded.base_model  # the Wav2Vec2Model / HubertModel / WavLMModel inside (itself for AutoModel)
-            model = import_huggingface_model(hf)
-    except Exception as exc:
-        raise LowresError(f"transformers could not load {path}: {type(exc).__name__}: {exc}") from None
-    family, arch = arch_from_hf_config(hf.config)
-    normalize = config.get("feat_extract_norm", "group") == "layer"
-    pre = path / "preprocessor_config.json"
-    if pre.is_file():
-        normalize = bool(json.loads(pre.read_text(encoding="utf-8")).get("do_normalize", normalize))
-    mask = getattr(hf, "masked_spec_embed", None)
-    heads = {}
-    if pretraining is not None:
-        keep = ("quantizer.", "project_q.", "project_hid.")
-        heads = {k: v.detach().clone() for k, v in loaded.state_dict().items() if k.startswith(keep)}
-    spec = BackboneSpec(family, arch, normalize, True, str(path.resolve()))
-    source = f"Hugging Face {type(loaded).__name__} from {path}{_loading_note(info)}"
-    return LoadedBackbone(model, spec, mask.detach().clone() if mask is not None else None, heads,
-                          fingerprint(model), source=source)
-
-
-def _loading_note(info: dict, shown: int = 4) -> str:
-    """`` (left out lm_head.bias, lm_head.weight: not part of the backbone)`` for what transformers' loading
-    info lists as unexpected (weights of heads lowres does not use) or missing (freshly initialised)."""
-    parts = []
-    for key, what in (("unexpected_keys", "left out {}: not part of the backbone"),
-                      ("missing_keys", "not in the checkpoint, initialised afresh: {}")):
-        names = sorted(info.get(key) or ())
-        if names:
-            more = f" and {len(names) - shown} more" if len(names) > shown else ""
-            parts.append(what.format(", ".join(names[:shown]) + more))
-    return f" ({'; '.join(parts)})" if parts else ""
 
 
 # ---------------------------------------------------------------------------------------------------

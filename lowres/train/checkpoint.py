@@ -27,6 +27,7 @@ from lowres.fsutil import (
     atomic_writer,
     save_safetensors,
 )
+from lowres.runs import RUN_CHECKPOINTS
 
 LATEST = "latest"
 
@@ -43,15 +44,15 @@ def _torch_save_atomic(obj, path: Path) -> None:
 
 def save_checkpoint(run: str | os.PathLike, step: int, weights: dict, trainer_state: dict, meta: dict,
                     keep: int = 2) -> Path:
-    folder = Path(run) / "checkpoints" / f"step-{step:08d}"
+    folder = Path(run) / RUN_CHECKPOINTS / f"step-{step:08d}"
     if folder.exists():
         shutil.rmtree(folder)
     folder.mkdir(parents=True)
     save_safetensors(folder / "model.safetensors", weights)
     _torch_save_atomic(trainer_state, folder / "trainer.pt")
     atomic_write_json(folder / "meta.json", {"step": step, **meta})
-    atomic_write_text(Path(run) / "checkpoints" / LATEST, folder.name + "\n")
-    _prune(Path(run) / "checkpoints", keep, current=folder.name)
+    atomic_write_text(Path(run) / RUN_CHECKPOINTS / LATEST, folder.name + "\n")
+    _prune(Path(run) / RUN_CHECKPOINTS, keep, current=folder.name)
     return folder
 
 
@@ -67,7 +68,7 @@ def _prune(folder: Path, keep: int, current: str) -> None:
 
 def latest_checkpoint(run: str | os.PathLike) -> Path | None:
     """The newest complete checkpoint: the one ``latest`` names, else the newest folder with its meta.json."""
-    folder = Path(run) / "checkpoints"
+    folder = Path(run) / RUN_CHECKPOINTS
     pointer = folder / LATEST
     if pointer.is_file():
         name = pointer.read_text().strip()

@@ -210,7 +210,7 @@ def train(task: Task, out: Path, *, resume: bool = False, overwrite: bool = Fals
     ``resume_changes``: what the resuming command line asked for, nested like the configuration (see
     :func:`lowres.runs.resume_config`: only some train settings may change)."""
     from lowres.fsutil import atomic_write_json
-    from lowres.runs import RUN_WEIGHTS, claim_run_folder, resume_config
+    from lowres.runs import RUN_CURVE, RUN_METRICS, RUN_SUMMARY, RUN_WEIGHTS, claim_run_folder, resume_config
     from lowres.runtime import (
         barrier,
         distributed,
@@ -258,13 +258,13 @@ def train(task: Task, out: Path, *, resume: bool = False, overwrite: bool = Fals
     finished = {}
     if main:
         finished = task.finish(final)
-        learning_curve(out / "metrics.jsonl", out / "learning_curve.png", title=task.curve_title,
+        learning_curve(out / RUN_METRICS, out / RUN_CURVE, title=task.curve_title,
                        extra=task.curve_extra)
     summary = {"steps": final.step, **task.summary(final), **finished, "skipped_nonfinite": final.skipped_nonfinite,
                "unreadable_clips": final.unreadable_clips, "audio_seconds_trained": final.audio_seconds,
                "wall_seconds": time.perf_counter() - started, "deliverable": str(out / RUN_WEIGHTS)}
     if main:
-        atomic_write_json(out / "summary.json", summary)
+        atomic_write_json(out / RUN_SUMMARY, summary)
     barrier()
     run.log.say(task.done(final, out / RUN_WEIGHTS))
     return summary

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from lowres.fsutil import atomic_write_lines
+from lowres.runs import RUN_LOG, RUN_METRICS
 from lowres.runtime import all_reduce_sum, is_main_process, step_seed, world_size
 from lowres.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -101,8 +102,8 @@ class MetricsLog:
     """``metrics.jsonl`` (one JSON object per line) plus a plain ``train.log``."""
 
     def __init__(self, run: Path, console=None):
-        self.path = Path(run) / "metrics.jsonl"
-        self.log_path = Path(run) / "train.log"
+        self.path = Path(run) / RUN_METRICS
+        self.log_path = Path(run) / RUN_LOG
         self.console = console
         self.enabled = is_main_process()  # under torchrun only rank 0 writes
 

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lowres import LowresError
-from lowres.data.corpora import CorpusOptions, Record, Reject, iter_text_lines, split_fields
+from lowres.data.corpora.common import CorpusOptions, Record, Reject, iter_text_lines, split_fields
 
 EXPECTED = "expected a clips/ folder and train.tsv, dev.tsv, test.tsv or validated.tsv beside it."
 _TSVS = ("train.tsv", "dev.tsv", "test.tsv", "validated.tsv")

@@ -15,7 +15,7 @@ import math
 from collections.abc import Iterator
 from pathlib import Path
 
-from lowres.data.corpora import CorpusOptions, Record, Reject, iter_text_lines
+from lowres.data.corpora.common import CorpusOptions, Record, Reject, iter_text_lines
 
 EXPECTED = "expected wav.scp and text files (a Kaldi data folder), or sub-folders train*/dev*/test* that hold them."
 

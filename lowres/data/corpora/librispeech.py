@@ -17,7 +17,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from lowres.data.corpora import CorpusOptions, Record, Reject, iter_text_lines, walk_files
+from lowres.data.corpora.common import CorpusOptions, Record, Reject, iter_text_lines, walk_files
 
 EXPECTED = (
     "expected speaker/chapter/*.flac with *.trans.txt files (LibriSpeech), or a librispeech_finetuning/ "

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lowres import LowresError
-from lowres.data.corpora import CorpusOptions, Record, Reject, iter_text_lines, split_fields
+from lowres.data.corpora.common import CorpusOptions, Record, Reject, iter_text_lines, split_fields
 
 EXPECTED = "expected a .csv, .tsv, .jsonl or .json file with an audio path column and a transcript column."
 ENDINGS = (".csv", ".tsv", ".jsonl", ".json", ".ndjson")

@@ -41,7 +41,6 @@ def manifest_paths(cfg, prepared) -> tuple[Path, Path | None]:
     return train, dev
 
 
-LAYER_WEIGHTS_PNG = "layer_weights.png"
 
 
 class CTCTask(Task):
@@ -71,11 +70,12 @@ class CTCTask(Task):
         self.dev_all = list(read_manifest(self.dev_path, require_text=True)) if self.dev_path else []
 
     def build(self) -> None:
+        from lowres.bases import load_base, rebuild_base
         from lowres.data import batching
         from lowres.data.text import text_config_from_dict
         from lowres.data.vocab import Vocab
         from lowres.model.build import build_recogniser
-        from lowres.runs import RUN_VOCAB, load_base, rebuild_base
+        from lowres.runs import RUN_VOCAB
 
         run, cfg, t = self.run, self.cfg, self.cfg.train
         if run.mode == "resume":
@@ -304,16 +304,17 @@ class CTCTask(Task):
         layer_weights.png, returned for summary.json."""
         if not self.weighted:
             return {}
+        from lowres.runs import RUN_LAYER_WEIGHTS, RUN_METRICS
         from lowres.train.plot import layer_weights_chart, read_metrics
 
         weights = self._delivered_layer_weights()
         log, step = self.run.log, final.step
         log.say("learned layer weights (softmax) of the deliverable, layer 0 = the transformer's input: "
                 + ", ".join(f"{i}: {w:.3f}" for i, w in enumerate(weights)))
-        rows = read_metrics(self.run.out / "metrics.jsonl")
+        rows = read_metrics(self.run.out / RUN_METRICS)
         if not (rows and rows[-1].get("event") == "layer_weights" and rows[-1].get("step") == step):
             log.write({"step": step, "event": "layer_weights", "layer_weights": weights})
-        layer_weights_chart(weights, self.run.out / LAYER_WEIGHTS_PNG,
+        layer_weights_chart(weights, self.run.out / RUN_LAYER_WEIGHTS,
                             title=f"{self.curve_title} --head weighted: layer weights")
         return {"layer_weights": weights}
 

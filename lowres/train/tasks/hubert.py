@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 
 from lowres import LowresError
+from lowres.runs import RUN_UNITS
 from lowres.train.loop import StepOutput
-from lowres.train.tasks.unlabeled import SelfSupervisedTask
+from lowres.train.tasks.selfsup import SelfSupervisedTask
 
-UNITS_DIR = "units"
 STAT_KEYS = ("masked_ce", "feature_penalty", "masked_accuracy", "masked_fraction")
 
 
@@ -38,7 +38,7 @@ class HubertTask(SelfSupervisedTask):
         from lowres.units import default_clusters, parse_targets
 
         run, cfg, t = self.run, self.cfg, self.cfg.train
-        loaded = self.load_base()
+        loaded = self.open_base()
         spec = loaded.spec
         layers = int(spec.arch["encoder_num_layers"])
         if run.mode == "resume":
@@ -64,7 +64,7 @@ class HubertTask(SelfSupervisedTask):
         if run.mode == "resume":
             from lowres.units import Units
 
-            self.units = Units.load(run.out / UNITS_DIR)
+            self.units = Units.load(run.out / RUN_UNITS)
             self.open_data(Path(run.record.extras["manifest"]), units=self.units)
 
     def record(self):
@@ -74,7 +74,7 @@ class HubertTask(SelfSupervisedTask):
         manifest = self.manifest_for_record()
         on_main(self._make_units, manifest)
         barrier()
-        self.units = Units.load(self.run.out / UNITS_DIR)
+        self.units = Units.load(self.run.out / RUN_UNITS)
         kind, layer = self.kind_layer
         record = self.new_record(manifest, {
             "units": {"kind": kind, "layer": layer, "clusters": self.clusters,
@@ -90,7 +90,7 @@ class HubertTask(SelfSupervisedTask):
         from lowres.units import FeatureSource, make_units
 
         cfg, run = self.cfg, self.run
-        target = run.out / UNITS_DIR
+        target = run.out / RUN_UNITS
         if cfg.units.reuse:
             shutil.copytree(_units_folder(Path(cfg.units.reuse)), target)
             run.log.say(f"units reused from {cfg.units.reuse}")
@@ -114,7 +114,7 @@ class HubertTask(SelfSupervisedTask):
         row = {pid: i for i, pid in enumerate(units.ids)}
         missing = [p.id for p in self.kept if p.id not in row]
         if missing:
-            raise LowresError(f"The units in {self.cfg.units.reuse or self.run.out / UNITS_DIR} were made for other "
+            raise LowresError(f"The units in {self.cfg.units.reuse or self.run.out / RUN_UNITS} were made for other "
                               f"pieces ({len(missing)} of these {len(self.kept)} have none, e.g. {missing[0]}): give "
                               "the same --unlabeled audio, or drop --units to make new ones.")
         flat, offsets = [], [0]
@@ -199,8 +199,8 @@ def _units_folder(path: Path) -> Path:
     """``--units``: a units folder, or a hubert run folder holding one."""
     from lowres.units import INDEX
 
-    if (path / UNITS_DIR / INDEX).is_file():
-        return path / UNITS_DIR
+    if (path / RUN_UNITS / INDEX).is_file():
+        return path / RUN_UNITS
     if (path / INDEX).is_file():
         return path
     raise LowresError(f"--units {path}: no units there. Give the units/ folder of an earlier `lowres adapt "

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from lowres.train.loop import StepOutput
-from lowres.train.tasks.unlabeled import SelfSupervisedTask
+from lowres.train.tasks.selfsup import SelfSupervisedTask
 
 RANDOM_INIT_NOTE = (
     "{base} is a random initialisation: its conv features do not yet describe the audio (two adjacent frames of one "
@@ -36,7 +36,7 @@ class Wav2Vec2Task(SelfSupervisedTask):
         from lowres.model.pretrain import PretrainHeads, fresh_heads
 
         run, cfg, t = self.run, self.cfg, self.cfg.train
-        loaded = self.load_base()
+        loaded = self.open_base()
         spec = loaded.spec
         if run.from_checkpoint:
             shapes = run.record.extras["heads"]

@@ -29,11 +29,11 @@ class SelfSupervisedTask(Task):
         if self.run.mode == "new":
             on_main(check_unlabeled_source, Path(self.cfg.unlabeled))
 
-    def load_base(self):
+    def open_base(self):
         """The base as --base names it (a new run, or a resumed one without a checkpoint yet, where it is
         looked for where the run recorded it), or its architecture (every weight comes from the checkpoint)."""
+        from lowres.bases import load_base, locate_base
         from lowres.model.backbone import LoadedBackbone, build_model
-        from lowres.runs import load_base, locate_base
 
         run, t = self.run, self.cfg.train
         if run.from_checkpoint:
@@ -68,11 +68,11 @@ class SelfSupervisedTask(Task):
         """A new run's unlabeled manifest (a folder of audio is indexed into RUN/data first); records the
         resolved base and source in the configuration."""
         from lowres.data.unlabeled import unlabeled_manifest
-        from lowres.runs import stored_base
+        from lowres.runs import RUN_DATA, stored_base
         from lowres.runtime import on_main
 
         cfg, run = self.cfg, self.run
-        manifest = on_main(unlabeled_manifest, Path(cfg.unlabeled), run.out, run.console)
+        manifest = on_main(unlabeled_manifest, Path(cfg.unlabeled), run.out / RUN_DATA, run.console)
         self.cfg = replace(cfg, base=stored_base(cfg.base, run.out), unlabeled=str(Path(cfg.unlabeled).resolve()))
         return manifest
 
@@ -184,8 +184,8 @@ class SelfSupervisedTask(Task):
 
     def deliverable(self) -> tuple[dict, dict]:
         """Backbone (LoRA merged) + mask embedding + heads: what finetune --base RUN and adapt --base RUN need."""
+        from lowres.bases import encoder_state
         from lowres.model.lora import merge_lora
-        from lowres.runs import encoder_state
 
         model = self.model
         backbone = model.backbone
