@@ -15,6 +15,19 @@ from pathlib import Path
 import typer
 
 from lowres import LowresError
+from lowres.config import (
+    DEFAULT_LM_WEIGHT,
+    DEFAULT_WORD_SCORE,
+    LAYER_CLUSTERS,
+    MFCC_CLUSTERS,
+    SPLITS,
+    TRANSCRIBE_CHUNK_S,
+    DecodeOptions,
+    FinetuneConfig,
+    LMConfig,
+    LoraSettings,
+    SynthConfig,
+)
 
 app = typer.Typer(
     name="lowres",
@@ -230,10 +243,10 @@ def lm_(
                                     "first are arguments), or --text repeated."),
     data: Path | None = typer.Option(None, "--data", "-d", help="A prepared folder: adds its training transcripts, "
                                      "keeps its dev/test transcripts out, spells the lexicon, reports dev perplexity."),
-    order: int = typer.Option(4, "--order", "-n", help="Word n-gram order, 2 to 5."),
+    order: int = typer.Option(LMConfig.order, "--order", "-n", help="Word n-gram order, 2 to 5."),
     out: Path = typer.Option(..., "--out", "-o", help="The LM folder (new or empty, unless --overwrite)."),
     prune: bool = typer.Option(False, "--prune", help="Leave out 3-grams and longer seen once (large corpora)."),
-    unit_order: int = typer.Option(6, "--unit-order", help="Order of the unit model for --lexicon-free decoding "
+    unit_order: int = typer.Option(LMConfig.unit_order, "--unit-order", help="Order of the unit model for --lexicon-free decoding "
                                    "(2 to 10; 0 = none)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the LM files in a non-empty --out."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),
@@ -260,7 +273,34 @@ def lm_(
 
 
 # ---------------------------------------------------------------------------------------------------
-# finetune / eval / transcribe / export
+# adapt / finetune / eval / transcribe / export
+
+
+def _default(cls, name: str):
+    """A setting's default, read from its dataclass (the one place it is declared) for a help text."""
+    return cls.__dataclass_fields__[name].default
+
+
+# the options adapt and finetune share, declared once
+_RUN_OUT = typer.Option(..., "--out", "-o", help="Run folder (new or empty, unless --resume / --overwrite).")
+_SET = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one setting, e.g. --set optim.lr=1e-4 "
+                    "--set train.log_every=10 (repeatable; the keys are those of config.json).")
+_MAX_STEPS = typer.Option(None, "--max-steps", help="Optimizer updates (train.max_steps).")
+_LR = typer.Option(None, "--lr", help="Peak learning rate (optim.lr).")
+_BATCH_SECONDS = typer.Option(None, "--batch-seconds", help="Audio seconds per micro-batch (train.batch_seconds).")
+_ACCUMULATE = typer.Option(None, "--accumulate", help="Micro-batches per update (per process under torchrun).")
+_DEVICE = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
+_SEED = typer.Option(None, "--seed", help="Training seed (train.seed).")
+_RESUME = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (--max-steps, "
+                       "--accumulate, --device may change).")
+_OVERWRITE = typer.Option(False, "--overwrite", help="Replace the lowres run already in --out.")
+_QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+
+
+def _train_flags(max_steps, lr, batch_seconds, accumulate, device, seed) -> dict:
+    """The shared options as dotted settings (None: not given)."""
+    return {"train.max_steps": max_steps, "optim.lr": lr, "train.batch_seconds": batch_seconds,
+            "train.accumulate": accumulate, "train.device": device, "train.seed": seed}
 
 
 @app.command(no_args_is_help=True)
@@ -271,32 +311,29 @@ def adapt(
     base: str | None = typer.Option(None, "--base", "-b", help="Backbone to continue: a Hugging Face *ForPreTraining "
                                     "folder keeps its codebook; a name (tiny-ssl: the self-supervised base shipped with "
                                     "lowres, offline; xls-r-300m, wav2vec2-base, tiny, ...) or a lowres run folder also work."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder (new or empty, unless --resume / --overwrite)."),
+    out: Path = _RUN_OUT,
     objective: str = typer.Option("auto", "--objective", help="wav2vec2 (contrastive, the base's codebook), hubert "
                                   "(masked prediction of k-means units) or auto: hubert for HuBERT, WavLM and "
                                   "random-init bases, wav2vec2 for the others."),
     targets: str | None = typer.Option(None, "--targets", help="hubert: the units' features, mfcc or layer:N (a "
                                        "transformer layer of the base). Default: mfcc for a random-init base, the "
                                        "middle layer otherwise."),
-    clusters: int | None = typer.Option(None, "--clusters", help="hubert: k-means clusters (units). Default: 100 for "
-                                        "mfcc, 500 for a layer."),
+    clusters: int | None = typer.Option(None, "--clusters", help=f"hubert: k-means clusters (units). Default: "
+                                        f"{MFCC_CLUSTERS} for mfcc, {LAYER_CLUSTERS} for a layer."),
     units: Path | None = typer.Option(None, "--units", help="hubert: train on the units of an earlier hubert run "
                                       "(its folder or its units/ folder) instead of making new ones."),
     recipe: str | None = typer.Option(None, "--recipe", help="TOML file merged over recipes/adapt.toml."),
-    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one setting, e.g. "
-                                   "--set optim.lr=5e-5 --set gumbel.min=0.1 (repeatable)."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer updates (train.max_steps)."),
+    set_: list[str] = _SET,
+    max_steps: int | None = _MAX_STEPS,
     lora: bool = typer.Option(False, "--lora", help="Adapt LoRA adapters on the transformer instead of all its weights."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (optim.lr)."),
-    batch_seconds: float | None = typer.Option(None, "--batch-seconds", help="Audio seconds per micro-batch."),
-    accumulate: int | None = typer.Option(None, "--accumulate", help="Micro-batches per update (per process "
-                                          "under torchrun)."),
-    device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
-    seed: int | None = typer.Option(None, "--seed", help="Training seed (train.seed)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint "
-                                "(--max-steps, --accumulate, --device may change)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the lowres run already in --out."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    lr: float | None = _LR,
+    batch_seconds: float | None = _BATCH_SECONDS,
+    accumulate: int | None = _ACCUMULATE,
+    device: str | None = _DEVICE,
+    seed: int | None = _SEED,
+    resume: bool = _RESUME,
+    overwrite: bool = _OVERWRITE,
+    quiet: bool = _QUIET,
 ):
     """Continued self-supervised pretraining on unlabeled in-language audio: wav2vec 2.0's contrastive
     objective, or HuBERT's masked prediction of k-means units (made inside the run).
@@ -316,8 +353,7 @@ def adapt(
     from lowres.train.adapt import adapt_config, run_adapt
 
     flags = {"unlabeled": str(unlabeled) if unlabeled is not None else None, "base": base,
-             "train.max_steps": max_steps, "optim.lr": lr, "train.batch_seconds": batch_seconds,
-             "train.accumulate": accumulate, "train.device": device, "train.seed": seed,
+             **_train_flags(max_steps, lr, batch_seconds, accumulate, device, seed),
              "units.targets": targets, "units.clusters": clusters, "units.reuse": str(units) if units else None}
     if lora:
         flags["lora.enabled"] = True
@@ -344,33 +380,31 @@ def _resume_changes(flags: dict, sets: list[str], recipe: str | None) -> dict:
 def finetune(
     data: Path | None = typer.Option(None, "--data", "-d", help="Folder written by `lowres prepare` (required "
                                      "unless --resume)."),
-    split: str | None = typer.Option(None, "--split", "-s", help="Labeled split: 10min, 1h, 10h or full (also picks the "
-                                     "recipe). Default: 1h."),
+    split: str | None = typer.Option(None, "--split", "-s", help=f"Labeled split: {', '.join(SPLITS)} (also picks the "
+                                     f"recipe). Default: {_default(FinetuneConfig, 'split')}."),
     base: str | None = typer.Option(None, "--base", "-b", help="Backbone: a name (tiny-ssl: the "
                                     "self-supervised base shipped with lowres, offline; wav2vec2-base, xls-r-300m, "
                                     "hubert-base, wavlm-base-plus, tiny, ...), a Hugging Face folder or a lowres run folder."),
-    out: Path = typer.Option(..., "--out", "-o", help="Run folder (new or empty, unless --resume / --overwrite)."),
+    out: Path = _RUN_OUT,
     recipe: str | None = typer.Option(None, "--recipe", help="TOML file merged over the split's shipped recipe."),
-    set_: list[str] = typer.Option([], "--set", metavar="KEY=VALUE", help="Override one setting, e.g. "
-                                   "--set optim.lr=1e-4 --set model.mask_prob=0.5 (repeatable)."),
-    max_steps: int | None = typer.Option(None, "--max-steps", help="Optimizer updates (train.max_steps)."),
+    set_: list[str] = _SET,
+    max_steps: int | None = _MAX_STEPS,
     head: str | None = typer.Option(None, "--head", help="ctc (default): a CTC layer on the last layer, the backbone "
                                     "fine-tuned with LoRA (or fully with --no-lora). weighted: the backbone frozen, a "
                                     "learned weighted sum of all its layers read by a BiLSTM CTC downstream (head.kind; "
                                     "sizes in [head])."),
     no_lora: bool = typer.Option(False, "--no-lora", help="Fine-tune the whole transformer (the baseline) instead of LoRA."),
-    lora_rank: int | None = typer.Option(None, "--lora-rank", help="LoRA rank (lora.rank, default 8)."),
-    lr: float | None = typer.Option(None, "--lr", help="Peak learning rate (optim.lr)."),
-    batch_seconds: float | None = typer.Option(None, "--batch-seconds", help="Audio seconds per micro-batch."),
-    accumulate: int | None = typer.Option(None, "--accumulate", help="Micro-batches per update (per process "
-                                          "under torchrun)."),
+    lora_rank: int | None = typer.Option(None, "--lora-rank", help=f"LoRA rank (lora.rank, default "
+                                         f"{_default(LoraSettings, 'rank')})."),
+    lr: float | None = _LR,
+    batch_seconds: float | None = _BATCH_SECONDS,
+    accumulate: int | None = _ACCUMULATE,
     eval_every: int | None = typer.Option(None, "--eval-every", help="Dev WER every N updates (0 = at the end)."),
-    device: str | None = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
-    seed: int | None = typer.Option(None, "--seed", help="Training seed (train.seed)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint "
-                                "(--max-steps, --accumulate, --device may change)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the lowres run already in --out."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    device: str | None = _DEVICE,
+    seed: int | None = _SEED,
+    resume: bool = _RESUME,
+    overwrite: bool = _OVERWRITE,
+    quiet: bool = _QUIET,
 ):
     """LoRA adapters + a CTC head on a labeled split (the wav2vec 2.0 fine-tuning recipe).
 
@@ -390,9 +424,8 @@ def finetune(
                           "Face model folder or a lowres run folder.")
     if not resume and data is None:
         raise LowresError("--data is required: the --out folder of `lowres prepare`.")
-    flags = {"data": str(data) if data is not None else None, "base": base, "train.max_steps": max_steps, "lora.rank": lora_rank,
-             "optim.lr": lr, "train.batch_seconds": batch_seconds, "train.accumulate": accumulate,
-             "train.eval_every": eval_every, "train.device": device, "train.seed": seed,
+    flags = {"data": str(data) if data is not None else None, "base": base, "lora.rank": lora_rank,
+             **_train_flags(max_steps, lr, batch_seconds, accumulate, device, seed), "train.eval_every": eval_every,
              "head.kind": head}
     if no_lora:
         flags["lora.enabled"] = False
@@ -426,16 +459,20 @@ def eval_(
     lexicon: Path | None = typer.Option(None, "--lexicon", help="Another word lexicon (default: the LM folder's)."),
     lexicon_free: bool = typer.Option(False, "--lexicon-free", help="Any spelling, scored by the folder's unit model "
                                       "(default: only words of the lexicon)."),
-    lm_weight: float | None = typer.Option(None, "--lm-weight", help="LM weight (default: the tuned value, else 0.5)."),
-    word_score: float | None = typer.Option(None, "--word-score", help="Per-word bonus (default: tuned, else 0)."),
+    lm_weight: float | None = typer.Option(None, "--lm-weight", help=f"LM weight (default: the tuned value, else "
+                                           f"{DEFAULT_LM_WEIGHT:g})."),
+    word_score: float | None = typer.Option(None, "--word-score", help=f"Per-word bonus (default: tuned, else "
+                                            f"{DEFAULT_WORD_SCORE:g})."),
     tune_lm: bool = typer.Option(False, "--tune-lm", help="First search LM weight × word score on the dev split "
                                  "(of --data, or dev.jsonl beside --manifest) and store the best in the LM folder."),
-    beam: int | None = typer.Option(None, "--beam", help="Beam size (default 50).", show_default=False),
+    beam: int | None = typer.Option(None, "--beam", help=f"Beam size (default {_default(DecodeOptions, 'beam_size')}).",
+                                    show_default=False),
     out: Path | None = typer.Option(None, "--out", "-o", help="Where hyps.jsonl and metrics.json go (default RUN/eval-NAME)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier eval's results in that folder."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     batch_seconds: float | None = typer.Option(None, "--batch-seconds", help="Audio seconds per decoding batch "
-                                               "(default 120).", show_default=False),
+                                               f"(default {_default(DecodeOptions, 'batch_seconds'):g}).",
+                                               show_default=False),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar; print only the metrics line."),
 ):
     """WER and CER of a fine-tuned run (greedy CTC, or beam search with an n-gram LM from `lowres lm`).
@@ -448,28 +485,10 @@ def eval_(
     Writes hyps.jsonl (reference, hypothesis, errors per utterance) and metrics.json (wer, cer,
     num_utterances, rtf, worst utterances, character confusions).
     """
-    from lowres.data.prepared import PreparedDir
-    from lowres.evaluate import run_eval
+    from lowres.evaluate import eval_manifests, run_eval
 
-    if manifest is None and data is None:
-        raise LowresError("Say what to evaluate on: --data PREPARED --split test, or --manifest FILE.")
-    if manifest is not None and data is not None:
-        raise LowresError("Give --manifest or --data/--split, not both.")
-    if manifest is None:
-        prepared = PreparedDir.open(data, need_vocab=False)  # eval needs the manifest, the run has its vocabulary
-        manifest = prepared.require(split)
-    elif not manifest.is_file():
-        raise LowresError(f"--manifest {manifest}: file not found.")
-    tune_on = None
-    if tune_lm:
-        if lm is None:
-            raise LowresError("--tune-lm needs --lm LM_DIR (the folder written by `lowres lm`).")
-        if lm_weight is not None or word_score is not None:
-            raise LowresError("Give --tune-lm or fixed --lm-weight/--word-score, not both: tuning searches them.")
-        tune_on = prepared.manifest("dev") if data is not None else manifest.parent / "dev.jsonl"
-        if not tune_on.is_file():
-            raise LowresError(f"--tune-lm tunes on the dev split, and there is no {tune_on}. Pass --data PREPARED "
-                              "(its manifests/dev.jsonl is used) or a --manifest that has a dev.jsonl beside it.")
+    manifest, tune_on = eval_manifests(data, split, manifest, tune_lm=tune_lm, lm=lm,
+                                       fixed_weights=lm_weight is not None or word_score is not None)
     options = _decode_options(batch_seconds=batch_seconds, lm=lm, lexicon=lexicon, lexicon_free=lexicon_free,
                               beam_size=beam, lm_weight=lm_weight, word_score=word_score)
     console = _stdout()
@@ -496,10 +515,12 @@ def transcribe(
     lexicon: Path | None = typer.Option(None, "--lexicon", help="Another word lexicon (default: the LM folder's)."),
     lexicon_free: bool = typer.Option(False, "--lexicon-free", help="Any spelling, scored by the folder's unit model."),
     lm_weight: float | None = typer.Option(None, "--lm-weight", help="LM weight (default: tuned by eval --tune-lm, "
-                                           "else 0.5)."),
-    word_score: float | None = typer.Option(None, "--word-score", help="Per-word bonus (default: tuned, else 0)."),
-    beam: int | None = typer.Option(None, "--beam", help="Beam size (default 50).", show_default=False),
-    chunk: float = typer.Option(30.0, "--chunk", help="Longest piece decoded at once (s); long files are cut at quiet points."),
+                                           f"else {DEFAULT_LM_WEIGHT:g})."),
+    word_score: float | None = typer.Option(None, "--word-score", help=f"Per-word bonus (default: tuned, else "
+                                            f"{DEFAULT_WORD_SCORE:g})."),
+    beam: int | None = typer.Option(None, "--beam", help=f"Beam size (default {_default(DecodeOptions, 'beam_size')}).",
+                                    show_default=False),
+    chunk: float = typer.Option(TRANSCRIBE_CHUNK_S, "--chunk", help="Longest piece decoded at once (s); long files are cut at quiet points."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per file instead of 'file<TAB>text'."),
 ):
@@ -570,10 +591,10 @@ def export(
 @friendly
 def synth(
     out: Path | None = typer.Option(None, "--out", "-o", help="Output folder (new or empty, unless --overwrite)."),
-    lang: str = typer.Option("sw", "--lang", "-l", help="eSpeak NG language code (sw, am, om, tn, qu, ...; see "
+    lang: str = typer.Option(SynthConfig.lang, "--lang", "-l", help="eSpeak NG language code (sw, am, om, tn, qu, ...; see "
                              "--list-languages)."),
-    hours: float = typer.Option(1.0, "--hours", help="Transcribed training audio, in hours."),
-    unlabeled_hours: float = typer.Option(1.0, "--unlabeled-hours", help="Unlabeled audio (train speakers only), "
+    hours: float = typer.Option(SynthConfig.hours, "--hours", help="Transcribed training audio, in hours."),
+    unlabeled_hours: float = typer.Option(SynthConfig.unlabeled_hours, "--unlabeled-hours", help="Unlabeled audio (train speakers only), "
                                           "in hours; 0 for none."),
     dev_hours: float | None = typer.Option(None, "--dev-hours", help="Dev audio, held-out speakers and sentences "
                                            "(default: 10% of --hours)."),
@@ -581,11 +602,11 @@ def synth(
                                             "(default: 10% of --hours)."),
     words: Path | None = typer.Option(None, "--words", "-w", help="Word list or UTF-8 text in the language (needed "
                                       "for languages other than sw)."),
-    speakers: int = typer.Option(24, "--speakers", help="Voices in all (at least 3); about 10% each are held out "
+    speakers: int = typer.Option(SynthConfig.speakers, "--speakers", help="Voices in all (at least 3); about 10% each are held out "
                                  "for dev and for test."),
-    noise: float = typer.Option(0.0, "--noise", help="Probability of background noise (10-30 dB SNR) per file."),
-    seed: int = typer.Option(0, "--seed", help="Same seed, same corpus (byte for byte)."),
-    workers: int = typer.Option(0, "--workers", "-j", help="Processes (0 = one per CPU core, at most 8)."),
+    noise: float = typer.Option(SynthConfig.noise, "--noise", help="Probability of background noise (10-30 dB SNR) per file."),
+    seed: int = typer.Option(SynthConfig.seed, "--seed", help="Same seed, same corpus (byte for byte)."),
+    workers: int = typer.Option(SynthConfig.workers, "--workers", "-j", help="Processes (0 = one per CPU core, at most 8)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the synthetic corpus in a non-empty --out."),
     list_languages: bool = typer.Option(False, "--list-languages", help="Print the languages eSpeak NG speaks and exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary."),

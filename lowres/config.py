@@ -7,280 +7,36 @@ The resolved configuration is written into every run folder and every checkpoint
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import json
 import math
-import tomllib
-import types
-import typing
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any
 
 from lowres import LowresError
-from lowres.data.splits import LABELED_SPLITS
-
-# ---------------------------------------------------------------------------------------------------
-# generic machinery
-
-
-def to_dict(cfg) -> dict:
-    """Nested plain dict (tuples become lists), ready for JSON or TOML."""
-    out = {}
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            value = to_dict(value)
-        elif isinstance(value, tuple):
-            value = [list(v) if isinstance(v, tuple) else v for v in value]
-        elif isinstance(value, Path):
-            value = str(value)
-        out[f.name] = value
-    return out
-
-
-def _type_name(tp) -> str:
-    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
-
-
-def _coerce(value: Any, tp, where: str):
-    """``value`` (from TOML, JSON or a ``--set`` string) converted to the annotated type ``tp``."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(tp) if a is not type(None)]
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in typing.get_args(tp):
-                return None
-        last = None
-        for a in args:
-            try:
-                return _coerce(value, a, where)
-            except LowresError as exc:
-                last = exc
-        raise last or LowresError(f"{where}: bad value {value!r}")
-    if origin is tuple:
-        if isinstance(value, str):
-            value = json.loads(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
-        if not isinstance(value, list | tuple):
-            raise LowresError(f"{where}: expected a list, got {value!r}")
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(v, args[0], where) for v in value)
-        if len(args) != len(value):
-            raise LowresError(f"{where}: expected {len(args)} values, got {len(value)}")
-        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on"):
-            return True
-        if isinstance(value, str) and value.lower() in ("false", "0", "no", "off"):
-            return False
-        raise LowresError(f"{where}: expected true or false, got {value!r}")
-    if tp is int:
-        if isinstance(value, bool):
-            raise LowresError(f"{where}: expected an integer, got {value!r}")
-        if isinstance(value, int):
-            return value
-        if isinstance(value, float) and value.is_integer():
-            return int(value)
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                try:
-                    as_float = float(value)  # "2e3" is a fine way to write 2000
-                except ValueError:
-                    as_float = None
-                if as_float is not None and as_float.is_integer():
-                    return int(as_float)
-        raise LowresError(f"{where}: expected an integer, got {value!r}")
-    if tp is float:
-        if isinstance(value, bool):
-            raise LowresError(f"{where}: expected a number, got {value!r}")
-        if isinstance(value, int | float):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise LowresError(f"{where}: expected a number, got {value!r}")
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return str(value)
-        raise LowresError(f"{where}: expected a string, got {value!r}")
-    if typing.get_origin(tp) is typing.Literal:
-        choices = typing.get_args(tp)
-        if value in choices:
-            return value
-        raise LowresError(f"{where}: expected one of {', '.join(map(str, choices))}, got {value!r}")
-    raise LowresError(f"{where}: cannot set a value of type {_type_name(tp)}")
-
-
-def _field_types(cls) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in typing.get_type_hints(cls).items() if k in names}
-
-
-def _unknown_key(cls, key: str, where: str, root=None) -> LowresError:
-    """The message for unknown ``{where}{key}``: the closest key of the same section, else the same key (or a
-    close one) in another section of ``root`` (``train.lr`` → ``optim.lr``), else the section's keys."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    close = [where + n for n in difflib.get_close_matches(key, names, n=1)]
-    elsewhere = [k for k in _dotted_keys(root) if k[:k.rfind(".") + 1] != where] if root is not None else []
-    same = [k for k in elsewhere if k.rsplit(".", 1)[-1] == key]
-    if same:  # the key itself, in another section: the likeliest mistake (train.lr for optim.lr)
-        close = same[:3]
-    elif not close and elsewhere:
-        leaves = {k.rsplit(".", 1)[-1]: k for k in reversed(elsewhere)}
-        close = [leaves[n] for n in difflib.get_close_matches(key, list(leaves), n=1)]
-    hint = (f" Did you mean {' or '.join(close)}?" if close
-            else f" Known keys: {', '.join(where + n for n in names)}.")
-    return LowresError(f"Unknown setting {where}{key}.{hint} The settings and their defaults are in "
-                       "lowres/config.py and recipes/README.md.")
-
-
-def _dotted_keys(cfg, prefix: str = "") -> list[str]:
-    """Every setting of dataclass ``cfg`` by its dotted name (``optim.lr``), sections walked."""
-    keys = []
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if dataclasses.is_dataclass(value):
-            keys += _dotted_keys(value, f"{prefix}{f.name}.")
-        else:
-            keys.append(prefix + f.name)
-    return keys
-
-
-def merge(cfg, updates: dict, prefix: str = "", root=None):
-    """A copy of dataclass ``cfg`` with the nested ``updates`` applied (types checked, unknown keys refused).
-    ``root``: the whole configuration when ``cfg`` is one of its sections (where an unknown key is looked for)."""
-    root = cfg if root is None else root
-    hints = _field_types(type(cfg))
-    changes = {}
-    for key, value in updates.items():
-        if key not in hints:
-            raise _unknown_key(type(cfg), key, prefix, root)
-        current = getattr(cfg, key)
-        if dataclasses.is_dataclass(current):
-            if not isinstance(value, dict):
-                raise LowresError(f"Setting {prefix}{key} is a section; give its keys, e.g. {prefix}{key}.name=value")
-            changes[key] = merge(current, value, f"{prefix}{key}.", root)
-        else:
-            changes[key] = _coerce(value, hints[key], f"{prefix}{key}")
-    try:
-        return dataclasses.replace(cfg, **changes)
-    except (ValueError, TypeError) as exc:  # the dataclass's own rule (its message names the dotted key)
-        raise LowresError(f"Invalid setting: {exc}.") from None
-
-
-def parse_sets(items: list[str] | tuple[str, ...]) -> dict:
-    """``["optim.lr=1e-3", "lora.rank=16"]`` → nested dict of raw strings."""
-    out: dict = {}
-    for item in items or ():
-        if "=" not in item:
-            raise LowresError(f"--set takes key=value (for example --set optim.lr=1e-3), not {item!r}.")
-        key, value = item.split("=", 1)
-        parts = [p for p in key.strip().split(".") if p]
-        if not parts:
-            raise LowresError(f"--set {item!r}: empty key.")
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise LowresError(f"--set {item!r} conflicts with another --set of {p}.")
-        node[parts[-1]] = value.strip()
-    return out
-
-
-def from_dict(cls, data: dict):
-    """Build dataclass ``cls`` from a nested dict such as a saved ``config.json`` (strict)."""
-    return merge(cls(), data)
-
-
-# ---------------------------------------------------------------------------------------------------
-# recipes
-
-
-def recipe_dir() -> Path:
-    """Where the shipped recipes are: the package data folder when installed, ``recipes/`` in a checkout."""
-    try:
-        folder = resources.files("lowres.recipes")
-        if isinstance(folder, Path) and folder.is_dir() and any(folder.glob("*.toml")):
-            return folder
-    except (ModuleNotFoundError, TypeError):
-        pass
-    return Path(__file__).resolve().parent.parent / "recipes"
-
-
-def load_recipe(name_or_path: str | Path) -> dict:
-    """A recipe as a nested dict: a TOML path, or a shipped recipe name such as ``finetune_1h``."""
-    path = Path(name_or_path)
-    if not path.is_file():
-        shipped = recipe_dir() / f"{name_or_path}.toml"
-        if shipped.is_file():
-            path = shipped
-        else:
-            names = sorted(p.stem for p in recipe_dir().glob("*.toml"))
-            raise LowresError(f"Recipe not found: {name_or_path}. Pass a TOML file, or one of: {', '.join(names)}.")
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise LowresError(f"Recipe {path} is not valid TOML: {exc}") from None
-
-
-# ---------------------------------------------------------------------------------------------------
-# validation: one rule per setting, each naming its dotted key (merge turns the ValueError into a LowresError)
-
-
-def _interval(low, high, low_open: bool, high_open: bool) -> str:
-    if low is not None and high is not None:
-        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-    if low is not None:
-        return f"{'>' if low_open else '>='} {low:g}"
-    return f"{'<' if high_open else '<='} {high:g}"
-
-
-def _check(section: str, cfg, name: str, low: float | None = None, high: float | None = None, *,
-           low_open: bool = False, high_open: bool = False, optional: bool = False, special: dict | None = None
-           ) -> None:
-    """Refuse ``cfg.<name>`` unless it is a finite number in the interval (``optional``: None is fine too;
-    ``special``: values with a meaning of their own, e.g. ``{-1: "automatic"}``)."""
-    value = getattr(cfg, name)
-    special = special or {}
-    if (value is None and optional) or (value in special and not isinstance(value, bool)):
-        return
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    if ok and low is not None:
-        ok = value > low if low_open else value >= low
-    if ok and high is not None:
-        ok = value < high if high_open else value <= high
-    if not ok:
-        key = f"{section}.{name}" if section else name
-        also = "".join(f" or {v:g} ({why})" for v, why in special.items())
-        kind = "an integer" if isinstance(value, int) and not isinstance(value, bool) else "a finite number"
-        raise ValueError(f"{key} must be {kind} {_interval(low, high, low_open, high_open)}{also}, not {value!r}")
-
-
-def _check_range(section: str, cfg, name: str, low: float | None = None, *, low_open: bool = False) -> None:
-    """A ``(lo, hi)`` pair: both finite (and above ``low``), lo <= hi."""
-    lo, hi = getattr(cfg, name)
-    key = f"{section}.{name}" if section else name
-    for v in (lo, hi):
-        if not math.isfinite(v) or (low is not None and (v <= low if low_open else v < low)):
-            bound = f" {_interval(low, None, low_open, False)}" if low is not None else ""
-            raise ValueError(f"{key} must be two finite numbers{bound}, not {[lo, hi]!r}")
-    if lo > hi:
-        raise ValueError(f"{key} must be [low, high] with low <= high, not {[lo, hi]!r}")
-
+from lowres.config_engine import (
+    check,
+    check_range,
+    flat_keys,
+    from_dict,
+    layer,
+    load_recipe,
+    merge,
+    merge_nested,
+    nest_flags,
+    parse_sets,
+    recipe_dir,
+    to_dict,
+)
 
 # ---------------------------------------------------------------------------------------------------
 # prepare
+
+
+# the one definition of the split names: prepare writes manifests/{name}.jsonl for each (lowres.data.splits draws
+# them; lowres.data.prepared.PreparedDir maps a name to its file), finetune --split takes a labeled one, eval --split
+# any of them
+DEFAULT_TARGETS: tuple[tuple[str, float], ...] = (("10min", 600.0), ("1h", 3600.0), ("10h", 36000.0))
+LABELED_SPLITS: tuple[str, ...] = (*(name for name, _ in DEFAULT_TARGETS), "full")  # nested, smallest first
+HELDOUT_SPLITS: tuple[str, ...] = ("dev", "test")  # never in the labeled pool (their voices may be: see Heldout)
 
 
 @dataclass(frozen=True)
@@ -308,19 +64,19 @@ class PrepareConfig:
     def __post_init__(self):
         if self.units not in ("grapheme", "codepoint"):
             raise ValueError(f"units must be grapheme or codepoint, not {self.units!r}")
-        _check("", self, "min_duration_s", 0)
-        _check("", self, "max_duration_s", self.min_duration_s if math.isfinite(self.min_duration_s) else 0,
+        check("", self, "min_duration_s", 0)
+        check("", self, "max_duration_s", self.min_duration_s if math.isfinite(self.min_duration_s) else 0,
                low_open=True)
-        _check("", self, "segment_min_s", 0, low_open=True)
-        _check("", self, "segment_max_s", 0, low_open=True)
+        check("", self, "segment_min_s", 0, low_open=True)
+        check("", self, "segment_max_s", 0, low_open=True)
         if self.segment_max_s < 2 * self.segment_min_s:
             raise ValueError("segment_max_s must be at least twice segment_min_s")
         if not (0 <= self.dev_fraction < 0.5 and 0 <= self.test_fraction < 0.5):
             raise ValueError("dev_fraction and test_fraction must be in [0, 0.5)")
-        _check("", self, "split_tolerance", 0, 1, high_open=True)
+        check("", self, "split_tolerance", 0, 1, high_open=True)
         if self.min_char_count < 1:
             raise ValueError("min_char_count must be at least 1")
-        _check("", self, "workers", 0)
+        check("", self, "workers", 0)
         for e in self.emit:
             if e != "fairseq":
                 raise ValueError(f"unknown --emit format {e!r} (known: fairseq)")
@@ -345,9 +101,9 @@ class SharedModelConfig:
     # for fine-tuning and for continued pretraining), trained for a randomly initialised one
 
     def __post_init__(self):
-        _check("model", self, "layerdrop", 0, 1, high_open=True)
-        _check("model", self, "mask_prob", 0, 1, high_open=True)
-        _check("model", self, "mask_length", 1)
+        check("model", self, "layerdrop", 0, 1, high_open=True)
+        check("model", self, "mask_prob", 0, 1, high_open=True)
+        check("model", self, "mask_length", 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -363,14 +119,14 @@ class SharedOptimConfig:
     clip_norm: float  # gradient norm clipping; 0 disables it
 
     def __post_init__(self):
-        _check("optim", self, "lr", 0, low_open=True)
-        _check("optim", self, "head_lr", 0, low_open=True, optional=True)
+        check("optim", self, "lr", 0, low_open=True)
+        check("optim", self, "head_lr", 0, low_open=True, optional=True)
         for beta in self.betas:
             if not (math.isfinite(beta) and 0 <= beta < 1):
                 raise ValueError(f"optim.betas must be two numbers in [0, 1), not {list(self.betas)!r}")
-        _check("optim", self, "eps", 0, low_open=True)
-        _check("optim", self, "weight_decay", 0)
-        _check("optim", self, "clip_norm", 0)
+        check("optim", self, "eps", 0, low_open=True)
+        check("optim", self, "weight_decay", 0)
+        check("optim", self, "clip_norm", 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -393,14 +149,14 @@ class SharedTrainConfig:
     # most this share of max_steps, so that a short run still trains what waits (it is shortened, with a note)
 
     def __post_init__(self):
-        _check("train", self, "max_steps", 1)
-        _check("train", self, "max_frozen_share", 0, 1, low_open=True)
-        _check("train", self, "batch_seconds", 0, low_open=True)
-        _check("train", self, "accumulate", 1)
-        _check("train", self, "save_every", 0)
-        _check("train", self, "log_every", 1)
-        _check("train", self, "num_workers", 0, special={-1: "automatic"})
-        _check("train", self, "threads", 0)
+        check("train", self, "max_steps", 1)
+        check("train", self, "max_frozen_share", 0, 1, low_open=True)
+        check("train", self, "batch_seconds", 0, low_open=True)
+        check("train", self, "accumulate", 1)
+        check("train", self, "save_every", 0)
+        check("train", self, "log_every", 1)
+        check("train", self, "num_workers", 0, special={-1: "automatic"})
+        check("train", self, "threads", 0)
 
 
 @dataclass(frozen=True)
@@ -411,9 +167,9 @@ class LoraSettings:
     dropout: float = 0.0
 
     def __post_init__(self):
-        _check("lora", self, "rank", 1)
-        _check("lora", self, "alpha", 0, low_open=True)
-        _check("lora", self, "dropout", 0, 1, high_open=True)
+        check("lora", self, "rank", 1)
+        check("lora", self, "alpha", 0, low_open=True)
+        check("lora", self, "dropout", 0, 1, high_open=True)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -436,12 +192,12 @@ class ModelConfig(SharedModelConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _check("model", self, "mask_channel_prob", 0, 1, high_open=True)
-        _check("model", self, "mask_channel_length", 1)
-        _check("model", self, "frozen_conv_layers", 0)
-        _check("model", self, "final_dropout", 0, 1, high_open=True)
+        check("model", self, "mask_channel_prob", 0, 1, high_open=True)
+        check("model", self, "mask_channel_length", 1)
+        check("model", self, "frozen_conv_layers", 0)
+        check("model", self, "final_dropout", 0, 1, high_open=True)
         for name in ("dropout", "attention_dropout", "activation_dropout", "projection_dropout"):
-            _check("model", self, name, 0, 1, high_open=True, optional=True)
+            check("model", self, name, 0, 1, high_open=True, optional=True)
 
 
 HEADS = ("ctc", "weighted")
@@ -464,9 +220,9 @@ class HeadConfig:
             raise ValueError(f"head.kind (--head) must be ctc (a CTC layer on the last layer, the backbone "
                              f"fine-tuned with LoRA or fully) or weighted (the backbone frozen, a learned weighted "
                              f"sum of all its layers read by a BiLSTM CTC downstream), not {self.kind!r}")
-        _check("head", self, "lstm_layers", 1)
-        _check("head", self, "lstm_hidden", 1)
-        _check("head", self, "dropout", 0, 1, high_open=True)
+        check("head", self, "lstm_layers", 1)
+        check("head", self, "lstm_hidden", 1)
+        check("head", self, "dropout", 0, 1, high_open=True)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -489,11 +245,11 @@ class ScheduleConfig:
 
     def __post_init__(self):
         for name in ("warmup", "hold", "decay"):
-            _check("schedule", self, name, 0, 1)
+            check("schedule", self, name, 0, 1)
         if abs(self.warmup + self.hold + self.decay - 1.0) > 1e-6:
             raise ValueError("schedule.warmup + hold + decay must add up to 1")
-        _check("schedule", self, "init_scale", 0, 1)
-        _check("schedule", self, "final_scale", 0, 1, low_open=True)  # the decay is exponential: never 0
+        check("schedule", self, "init_scale", 0, 1)
+        check("schedule", self, "final_scale", 0, 1, low_open=True)  # the decay is exponential: never 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -515,11 +271,11 @@ class TrainConfig(SharedTrainConfig):
         super().__post_init__()
         if self.best_metric not in ("cer", "wer"):
             raise ValueError("train.best_metric must be cer or wer")
-        _check("train", self, "head_only_steps", 0)
-        _check("train", self, "max_utterance_s", 0)
-        _check("train", self, "eval_every", 0)
-        _check("train", self, "dev_max_utterances", 0)
-        _check("train", self, "feature_cache_mb", 0)
+        check("train", self, "head_only_steps", 0)
+        check("train", self, "max_utterance_s", 0)
+        check("train", self, "eval_every", 0)
+        check("train", self, "dev_max_utterances", 0)
+        check("train", self, "feature_cache_mb", 0)
 
 
 @dataclass(frozen=True)
@@ -542,11 +298,11 @@ class AugmentConfig:
 
     def __post_init__(self):
         for name in ("noise_prob", "gain_prob", "speed_prob", "pitch_prob", "band_prob"):
-            _check("augment", self, name, 0, 1)
+            check("augment", self, name, 0, 1)
         for name in ("noise_snr_db", "gain_db", "pitch_semitones"):
-            _check_range("augment", self, name)
-        _check_range("augment", self, "speed", 0, low_open=True)
-        _check("augment", self, "speed_steps", 0)
+            check_range("augment", self, name)
+        check_range("augment", self, "speed", 0, low_open=True)
+        check("augment", self, "speed_steps", 0)
         if self.speed_steps == 1:
             raise ValueError("augment.speed_steps must be 0 (a factor drawn anywhere in augment.speed) or at least 2 "
                              "(evenly spaced factors from its low to its high end), not 1")
@@ -591,10 +347,10 @@ class QuantizerConfig:
     final_dim: int = 0  # contrastive space; 0 = 256 for models up to 768 wide, 768 above
 
     def __post_init__(self):
-        _check("quantizer", self, "groups", 1)
-        _check("quantizer", self, "entries", 1)
-        _check("quantizer", self, "dim", 0)
-        _check("quantizer", self, "final_dim", 0)
+        check("quantizer", self, "groups", 1)
+        check("quantizer", self, "entries", 1)
+        check("quantizer", self, "dim", 0)
+        check("quantizer", self, "final_dim", 0)
 
 
 @dataclass(frozen=True)
@@ -606,11 +362,11 @@ class PretrainLossConfig:
     feature_dropout: float = 0.1  # on the quantizer input (and the projected features)
 
     def __post_init__(self):
-        _check("loss", self, "num_negatives", 1)
-        _check("loss", self, "logit_temperature", 0, low_open=True)
-        _check("loss", self, "diversity_weight", 0)
-        _check("loss", self, "feature_penalty", 0, special={-1: "automatic"})
-        _check("loss", self, "feature_dropout", 0, 1, high_open=True)
+        check("loss", self, "num_negatives", 1)
+        check("loss", self, "logit_temperature", 0, low_open=True)
+        check("loss", self, "diversity_weight", 0)
+        check("loss", self, "feature_penalty", 0, special={-1: "automatic"})
+        check("loss", self, "feature_dropout", 0, 1, high_open=True)
 
 
 @dataclass(frozen=True)
@@ -623,12 +379,12 @@ class GumbelConfig:
     imported_start: float = 0.0  # start when the quantizer was imported (trained); 0 = 1.5 x min
 
     def __post_init__(self):
-        _check("gumbel", self, "max", 0, low_open=True)
-        _check("gumbel", self, "min", 0, low_open=True)
+        check("gumbel", self, "max", 0, low_open=True)
+        check("gumbel", self, "min", 0, low_open=True)
         if self.min > self.max:
             raise ValueError(f"gumbel.min ({self.min:g}) must not exceed gumbel.max ({self.max:g})")
-        _check("gumbel", self, "decay", 0, 1, high_open=True)
-        _check("gumbel", self, "imported_start", 0)
+        check("gumbel", self, "decay", 0, 1, high_open=True)
+        check("gumbel", self, "imported_start", 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -640,7 +396,7 @@ class AdaptModelConfig(SharedModelConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _check("model", self, "min_spans", 0)
+        check("model", self, "min_spans", 0)
         if self.mask_prob == 0 and self.min_spans == 0:
             raise ValueError("model.mask_prob = 0 with model.min_spans = 0 masks nothing, and the contrastive "
                              "loss is computed on masked frames: raise one of them")
@@ -660,8 +416,8 @@ class AdaptOptimConfig(SharedOptimConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _check("optim", self, "warmup", 0, 1)
-        _check("optim", self, "final_scale", 0, 1)
+        check("optim", self, "warmup", 0, 1)
+        check("optim", self, "final_scale", 0, 1)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -675,12 +431,15 @@ class AdaptTrainConfig(SharedTrainConfig):
 
     def __post_init__(self):
         super().__post_init__()
-        _check("train", self, "heads_warmup_steps", 0, special={-1: "automatic"})
-        _check("train", self, "crop_min_s", 0, low_open=True)
-        _check("train", self, "crop_max_s", 0, low_open=True)
+        check("train", self, "heads_warmup_steps", 0, special={-1: "automatic"})
+        check("train", self, "crop_min_s", 0, low_open=True)
+        check("train", self, "crop_max_s", 0, low_open=True)
         if self.crop_max_s < self.crop_min_s:
             raise ValueError("train.crop_max_s must be >= crop_min_s")
-        _check("train", self, "collapse_patience", 1)
+        check("train", self, "collapse_patience", 1)
+
+
+MFCC_CLUSTERS, LAYER_CLUSTERS = 100, 500  # HuBERT's K: iteration 1 (MFCC units), the iterations after (a layer's)
 
 
 @dataclass(frozen=True)
@@ -689,7 +448,7 @@ class UnitsConfig:
 
     targets: str = "auto"  # mfcc | layer:N | auto: MFCC for a random-init base, the middle transformer layer
     #                        of a pretrained one (HuBERT's iteration 1 and iteration 2: layer 6 of 12)
-    clusters: int = 0  # K; 0 = HuBERT's: 100 for MFCC, 500 for a layer
+    clusters: int = 0  # K; 0 = HuBERT's: MFCC_CLUSTERS for MFCC, LAYER_CLUSTERS for a layer
     max_frames: int = 200_000  # k-means is fit on a seeded sample of at most this many frames (memory bound)
     passes: int = 5  # MiniBatchKMeans passes over the sample (its defaults can take hours; inertia is near its
     #                  asymptote after one pass)
@@ -701,11 +460,11 @@ class UnitsConfig:
     def __post_init__(self):
         if self.targets not in ("auto", "mfcc") and not self.targets.startswith("layer:"):
             raise ValueError(f"units.targets must be auto, mfcc or layer:N, not {self.targets!r}")
-        _check("units", self, "clusters", 2, special={0: "automatic"})
-        _check("units", self, "max_frames", 1000)
-        _check("units", self, "passes", 1)
-        _check("units", self, "batch_frames", 100)
-        _check("units", self, "memory_mb", 0)
+        check("units", self, "clusters", 2, special={0: "automatic"})
+        check("units", self, "max_frames", 1000)
+        check("units", self, "passes", 1)
+        check("units", self, "batch_frames", 100)
+        check("units", self, "memory_mb", 0)
 
 
 @dataclass(frozen=True)
@@ -716,8 +475,8 @@ class HubertConfig:
     unmasked_weight: float = 0.0  # cross-entropy weight of unmasked frames (masked frames weigh 1)
 
     def __post_init__(self):
-        _check("hubert", self, "final_dim", 0)
-        _check("hubert", self, "unmasked_weight", 0)
+        check("hubert", self, "final_dim", 0)
+        check("hubert", self, "unmasked_weight", 0)
 
 
 OBJECTIVES = ("wav2vec2", "hubert")
@@ -745,48 +504,86 @@ class AdaptConfig:
             raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}, not {self.objective!r}")
 
 
-def nest_flags(flags: dict | None) -> dict:
-    """``{"optim.lr": 1e-3, "data": "p"}`` → ``{"optim": {"lr": 1e-3}, "data": "p"}``; None values left out."""
-    updates: dict = {}
-    for key, value in (flags or {}).items():
-        if value is None:
-            continue
-        section, _, name = key.rpartition(".")
-        node = updates
-        for part in section.split(".") if section else []:
-            node = node.setdefault(part, {})
-        node[name] = value
-    return updates
+# ---------------------------------------------------------------------------------------------------
+# synth (the synthetic corpus of the demo and the tests)
 
 
-def flat_keys(d: dict, prefix: str = "") -> dict:
-    """``{"optim": {"lr": 1e-3}}`` → ``{"optim.lr": 1e-3}``: a nested dict by dotted key."""
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(flat_keys(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+@dataclass(frozen=True)
+class SynthConfig:
+    """``lowres synth``'s defaults (lowres/synth/corpus.py)."""
+
+    lang: str = "sw"  # eSpeak NG language; Swahili has a word list shipped with lowres
+    hours: float = 1.0  # transcribed training audio
+    unlabeled_hours: float = 1.0  # unlabeled audio, spoken by the training voices
+    speakers: int = 24  # voices in all; about 10% each are held out for dev and for test
+    noise: float = 0.0  # probability of background noise per file
+    seed: int = 0  # same seed, same corpus, byte for byte
+    workers: int = 0  # processes; 0 = one per CPU core, at most 8
 
 
-def merge_nested(base: dict, updates: dict) -> dict:
-    """A copy of nested dict ``base`` with ``updates`` laid over it (sections merged key by key)."""
-    out = {k: dict(v) if isinstance(v, dict) else v for k, v in base.items()}
-    for key, value in updates.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = merge_nested(out[key], value)
-        else:
-            out[key] = value
-    return out
+# ---------------------------------------------------------------------------------------------------
+# decoding (eval, transcribe) and language models (lm)
+
+LEXICON_MODE, LEXICON_FREE_MODE = "lexicon", "lexicon_free"  # the two beam searches (the keys of an LM's tuned.json)
+DEFAULT_LM_WEIGHT = 0.5  # the LM weight when neither the user nor `eval --tune-lm` gave one
+DEFAULT_WORD_SCORE = 0.0  # the per-word bonus likewise
+TRANSCRIBE_CHUNK_S = 30.0  # transcribe: the longest piece decoded at once (long files are cut at quiet points)
 
 
-def _layer(cfg, updates: dict, source: str):
-    """``merge`` that says where a refused value came from (a recipe file, --set, a flag)."""
-    try:
-        return merge(cfg, updates)
-    except LowresError as exc:
-        raise LowresError(f"{str(exc).rstrip('.')} (given in {source}).") from None
+@dataclass(frozen=True, kw_only=True)
+class DecodeOptions:
+    """How to decode: batching and precision of the forward passes, and the optional LM beam search.
+
+    Built once by the CLI (``eval``, ``transcribe``) or by a caller; every field is keyword-only. Mistakes
+    that need no file system (an option that needs ``--lm`` without it, a beam of 0) raise
+    :class:`LowresError` here; the LM files are checked by :meth:`BeamSearch.from_options`."""
+
+    batch_seconds: float = 120.0  # audio per forward batch, padding included: bounds memory (inference
+    #                               holds no gradients, so it can take more than training's micro-batches)
+    workers: int = -1  # audio-loading processes: -1 automatic, 0 in the main process (transcribe always
+    #                    decodes in-process: it feeds one file's pieces at a time)
+    precision: str | None = None  # auto | bf16 | fp32; None: the run's own train.precision ("auto" without a run)
+    lm: Path | None = None  # LM folder from `lowres lm` (or an .arpa / KenLM .bin file); None: greedy decoding
+    lexicon: Path | None = None  # another word lexicon than the LM folder's lexicon.txt
+    lexicon_free: bool = False  # any unit sequence, scored by the folder's units.arpa, instead of lexicon words
+    beam_size: int = 50  # hypotheses kept per frame
+    lm_weight: float | None = None  # None: the tuned value (tuned.json), else DEFAULT_LM_WEIGHT
+    word_score: float | None = None  # None: the tuned value, else DEFAULT_WORD_SCORE
+
+    def __post_init__(self):
+        for name in ("lm", "lexicon"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Path):
+                object.__setattr__(self, name, Path(value))  # frozen: the one coercion of the path fields
+        if self.batch_seconds <= 0:
+            raise LowresError(f"--batch-seconds must be more than 0, not {self.batch_seconds:g}.")
+        if self.lm is None:
+            given = [flag for flag, value in (("--lexicon", self.lexicon), ("--lm-weight", self.lm_weight),
+                                              ("--word-score", self.word_score)) if value is not None]
+            if self.lexicon_free:
+                given.append("--lexicon-free")
+            if given:
+                raise LowresError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --lm LM_DIR (the "
+                                  "folder written by `lowres lm`): they set up beam search with a language model.")
+            return
+        if self.beam_size < 1:
+            raise LowresError(f"--beam must be at least 1, not {self.beam_size}.")
+        if self.lexicon is not None and self.lexicon_free:
+            raise LowresError("--lexicon and --lexicon-free contradict each other: choose one.")
+
+    @property
+    def mode(self) -> str:
+        """The beam search's kind: ``lexicon`` (words of the lexicon) or ``lexicon_free`` (any spelling)."""
+        return LEXICON_FREE_MODE if self.lexicon_free else LEXICON_MODE
+
+
+@dataclass(frozen=True)
+class LMConfig:
+    """``lowres lm``'s settings (lowres/lm/build.py)."""
+
+    order: int = 4  # word n-gram order (2 to 5)
+    unit_order: int = 6  # the unit (character) model for --lexicon-free decoding (2 to 10; 0: none)
+    prune_from_order: int = 3  # --prune drops singleton n-grams of this order and longer (lmplz --prune 0 0 1)
 
 
 def resolve_adapt(recipe: str | Path | None = None, sets: tuple[str, ...] = (), flags: dict | None = None,
@@ -795,16 +592,16 @@ def resolve_adapt(recipe: str | Path | None = None, sets: tuple[str, ...] = (), 
     ``--set`` ← explicit flags."""
     if objective not in OBJECTIVES:
         raise LowresError(f"--objective must be one of auto, {', '.join(OBJECTIVES)}, not {objective!r}.")
-    cfg = _layer(AdaptConfig(objective=objective), load_recipe("adapt"), "the shipped recipe adapt.toml")
+    cfg = layer(AdaptConfig(objective=objective), load_recipe("adapt"), "the shipped recipe adapt.toml")
     if objective == "hubert":
-        cfg = _layer(cfg, load_recipe("adapt_hubert"), "the shipped recipe adapt_hubert.toml")
+        cfg = layer(cfg, load_recipe("adapt_hubert"), "the shipped recipe adapt_hubert.toml")
     if recipe:
-        cfg = _layer(cfg, load_recipe(recipe), f"the recipe {recipe}")
-    cfg = _layer(cfg, parse_sets(sets), "--set")
-    return _layer(cfg, nest_flags(flags), "the command line's flags")
+        cfg = layer(cfg, load_recipe(recipe), f"the recipe {recipe}")
+    cfg = layer(cfg, parse_sets(sets), "--set")
+    return layer(cfg, nest_flags(flags), "the command line's flags")
 
 
-SPLITS = LABELED_SPLITS  # --split of finetune: the labeled splits that prepare writes
+SPLITS = LABELED_SPLITS  # --split of finetune: the labeled splits that prepare writes (declared with PrepareConfig)
 
 
 def shipped_recipe(split: str) -> str:
@@ -818,11 +615,11 @@ def resolve_finetune(split: str, recipe: str | Path | None = None, sets: tuple[s
     if split not in SPLITS:
         raise LowresError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}.")
     shipped = shipped_recipe(split)
-    cfg = _layer(FinetuneConfig(), load_recipe(shipped), f"the shipped recipe {shipped}.toml")
+    cfg = layer(FinetuneConfig(), load_recipe(shipped), f"the shipped recipe {shipped}.toml")
     if recipe:
-        cfg = _layer(cfg, load_recipe(recipe), f"the recipe {recipe}")
-    cfg = _layer(cfg, parse_sets(sets), "--set")
-    return _layer(merge(cfg, {"split": split}), nest_flags(flags), "the command line's flags")
+        cfg = layer(cfg, load_recipe(recipe), f"the recipe {recipe}")
+    cfg = layer(cfg, parse_sets(sets), "--set")
+    return layer(merge(cfg, {"split": split}), nest_flags(flags), "the command line's flags")
 
 
 __all__ = [
@@ -843,10 +640,20 @@ __all__ = [
     "TrainConfig",
     "resolve_finetune",
     "shipped_recipe",
-    "field",
+    "DEFAULT_TARGETS",
+    "HELDOUT_SPLITS",
+    "LABELED_SPLITS",
+    "OBJECTIVES",
+    # the engine's functions, for the commands and notebooks that resolve configurations (lowres/config_engine.py)
+    "check",
+    "check_range",
+    "flat_keys",
     "from_dict",
+    "layer",
     "load_recipe",
     "merge",
+    "merge_nested",
+    "nest_flags",
     "parse_sets",
     "recipe_dir",
     "to_dict",

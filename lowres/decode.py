@@ -37,60 +37,13 @@ from pathlib import Path
 from typing import Any
 
 from lowres import LowresError
+from lowres.config import DEFAULT_LM_WEIGHT, DEFAULT_WORD_SCORE, DecodeOptions  # noqa: F401 (re-exported)
 from lowres.data.vocab import BLANK_ID
 from lowres.lm.folder import LEXICON_FREE_MODE, LEXICON_MODE, UNITS_ARPA, LMFolder
 
-DEFAULT_LM_WEIGHT = 0.5  # used when neither the user nor --tune-lm gave one
-DEFAULT_WORD_SCORE = 0.0
 _EXTRA = "pip install 'lowres[lm]' (or \".[lm]\" in a checkout: flashlight-text and kenlm)"
 
 Decoder = Callable  # (logits (B, T, V) float32 CPU, frame lengths (B,)) -> list[str]
-
-
-@dataclass(frozen=True, kw_only=True)
-class DecodeOptions:
-    """How to decode: batching and precision of the forward passes, and the optional LM beam search.
-
-    Built once by the CLI (``eval``, ``transcribe``) or by a caller; every field is keyword-only. Mistakes
-    that need no file system (an option that needs ``--lm`` without it, a beam of 0) raise
-    :class:`LowresError` here; the LM files are checked by :meth:`BeamSearch.from_options`."""
-
-    batch_seconds: float = 120.0  # audio per forward batch, padding included: bounds memory (inference
-    #                               holds no gradients, so it can take more than training's micro-batches)
-    workers: int = -1  # audio-loading processes: -1 automatic, 0 in the main process (transcribe always
-    #                    decodes in-process: it feeds one file's pieces at a time)
-    precision: str | None = None  # auto | bf16 | fp32; None: the run's own train.precision ("auto" without a run)
-    lm: Path | None = None  # LM folder from `lowres lm` (or an .arpa / KenLM .bin file); None: greedy decoding
-    lexicon: Path | None = None  # another word lexicon than the LM folder's lexicon.txt
-    lexicon_free: bool = False  # any unit sequence, scored by the folder's units.arpa, instead of lexicon words
-    beam_size: int = 50  # hypotheses kept per frame
-    lm_weight: float | None = None  # None: the tuned value (tuned.json), else DEFAULT_LM_WEIGHT
-    word_score: float | None = None  # None: the tuned value, else DEFAULT_WORD_SCORE
-
-    def __post_init__(self):
-        for name in ("lm", "lexicon"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, Path):
-                object.__setattr__(self, name, Path(value))  # frozen: the one coercion of the path fields
-        if self.batch_seconds <= 0:
-            raise LowresError(f"--batch-seconds must be more than 0, not {self.batch_seconds:g}.")
-        if self.lm is None:
-            given = [flag for flag, value in (("--lexicon", self.lexicon), ("--lm-weight", self.lm_weight),
-                                              ("--word-score", self.word_score)) if value is not None]
-            if self.lexicon_free:
-                given.append("--lexicon-free")
-            if given:
-                raise LowresError(f"{', '.join(given)} {'needs' if len(given) == 1 else 'need'} --lm LM_DIR (the "
-                                  "folder written by `lowres lm`): they set up beam search with a language model.")
-            return
-        if self.beam_size < 1:
-            raise LowresError(f"--beam must be at least 1, not {self.beam_size}.")
-        if self.lexicon is not None and self.lexicon_free:
-            raise LowresError("--lexicon and --lexicon-free contradict each other: choose one.")
-
-    @property
-    def mode(self) -> str:
-        return LEXICON_FREE_MODE if self.lexicon_free else LEXICON_MODE
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -231,7 +184,7 @@ class BeamSearch:
         return (f"beam {self.beam_size}, {mode}, {self.model_file.name} (lm weight {self.lm_weight:g}, "
                 f"word score {self.word_score:g})")
 
-    def describe(self) -> dict:
+    def settings(self) -> dict:
         """What metrics.json records about the decoder."""
         return {"lm": str(self.folder.path if self.folder is not None else self.model_file),
                 "model_file": str(self.model_file), "mode": self.mode,

@@ -231,6 +231,35 @@ def evaluate_utterances(model, utts: Sequence[Utterance], vocab, device, text_co
 # the eval command
 
 
+def eval_manifests(data: Path | None, split: str, manifest: Path | None, *, tune_lm: bool = False,
+                   lm: Path | None = None, fixed_weights: bool = False) -> tuple[Path, Path | None]:
+    """What ``lowres eval`` scores and, with ``tune_lm``, where it tunes the LM weights: ``--data``'s ``--split``
+    manifest (and its dev manifest), or ``--manifest`` (and the ``dev.jsonl`` beside it)."""
+    from lowres.data.prepared import PreparedDir
+
+    if manifest is None and data is None:
+        raise LowresError("Say what to evaluate on: --data PREPARED --split test, or --manifest FILE.")
+    if manifest is not None and data is not None:
+        raise LowresError("Give --manifest or --data/--split, not both.")
+    prepared = None
+    if manifest is None:
+        prepared = PreparedDir.open(data, need_vocab=False)  # eval needs the manifest, the run has its vocabulary
+        manifest = prepared.require(split)
+    elif not Path(manifest).is_file():
+        raise LowresError(f"--manifest {manifest}: file not found.")
+    if not tune_lm:
+        return Path(manifest), None
+    if lm is None:
+        raise LowresError("--tune-lm needs --lm LM_DIR (the folder written by `lowres lm`).")
+    if fixed_weights:
+        raise LowresError("Give --tune-lm or fixed --lm-weight/--word-score, not both: tuning searches them.")
+    tune_on = prepared.manifest("dev") if prepared is not None else Path(manifest).parent / "dev.jsonl"
+    if not tune_on.is_file():
+        raise LowresError(f"--tune-lm tunes on the dev split, and there is no {tune_on}. Pass --data PREPARED "
+                          "(its manifests/dev.jsonl is used) or a --manifest that has a dev.jsonl beside it.")
+    return Path(manifest), tune_on
+
+
 def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_name: str = "auto",
              *, options: DecodeOptions | None = None, console=None, tune_on: Path | None = None,
              overwrite: bool = False) -> dict:
@@ -310,7 +339,7 @@ def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_na
     }
     greedy = timing.get("greedy")
     if search is not None:
-        metrics["lm"] = search.describe()
+        metrics["lm"] = search.settings()
         if loaded.coverage is not None:
             metrics["lm"]["lexicon_coverage"] = loaded.coverage
         if greedy is not None:

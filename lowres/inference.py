@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from lowres import LowresError
+from lowres.config import TRANSCRIBE_CHUNK_S
 
 if TYPE_CHECKING:  # decode imports the LM package (numpy): kept out of `import lowres.inference`
     from lowres.decode import DecodeOptions
@@ -30,7 +31,7 @@ def plan_chunks(path: Path, chunk_s: float) -> list[tuple[float, float]]:
     return plan_cuts(rms, hop, total, min_s=min(5.0, chunk_s / 4), max_s=chunk_s)
 
 
-def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "auto", chunk_s: float = 30.0,
+def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "auto", chunk_s: float = TRANSCRIBE_CHUNK_S,
                      *, options: DecodeOptions | None = None, progress=None,
                      on_error: Callable[[Path, str], None] | None = None) -> Iterator[tuple[Path, str]]:
     """(file, transcript) in input order. Long files are cut into ≤ ``chunk_s`` pieces at quiet points,

@@ -153,7 +153,7 @@ class RunLock:
         self.fd, self.path = fd, path
 
     @staticmethod
-    def _describe(path: Path) -> str:
+    def _holder(path: Path) -> str:
         try:
             who = json.loads(path.read_text(encoding="utf-8"))
             return (f"pid {who.get('pid')} on {who.get('host')}, started {who.get('started')}: "
@@ -178,7 +178,7 @@ class RunLock:
             fcntl.flock(fd, fcntl.LOCK_UN)
         except BlockingIOError:
             raise LowresError(f"{folder} is in use: another lowres process is training there "
-                              f"({cls._describe(path)}). Wait for it to end (then --resume continues the run), or "
+                              f"({cls._holder(path)}). Wait for it to end (then --resume continues the run), or "
                               "give another --out.") from None
         finally:
             os.close(fd)
@@ -200,7 +200,7 @@ class RunLock:
         except BlockingIOError:
             os.close(fd)
             raise LowresError(f"{folder} is in use: another lowres process is training there "
-                              f"({cls._describe(path)}). Wait for it to end (then --resume continues the run), or "
+                              f"({cls._holder(path)}). Wait for it to end (then --resume continues the run), or "
                               "give another --out.") from None
         who = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
                "command": " ".join(["lowres", *sys.argv[1:]]) if sys.argv else "lowres"}

@@ -88,10 +88,6 @@ class Distributed:
     world_size: int = 1
     local_rank: int = 0
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
 
 def distributed() -> Distributed:
     """What torchrun told this process (RANK, WORLD_SIZE, LOCAL_RANK), without initialising anything."""
@@ -177,9 +173,3 @@ def on_main(fn, *args, **kwargs):
         raise LowresError(value)
     return value
 
-
-def shutdown_distributed() -> None:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()

@@ -57,8 +57,10 @@ def parse_targets(targets: str, num_layers: int, pretrained: bool) -> tuple[str,
 
 
 def default_clusters(kind: str) -> int:
-    """HuBERT's K: 100 MFCC clusters in iteration 1, 500 layer clusters afterwards."""
-    return 100 if kind == "mfcc" else 500
+    """HuBERT's K: MFCC_CLUSTERS (100) in iteration 1, LAYER_CLUSTERS (500) afterwards (lowres.config)."""
+    from lowres.config import LAYER_CLUSTERS, MFCC_CLUSTERS
+
+    return MFCC_CLUSTERS if kind == "mfcc" else LAYER_CLUSTERS
 
 
 class FeatureSource:
@@ -73,7 +75,8 @@ class FeatureSource:
             self.model = loaded.model.to(self.device).eval()
 
     @property
-    def describe(self) -> str:
+    def label(self) -> str:
+        """What the features are, in words (the units report and the log)."""
         return "39-dim MFCC (+delta, delta-delta)" if self.kind == "mfcc" else f"layer {self.layer} of the base"
 
     @torch.no_grad()
@@ -216,13 +219,13 @@ def make_units(utts, source: FeatureSource, clusters: int, *, max_frames: int, p
             progress.advance(task)
     flat_t = torch.cat(flat) if flat else torch.zeros(0, dtype=torch.int16)
     used = int(torch.unique(flat_t).numel())
-    info = {"targets": source.describe, "kind": source.kind, "layer": source.layer, "frame_hz": FRAME_RATE,
+    info = {"targets": source.label, "kind": source.kind, "layer": source.layer, "frame_hz": FRAME_RATE,
             "frames": int(len(flat_t)), "frames_sampled": int(len(x)),
             "pieces_computed_twice": recomputed, "clusters_used": used,
             "inertia_per_frame": inertia / len(x), "passes": passes, "seed": seed,
             "seconds": round(time.perf_counter() - started, 1)}
     if log is not None:
-        log(f"units: {clusters} clusters of {source.describe} fit on {len(x):,} sampled frames ({passes} passes, "
+        log(f"units: {clusters} clusters of {source.label} fit on {len(x):,} sampled frames ({passes} passes, "
             f"{info['seconds']:.0f} s); {used} clusters used over {len(flat_t):,} frames")
     units = Units([u.id for u in utts], torch.tensor(offsets, dtype=torch.long), flat_t, clusters, info)
     return units, centroids

@@ -16,7 +16,7 @@ import pytest
 from factory import invoke, read_jsonl
 
 from lowres import LowresError, bases
-from lowres.bases import available_names, default_objective, load_base
+from lowres.bases import available_names, default_objective, load_base, shipped
 from lowres.model.backbone import fingerprint
 
 NAME = "tiny-ssl"
@@ -33,7 +33,7 @@ def test_shipped_base_loads_by_name_and_its_fingerprint_matches():
     assert loaded.spec.pretrained and loaded.spec.name == NAME and loaded.mask_embedding is not None
     assert loaded.spec.embed_dim == info["spec"]["arch"]["encoder_embed_dim"]
     assert default_objective(NAME) == info["objective"] == "hubert"
-    weights = Path(str(bases._folder() / f"{NAME}.safetensors"))
+    weights = Path(str(shipped._folder() / f"{NAME}.safetensors"))
     assert weights.stat().st_size <= 10 * 1024 * 1024
 
 
@@ -55,8 +55,8 @@ def _copy_of_the_package(tmp_path: Path, monkeypatch) -> Path:
     folder = tmp_path / "bases"
     folder.mkdir()
     for suffix in (".safetensors", ".json"):
-        shutil.copy(Path(str(bases._folder() / f"{NAME}{suffix}")), folder)
-    monkeypatch.setattr(bases, "_folder", lambda: folder)
+        shutil.copy(Path(str(shipped._folder() / f"{NAME}{suffix}")), folder)
+    monkeypatch.setattr(shipped, "_folder", lambda: folder)
     return folder
 
 

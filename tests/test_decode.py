@@ -205,11 +205,11 @@ def test_beam_search_weights_and_immutability(tmp_path, monkeypatch):
     folder.store_tuned(LEXICON_MODE, {"lm_weight": 2.0, "word_score": 1.0})
     folder.lexicon.write_text("a\ta |\n")
     s = BeamSearch.from_options(DecodeOptions(lm=tmp_path, beam_size=8, word_score=-0.5))
-    assert (s.lm_weight, s.word_score) == (2.0, -0.5) and s.describe()["weights_from"] == {
+    assert (s.lm_weight, s.word_score) == (2.0, -0.5) and s.settings()["weights_from"] == {
         "lm_weight": "tuned", "word_score": "given"}
     assert s.lexicon == folder.lexicon and s.name == "beam 8, lexicon, lm.arpa (lm weight 2, word score -0.5)"
     t = s.with_weights(3.0, 0.0)
-    assert (t.lm_weight, t.word_score, t.describe()["weights_from"]["word_score"]) == (3.0, 0.0, "tuned")
+    assert (t.lm_weight, t.word_score, t.settings()["weights_from"]["word_score"]) == (3.0, 0.0, "tuned")
     assert (s.lm_weight, s.word_score) == (2.0, -0.5)  # the original is untouched
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.lm_weight = 1.0

@@ -356,7 +356,7 @@ def test_beam_search_with_the_lm(lm_dir, prepared, tmp_path):
     lm = search(lm_dir, lm_weight=1.0, word_score=0.0, beam_size=20)
     decode = lm.make_decoder(vocab)
     assert decode(logits, frames) == texts
-    assert "lexicon" in lm.name and lm.describe()["weights_from"] == {"lm_weight": "given", "word_score": "given"}
+    assert "lexicon" in lm.name and lm.settings()["weights_from"] == {"lm_weight": "given", "word_score": "given"}
     free = search(lm_dir, lexicon_free=True, lm_weight=2.0, beam_size=20)
     assert free.make_decoder(vocab)(logits, frames) == texts
     # a bare ARPA file works too (its lexicon is spelled from the unigrams); empty input gives empty text

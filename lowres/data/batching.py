@@ -265,7 +265,3 @@ def loader(dataset, batch_sampler, workers: int, positioned: bool = False):
 def audio_seconds(batch: Batch) -> float:
     return float(batch.lengths.sum()) / audiotime.SAMPLE_RATE
 
-
-def padded_fraction(batch: Batch) -> float:
-    total = batch.waves.numel()
-    return 1.0 - float(batch.lengths.sum()) / total if total else 0.0

@@ -467,16 +467,12 @@ def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format
     # coverage of dev/test by the vocabulary
     coverage = {}
     for name in HELDOUT_SPLITS:
-        unk = total = 0
-        oov: Counter = Counter()
+        total, oov = 0, Counter()
         for u in result.splits[name]:
-            for tok in tokenize(u.text, cfg.units):
-                if tok == "|":
-                    continue
-                total += 1
-                if tok not in vocab and not (len(tok) > 1 and all(c in vocab for c in tok)):
-                    unk += 1
-                    oov[tok] += 1
+            unknown, n = vocab.outside(u.text)
+            total += n
+            oov.update(unknown)
+        unk = sum(oov.values())
         coverage[name] = {"symbols": total, "outside_vocabulary": unk,
                           "oov_share": round(unk / total, 6) if total else 0.0,
                           "oov_symbols": dict(sorted(oov.most_common(20)))}

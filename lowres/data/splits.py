@@ -21,11 +21,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# the one definition of the split names: prepare writes manifests/{name}.jsonl for each, finetune --split takes a
-# labeled one, eval --split any of them (lowres.data.prepared.PreparedDir maps a name to its file)
-DEFAULT_TARGETS: tuple[tuple[str, float], ...] = (("10min", 600.0), ("1h", 3600.0), ("10h", 36000.0))
-LABELED_SPLITS: tuple[str, ...] = (*(name for name, _ in DEFAULT_TARGETS), "full")  # nested, smallest first
-HELDOUT_SPLITS: tuple[str, ...] = ("dev", "test")  # never in the labeled pool (their voices may be: see Heldout)
+# the split names are declared once, in lowres/config.py (the bottom layer: finetune's --split checks them there)
+from lowres.config import DEFAULT_TARGETS, HELDOUT_SPLITS, LABELED_SPLITS  # noqa: F401 (re-exported)
 
 
 @dataclass(frozen=True, slots=True)

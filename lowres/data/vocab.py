@@ -108,16 +108,17 @@ class Vocab:
             pieces.append(" " if i == WORD_DELIMITER_ID else tokens[i])
         return " ".join("".join(pieces).split())
 
-    def unknown_count(self, text: str) -> tuple[int, int]:
-        """(symbols outside the vocabulary, all symbols) in a normalised text, word delimiters excluded."""
-        n = unk = 0
+    def outside(self, text: str) -> tuple[list[str], int]:
+        """(the symbols of a normalised text outside the vocabulary, how many symbols it has), word delimiters
+        excluded. A grapheme cluster whose code points are all in the vocabulary counts as inside."""
+        n, unknown = 0, []
         for tok in tokenize(text, self.units):
             if tok == WORD_DELIMITER:
                 continue
             n += 1
             if tok not in self._index and not (len(tok) > 1 and all(c in self._index for c in tok)):
-                unk += 1
-        return unk, n
+                unknown.append(tok)
+        return unknown, n
 
     # -- files ---------------------------------------------------------------------------------------
     def save(self, folder: str | Path, counts: Counter | None = None) -> None:

@@ -8,23 +8,21 @@ behind ``lowres lm``. The folder's file names and tuned weights are :mod:`lowres
 the result lives in :mod:`lowres.decode`.
 """
 
-from lowres.lm.build import build_lm
-from lowres.lm.folder import LMFolder, TunedWeights
-from lowres.lm.lexicon import read_lexicon, spell, unit_sentences, write_lexicon
-from lowres.lm.ngram import (
-    BOS,
-    EOS,
-    UNK,
-    Corpus,
-    NgramModel,
-    estimate,
-    estimate_arrays,
-    perplexity,
-    read_arpa,
-    score_sentence,
-    score_word,
-    write_arpa,
-)
+# The names below load their module on first use (PEP 562): decode.py reads the LM folder's layout
+# (lowres.lm.folder) without paying for the estimator's imports.
+_HOME = {"build_lm": "build", "LMFolder": "folder", "TunedWeights": "folder", "read_lexicon": "lexicon",
+         "spell": "lexicon", "unit_sentences": "lexicon", "write_lexicon": "lexicon"}
+_HOME.update(dict.fromkeys(("BOS", "EOS", "UNK", "Corpus", "NgramModel", "estimate", "estimate_arrays", "perplexity",
+                            "read_arpa", "score_sentence", "score_word", "write_arpa"), "ngram"))
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'lowres.lm' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"lowres.lm.{_HOME[name]}"), name)
+
 
 __all__ = [
     "BOS",

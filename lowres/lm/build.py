@@ -25,6 +25,7 @@ from pathlib import Path
 import regex
 
 from lowres import LowresError, __version__
+from lowres.config import LMConfig
 from lowres.data.manifest import read_manifest
 from lowres.data.prepared import PreparedDir
 from lowres.data.splits import HELDOUT_SPLITS
@@ -37,10 +38,8 @@ from lowres.lm.ngram import Corpus, estimate_arrays, perplexity, write_arpa
 
 WORD_ORDERS = (2, 5)  # the --order range (words)
 UNIT_ORDERS = (2, 10)  # the --unit-order range (units; 0 turns the unit model off)
-DEFAULT_ORDER, DEFAULT_UNIT_ORDER = 4, 6
 UNIT_MAX_TOKENS = 10_000_000  # the unit model sees at most this many units (every k-th sentence beyond):
 #                               unit statistics settle long before that, and memory stays near the word model's
-DEFAULT_PRUNE_FROM_ORDER = 3  # prune_singletons=True drops singleton 3-grams and longer (lmplz --prune 0 0 1)
 _SENTENCE_BREAK = regex.compile(r"(?<=\p{Sentence_Terminal}[\p{Pe}\p{Pf}\"']*)\s+")
 _EXAMPLES = 10  # dropped held-out sentences quoted in the report
 _PROGRESS_EVERY = 20_000  # lines between progress updates
@@ -78,15 +77,15 @@ def _clear_outputs(out: Path) -> None:
 def build_lm(
     texts: list[Path],
     out: Path,
-    order: int = DEFAULT_ORDER,
+    order: int = LMConfig.order,
     data: Path | None = None,
     text_config: TextConfig | None = None,
     prune_singletons: bool = False,
     overwrite: bool = False,
     console=None,
     *,
-    unit_order: int = DEFAULT_UNIT_ORDER,
-    prune_from_order: int = DEFAULT_PRUNE_FROM_ORDER,
+    unit_order: int = LMConfig.unit_order,
+    prune_from_order: int = LMConfig.prune_from_order,
 ) -> dict:
     """Estimate a word n-gram model (interpolated modified Kneser-Ney, :mod:`lowres.lm.ngram`) and write
     ``out/lm.arpa``, ``out/lexicon.txt`` and ``out/units.arpa`` (when ``data`` has a vocabulary) and

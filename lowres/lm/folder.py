@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lowres import LowresError
+from lowres.config import LEXICON_FREE_MODE, LEXICON_MODE
 
 ARPA, LEXICON, UNITS_ARPA, REPORT, TUNED = "lm.arpa", "lexicon.txt", "units.arpa", "lm_report.json", "tuned.json"
 OUTPUT_NAMES = (ARPA, LEXICON, UNITS_ARPA, REPORT, TUNED)  # what `lowres lm --overwrite` may replace
-LEXICON_MODE, LEXICON_FREE_MODE = "lexicon", "lexicon_free"  # the keys of tuned.json
-MODES = (LEXICON_MODE, LEXICON_FREE_MODE)
+MODES = (LEXICON_MODE, LEXICON_FREE_MODE)  # the keys of tuned.json (lowres.config declares the two)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ from typing import TextIO
 import numpy as np
 
 from lowres import LowresError
+from lowres.config import LMConfig
 from lowres.fsutil import atomic_writer
 
 BOS = "<s>"
@@ -54,7 +55,7 @@ EOS = "</s>"
 UNK = "<unk>"
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2  # ids of models estimated here; words follow in code-point order
 SPECIAL_WORDS = (UNK, BOS, EOS)
-MIN_ORDER, MAX_ORDER, DEFAULT_ORDER = 2, 10, 4  # word models use 2..5 (lowres lm); unit models go higher
+MIN_ORDER, MAX_ORDER = 2, 10  # word models use 2..5 (lowres lm); unit models go higher
 FALLBACK_DISCOUNTS = (0.5, 1.0, 1.5)  # lmplz --discount_fallback defaults: D1, D2, D3+
 _WRITE_CHUNK = 100_000  # n-grams formatted per batch when writing ARPA
 
@@ -230,7 +231,7 @@ def _index_dtype(n: int):
 # estimation
 
 
-def estimate(corpus: Corpus | Iterable[Sequence[str]], order: int = DEFAULT_ORDER,
+def estimate(corpus: Corpus | Iterable[Sequence[str]], order: int = LMConfig.order,
              prune_singletons_from: int | None = None) -> NgramModel:
     """Interpolated modified Kneser-Ney model of ``order`` (2..10; ``lowres lm`` uses 2..5 for words) from
     sentences (lists of words, or a :class:`Corpus`). ``prune_singletons_from=k`` (k >= 2) leaves out
@@ -243,7 +244,7 @@ def estimate(corpus: Corpus | Iterable[Sequence[str]], order: int = DEFAULT_ORDE
     return estimate_arrays(*corpus.arrays(), order=order, prune_singletons_from=prune_singletons_from)
 
 
-def estimate_arrays(vocab: Sequence[str], tokens: np.ndarray, lengths: np.ndarray, order: int = DEFAULT_ORDER,
+def estimate_arrays(vocab: Sequence[str], tokens: np.ndarray, lengths: np.ndarray, order: int = LMConfig.order,
                     prune_singletons_from: int | None = None) -> NgramModel:
     """:func:`estimate` from arrays: ``vocab`` starts with ``<unk>``, ``<s>``, ``</s>`` (ids 0, 1, 2);
     ``tokens`` (W,) are the word ids of all sentences one after the other, without markers; ``lengths``

@@ -41,6 +41,7 @@ import numpy as np
 
 from lowres import LowresError, __version__
 from lowres.audiotime import SAMPLE_RATE
+from lowres.config import SynthConfig
 from lowres.fsutil import atomic_write_json, atomic_write_lines, claim_folder
 
 # (variant, gender): eSpeak NG voice variants that sound like plausible (if synthetic) human speakers.
@@ -56,7 +57,6 @@ VARIANTS: tuple[tuple[str, str], ...] = (
 )
 SENTENCE_WORDS = (3, 12)
 UNLABELED_SENTENCES = (3, 8)
-DEFAULT_SPEAKERS = 24
 HELDOUT_SPEAKER_FRACTION = 0.1  # of the speakers, for dev and for test each (at least one each)
 DEFAULT_HELDOUT_FRACTION = 0.1  # dev and test hours, each, as a fraction of the training hours
 NOISE_SNR_DB = (10.0, 30.0)
@@ -118,16 +118,16 @@ def list_languages() -> list[tuple[str, str]]:
 
 def build_corpus(
     out: str | os.PathLike,
-    lang: str = "sw",
-    hours: float = 1.0,
-    unlabeled_hours: float = 1.0,
-    seed: int = 0,
+    lang: str = SynthConfig.lang,
+    hours: float = SynthConfig.hours,
+    unlabeled_hours: float = SynthConfig.unlabeled_hours,
+    seed: int = SynthConfig.seed,
     words: str | os.PathLike | None = None,
-    speakers: int = DEFAULT_SPEAKERS,
+    speakers: int = SynthConfig.speakers,
     dev_hours: float | None = None,
     test_hours: float | None = None,
-    noise: float = 0.0,
-    workers: int = 0,
+    noise: float = SynthConfig.noise,
+    workers: int = SynthConfig.workers,
     overwrite: bool = False,
     console=None,
 ) -> SynthResult:

@@ -116,8 +116,14 @@ class Task:
         """Set ``self.model`` (on ``self.run.device``, ``requires_grad`` set) and whatever data it trains on."""
         raise NotImplementedError
 
+    def prepare_new_run(self) -> None:
+        """A new run's work before its record is written: what a resumed run reads back from its folder (the
+        indexed unlabeled audio, HuBERT's units) is made here, and the configuration takes the values it records
+        (resolved paths, the base as stored)."""
+
     def record(self):
-        """The new run's :class:`lowres.runs.RunRecord` (written as config.json before training starts)."""
+        """The new run's :class:`lowres.runs.RunRecord` (written as config.json before training starts): what
+        :meth:`prepare_new_run` and :meth:`build` settled, as data; no work."""
         raise NotImplementedError
 
     def write_files(self) -> None:
@@ -293,6 +299,7 @@ def _start(task: Task, run: Run, overwrite: bool):
         on_main(_take_lock, run)
         if run.main and (out / RUN_CONFIG).exists():  # another process claimed it in between and is done
             raise LowresError(f"{out} already holds a run. Use --resume to continue that run, or another --out.")
+        task.prepare_new_run()
         record = task.record()
         if run.main:
             task.write_files()

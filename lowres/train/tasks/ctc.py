@@ -122,11 +122,15 @@ class CTCTask(Task):
                                               seed=t.seed, rank=run.rank, world_size=run.world)
         self._data = (dataset, buckets)
 
-    def record(self):
-        from lowres.config import to_dict
-        from lowres.runs import RunRecord, stored_base
+    def prepare_new_run(self) -> None:
+        from lowres.runs import stored_base
 
         self.cfg = replace(self.cfg, data=str(self.prepared.root.resolve()), base=stored_base(self.cfg.base, self.run.out))
+
+    def record(self):
+        from lowres.config import to_dict
+        from lowres.runs import RunRecord
+
         return RunRecord(
             kind=self.kind, config=to_dict(self.cfg), backbone=self.loaded.spec.to_dict(), base=self.cfg.base,
             base_fingerprint=self.loaded.fingerprint, vocab_units=self.vocab.units, text=self.text_dict or {},

@@ -67,21 +67,23 @@ class HubertTask(SelfSupervisedTask):
             self.units = Units.load(run.out / RUN_UNITS)
             self.open_data(Path(run.record.extras["manifest"]), units=self.units)
 
-    def record(self):
+    def prepare_new_run(self) -> None:
+        """Index the unlabeled audio, make (or copy) the units of every piece, then open them for training."""
         from lowres.runtime import barrier, on_main
         from lowres.units import Units
 
-        manifest = self.manifest_for_record()
+        manifest = self.new_run_manifest()
         on_main(self._make_units, manifest)
         barrier()
         self.units = Units.load(self.run.out / RUN_UNITS)
+        self.open_data(manifest, units=self.units)
+
+    def record(self):
         kind, layer = self.kind_layer
-        record = self.new_record(manifest, {
+        return self.new_record({
             "units": {"kind": kind, "layer": layer, "clusters": self.clusters,
                       "reused_from": str(Path(self.cfg.units.reuse).resolve()) if self.cfg.units.reuse else None},
             "heads": {"final_dim": self.model.heads.final_proj.out_features}})
-        self.open_data(manifest, units=self.units)
-        return record
 
     def _make_units(self, manifest: Path) -> None:
         """Rank 0: the units of every piece into RUN/units/ (made here, or copied from --units)."""

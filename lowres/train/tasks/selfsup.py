@@ -64,9 +64,9 @@ class SelfSupervisedTask(Task):
             warm = 0 if imported else max(1, t.max_steps // 10)
         self.warm, self.phase_note = frozen_steps(warm, t, "heads warm-up")
 
-    def manifest_for_record(self) -> Path:
-        """A new run's unlabeled manifest (a folder of audio is indexed into RUN/data first); records the
-        resolved base and source in the configuration."""
+    def new_run_manifest(self) -> Path:
+        """A new run's unlabeled manifest (a folder of audio is indexed into RUN/data first); the configuration
+        takes the resolved base and source it records."""
         from lowres.data.unlabeled import unlabeled_manifest
         from lowres.runs import RUN_DATA, stored_base
         from lowres.runtime import on_main
@@ -76,13 +76,14 @@ class SelfSupervisedTask(Task):
         self.cfg = replace(cfg, base=stored_base(cfg.base, run.out), unlabeled=str(Path(cfg.unlabeled).resolve()))
         return manifest
 
-    def new_record(self, manifest: Path, extras: dict):
+    def new_record(self, extras: dict):
+        """The record of an adapt run over :meth:`open_data`'s manifest, with the objective's ``extras``."""
         from lowres.config import to_dict
         from lowres.runs import RunRecord
 
         return RunRecord(kind=self.kind, config=to_dict(self.cfg), backbone=self.spec.to_dict(), base=self.cfg.base,
                          base_fingerprint=self.loaded.fingerprint,
-                         extras={"objective": self.cfg.objective, "manifest": str(manifest.resolve()), **extras,
+                         extras={"objective": self.cfg.objective, "manifest": str(self.manifest.resolve()), **extras,
                                  "feature_penalty": self.feature_penalty, "heads_warmup_steps": self.warm})
 
     def open_data(self, manifest: Path, units=None) -> None:

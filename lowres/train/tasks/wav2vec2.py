@@ -60,16 +60,16 @@ class Wav2Vec2Task(SelfSupervisedTask):
         if run.mode == "resume":
             self.open_data(Path(run.record.extras["manifest"]))
 
+    def prepare_new_run(self) -> None:
+        self.open_data(self.new_run_manifest())
+
     def record(self):
-        manifest = self.manifest_for_record()
         q, model = self.model.heads.quantizer, self.model
-        record = self.new_record(manifest, {
+        return self.new_record({
             "heads_imported": self.imported,
             "heads": {"conv_dim": q.weight_proj.in_features, "groups": q.groups, "entries": q.entries, "dim": q.dim,
                       "final_dim": model.heads.project_q.out_features},
             "temperature_start": self.tau_start})
-        self.open_data(manifest)
-        return record
 
     def compute(self, micro, step) -> StepOutput:
         from lowres.model.pretrain import temperature_at
