@@ -360,15 +360,39 @@ def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format
              rejects: list[Reject], report: dict) -> Counter:
     """Held-out sets, nested splits, vocabulary and coverage of the checked rows, into ``result`` and ``report``;
     writes nothing (:func:`_write_labeled` does). Returns the training pool's symbol counts."""
-    notes: list[str] = report["notes"]
     official = any(r.tags for r in rows)
     by_split: dict[str, list[_Row]] = defaultdict(list)
     for r in rows:
         by_split[r.split].append(r)
+    drawn = _heldout_sets(by_split, cfg, format_name, report["notes"])
+    pool = _training_pool(by_split, cfg, official, rejects, report)
+    report["heldout"] = _heldout_voices(by_split, pool, drawn)
+    split_ids, split_info = _nested(pool, cfg, official, report["notes"])
 
-    # held-out sets: the corpus's own, used as given; else carved out of the training pool, by speaker where
-    # the pool has the voices for it, by utterance where it has one to a handful (never for LibriSpeech
-    # layouts, whose dev/test are the official folders)
+    # vocabulary from the training pool only
+    counts = count_symbols((r.utt.text for r in pool), cfg.units)
+    vocab, rare = build_vocab(counts, cfg.min_char_count, cfg.units)
+    if not pool and rows:  # (no rows at all: prepare() says so)
+        report["warnings"].append(
+            "the training pool is empty: no vocabulary was written (the dev/test manifests can be evaluated on "
+            "with `lowres eval --data`, but nothing can be fine-tuned on this folder)")
+    result.vocab = vocab
+    report.update({
+        "splits": _manifests(result, pool, by_split, split_ids, split_info),
+        "vocabulary": {"size": len(vocab), "symbols": len(vocab.symbols), "units": cfg.units,
+                       "min_char_count": cfg.min_char_count, "rare_to_unk": rare},
+        "coverage": {name: _coverage(vocab, result.splits[name]) for name in HELDOUT_SPLITS},
+        "audio": sample_rates(u for name in ("full", *HELDOUT_SPLITS) for u in result.splits[name]),
+    })
+    report["notes"].extend(_band_notes(report["audio"], "labeled"))
+    return counts
+
+
+def _heldout_sets(by_split: dict[str, list[_Row]], cfg: PrepareConfig, format_name: str,
+                  notes: list[str]) -> dict[str, str]:
+    """Dev and test: the corpus's own, used as given; else carved out of the training pool (in ``by_split``), by
+    speaker where the pool has the voices for it, by utterance where it has one to a handful (never for
+    LibriSpeech layouts, whose dev/test are the official folders). Returns how each was drawn."""
     drawn = {s: "given" for s in HELDOUT_SPLITS if by_split.get(s)}
     missing = [s for s in HELDOUT_SPLITS if not by_split.get(s)]
     if missing and format_name == "librispeech":
@@ -382,21 +406,23 @@ def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format
             notes.append(held.note)
         kept = []
         for r in by_split["train"]:
-            if r.utt.id in held.dev:
-                r.split, r.group = "dev", "carved"
-                by_split["dev"].append(r)
-            elif r.utt.id in held.test:
-                r.split, r.group = "test", "carved"
-                by_split["test"].append(r)
+            split = "dev" if r.utt.id in held.dev else "test" if r.utt.id in held.test else ""
+            if split:
+                r.split, r.group = split, "carved"
+                by_split[split].append(r)
             else:
                 kept.append(r)
         by_split["train"] = kept
         drawn.update(dict.fromkeys(missing, f"carved by {held.by}"))
         notes.append(f"{' and '.join(missing)} carved out of the training pool (by {held.by}, seed {cfg.seed})")
+    return drawn
 
-    # the training pool keeps every voice (a corpus of one to a few voices has nothing else to train on), unless
-    # --speaker-disjoint asks to keep dev/test voices out of it, which is said loudly (official Libri-light
-    # subsets are used as they are)
+
+def _training_pool(by_split: dict[str, list[_Row]], cfg: PrepareConfig, official: bool, rejects: list[Reject],
+                   report: dict) -> list[_Row]:
+    """The training pool keeps every voice (a corpus of one to a few voices has nothing else to train on), unless
+    --speaker-disjoint asks to keep dev/test voices out of it, which is said loudly (official Libri-light subsets
+    are used as they are)."""
     heldout_speakers = {r.utt.speaker for s in HELDOUT_SPLITS for r in by_split.get(s, []) if r.utt.speaker}
     pool: list[_Row] = []
     left_out = 0.0
@@ -413,10 +439,12 @@ def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format
             f"--speaker-disjoint left {left_out / 3600:.2f} h ({100 * left_out / whole:.0f}% of the training pool) "
             "out of training: the utterances of voices that speak in dev/test (rejects.jsonl, heldout_speaker). "
             "Without --speaker-disjoint they train, and the report says how much of dev/test they speak.")
-    report["heldout"] = _heldout_voices(by_split, pool, drawn)
+    return pool
 
-    # nested splits
-    pool_by_id = {r.utt.id: r for r in pool}
+
+def _nested(pool: list[_Row], cfg: PrepareConfig, official: bool,
+            notes: list[str]) -> tuple[dict[str, list[str]], dict[str, dict]]:
+    """The ids of the nested splits (and ``full``, the whole pool) and what the report says of each."""
     split_ids: dict[str, list[str]] = {}
     split_info: dict[str, dict] = {}
     if official:
@@ -432,18 +460,15 @@ def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format
             split_info[name] = {"target_hours": round(draw.target / 3600, 4)}
             if draw.flag:
                 split_info[name]["flag"] = draw.flag
-    split_ids["full"] = sorted(pool_by_id)
+    split_ids["full"] = sorted(r.utt.id for r in pool)
+    return split_ids, split_info
 
-    # vocabulary from the training pool only
-    counts = count_symbols((r.utt.text for r in pool), cfg.units)
-    vocab, rare = build_vocab(counts, cfg.min_char_count, cfg.units)
-    if not pool and rows:  # (no rows at all: prepare() says so)
-        report["warnings"].append(
-            "the training pool is empty: no vocabulary was written (the dev/test manifests can be evaluated on "
-            "with `lowres eval --data`, but nothing can be fine-tuned on this folder)")
-    result.vocab = vocab
 
-    # the manifests
+def _manifests(result: PrepareResult, pool: list[_Row], by_split: dict[str, list[_Row]],
+               split_ids: dict[str, list[str]], split_info: dict[str, dict]) -> dict[str, dict]:
+    """Every manifest's utterances into ``result.splits`` (a held-out set of several groups, such as dev-clean
+    and dev-other, also gets one manifest per group); returns the report's per-split counts."""
+    pool_by_id = {r.utt.id: r for r in pool}
     splits_report: dict[str, dict] = {}
     for name in LABELED_SPLITS:
         utts = [pool_by_id[i].utt for i in split_ids.get(name, [])]
@@ -455,7 +480,7 @@ def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format
         result.splits[name] = utts
         splits_report[name] = _stats(utts)
         groups = sorted({r.group for r in held})
-        if len(groups) > 1:  # e.g. dev-clean and dev-other: one manifest each as well
+        if len(groups) > 1:
             for g in groups:
                 gname = re.sub(r"[^\w.-]+", "_", g).strip("._") or name
                 if gname in LABELED_SPLITS + HELDOUT_SPLITS:
@@ -463,28 +488,19 @@ def _labeled(result: PrepareResult, rows: list[_Row], cfg: PrepareConfig, format
                 gutts = [r.utt for r in held if r.group == g]
                 result.splits[gname] = gutts
                 splits_report[gname] = {**_stats(gutts), "part_of": name}
+    return splits_report
 
-    # coverage of dev/test by the vocabulary
-    coverage = {}
-    for name in HELDOUT_SPLITS:
-        total, oov = 0, Counter()
-        for u in result.splits[name]:
-            unknown, n = vocab.outside(u.text)
-            total += n
-            oov.update(unknown)
-        unk = sum(oov.values())
-        coverage[name] = {"symbols": total, "outside_vocabulary": unk,
-                          "oov_share": round(unk / total, 6) if total else 0.0,
-                          "oov_symbols": dict(sorted(oov.most_common(20)))}
-    report.update({
-        "splits": splits_report,
-        "vocabulary": {"size": len(vocab), "symbols": len(vocab.symbols), "units": cfg.units,
-                       "min_char_count": cfg.min_char_count, "rare_to_unk": rare},
-        "coverage": coverage,
-        "audio": sample_rates(u for name in ("full", *HELDOUT_SPLITS) for u in result.splits[name]),
-    })
-    notes.extend(_band_notes(report["audio"], "labeled"))
-    return counts
+
+def _coverage(vocab: Vocab, utts: list[Utterance]) -> dict:
+    """How much of a held-out set's text the training pool's vocabulary covers."""
+    total, oov = 0, Counter()
+    for u in utts:
+        unknown, n = vocab.outside(u.text)
+        total += n
+        oov.update(unknown)
+    unk = sum(oov.values())
+    return {"symbols": total, "outside_vocabulary": unk, "oov_share": round(unk / total, 6) if total else 0.0,
+            "oov_symbols": dict(sorted(oov.most_common(20)))}
 
 
 def _heldout_voices(by_split: dict[str, list[_Row]], pool: list[_Row], drawn: dict[str, str]) -> dict:

@@ -101,133 +101,22 @@ def build_lm(
     t0 = time.perf_counter()
     from lowres.progress import progress_bar
 
-    texts = [Path(t) for t in texts]
-    out = Path(out)
-    if not WORD_ORDERS[0] <= order <= WORD_ORDERS[1]:
-        raise LowresError(f"--order must be between {WORD_ORDERS[0]} and {WORD_ORDERS[1]}, not {order}.")
-    if unit_order and not UNIT_ORDERS[0] <= unit_order <= UNIT_ORDERS[1]:
-        raise LowresError(f"--unit-order must be 0 (no unit model) or between {UNIT_ORDERS[0]} and "
-                          f"{UNIT_ORDERS[1]}, not {unit_order}.")
-    if prune_singletons and prune_from_order < 2:
-        raise LowresError(f"Singletons can be pruned from order 2 upwards, not {prune_from_order}.")
-    for t in texts:
-        if not t.is_file():
-            raise LowresError(f"Text file not found: {t}. Give UTF-8 text files, one or more sentences a line.")
-    if not texts and data is None:
-        raise LowresError("Nothing to build from: give text files (--text), a prepared folder (--data), or both.")
+    texts, out = [Path(t) for t in texts], Path(out)
+    _check_arguments(texts, data, order, unit_order, prune_singletons, prune_from_order)
     notes: list[str] = []
-    units = "grapheme"
-    prepared = None
-    vocab = None
-    if data is not None:
-        data = Path(data)
-        # without vocab.json the LM is still built (no lexicon, no unit model: noted below)
-        prepared = PreparedDir.open(data, need_vocab=False)
-        if not prepared.manifest("full").is_file():
-            raise LowresError(f"{data} has no manifests/full.jsonl. Pass the folder written by `lowres prepare` "
-                              "for a labeled corpus.")
-        for t in texts:
-            if t.resolve().is_relative_to(data.resolve()):
-                raise LowresError(f"--text {t} is inside the prepared folder {data}. Its training transcripts are "
-                                  "added by --data already, and its dev and test transcripts must never reach "
-                                  "the language model; give only outside text with --text.")
-        prepared_cfg, units = text_config_from_prepare(data)
-        if text_config is None:
-            text_config = prepared_cfg
-        elif text_config != prepared_cfg:
-            notes.append("the text normalisation given differs from the one `lowres prepare` used for --data")
-        if prepared.has_vocab:
-            vocab = prepared.load_vocab()
-        else:
-            notes.append("the prepared folder has no vocab.json: no lexicon and no unit model were written")
-    text_config = text_config or TextConfig()
-
-    heldout = _heldout_transcripts(prepared) if prepared is not None else {}
-    if data is not None and not heldout:
+    prepared, text_config, units, vocab = _open_data(data, texts, text_config, notes)
+    heldout = HeldoutFilter(_heldout_transcripts(prepared) if prepared is not None else {})
+    if data is not None and not heldout.transcripts:
         notes.append("the prepared folder has no dev or test transcripts to keep out")
     claim_folder(out, what="language model", overwrite=overwrite, clear=_clear_outputs,
                  hint="Pass --overwrite to replace the language model files in it (other files are left alone), "
                       "or choose another --out.")
     folder = LMFolder(out)
-
-    corpus = Corpus()
-    dropped: Counter = Counter()
-    dropped_examples: list[str] = []
-
-    def keep(sentence: str) -> bool:
-        sets = heldout.get(sentence)
-        if sets is None:
-            return True
-        for s in sets:
-            dropped[s] += 1
-        dropped["sentences"] += 1
-        if len(dropped_examples) < _EXAMPLES:
-            dropped_examples.append(sentence)
-        return False
-
-    sources: list[dict] = []
     prune_from = prune_from_order if prune_singletons else None
-    train = {"transcripts": 0, "equal_to_dev_or_test": 0}
-    dev_texts: list[str] = []
-    unit_report = None
     with progress_bar(console) as progress:
-        total_mb = sum(t.stat().st_size for t in texts) / 1e6
-        task = progress.add_task("reading text", total=round(total_mb, 3) or None, unit="MB")
-        for path in texts:
-            sources.append(_read_text(path, text_config, corpus, keep, progress, task))
-        if prepared is not None:
-            for utt in read_manifest(prepared.manifest("full")):
-                # already normalised by prepare; a training transcript that is also a held-out one is kept
-                # (the acoustic model trains on it too) but counted
-                if utt.text in heldout:
-                    train["equal_to_dev_or_test"] += 1
-                if corpus.add(utt.text.split()):
-                    train["transcripts"] += 1
-            if prepared.manifest("dev").is_file():
-                dev_texts = [u.text for u in read_manifest(prepared.manifest("dev")) if u.text]
-        if not corpus.sentences:
-            raise LowresError("No sentences are left to build a language model from (all text files and "
-                              "transcripts are empty after normalisation, or were dev/test sentences).")
-        steps = 2 + (1 if vocab is not None else 0) + (2 if vocab is not None and unit_order else 0)
-        est = progress.add_task(f"estimating the {order}-gram model", total=steps, unit="steps")
-        words, tokens, lengths = corpus.arrays()
-        del corpus
-        model = estimate_arrays(words, tokens, lengths, order, prune_singletons_from=prune_from)
-        progress.advance(est)
-        write_arpa(model, folder.arpa)
-        progress.advance(est)
-        dev = perplexity(model, dev_texts) if dev_texts else None
-        lexicon = None
-        if vocab is not None:
-            lexicon = write_lexicon(model.vocab, vocab, folder.lexicon)
-            progress.advance(est)
-        m = _summary(model)
-        model_sentences = m["sentences"]
-        del model  # the unit model needs the memory
-        if vocab is not None and unit_order:
-            unit_vocab, unit_tokens, unit_lengths = unit_sentences(words, tokens, lengths, vocab,
-                                                                   max_units=UNIT_MAX_TOKENS)
-            unit_sentence_count = len(unit_lengths)
-            del tokens, lengths
-            unit_model = estimate_arrays(unit_vocab, unit_tokens, unit_lengths, unit_order,
-                                         prune_singletons_from=prune_from)
-            del unit_tokens, unit_lengths
-            progress.advance(est)
-            write_arpa(unit_model, folder.units_arpa)
-            progress.advance(est)
-            unit_report = {
-                "order": unit_model.order, "requested_order": unit_order, "units": len(unit_vocab),
-                "tokens": unit_model.info["tokens"], "sentences": unit_sentence_count,
-                "ngrams": {str(n): c for n, c in enumerate(unit_model.counts, 1)},
-                "discounts": {str(n): d.as_dict() for n, d in enumerate(unit_model.discounts, 1)},
-                "dev": _unit_dev(unit_model, dev_texts, vocab) if dev_texts else None,
-                "notes": unit_model.info["notes"],
-            }
-            if unit_sentence_count < model_sentences:
-                unit_report["notes"].append(
-                    f"estimated on {unit_sentence_count:,} evenly spaced sentences of {model_sentences:,} "
-                    f"(at most {UNIT_MAX_TOKENS:,} units)")
-
+        corpus, sources, train, dev_texts = _read_corpus(texts, prepared, text_config, heldout, progress)
+        m, dev, lexicon, unit_report = _estimate(corpus, order, unit_order, prune_from, vocab, dev_texts, folder,
+                                                 progress)
     if data is not None and not dev_texts:
         notes.append("the prepared folder has no dev transcripts: no dev perplexity")
     notes.extend(m["notes"])
@@ -239,13 +128,7 @@ def build_lm(
         "texts": sources,
         "data": str(data) if data is not None else None,
         "training_transcripts": train,
-        "heldout_check": {
-            "dev_test_transcripts": len(heldout),
-            "dropped_sentences": dropped["sentences"],
-            "dropped_matching_dev": dropped["dev"],
-            "dropped_matching_test": dropped["test"],
-            "dropped_examples": dropped_examples,
-        },
+        "heldout_check": heldout.report(),
         "sentences": m["sentences"],
         "tokens": m["tokens"],
         "vocabulary_size": m["vocabulary_size"],
@@ -268,6 +151,148 @@ def build_lm(
     }
     atomic_write_json(folder.report, report)
     return report
+
+
+def _check_arguments(texts: list[Path], data: Path | None, order: int, unit_order: int, prune_singletons: bool,
+                     prune_from_order: int) -> None:
+    if not WORD_ORDERS[0] <= order <= WORD_ORDERS[1]:
+        raise LowresError(f"--order must be between {WORD_ORDERS[0]} and {WORD_ORDERS[1]}, not {order}.")
+    if unit_order and not UNIT_ORDERS[0] <= unit_order <= UNIT_ORDERS[1]:
+        raise LowresError(f"--unit-order must be 0 (no unit model) or between {UNIT_ORDERS[0]} and "
+                          f"{UNIT_ORDERS[1]}, not {unit_order}.")
+    if prune_singletons and prune_from_order < 2:
+        raise LowresError(f"Singletons can be pruned from order 2 upwards, not {prune_from_order}.")
+    for t in texts:
+        if not t.is_file():
+            raise LowresError(f"Text file not found: {t}. Give UTF-8 text files, one or more sentences a line.")
+    if not texts and data is None:
+        raise LowresError("Nothing to build from: give text files (--text), a prepared folder (--data), or both.")
+
+
+def _open_data(data: Path | None, texts: list[Path], text_config: TextConfig | None,
+               notes: list[str]) -> tuple[PreparedDir | None, TextConfig, str, Vocab | None]:
+    """``--data``, checked (prepared, with manifests/full.jsonl; no --text inside it), with the normalisation and
+    units prepare used and its vocabulary (None without vocab.json: no lexicon and no unit model, noted)."""
+    if data is None:
+        return None, text_config or TextConfig(), "grapheme", None
+    data = Path(data)
+    prepared = PreparedDir.open(data, need_vocab=False)
+    if not prepared.manifest("full").is_file():
+        raise LowresError(f"{data} has no manifests/full.jsonl. Pass the folder written by `lowres prepare` "
+                          "for a labeled corpus.")
+    for t in texts:
+        if t.resolve().is_relative_to(data.resolve()):
+            raise LowresError(f"--text {t} is inside the prepared folder {data}. Its training transcripts are "
+                              "added by --data already, and its dev and test transcripts must never reach "
+                              "the language model; give only outside text with --text.")
+    prepared_cfg, units = text_config_from_prepare(data)
+    if text_config is None:
+        text_config = prepared_cfg
+    elif text_config != prepared_cfg:
+        notes.append("the text normalisation given differs from the one `lowres prepare` used for --data")
+    vocab = None
+    if prepared.has_vocab:
+        vocab = prepared.load_vocab()
+    else:
+        notes.append("the prepared folder has no vocab.json: no lexicon and no unit model were written")
+    return prepared, text_config, units, vocab
+
+
+class HeldoutFilter:
+    """Keeps every dev or test transcript (``{sentence: the sets it is in}``) out of the LM, counting each one."""
+
+    def __init__(self, transcripts: dict[str, tuple[str, ...]]):
+        self.transcripts = transcripts
+        self.dropped: Counter = Counter()
+        self.examples: list[str] = []
+
+    def keep(self, sentence: str) -> bool:
+        sets = self.transcripts.get(sentence)
+        if sets is None:
+            return True
+        for s in sets:
+            self.dropped[s] += 1
+        self.dropped["sentences"] += 1
+        if len(self.examples) < _EXAMPLES:
+            self.examples.append(sentence)
+        return False
+
+    def report(self) -> dict:
+        return {"dev_test_transcripts": len(self.transcripts), "dropped_sentences": self.dropped["sentences"],
+                "dropped_matching_dev": self.dropped["dev"], "dropped_matching_test": self.dropped["test"],
+                "dropped_examples": self.examples}
+
+
+def _read_corpus(texts: list[Path], prepared: PreparedDir | None, text_config: TextConfig, heldout: HeldoutFilter,
+                 progress) -> tuple[Corpus, list[dict], dict, list[str]]:
+    """The sentences of the text files (dev/test sentences dropped) and the prepared folder's training
+    transcripts; returns the corpus, each file's counts, the transcripts' counts and the dev transcripts."""
+    corpus = Corpus()
+    total_mb = sum(t.stat().st_size for t in texts) / 1e6
+    task = progress.add_task("reading text", total=round(total_mb, 3) or None, unit="MB")
+    sources = [_read_text(path, text_config, corpus, heldout.keep, progress, task) for path in texts]
+    train = {"transcripts": 0, "equal_to_dev_or_test": 0}
+    dev_texts: list[str] = []
+    if prepared is not None:
+        for utt in read_manifest(prepared.manifest("full")):
+            # already normalised by prepare; a training transcript that is also a held-out one is kept
+            # (the acoustic model trains on it too) but counted
+            if utt.text in heldout.transcripts:
+                train["equal_to_dev_or_test"] += 1
+            if corpus.add(utt.text.split()):
+                train["transcripts"] += 1
+        if prepared.manifest("dev").is_file():
+            dev_texts = [u.text for u in read_manifest(prepared.manifest("dev")) if u.text]
+    if not corpus.sentences:
+        raise LowresError("No sentences are left to build a language model from (all text files and "
+                          "transcripts are empty after normalisation, or were dev/test sentences).")
+    return corpus, sources, train, dev_texts
+
+
+def _estimate(corpus: Corpus, order: int, unit_order: int, prune_from: int | None, vocab: Vocab | None,
+              dev_texts: list[str], folder: LMFolder, progress) -> tuple[dict, dict | None, dict | None, dict | None]:
+    """The word model (written as lm.arpa, its lexicon beside it) and the unit model (units.arpa), one after the
+    other: each array is let go as soon as the next step no longer needs it, since the unit model needs the
+    memory. Returns the word model's summary, its dev perplexity, the lexicon's report and the unit model's."""
+    steps = 2 + (1 if vocab is not None else 0) + (2 if vocab is not None and unit_order else 0)
+    est = progress.add_task(f"estimating the {order}-gram model", total=steps, unit="steps")
+    words, tokens, lengths = corpus.arrays()
+    del corpus
+    model = estimate_arrays(words, tokens, lengths, order, prune_singletons_from=prune_from)
+    progress.advance(est)
+    write_arpa(model, folder.arpa)
+    progress.advance(est)
+    dev = perplexity(model, dev_texts) if dev_texts else None
+    lexicon = None
+    if vocab is not None:
+        lexicon = write_lexicon(model.vocab, vocab, folder.lexicon)
+        progress.advance(est)
+    m = _summary(model)
+    model_sentences = m["sentences"]
+    del model  # the unit model needs the memory
+    if vocab is None or not unit_order:
+        return m, dev, lexicon, None
+    unit_vocab, unit_tokens, unit_lengths = unit_sentences(words, tokens, lengths, vocab, max_units=UNIT_MAX_TOKENS)
+    unit_sentence_count = len(unit_lengths)
+    del tokens, lengths
+    unit_model = estimate_arrays(unit_vocab, unit_tokens, unit_lengths, unit_order, prune_singletons_from=prune_from)
+    del unit_tokens, unit_lengths
+    progress.advance(est)
+    write_arpa(unit_model, folder.units_arpa)
+    progress.advance(est)
+    unit_report = {
+        "order": unit_model.order, "requested_order": unit_order, "units": len(unit_vocab),
+        "tokens": unit_model.info["tokens"], "sentences": unit_sentence_count,
+        "ngrams": {str(n): c for n, c in enumerate(unit_model.counts, 1)},
+        "discounts": {str(n): d.as_dict() for n, d in enumerate(unit_model.discounts, 1)},
+        "dev": _unit_dev(unit_model, dev_texts, vocab) if dev_texts else None,
+        "notes": unit_model.info["notes"],
+    }
+    if unit_sentence_count < model_sentences:
+        unit_report["notes"].append(
+            f"estimated on {unit_sentence_count:,} evenly spaced sentences of {model_sentences:,} "
+            f"(at most {UNIT_MAX_TOKENS:,} units)")
+    return m, dev, lexicon, unit_report
 
 
 def _summary(model) -> dict:

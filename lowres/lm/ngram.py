@@ -249,6 +249,49 @@ def estimate_arrays(vocab: Sequence[str], tokens: np.ndarray, lengths: np.ndarra
     """:func:`estimate` from arrays: ``vocab`` starts with ``<unk>``, ``<s>``, ``</s>`` (ids 0, 1, 2);
     ``tokens`` (W,) are the word ids of all sentences one after the other, without markers; ``lengths``
     (S,) the number of words of each sentence (each >= 1)."""
+    vocab, tokens, lengths = _checked(vocab, tokens, lengths, order, prune_singletons_from)
+    notes: list[str] = []
+    v = len(vocab)
+    padded, pos = _pad(tokens, lengths)
+    ctx, word, raw, suffix = _raw_counts(padded, pos, order, v)
+    del padded, pos
+    top = len(word)
+    if top < order:
+        notes.append(f"the longest sentence has {int(lengths.max())} words, too few for {order}-grams (they need "
+                     f"{order - 2} words between <s> and </s>): the model has order {top}")
+    adjusted = _adjusted_counts(ctx, word, raw, suffix)
+    discounts = tuple(_discount(adjusted[i], i + 1) for i in range(top))
+    for i, d in enumerate(discounts):
+        if d.fallback:
+            notes.append(f"{i + 1}-grams: {d.fallback}; used the fallback discounts "
+                         f"D1={FALLBACK_DISCOUNTS[0]} D2={FALLBACK_DISCOUNTS[1]} D3+={FALLBACK_DISCOUNTS[2]}")
+    keep = _kept(ctx, word, raw, suffix, prune_singletons_from)
+    logprob, backoff = _interpolate(ctx, word, suffix, adjusted, discounts, keep, v)
+    counts_before = [len(w) for w in word]
+    if prune_singletons_from is not None:
+        emptied = [i + 1 for i in range(top) if not keep[i].any()]
+        if emptied:
+            notes.append(f"pruning left no {', '.join(map(str, emptied))}-grams (all were seen once)")
+        new_row = [np.cumsum(k) - 1 for k in keep]
+        for i in range(top):
+            k = keep[i]
+            ctx[i] = new_row[i - 1][ctx[i][k]] if i else ctx[i][k]
+            word[i], logprob[i], backoff[i] = word[i][k], logprob[i][k], backoff[i][k]
+    info = {
+        "requested_order": order,
+        "sentences": int(len(lengths)),
+        "tokens": int(len(tokens)),
+        "vocabulary": v,
+        "ngrams_before_pruning": counts_before,
+        "prune_singletons_from": prune_singletons_from,
+        "notes": notes,
+    }
+    return NgramModel(vocab, tuple(ctx), tuple(word), tuple(logprob), tuple(backoff), discounts, info)
+
+
+def _checked(vocab: Sequence[str], tokens, lengths, order: int,
+             prune_singletons_from: int | None) -> tuple[tuple[str, ...], np.ndarray, np.ndarray]:
+    """The inputs of :func:`estimate_arrays`, checked, as a tuple and two int64 arrays."""
     if not MIN_ORDER <= order <= MAX_ORDER:
         raise LowresError(f"The n-gram order must be between {MIN_ORDER} and {MAX_ORDER}, not {order}.")
     if prune_singletons_from is not None and prune_singletons_from < 2:
@@ -266,17 +309,19 @@ def estimate_arrays(vocab: Sequence[str], tokens: np.ndarray, lengths: np.ndarra
         raise ValueError("token ids must be word ids of the vocabulary other than <s> and </s>")
     if not len(lengths):
         raise LowresError("No sentences to estimate a language model from: the text is empty after normalisation.")
-    notes: list[str] = []
-    v = len(vocab)
-    padded, pos = _pad(tokens, lengths)
+    return vocab, tokens, lengths
 
-    # Raw counts of every n-gram, order by order. `here[t]` is the row of the n-gram of the current order
-    # that ends at token t (-1 when the sentence is too short); an n-gram is keyed by (row of its first
-    # n-1 words, last word), so np.unique gives rows sorted by (context, word).
+
+def _raw_counts(padded: np.ndarray, pos: np.ndarray, order: int, v: int) -> tuple[list, list, list, list]:
+    """Raw counts of every n-gram, order by order, as (context row, word, count, suffix row) per order.
+
+    ``here[t]`` is the row of the n-gram of the current order that ends at token t (-1 when the sentence is too
+    short); an n-gram is keyed by (row of its first n-1 words, last word), so np.unique gives rows sorted by
+    (context, word). The suffix row is the n-gram without its first word, in order n-1 (None for unigrams)."""
     ctx = [np.zeros(v, dtype=np.int64)]
     word = [np.arange(v, dtype=np.int64)]
     raw = [np.bincount(padded, minlength=v).astype(np.int64)]
-    suffix: list[np.ndarray | None] = [None]  # row of the n-gram without its first word, in order n-1
+    suffix: list[np.ndarray | None] = [None]
     here = padded
     ends = np.flatnonzero(pos >= 1).astype(padded.dtype)  # tokens that end a bigram
     for n in range(2, order + 1):
@@ -300,13 +345,13 @@ def estimate_arrays(vocab: Sequence[str], tokens: np.ndarray, lengths: np.ndarra
         nxt[ends] = inverse
         del inverse
         here = nxt
-    del here, padded, pos, ends
-    top = len(word)
-    if top < order:
-        notes.append(f"the longest sentence has {int(lengths.max())} words, too few for {order}-grams (they need "
-                     f"{order - 2} words between <s> and </s>): the model has order {top}")
+    return ctx, word, raw, suffix
 
-    # Adjusted counts: raw at the top order and for n-grams starting with <s>, else continuation counts.
+
+def _adjusted_counts(ctx: list, word: list, raw: list, suffix: list) -> list[np.ndarray]:
+    """Kneser-Ney's adjusted counts: raw at the top order and for n-grams starting with <s>, else continuation
+    counts (how many distinct words precede the n-gram)."""
+    top = len(word)
     first = [word[0]]
     for i in range(1, top):
         first.append(first[i - 1][ctx[i]])
@@ -318,24 +363,29 @@ def estimate_arrays(vocab: Sequence[str], tokens: np.ndarray, lengths: np.ndarra
         adjusted[i] = a
     adjusted[0] = adjusted[0].copy()
     adjusted[0][BOS_ID] = 0  # <s> is never predicted
-    del first
+    return adjusted
 
-    discounts = tuple(_discount(adjusted[i], i + 1) for i in range(top))
-    for i, d in enumerate(discounts):
-        if d.fallback:
-            notes.append(f"{i + 1}-grams: {d.fallback}; used the fallback discounts "
-                         f"D1={FALLBACK_DISCOUNTS[0]} D2={FALLBACK_DISCOUNTS[1]} D3+={FALLBACK_DISCOUNTS[2]}")
 
+def _kept(ctx: list, word: list, raw: list, suffix: list, prune_singletons_from: int | None) -> list[np.ndarray]:
+    """Which n-grams stay: all, or with pruning all but the singletons from that order on (a kept n-gram's context
+    and suffix stay too: they are never rarer)."""
     keep = [np.ones(len(w), dtype=bool) for w in word]
     if prune_singletons_from is not None:
+        top = len(word)
         for i in range(prune_singletons_from - 1, top):
             keep[i] = raw[i] > 1
-        for i in range(top - 1, 0, -1):  # a kept n-gram's context and suffix stay (they are never rarer)
+        for i in range(top - 1, 0, -1):
             k = keep[i]
             keep[i - 1][ctx[i][k]] = True
             keep[i - 1][suffix[i][k]] = True
+    return keep
 
-    # Uninterpolated probabilities u, interpolation weights γ, and the interpolation itself, bottom up.
+
+def _interpolate(ctx: list, word: list, suffix: list, adjusted: list, discounts, keep: list,
+                 v: int) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """log10 probabilities and backoff weights of every n-gram: uninterpolated probabilities u, interpolation
+    weights γ, and the interpolation itself, bottom up."""
+    top = len(word)
     table = [np.array([0.0, d.d1, d.d2, d.d3]) for d in discounts]
     a0 = adjusted[0].astype(np.float64)
     disc0 = table[0][np.minimum(adjusted[0], 3)]
@@ -356,32 +406,11 @@ def estimate_arrays(vocab: Sequence[str], tokens: np.ndarray, lengths: np.ndarra
         prob.append((a - disc) / denominator[ctx[i]] + gamma[ctx[i]] * prob[i - 1][suffix[i]])
     gammas.append(np.ones(len(word[top - 1])))
     prob[0][BOS_ID] = 1.0  # lmplz writes log10 p(<s>) = 0: scoring <s> explicitly costs nothing
-
     with np.errstate(divide="ignore"):
         logprob = [np.minimum(0.0, np.log10(p)) for p in prob]
         backoff = [np.log10(g) for g in gammas]
     backoff[top - 1] = np.zeros(len(word[top - 1]))
-
-    counts_before = [len(w) for w in word]
-    if prune_singletons_from is not None:
-        emptied = [i + 1 for i in range(top) if not keep[i].any()]
-        if emptied:
-            notes.append(f"pruning left no {', '.join(map(str, emptied))}-grams (all were seen once)")
-        new_row = [np.cumsum(k) - 1 for k in keep]
-        for i in range(top):
-            k = keep[i]
-            ctx[i] = new_row[i - 1][ctx[i][k]] if i else ctx[i][k]
-            word[i], logprob[i], backoff[i] = word[i][k], logprob[i][k], backoff[i][k]
-    info = {
-        "requested_order": order,
-        "sentences": int(len(lengths)),
-        "tokens": int(len(tokens)),
-        "vocabulary": v,
-        "ngrams_before_pruning": counts_before,
-        "prune_singletons_from": prune_singletons_from,
-        "notes": notes,
-    }
-    return NgramModel(vocab, tuple(ctx), tuple(word), tuple(logprob), tuple(backoff), discounts, info)
+    return logprob, backoff
 
 
 def _discount(adjusted: np.ndarray, order: int) -> Discount:
