@@ -214,7 +214,7 @@ def test_outside_vocabulary_share():
 def test_eval_warns_of_characters_outside_the_vocabulary(trained, tmp_path):
     """#14: a Swahili model evaluated on Guarani data scored without a word of warning."""
     prepared, run = trained
-    rows = factory.read_jsonl(prepared / "manifests" / "test.jsonl")
+    rows = factory.read_jsonl(prepared / "manifests" / "full.jsonl")  # (enough clips for all three sentences)
     guarani = ["mba'éichapa reiko", "ñane ñe'ẽ porã", "aguyjevete ndéve"]
     manifest = tmp_path / "gn.jsonl"
     for i, row in enumerate(rows):
