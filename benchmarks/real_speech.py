@@ -237,20 +237,14 @@ def lowres(*args, log: Path | None = None) -> float:
     return (time.perf_counter() - t0) / 60
 
 
-def _finished(run: Path) -> bool:
-    return (run / "summary.json").is_file()
-
-
-def _resumable(run: Path) -> bool:
-    return (run / "config.json").is_file() and (run / "checkpoints").is_dir() and any(
-        (run / "checkpoints").iterdir()) and not _finished(run)
-
-
 def _train(kind: str, run: Path, args: list, log: Path) -> float:
-    """An adapt or finetune run: started, resumed from its checkpoint, or reused when finished."""
-    if _finished(run):
-        return json.loads((run / "summary.json").read_text()).get("wall_seconds", 0.0) / 60
-    if _resumable(run):
+    """An adapt or finetune run: started, resumed from its last complete checkpoint, or reused when finished."""
+    from lowres.runs import RUN_SUMMARY, is_run
+    from lowres.train.checkpoint import latest_checkpoint
+
+    if (run / RUN_SUMMARY).is_file():
+        return json.loads((run / RUN_SUMMARY).read_text()).get("wall_seconds", 0.0) / 60
+    if is_run(run) and latest_checkpoint(run) is not None:
         return lowres(kind, "--resume", "--out", run, "-q", log=log)
     return lowres(kind, *args, "--out", run, "--overwrite", "-q", log=log)
 

@@ -28,6 +28,7 @@ from lowres.config import (
     LoraSettings,
     SynthConfig,
 )
+from lowres.data.corpora.common import CorpusOptions
 
 app = typer.Typer(
     name="lowres",
@@ -119,6 +120,11 @@ _PREPARE_FIELDS = {"seed": "seed", "min_duration": "min_duration_s", "max_durati
                    "speaker_disjoint": "speaker_disjoint"}
 
 
+def _default(cls, name: str):
+    """A setting's default, read from its dataclass (the one place it is declared) for a help text."""
+    return cls.__dataclass_fields__[name].default
+
+
 def _prepare_default(option: str):
     """The default of a prepare option: the PrepareConfig field's."""
     from lowres.config import PrepareConfig
@@ -163,7 +169,8 @@ def prepare(
     audio_column: str | None = typer.Option(None, help="Table: the audio path column."),
     text_column: str | None = typer.Option(None, help="Table: the transcript column."),
     speaker_column: str | None = typer.Option(None, help="Table: the speaker column."),
-    cv_pool: str = typer.Option("train", help="Common Voice training pool: train, or validated minus dev/test."),
+    cv_pool: str = typer.Option(_default(CorpusOptions, "cv_pool"), help="Common Voice training pool: train, or "
+                                "validated minus dev/test."),
     lang: str | None = typer.Option(None, help="Shipped per-language text rules, e.g. haw, tr, sw."),
     text_rules: Path | None = typer.Option(None, help="Your own text rules (TOML; see README)."),
     keep_case: bool = typer.Option(False, "--keep-case", help="Do not lower-case transcripts."),
@@ -274,11 +281,6 @@ def lm_(
 
 # ---------------------------------------------------------------------------------------------------
 # adapt / finetune / eval / transcribe / export
-
-
-def _default(cls, name: str):
-    """A setting's default, read from its dataclass (the one place it is declared) for a help text."""
-    return cls.__dataclass_fields__[name].default
 
 
 # the options adapt and finetune share, declared once
@@ -450,7 +452,12 @@ def _decode_options(**given):
 @app.command("eval", no_args_is_help=True)
 @friendly
 def eval_(
-    model: Path = typer.Option(..., "--model", "-m", help="A run folder written by `lowres finetune`."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="A run folder written by `lowres finetune`."),
+    whisper: str | None = typer.Option(None, "--whisper", help="Instead of --model: Whisper's own decoder, no "
+                                       "fine-tuning (a name such as whisper-base, or a Hugging Face or CTranslate2 "
+                                       "Whisper folder), with --language."),
+    language: str | None = typer.Option(None, "--language", help="With --whisper: the language spoken (ISO 639-1, "
+                                        "e.g. nl)."),
     data: Path | None = typer.Option(None, "--data", "-d", help="A prepared folder (with --split)."),
     split: str = typer.Option("test", "--split", "-s", help="With --data: test, dev, or any manifest name there."),
     manifest: Path | None = typer.Option(None, "--manifest", help="A manifest file (instead of --data/--split)."),
@@ -481,14 +488,23 @@ def eval_(
     Examples:
       lowres eval --model runs/sw-1h --data prepared/sw --split test
       lowres eval --model runs/sw-1h --data prepared/sw --split test --lm lm/sw --tune-lm
+      lowres eval --whisper whisper-base --language nl --data prepared/nl --out runs/nl-whisper-zeroshot
 
     Writes hyps.jsonl (reference, hypothesis, errors per utterance) and metrics.json (wer, cer,
     num_utterances, rtf, worst utterances, character confusions).
     """
     from lowres.evaluate import eval_manifests, run_eval
 
+    if (model is None) == (whisper is None):
+        raise LowresError("Give --model RUN (a fine-tuned run) or --whisper NAME (Whisper's own decoder, no "
+                          "fine-tuning), one of them.")
     manifest, tune_on = eval_manifests(data, split, manifest, tune_lm=tune_lm, lm=lm,
                                        fixed_weights=lm_weight is not None or word_score is not None)
+    if whisper is not None:
+        _zero_shot(whisper, language, data, manifest, out, device, overwrite, quiet, lm, tune_lm)
+        return
+    if language is not None:
+        raise LowresError("--language goes with --whisper (a fine-tuned run knows its language).")
     options = _decode_options(batch_seconds=batch_seconds, lm=lm, lexicon=lexicon, lexicon_free=lexicon_free,
                               beam_size=beam, lm_weight=lm_weight, word_score=word_score)
     console = _stdout()
@@ -503,6 +519,29 @@ def eval_(
         versus = f"; greedy WER {100 * greedy['wer']:.2f}%" if greedy else ""
         console.print(f"WER {100 * metrics['wer']:.2f}%  CER {100 * metrics['cer']:.2f}%  "
                       f"({metrics['num_utterances']} utterances, RTF {metrics['rtf']:.3f}{versus})")
+
+
+def _zero_shot(whisper: str, language: str | None, data: Path | None, manifest: Path, out: Path | None, device: str,
+               overwrite: bool, quiet: bool, lm: Path | None, tune_lm: bool) -> None:
+    """``eval --whisper``: Whisper's own decoder over the manifest, scored with the prepared folder's
+    normalisation."""
+    from lowres.data.prepared import PreparedDir
+    from lowres.data.text import TextConfig
+    from lowres.zeroshot import run_whisper_eval
+
+    if not language:
+        raise LowresError("--whisper needs --language CODE: the language spoken (ISO 639-1, e.g. nl, en, sw).")
+    if lm is not None or tune_lm:
+        raise LowresError("--lm and --tune-lm go with --model: Whisper's decoder has its own language model.")
+    if out is None:
+        raise LowresError("--whisper needs --out FOLDER: there is no run folder to write the results into.")
+    text = PreparedDir.open(data, need_vocab=False).text_config() if data is not None else TextConfig()
+    console = _stdout()
+    metrics = run_whisper_eval(whisper, manifest, out, language, text, device_name=device, overwrite=overwrite,
+                               console=None if quiet else console)
+    if quiet:
+        console.print(f"WER {100 * metrics['wer']:.2f}%  CER {100 * metrics['cer']:.2f}%  "
+                      f"({metrics['num_utterances']} utterances, RTF {metrics['rtf']:.3f})")
 
 
 @app.command(no_args_is_help=True)

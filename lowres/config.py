@@ -189,6 +189,8 @@ class ModelConfig(SharedModelConfig):
     attention_dropout: float | None = None
     activation_dropout: float | None = None
     projection_dropout: float | None = None
+    whisper_window: bool = False  # Whisper bases: pad every clip to Whisper's 30-s window as Whisper was trained
+    # (slower), instead of encoding it at its own length with the first positions of the table
 
     def __post_init__(self):
         super().__post_init__()

@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import math
 import os
 import sys
 from collections import Counter
@@ -389,12 +390,20 @@ def forward_batches(model, utts: Sequence, device, *, options: DecodeOptions = D
     from lowres.runtime import autocast
 
     dataset = UtteranceDataset(utts)
-    batches = eval_batches(utts, options.batch_seconds)
+    limit = getattr(getattr(model, "spec", None), "max_seconds", math.inf)  # Whisper reads 30 s at most
+    batches = [b for b in ([i for i in batch if utts[i].duration <= limit]
+                           for batch in eval_batches(utts, options.batch_seconds)) if b]
     shortest = _samples_for_one_frame(model)
     task = progress.add_task("decoding", total=len(utts), unit="utt") if progress is not None else None
     was_training = model.training
     model.eval()
     try:
+        too_long = [f"{u.audio_filepath}: {u.duration:.1f} s is longer than the {limit:g} s the backbone reads at "
+                    "once (lowres transcribe cuts long files into pieces)" for u in utts if u.duration > limit]
+        if too_long:
+            yield [], None, None, too_long
+            if task is not None:
+                progress.advance(task, len(too_long))
         for batch in loader(dataset, batches, options.workers):
             errors = list(batch.errors or [])
             if not batch.indices:
@@ -420,8 +429,8 @@ def _samples_for_one_frame(model) -> int:
     convolution fail (kernel larger than its input)."""
     stack = getattr(getattr(model, "spec", None), "conv_stack", None)
     need = 1
-    for kernel, stride in reversed(tuple(stack or ())):
-        need = (need - 1) * stride + kernel
+    for kernel, stride, *padding in reversed(tuple(stack or ())):
+        need = max(1, (need - 1) * stride + kernel - 2 * (padding[0] if padding else 0))
     return need
 
 

@@ -34,7 +34,8 @@ def plan_chunks(path: Path, chunk_s: float) -> list[tuple[float, float]]:
 def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "auto", chunk_s: float = TRANSCRIBE_CHUNK_S,
                      *, options: DecodeOptions | None = None, progress=None,
                      on_error: Callable[[Path, str], None] | None = None) -> Iterator[tuple[Path, str]]:
-    """(file, transcript) in input order. Long files are cut into ≤ ``chunk_s`` pieces at quiet points,
+    """(file, transcript) in input order. Long files are cut into ≤ ``chunk_s`` pieces at quiet points (at most
+    the 30 s a Whisper backbone reads),
     decoded in batches and joined with spaces; memory stays bounded by the batch, not by the file.
 
     ``options``: how to decode (:class:`lowres.decode.DecodeOptions`: greedy by default, beam search with
@@ -58,6 +59,7 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
         raise LowresError(f"Audio file(s) not found: {', '.join(missing[:5])}. Check the paths.")
     device = resolve_device(device_name)
     run = load_run(run_dir, device=device)
+    chunk_s = min(chunk_s, run.model.spec.max_seconds)  # Whisper reads 30 s at most: longer pieces are cut
     if options.precision is None:
         options = dataclasses.replace(options, precision=run.config.train.precision)
     decoder = search.make_decoder(run.vocab) if search is not None else None
@@ -102,7 +104,8 @@ def _transcribe_one(run, path: Path, device, chunk_s: float, options: DecodeOpti
 
 def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
     """LoRA merged into the base; written as a Hugging Face ``*ForCTC`` folder with a ``Wav2Vec2Processor``.
-    A ``--head weighted`` run is refused (LowresError): no transformers class holds its head."""
+    A ``--head weighted`` run and a Whisper-encoder run are refused (LowresError): no transformers class holds
+    them."""
     from functools import partial
 
     from lowres.bases import load_run
@@ -124,12 +127,20 @@ def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:
 
 
 def _refuse_weighted_head(run_dir: Path) -> None:
-    """A ``--head weighted`` run has no Hugging Face form: say so, and what to use instead."""
+    """A ``--head weighted`` run and a Whisper-encoder run have no Hugging Face form: say so, and what to use
+    instead."""
     from lowres.runs import is_run, read_run
 
     if not is_run(run_dir):  # not a run folder: load_run says so
         return
     record = read_run(run_dir)
+    if record.kind == "finetune" and record.backbone.get("family") == "whisper":
+        raise LowresError(
+            f"{run_dir} is a CTC recogniser on Whisper's encoder, and no transformers class holds that: Whisper's "
+            "classes pair its encoder with its own decoder (WhisperForConditionalGeneration) or a classifier "
+            "(WhisperForAudioClassification), none with a CTC layer, so there is no Hugging Face folder to export "
+            f"that loads with the same transcripts. Use the run folder itself with `lowres eval --model {run_dir}` "
+            f"and `lowres transcribe --model {run_dir}`.")
     head = record.config.get("head")
     if record.kind == "finetune" and isinstance(head, dict) and head.get("kind") == "weighted":
         raise LowresError(

@@ -18,18 +18,22 @@ from lowres import LowresError
 from lowres.bases.bundles import NAMED_BUNDLES, load_bundle
 from lowres.bases.huggingface import load_huggingface
 from lowres.bases.shipped import load_shipped, shipped_info, shipped_names
+from lowres.bases.whisper import NAMES as WHISPER_NAMES
 from lowres.model.backbone import RANDOM_CONFIGS, BackboneSpec, LoadedBackbone, build_model, fingerprint
 from lowres.runs import RUN_CONFIG, RUN_VOCAB, RUN_WEIGHTS, RunRecord, is_run, read_run, recorded_base_path
 
 
 def available_names() -> list[str]:
-    """Every name ``--base`` knows: the shipped bases, torchaudio bundles and random-init architectures."""
-    return sorted(shipped_names()) + sorted(NAMED_BUNDLES) + sorted(RANDOM_CONFIGS)
+    """Every name ``--base`` knows: the shipped bases, torchaudio bundles, Whisper's sizes and random-init
+    architectures."""
+    return sorted(shipped_names()) + sorted(NAMED_BUNDLES) + list(WHISPER_NAMES) + sorted(RANDOM_CONFIGS)
 
 
 def load_base(base: str, seed: int = 0) -> LoadedBackbone:
     """What ``--base`` names, loaded: a lowres run folder (its encoder), a random-init architecture (seeded), a
-    torchaudio bundle, a shipped base or a local Hugging Face folder."""
+    torchaudio bundle, a shipped base, Whisper by name (``whisper-base``, ``openai/whisper-small``), or a local
+    Hugging Face folder (wav2vec 2.0, HuBERT, WavLM or Whisper), CTranslate2 Whisper folder or openai-whisper
+    ``.pt`` file."""
     if not base:
         raise LowresError(f"No --base given. Use a name ({', '.join(available_names())}), a Hugging Face folder "
                           "or a lowres run folder.")
@@ -42,6 +46,14 @@ def load_base(base: str, seed: int = 0) -> LoadedBackbone:
         return load_bundle(base)
     if base in shipped_names():
         return load_shipped(base)
+    if base in WHISPER_NAMES or base.startswith("openai/whisper-"):
+        from lowres.bases.whisper import load_named, load_whisper
+
+        return load_named(base) if base in WHISPER_NAMES else load_whisper(base, base)
+    if path.suffix == ".pt" and path.is_file():
+        from lowres.bases.whisper import load_whisper
+
+        return load_whisper(path)
     if path.is_dir():
         config = path / "config.json"
         if not config.is_file() and _is_prepared(path):
@@ -56,6 +68,10 @@ def load_base(base: str, seed: int = 0) -> LoadedBackbone:
             data = json.loads(config.read_text(encoding="utf-8"))
         except json.JSONDecodeError as exc:
             raise LowresError(f"{config} is not valid JSON: {exc}") from None
+        from lowres.bases.whisper import is_whisper_folder, load_whisper
+
+        if is_whisper_folder(path):
+            return load_whisper(path)
         return load_huggingface(path, data)
     if path.suffix or "/" in base:
         raise LowresError(f"--base {base}: no such folder. Give a Hugging Face model folder, a lowres run folder, "
@@ -99,9 +115,15 @@ def default_objective(base: str) -> str:
         return shipped_info(base).get("objective", "hubert")
     if base in NAMED_BUNDLES:
         return "wav2vec2" if NAMED_BUNDLES[base][1] == "wav2vec2" else "hubert"
+    if base in WHISPER_NAMES or base.startswith("openai/whisper-") or base.endswith(".pt"):
+        return "hubert"  # Whisper has no codebook to continue
     folder = Path(base) if base else None
     if folder is None or not (folder / RUN_CONFIG).is_file():
         return "wav2vec2"
+    from lowres.bases.whisper import is_whisper_folder
+
+    if is_whisper_folder(folder):
+        return "hubert"
     if is_run(folder):
         record = read_run(folder)
         if record.config.get("objective"):
@@ -216,6 +238,7 @@ def load_run(run: str | Path, device="cpu", merge: bool = True, weights: Path | 
     run trained) loaded over it."""
     from lowres.config import FinetuneConfig
     from lowres.data.vocab import Vocab
+    from lowres.model.backbone import encoder_module
     from lowres.model.build import build_recogniser
     from lowres.model.lora import has_lora, merge_lora
 
@@ -235,7 +258,7 @@ def load_run(run: str | Path, device="cpu", merge: bool = True, weights: Path | 
                           f"{unexpected[:3]}...")
     del missing  # everything not saved comes from the base
     if merge and has_lora(model):
-        merge_lora(model.backbone.encoder.transformer)
+        merge_lora(encoder_module(model.backbone, loaded.spec))
     model.eval().to(device)
     for p in model.parameters():
         p.requires_grad = False

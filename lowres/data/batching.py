@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -216,14 +217,20 @@ def positioned_collate(items: list[dict]) -> Batch:
     return batch
 
 
-def filter_trainable(utts: Sequence[Utterance], vocab: Vocab, conv_stack, max_seconds: float
-                     ) -> tuple[list[Utterance], dict[str, int]]:
-    """Drop clips that cannot train: transcripts longer than their frames, or longer than a batch."""
+def filter_trainable(utts: Sequence[Utterance], vocab: Vocab, conv_stack, max_seconds: float,
+                     backbone_max_s: float = math.inf) -> tuple[list[Utterance], dict[str, int]]:
+    """Drop clips that cannot train: transcripts longer than their frames, clips longer than a batch, or longer
+    than the backbone reads at once (``backbone_max_s``: Whisper's 30 s)."""
     kept, dropped = [], {"transcript_too_long": 0, "longer_than_batch": 0, "empty_transcript": 0}
+    if math.isfinite(backbone_max_s):
+        dropped["longer_than_backbone"] = 0
     for u in utts:
         ids = vocab.encode(u.text)
         if not ids:
             dropped["empty_transcript"] += 1
+            continue
+        if u.duration > backbone_max_s:
+            dropped["longer_than_backbone"] += 1
             continue
         if u.duration > max_seconds:
             dropped["longer_than_batch"] += 1

@@ -139,6 +139,21 @@ class PreparedDir:
         text = self.report.get("text")
         return text if isinstance(text, dict) else None
 
+    def text_config(self):
+        """The text normalisation prepare used (language rules included), as a
+        :class:`lowres.data.text.TextConfig`: what later commands normalise with."""
+        from lowres.data.text import text_config_from_dict
+
+        if not self.report_path.is_file():
+            raise LowresError(f"{self.root} has no {REPORT}. Pass the folder written by `lowres prepare`.")
+        if self.text_settings is None:
+            raise LowresError(f"{self.report_path} has no 'text' settings (it was written by an older lowres). Run "
+                              "`lowres prepare` again so that later commands see the same spellings.")
+        try:
+            return text_config_from_dict(self.text_settings)
+        except (TypeError, KeyError) as exc:
+            raise LowresError(f"{self.report_path}: unexpected text settings: {exc}") from None
+
     def load_vocab(self):
         """The folder's :class:`lowres.data.vocab.Vocab`, in the units the report names."""
         from lowres.data.vocab import Vocab

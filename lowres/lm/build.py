@@ -29,7 +29,7 @@ from lowres.config import LMConfig
 from lowres.data.manifest import read_manifest
 from lowres.data.prepared import PreparedDir
 from lowres.data.splits import HELDOUT_SPLITS
-from lowres.data.text import TextConfig, normalize, text_config_from_dict
+from lowres.data.text import TextConfig, normalize
 from lowres.data.vocab import Vocab
 from lowres.fsutil import atomic_write_json, claim_folder
 from lowres.lm.folder import ARPA, LEXICON, OUTPUT_NAMES, REPORT, UNITS_ARPA, LMFolder
@@ -49,23 +49,6 @@ def split_sentences(line: str) -> list[str]:
     """Sentences of one line of text: breaks after sentence-final punctuation (Unicode Sentence_Terminal:
     . ! ? । ۔ 。 ...), optionally followed by closing quotes or brackets, then white space."""
     return [s for s in _SENTENCE_BREAK.split(line) if s.strip()]
-
-
-def text_config_from_prepare(data: Path) -> tuple[TextConfig, str]:
-    """The text normalisation settings (language rules included) and vocabulary units that ``prepare``
-    used for ``data``, from its ``prepare_report.json``."""
-    prepared = PreparedDir(Path(data))
-    path = prepared.report_path
-    if not path.is_file():
-        raise LowresError(f"{data} has no prepare_report.json. Pass the folder written by `lowres prepare`.")
-    text, units = prepared.text_settings, prepared.units
-    if text is None:
-        raise LowresError(f"{path} has no 'text' settings (it was written by an older lowres). Run `lowres "
-                          "prepare` again so the language model sees the same spellings as the acoustic model.")
-    try:
-        return text_config_from_dict(text), units
-    except (TypeError, KeyError) as exc:
-        raise LowresError(f"{path}: unexpected text settings: {exc}") from None
 
 
 def _clear_outputs(out: Path) -> None:
@@ -185,7 +168,7 @@ def _open_data(data: Path | None, texts: list[Path], text_config: TextConfig | N
             raise LowresError(f"--text {t} is inside the prepared folder {data}. Its training transcripts are "
                               "added by --data already, and its dev and test transcripts must never reach "
                               "the language model; give only outside text with --text.")
-    prepared_cfg, units = text_config_from_prepare(data)
+    prepared_cfg, units = prepared.text_config(), prepared.units
     if text_config is None:
         text_config = prepared_cfg
     elif text_config != prepared_cfg:

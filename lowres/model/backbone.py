@@ -24,29 +24,33 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from lowres import LowresError
-from lowres.audiotime import STANDARD_CONV, frame_lengths
+from lowres.audiotime import FRAME_S, STANDARD_CONV, WHISPER_STACK, frame_lengths
 
-FAMILIES = ("wav2vec2", "hubert", "wavlm")
+FAMILIES = ("wav2vec2", "hubert", "wavlm")  # torchaudio's Wav2Vec2Model (WavLM's variant for wavlm)
+WHISPER = "whisper"  # OpenAI Whisper's audio encoder (lowres/model/whisper.py)
 
 
 @dataclass(frozen=True)
 class BackboneSpec:
-    family: str  # wav2vec2 | hubert | wavlm
-    arch: dict  # keyword arguments of torchaudio.models.wav2vec2_model / wavlm_model (no aux_num_out)
+    family: str  # wav2vec2 | hubert | wavlm | whisper
+    arch: dict  # keyword arguments of torchaudio.models.wav2vec2_model / wavlm_model (no aux_num_out), or the
+    #             sizes of a Whisper encoder (lowres.model.whisper.WhisperEncoder)
     normalize_waveform: bool  # zero mean, unit variance per utterance (LARGE, XLS-R); BASE models: raw
     pretrained: bool = True  # False for random-init configurations (training from scratch)
     name: str = ""  # what --base said
 
     def to_dict(self) -> dict:
         arch = dict(self.arch)
-        arch["extractor_conv_layer_config"] = [list(c) for c in arch["extractor_conv_layer_config"]]
+        if "extractor_conv_layer_config" in arch:
+            arch["extractor_conv_layer_config"] = [list(c) for c in arch["extractor_conv_layer_config"]]
         return {"family": self.family, "arch": arch, "normalize_waveform": self.normalize_waveform,
                 "pretrained": self.pretrained, "name": self.name}
 
     @classmethod
     def from_dict(cls, d: dict) -> BackboneSpec:
         arch = dict(d["arch"])
-        arch["extractor_conv_layer_config"] = [tuple(c) for c in arch["extractor_conv_layer_config"]]
+        if "extractor_conv_layer_config" in arch:
+            arch["extractor_conv_layer_config"] = [tuple(c) for c in arch["extractor_conv_layer_config"]]
         return cls(d["family"], arch, bool(d["normalize_waveform"]), bool(d.get("pretrained", True)),
                    d.get("name", ""))
 
@@ -55,7 +59,20 @@ class BackboneSpec:
         return int(self.arch["encoder_embed_dim"])
 
     @property
-    def conv_stack(self) -> tuple[tuple[int, int], ...]:
+    def max_seconds(self) -> float:
+        """The longest clip the backbone reads at once: Whisper's 30-s window, else no limit."""
+        return float(self.arch["max_source_positions"]) * FRAME_S if self.family == WHISPER else math.inf
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.arch["encoder_num_layers"])
+
+    @property
+    def conv_stack(self) -> tuple[tuple[int, ...], ...]:
+        """The front end's layers as audiotime counts frames: (kernel, stride) per conv layer, or for Whisper
+        (kernel, stride, padding) of its log-mel framing and its two convolutions."""
+        if self.family == WHISPER:
+            return WHISPER_STACK
         return tuple((int(k), int(s)) for _, k, s in self.arch["extractor_conv_layer_config"])
 
 
@@ -114,7 +131,11 @@ RANDOM_CONFIGS: dict[str, BackboneSpec] = {
 
 
 def build_model(spec: BackboneSpec) -> nn.Module:
-    """A randomly initialised torchaudio model of ``spec``'s architecture."""
+    """A randomly initialised model of ``spec``'s architecture: torchaudio's, or lowres's Whisper encoder."""
+    if spec.family == WHISPER:
+        from lowres.model.whisper import WhisperEncoder
+
+        return WhisperEncoder(spec.arch)
     from torchaudio.models import wav2vec2_model, wavlm_model
 
     arch = dict(spec.arch)
@@ -325,3 +346,69 @@ def _transformer_states(transformer: nn.Module, x: Tensor, pad: Tensor | None, f
     else:
         states.append(x)
     return states
+
+
+# ---------------------------------------------------------------------------------------------------
+# the same pieces for every family: the recognisers and objectives call these, never a family's modules
+
+
+def front_layers(model: nn.Module, spec: BackboneSpec) -> list[nn.Module]:
+    """The front end's layers that hold weights, lowest first (what ``model.frozen_conv_layers`` counts)."""
+    return list(model.conv_layers if spec.family == WHISPER else model.feature_extractor.conv_layers)
+
+
+def front_module(model: nn.Module, spec: BackboneSpec) -> nn.Module:
+    """The module holding the front end's weights (frozen or trained as a whole)."""
+    if spec.family == WHISPER:
+        return nn.ModuleList(model.conv_layers)
+    return model.feature_extractor
+
+
+def encoder_module(model: nn.Module, spec: BackboneSpec) -> nn.Module:
+    """The module holding the transformer layers (LoRA, gradient checkpointing and the trained weights)."""
+    return model if spec.family == WHISPER else model.encoder.transformer
+
+
+def front_end(model: nn.Module, spec: BackboneSpec, waves: Tensor, lengths: Tensor, *, start: int = 0,
+              stop: int | None = None, mel_mask=None) -> tuple[Tensor, Tensor]:
+    """The front end's layers ``start`` to ``stop - 1`` (of :func:`front_layers`), padding-aware: (B, T)
+    samples, or from ``start > 0`` the output of layer ``start - 1``, -> (B, T', C) frames with lengths.
+    ``mel_mask(mel (B, M, n_mels), mel lengths) -> mel``: Whisper's SpecAugment on the log-mel."""
+    if spec.family == WHISPER:
+        x = waves if start == 0 else waves.transpose(1, 2)
+        x, lengths = model.features(x, lengths, start=start + 1 if start else 0,
+                                    stop=None if stop is None else stop + 1, mel_mask=mel_mask)
+        return x.transpose(1, 2), lengths
+    if start == 0 and spec.normalize_waveform:
+        waves = normalize_waveform(waves, lengths)
+    return conv_features(model.feature_extractor, waves, lengths, start=start, stop=stop)
+
+
+def front_lengths(spec: BackboneSpec, lengths: Tensor, layers: int | None = None) -> Tensor:
+    """Frames out of the front end's lowest ``layers`` layers (all with None) for ``lengths`` samples."""
+    stack = spec.conv_stack
+    if layers is not None:
+        stack = stack[: layers + 1] if spec.family == WHISPER else stack[:layers]  # Whisper: log-mel first
+    return frame_lengths(lengths, stack)
+
+
+def encoder_input(model: nn.Module, spec: BackboneSpec, feats: Tensor, frames: Tensor
+                  ) -> tuple[Tensor, Tensor | None]:
+    """The front end's frames (B, T', C) -> the first transformer layer's input (B, T', D) and its padding mask
+    (True at padding; None when nothing is padded). Padded frames are zero."""
+    if spec.family == WHISPER:
+        return model.encoder_input(feats.transpose(1, 2), frames)
+    x = model.encoder.feature_projection(feats)
+    pad = padding_mask(frames, x.shape[1])
+    return (x if pad is None else x.masked_fill(pad[..., None], 0.0)), pad
+
+
+def encoder_states(model: nn.Module, spec: BackboneSpec, x: Tensor, pad: Tensor | None, *, keep_all: bool,
+                   layer_drop: float = 0.0, generator: torch.Generator | None = None) -> list[Tensor]:
+    """:func:`hidden_states` (``keep_all``) or ``[``:func:`run_transformer```]`` for any family."""
+    if spec.family == WHISPER:
+        return model.states(x, pad, keep_all=keep_all, layer_drop=layer_drop, generator=generator)
+    transformer = model.encoder.transformer
+    if keep_all:
+        return hidden_states(transformer, x, pad, spec.family)
+    return [run_transformer(transformer, x, pad, spec.family, layer_drop, generator)]

@@ -15,7 +15,14 @@ from torch import nn
 
 from lowres import LowresError
 from lowres.config import AdaptConfig, FinetuneConfig, LoraSettings, ModelConfig
-from lowres.model.backbone import LoadedBackbone, set_gradient_checkpointing
+from lowres.model.backbone import (
+    WHISPER,
+    LoadedBackbone,
+    encoder_module,
+    front_layers,
+    front_module,
+    set_gradient_checkpointing,
+)
 from lowres.model.ctc import CTCModel
 from lowres.model.hubert import HubertHeads, HubertPretrainer
 from lowres.model.lora import add_lora
@@ -32,7 +39,13 @@ class BuildInfo:
 
 
 def set_dropouts(backbone: nn.Module, family: str, cfg: ModelConfig) -> None:
-    """Override the checkpoint's dropout rates where the configuration sets them."""
+    """Override the checkpoint's dropout rates where the configuration sets them (Whisper's layers have one
+    dropout, on their residual branches: ``model.dropout``)."""
+    if family == WHISPER:
+        if cfg.dropout is not None:
+            for layer in backbone.layers:
+                layer.dropout.p = cfg.dropout
+        return
     enc = backbone.encoder
     if cfg.projection_dropout is not None:
         enc.feature_projection.dropout.p = cfg.projection_dropout
@@ -65,6 +78,7 @@ def build_weighted_model(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBac
     weights and the downstream train. LoRA, the head-only phase, masking, layerdrop and the [model] dropout
     overrides act on a backbone that trains, so they do not apply; the notes say so."""
     h, spec = cfg.head, loaded.spec
+    _whisper_window(cfg, loaded)
     model = WeightedLayerCTC(loaded.model, spec, vocab_size, lstm_layers=h.lstm_layers, lstm_hidden=h.lstm_hidden,
                              dropout=h.dropout)
     for p in model.parameters():
@@ -73,7 +87,7 @@ def build_weighted_model(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBac
         part.requires_grad_(True)
     model.layer_weights.requires_grad_(True)
     notes = [f"--head weighted: the whole backbone is frozen and runs without gradients (in eval mode, its dropout "
-             f"off); a softmax-weighted sum of its {spec.arch['encoder_num_layers'] + 1} hidden layers feeds a "
+             f"off); a softmax-weighted sum of its {spec.num_layers + 1} hidden layers feeds a "
              f"{h.lstm_layers}-layer BiLSTM ({h.lstm_hidden} per direction) and a CTC layer, trained from scratch. "
              "LoRA, the head-only phase, time/channel masking and layerdrop do not apply"]
     if replace(cfg.lora, enabled=True) != LoraSettings():  # --lora-rank or lora.* given
@@ -90,6 +104,7 @@ def build_ctc_model(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBackbone
     """Backbone + CTC head (+ LoRA), with ``requires_grad`` set to what this run trains."""
     m = cfg.model
     spec = loaded.spec
+    _whisper_window(cfg, loaded)
     model = CTCModel(loaded.model, spec, vocab_size, mask_embedding=loaded.mask_embedding,
                      final_dropout=m.final_dropout, layerdrop=m.layerdrop, mask_prob=m.mask_prob,
                      mask_length=m.mask_length, mask_channel_prob=m.mask_channel_prob,
@@ -102,7 +117,7 @@ def build_ctc_model(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBackbone
         notes.append(f"--base {spec.name} is randomly initialised: LoRA and the head-only phase make no sense, "
                      "so the whole model trains (conv feature encoder included)")
     freeze_fe = m.freeze_feature_encoder if m.freeze_feature_encoder is not None else pretrained
-    conv_layers = len(model.backbone.feature_extractor.conv_layers)
+    conv_layers = len(front_layers(model.backbone, spec))
     if not freeze_fe and m.frozen_conv_layers >= conv_layers:
         raise LowresError(f"model.frozen_conv_layers={m.frozen_conv_layers} keeps every one of the base's {conv_layers} "
                           "conv layers frozen: give fewer (the lowest N stay frozen, the others train), or freeze the "
@@ -116,18 +131,25 @@ def build_ctc_model(cfg: FinetuneConfig, vocab_size: int, loaded: LoadedBackbone
     # and the first layer's frozen projections, about 5% of a BASE LoRA step on CPU (benchmarks/README.md).
     # A fresh one (torchaudio bundles carry none) trains; full fine-tuning computes that gradient anyway.
     model.mask_emb.requires_grad_(not use_lora or loaded.mask_embedding is None)
-    _train_encoder(model.backbone, spec.family, cfg.lora if use_lora else None, train_conv=not freeze_fe)
-    set_gradient_checkpointing(model.backbone.encoder.transformer, cfg.train.gradient_checkpointing)
+    _train_encoder(model.backbone, spec, cfg.lora if use_lora else None, train_conv=not freeze_fe)
+    set_gradient_checkpointing(encoder_module(model.backbone, spec), cfg.train.gradient_checkpointing)
     model.freeze_feature_encoder = freeze_fe
     # the lowest conv layers whose output does not change while training: all of them when the encoder is
     # frozen, the frozen lowest ones of an encoder that trains
     model.fixed_conv_layers = conv_layers if freeze_fe else m.frozen_conv_layers
     if not freeze_fe and m.frozen_conv_layers:
-        for layer in model.backbone.feature_extractor.conv_layers[: m.frozen_conv_layers]:
+        for layer in front_layers(model.backbone, spec)[: m.frozen_conv_layers]:
             layer.requires_grad_(False)
         notes.append(f"conv encoder: the lowest {m.frozen_conv_layers} of its {conv_layers} layers stay frozen "
                      "(model.frozen_conv_layers), the others train")
     return model, BuildInfo(use_lora, not freeze_fe, pretrained, notes)
+
+
+def _whisper_window(cfg: FinetuneConfig, loaded: LoadedBackbone) -> None:
+    """A Whisper backbone encodes each clip at its own length, or padded to its 30-s window
+    (``model.whisper_window``)."""
+    if loaded.spec.family == WHISPER:
+        loaded.model.pad_to_window = cfg.model.whisper_window
 
 
 def build_wav2vec2_pretrainer(cfg: AdaptConfig, loaded: LoadedBackbone, heads: PretrainHeads,
@@ -164,23 +186,27 @@ def _pretrainer_trains(model: nn.Module, cfg: AdaptConfig) -> BuildInfo:
         p.requires_grad = False
     model.heads.requires_grad_(True)
     model.mask_emb.requires_grad_(True)
-    _train_encoder(model.backbone, spec.family, cfg.lora if cfg.lora.enabled else None, train_conv=not freeze_fe)
-    set_gradient_checkpointing(model.backbone.encoder.transformer, cfg.train.gradient_checkpointing)
+    _train_encoder(model.backbone, spec, cfg.lora if cfg.lora.enabled else None, train_conv=not freeze_fe)
+    set_gradient_checkpointing(encoder_module(model.backbone, spec), cfg.train.gradient_checkpointing)
     return BuildInfo(cfg.lora.enabled, not freeze_fe, spec.pretrained, [])
 
 
-def _train_encoder(backbone: nn.Module, family: str, lora, train_conv: bool) -> None:
+def _train_encoder(backbone: nn.Module, spec, lora, train_conv: bool) -> None:
     """The transformer trains through LoRA adapters (``lora``: LoraSettings) or fully (``lora`` None); the
     conv feature encoder trains when ``train_conv``."""
-    transformer = backbone.encoder.transformer
+    if spec.family == WHISPER:
+        layers = nn.ModuleList([*backbone.layers, backbone.layer_norm])
+    else:
+        layers = backbone.encoder  # its feature projection and transformer
     if lora is not None:
-        add_lora(transformer, family, lora.rank, lora.alpha, lora.dropout)
+        transformer = encoder_module(backbone, spec)
+        add_lora(transformer, spec.family, lora.rank, lora.alpha, lora.dropout)
         for name, p in transformer.named_parameters():
             p.requires_grad = "lora_" in name
     else:
-        backbone.encoder.requires_grad_(True)
+        layers.requires_grad_(True)
     if train_conv:
-        backbone.feature_extractor.requires_grad_(True)
+        front_module(backbone, spec).requires_grad_(True)
 
 
 def trainable_report(model: nn.Module) -> dict:

@@ -1,5 +1,9 @@
 """The CTC recogniser: backbone → (masking) → transformer → dropout → linear head over the vocabulary.
 
+Masking, in training: a wav2vec 2.0 / HuBERT / WavLM backbone's transformer input is masked in time spans (with
+the learned mask embedding) and in channel spans; a Whisper backbone's log-mel is (SpecAugment: time spans and
+mel-bin bands zeroed, the spans in mel frames twice as long, as its frames are twice as dense).
+
 Shapes: waveforms (B, T) float32 at 16 kHz with lengths (B,); logits (B, T', V) with frame lengths (B,).
 """
 
@@ -13,11 +17,13 @@ from torch import Tensor, nn
 
 from lowres.data.vocab import BLANK_ID
 from lowres.model.backbone import (
+    WHISPER,
     BackboneSpec,
-    conv_features,
-    normalize_waveform,
-    padding_mask,
-    run_transformer,
+    encoder_input,
+    encoder_states,
+    front_end,
+    front_layers,
+    front_lengths,
 )
 from lowres.model.masking import apply_masks
 
@@ -40,15 +46,19 @@ class CTCModel(nn.Module):
         self.mask_prob, self.mask_length = mask_prob, mask_length
         self.mask_channel_prob, self.mask_channel_length = mask_channel_prob, mask_channel_length
         self.freeze_feature_encoder = True
-        self.fixed_conv_layers = len(backbone.feature_extractor.conv_layers)  # lowest conv layers that do not train
+        self.fixed_conv_layers = len(front_layers(backbone, spec))  # lowest front-end layers that do not train
         self.transformer_frozen = False  # the head-only phase
         self.feature_cache = None  # a model/feature_cache.ConvFeatureCache while a run trains with it
 
     def uses_cache(self, keys) -> bool:
         """The output of the conv layers that do not train (the whole encoder when it is frozen) comes from (and
-        goes into) the feature cache: training, and the batch's clips named by ``keys``."""
+        goes into) the feature cache: training, and the batch's clips named by ``keys`` (not while Whisper's
+        log-mel is masked: the front end's output then changes every time)."""
         return (self.feature_cache is not None and keys is not None and self.training
-                and self.fixed_conv_layers > 0)
+                and self.fixed_conv_layers > 0 and not self._masks_mel())
+
+    def _masks_mel(self) -> bool:
+        return self.spec.family == WHISPER and self.training and (self.mask_prob > 0 or self.mask_channel_prob > 0)
 
     def forward(self, waves: Tensor, lengths: Tensor | None, generator: torch.Generator | None = None,
                 keys: list[int] | None = None) -> tuple[Tensor, Tensor]:
@@ -61,42 +71,45 @@ class CTCModel(nn.Module):
         return self.head(self.final_dropout(x)), frames
 
     def frame_lengths(self, lengths: Tensor, layers: int | None = None) -> Tensor:
-        """Frames out of the conv encoder (``layers``: out of its lowest ``layers`` layers) for ``lengths``
+        """Frames out of the front end (``layers``: out of its lowest ``layers`` layers) for ``lengths``
         samples."""
-        from lowres.audiotime import frame_lengths
-
-        return frame_lengths(lengths, self.spec.conv_stack[:layers])
+        return front_lengths(self.spec, lengths, layers)
 
     def encode(self, waves: Tensor, lengths: Tensor, generator: torch.Generator | None = None,
                keys: list[int] | None = None) -> Tensor:
         grad = torch.is_grad_enabled()
+        spec, backbone = self.spec, self.backbone
         with _grad(grad and not self.freeze_feature_encoder):
             if self.uses_cache(keys):
                 n = self.fixed_conv_layers
                 with torch.no_grad():
                     feats, frames = self.feature_cache.batch(
                         keys, waves, lengths, lambda lens: self.frame_lengths(lens, n),
-                        lambda w, lens: self._conv(w, lens, stop=n)[0])
-                if n < len(self.backbone.feature_extractor.conv_layers):  # the layers above train
-                    feats, frames = conv_features(self.backbone.feature_extractor, feats, frames, start=n)
+                        lambda w, lens: front_end(backbone, spec, w, lens, stop=n)[0])
+                if n < len(front_layers(backbone, spec)):  # the layers above train
+                    feats, frames = front_end(backbone, spec, feats, frames, start=n)
             else:
-                feats, frames = self._conv(waves, lengths)
+                mel_mask = self._mel_mask(generator) if self._masks_mel() else None
+                feats, frames = front_end(backbone, spec, waves, lengths, mel_mask=mel_mask)
         with _grad(grad and not self.transformer_frozen):
-            x = self.backbone.encoder.feature_projection(feats)
-            pad = padding_mask(frames, x.shape[1])
-            if pad is not None:
-                x = x.masked_fill(pad[..., None], 0.0)
-            if self.training and (self.mask_prob > 0 or self.mask_channel_prob > 0):
+            x, pad = encoder_input(backbone, spec, feats, frames)
+            if self.training and (self.mask_prob > 0 or self.mask_channel_prob > 0) and spec.family != WHISPER:
                 x, _ = apply_masks(x, frames, self.mask_emb, self.mask_prob, self.mask_length,
                                    self.mask_channel_prob, self.mask_channel_length, generator)
-            x = run_transformer(self.backbone.encoder.transformer, x, pad, self.spec.family,
-                                self.layerdrop if self.training else 0.0, generator)
+            x = encoder_states(backbone, spec, x, pad, keep_all=False,
+                               layer_drop=self.layerdrop if self.training else 0.0, generator=generator)[-1]
         return x
 
-    def _conv(self, waves: Tensor, lengths: Tensor, stop: int | None = None) -> tuple[Tensor, Tensor]:
-        if self.spec.normalize_waveform:
-            waves = normalize_waveform(waves, lengths)
-        return conv_features(self.backbone.feature_extractor, waves, lengths, stop=stop)
+    def _mel_mask(self, generator: torch.Generator | None):
+        """SpecAugment on Whisper's log-mel (B, M, n_mels): time spans of ``2 · mask_length`` mel frames (the
+        configured span in 20 ms frames) and bands of at most a third of the mel bins, both set to zero."""
+        def mask(mel: Tensor, lengths: Tensor) -> Tensor:
+            zero = torch.zeros(mel.shape[-1], dtype=mel.dtype, device=mel.device)
+            band = max(1, min(self.mask_channel_length, mel.shape[-1] // 3))
+            return apply_masks(mel, lengths, zero, self.mask_prob, 2 * self.mask_length, self.mask_channel_prob,
+                               band, generator)[0]
+
+        return mask
 
 
 def _grad(enabled: bool):

@@ -16,6 +16,8 @@ def lora_targets(family: str) -> tuple[str, ...]:
     feed-forward linears only."""
     if family == "wavlm":
         return ("out_proj", "intermediate_dense", "output_dense")
+    if family == "whisper":
+        return ("q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2")
     return ("q_proj", "k_proj", "v_proj", "out_proj", "intermediate_dense", "output_dense")
 
 

@@ -21,8 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from lowres.audiotime import frame_lengths
-from lowres.model.backbone import BackboneSpec, conv_features, hidden_states, normalize_waveform, padding_mask
+from lowres.model.backbone import BackboneSpec, encoder_input, encoder_states, front_end, front_lengths
 
 
 class WeightedLayerCTC(nn.Module):
@@ -33,7 +32,7 @@ class WeightedLayerCTC(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.spec = spec
-        num_states = int(spec.arch["encoder_num_layers"]) + 1
+        num_states = spec.num_layers + 1
         self.layer_weights = nn.Parameter(torch.zeros(num_states))  # logits: softmax gives equal weights
         self.lstm = PaddedBiLSTM(spec.embed_dim, lstm_hidden, lstm_layers, dropout)
         self.dropout = nn.Dropout(dropout)
@@ -53,7 +52,7 @@ class WeightedLayerCTC(nn.Module):
         return torch.softmax(self.layer_weights.float(), dim=0)
 
     def frame_lengths(self, lengths: Tensor) -> Tensor:
-        return frame_lengths(lengths, self.spec.conv_stack)
+        return front_lengths(self.spec, lengths)
 
     @torch.no_grad()
     def upstream(self, waves: Tensor, lengths: Tensor, keys: list[int] | None = None) -> tuple[Tensor, Tensor]:
@@ -69,15 +68,10 @@ class WeightedLayerCTC(nn.Module):
         return self._upstream(waves, lengths)
 
     def _upstream(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
-        if self.spec.normalize_waveform:
-            waves = normalize_waveform(waves, lengths)
-        feats, frames = conv_features(self.backbone.feature_extractor, waves, lengths)
-        x = self.backbone.encoder.feature_projection(feats)
-        pad = padding_mask(frames, x.shape[1])
-        if pad is not None:
-            x = x.masked_fill(pad[..., None], 0.0)
-        states = hidden_states(self.backbone.encoder.transformer, x, pad, self.spec.family)
-        return torch.stack(states), frames
+        feats, frames = front_end(self.backbone, self.spec, waves, lengths)
+        x, pad = encoder_input(self.backbone, self.spec, feats, frames)
+        states = encoder_states(self.backbone, self.spec, x, pad, keep_all=True)
+        return torch.stack(states)[:, :, : int(frames.max())], frames
 
     def forward(self, waves: Tensor, lengths: Tensor | None, generator: torch.Generator | None = None,
                 keys: list[int] | None = None) -> tuple[Tensor, Tensor]:

@@ -88,8 +88,9 @@ class CTCTask(Task):
             self.loaded = load_base(cfg.base, seed=t.seed)
         self.text_cfg = text_config_from_dict(self.text_dict)
         max_utt = t.max_utterance_s or t.batch_seconds
-        self.train_utts, self.dropped = batching.filter_trainable(self.train_all, self.vocab,
-                                                                  self.loaded.spec.conv_stack, max_utt)
+        spec = self.loaded.spec
+        self.train_utts, self.dropped = batching.filter_trainable(self.train_all, self.vocab, spec.conv_stack,
+                                                                  max_utt, spec.max_seconds)
         if not self.train_utts:
             raise LowresError(f"None of the {len(self.train_all)} clips in {self.train_path} can train: "
                               f"{self.dropped}. Transcripts must fit in their audio frames (20 ms each) and clips "
@@ -179,12 +180,12 @@ class CTCTask(Task):
         if self.weighted:  # the backbone never trains: there is no phase to wait for
             return None
         model = self.model
-        trains = "LoRA adapters" if self.info.lora else "transformer"
+        trains = "LoRA adapters train" if self.info.lora else "transformer trains"
         return FrozenPhase(
             self.head_only,
             during="head-only phase, the transformer is frozen (fairseq's 'freeze_finetune_updates'); only the "
                    "CTC head learns",
-            over=f"head-only phase over, the {trains} train from now on",
+            over=f"head-only phase over, the {trains} from now on",
             set_frozen=lambda frozen: setattr(model, "transformer_frozen", frozen),
             is_frozen=lambda: model.transformer_frozen)
 
@@ -274,7 +275,9 @@ class CTCTask(Task):
         log.say(f"base {self.loaded.source}; {rep['trainable']:,} of {rep['parameters']:,} parameters train "
                 f"({100 * rep['trainable_share']:.2f}%: {trains}) on {self.run.device}")
         if self.cache is not None:
-            conv = self.model.backbone.feature_extractor.conv_layers
+            from lowres.model.backbone import front_layers
+
+            conv = front_layers(self.model.backbone, self.loaded.spec)
             if self.weighted:
                 frozen = "the frozen backbone's layers"
             elif self.model.fixed_conv_layers < len(conv):

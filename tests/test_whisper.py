@@ -1,0 +1,205 @@
+"""Whisper's encoder as a lowres backbone (lowres/model/whisper.py) and its three checkpoint formats
+(lowres/bases/whisper.py), on small random models the tests write themselves (no download).
+
+Contract: over the same weights, lowres's encoder gives transformers' ``WhisperEncoder`` output (Whisper's 30-s
+window, its own log-mel); at a clip's own length a padded batch gives each clip what it gives alone; a Hugging
+Face folder, an openai-whisper ``.pt`` and a CTranslate2 folder of the same model load to the same encoder (the
+CTranslate2 one to float16's precision); a name looks in lowres's cache first and refuses pinned weights whose
+fingerprint differs; and a Whisper base fine-tunes, evaluates and transcribes through the usual commands.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from factory import FAST, invoke, prepared_corpus
+
+DIMS = dict(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, decoder_layers=1,
+            decoder_attention_heads=4, decoder_ffn_dim=128, num_mel_bins=80, max_source_positions=1500,
+            max_target_positions=448)
+
+
+@pytest.fixture(scope="module")
+def hf_whisper(tmp_path_factory):
+    """A random Whisper written by transformers (a Hugging Face folder)."""
+    import transformers
+
+    folder = tmp_path_factory.mktemp("whisper") / "hf"
+    torch.manual_seed(0)
+    transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(**DIMS)).save_pretrained(folder)
+    return folder
+
+
+def _hf_encoder(folder):
+    import transformers
+
+    return transformers.WhisperModel.from_pretrained(str(folder)).encoder.eval()
+
+
+def _wave(seconds: float, seed: int = 0) -> np.ndarray:
+    return (0.1 * np.random.default_rng(seed).standard_normal(int(seconds * 16000))).astype(np.float32)
+
+
+def test_encoder_equals_transformers_in_whispers_window(hf_whisper):
+    import transformers
+
+    from lowres.bases.whisper import load_whisper
+
+    loaded = load_whisper(hf_whisper)
+    assert loaded.spec.family == "whisper" and loaded.spec.num_layers == 2 and loaded.spec.max_seconds == 30.0
+    ours = loaded.model.eval()
+    ours.pad_to_window = True
+    wave = _wave(2.5)
+    feats = transformers.WhisperFeatureExtractor(feature_size=80)(wave, sampling_rate=16000,
+                                                                 return_tensors="pt").input_features
+    mel, _ = ours.mel(torch.from_numpy(wave)[None], torch.tensor([len(wave)]), ours.max_samples())
+    assert torch.allclose(mel, feats, atol=1e-4)
+    with torch.no_grad():
+        want = _hf_encoder(hf_whisper)(feats).last_hidden_state
+        got, frames = ours(torch.from_numpy(wave)[None], torch.tensor([len(wave)]))
+    assert got.shape == want.shape == (1, 1500, 64) and frames.tolist() == [125]
+    assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_a_padded_batch_equals_each_clip_alone(hf_whisper):
+    from lowres import audiotime
+    from lowres.bases.whisper import load_whisper
+
+    model = load_whisper(hf_whisper).model.eval()
+    clips = [torch.from_numpy(_wave(s, i)) for i, s in enumerate((2.0, 0.77, 1.3))]
+    lengths = torch.tensor([len(c) for c in clips])
+    batch = torch.zeros(3, int(lengths.max()))
+    for i, c in enumerate(clips):
+        batch[i, : len(c)] = c
+    with torch.no_grad():
+        together, frames = model(batch, lengths)
+        for i, c in enumerate(clips):
+            alone, n = model(c[None], lengths[i: i + 1])
+            assert int(frames[i]) == int(n[0]) == audiotime.frames(len(c), audiotime.WHISPER_STACK)
+            assert torch.allclose(together[i, : int(n[0])], alone[0], atol=1e-5)
+
+
+def test_the_three_formats_load_the_same_encoder(hf_whisper, tmp_path):
+    from lowres.bases import load_base
+    from lowres.bases.whisper import load_whisper
+
+    hf = load_whisper(hf_whisper)
+    # an openai-whisper checkpoint of the same weights, written as openai-whisper names them
+    sd = _hf_encoder(hf_whisper).state_dict()
+    names = {"self_attn.q_proj": "attn.query", "self_attn.k_proj": "attn.key", "self_attn.v_proj": "attn.value",
+             "self_attn.out_proj": "attn.out", "self_attn_layer_norm": "attn_ln", "fc1": "mlp.0", "fc2": "mlp.2",
+             "final_layer_norm": "mlp_ln"}
+    openai = {"encoder.conv1.weight": sd["conv1.weight"], "encoder.conv1.bias": sd["conv1.bias"],
+              "encoder.conv2.weight": sd["conv2.weight"], "encoder.conv2.bias": sd["conv2.bias"],
+              "encoder.positional_embedding": sd["embed_positions.weight"],
+              "encoder.ln_post.weight": sd["layer_norm.weight"], "encoder.ln_post.bias": sd["layer_norm.bias"]}
+    for key, value in sd.items():
+        if key.startswith("layers."):
+            _, i, rest = key.split(".", 2)
+            module, kind = rest.rsplit(".", 1)
+            openai[f"encoder.blocks.{i}.{names[module]}.{kind}"] = value
+    dims = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 64, "n_audio_head": 4, "n_audio_layer": 2,
+            "n_vocab": 51865, "n_text_ctx": 448, "n_text_state": 64, "n_text_head": 4, "n_text_layer": 1}
+    pt = tmp_path / "tiny.pt"
+    torch.save({"dims": dims, "model_state_dict": openai}, pt)
+    from_pt = load_base(str(pt))
+    assert from_pt.fingerprint == hf.fingerprint and from_pt.spec.arch == hf.spec.arch
+    assert load_base(str(hf_whisper)).fingerprint == hf.fingerprint  # --base FOLDER finds a Whisper folder too
+
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    ct2 = tmp_path / "ct2"
+    ctranslate2.converters.TransformersConverter(str(hf_whisper)).convert(str(ct2), quantization="float16")
+    from_ct2 = load_base(str(ct2))
+    assert from_ct2.spec.arch == hf.spec.arch and "CTranslate2" in from_ct2.source
+    wave = torch.from_numpy(_wave(1.0))[None]
+    with torch.no_grad():
+        a, _ = hf.model.eval()(wave, torch.tensor([16000]))
+        b, _ = from_ct2.model.eval()(wave, torch.tensor([16000]))
+    assert torch.allclose(a, b, atol=5e-2, rtol=5e-2)  # float16 weights
+
+
+def test_a_bad_openai_file_is_one_message(tmp_path):
+    from lowres import LowresError
+    from lowres.bases import load_base
+
+    bad = tmp_path / "x.pt"
+    torch.save({"weights": torch.zeros(2)}, bad)
+    with pytest.raises(LowresError, match="not an openai-whisper checkpoint"):
+        load_base(str(bad))
+    cut = tmp_path / "model"
+    cut.mkdir()
+    (cut / "model.bin").write_bytes(b"\x06\x00\x00\x00")
+    (cut / "config.json").write_text("{}")
+    with pytest.raises(LowresError, match="cut short or is not a CTranslate2"):
+        load_base(str(cut))
+
+
+def test_names_use_the_cache_and_pinned_weights_are_checked(hf_whisper, tmp_path, monkeypatch):
+    import shutil
+
+    from lowres import LowresError
+    from lowres.bases import load_base
+    from lowres.bases.whisper import WHEELS, load_whisper
+
+    monkeypatch.setenv("LOWRES_CACHE", str(tmp_path))
+    shutil.copytree(hf_whisper, tmp_path / "bases" / "whisper-small")  # an unpinned size: any Whisper folder
+    small = load_base("whisper-small")
+    assert small.spec.name == "whisper-small" and small.fingerprint == load_whisper(hf_whisper).fingerprint
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    ctranslate2.converters.TransformersConverter(str(hf_whisper)).convert(str(tmp_path / "bases" / "whisper-base"))
+    assert "whisper-base" in WHEELS
+    with pytest.raises(LowresError, match="not the ones lowres pinned"):
+        load_base("whisper-base")  # a pinned size whose cached weights are not the pinned ones
+
+
+@pytest.mark.slow
+def test_finetune_eval_transcribe_from_a_whisper_base(hf_whisper, tmp_path):
+    prepared = prepared_corpus(tmp_path, n=12, speakers=4)
+    run = tmp_path / "run"
+    res = invoke("finetune", "--data", prepared, "--split", "full", "--base", hf_whisper, "--out", run,
+                 "--max-steps", 3, "--eval-every", 3, *FAST)
+    assert res.exit_code == 0, res.output
+    record = json.loads((run / "config.json").read_text())
+    assert record["backbone"]["family"] == "whisper" and record["build"]["lora"]
+    res = invoke("eval", "--model", run, "--data", prepared, "--split", "test", "-q")
+    assert res.exit_code == 0 and "CER" in res.output, res.output
+    wav = json.loads((prepared / "manifests" / "test.jsonl").read_text().splitlines()[0])["audio_filepath"]
+    res = invoke("transcribe", "--model", run, prepared / "manifests" / wav)
+    assert res.exit_code == 0, res.output
+    weighted = tmp_path / "weighted"
+    res = invoke("finetune", "--data", prepared, "--split", "full", "--base", hf_whisper, "--out", weighted,
+                 "--head", "weighted", "--max-steps", 2, "--eval-every", 0, "--set", "head.lstm_hidden=16", *FAST)
+    assert res.exit_code == 0, res.output
+    res = invoke("export", "--model", run, "--out", tmp_path / "hf-export")
+    assert res.exit_code == 2 and "Whisper" in res.output and "Traceback" not in res.output
+
+
+def test_eval_with_whispers_own_decoder(hf_whisper, tmp_path):
+    """``eval --whisper``: Whisper's decoder, greedy and zero-shot, scored like a fine-tuned run (a random model
+    with a small tokenizer: the flow and the files, not the words)."""
+    import shutil
+
+    import tokenizers
+
+    folder = tmp_path / "whisper"
+    shutil.copytree(hf_whisper, folder)
+    letters = {c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz ")}
+    specials = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|nl|>", "<|transcribe|>", "<|notimestamps|>"]
+    vocab = {**letters, **{t: len(letters) + i for i, t in enumerate(specials)}}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="a"))
+    tok.add_special_tokens(specials)
+    tok.save(str(folder / "tokenizer.json"))
+    prepared = prepared_corpus(tmp_path, n=12, speakers=4)
+    res = invoke("eval", "--whisper", folder, "--language", "nl", "--data", prepared, "--out", tmp_path / "zs", "-q")
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "zs" / "metrics.json").read_text())
+    assert metrics["decoder"] == "whisper-greedy" and metrics["language"] == "nl" and metrics["num_utterances"] >= 1
+    hyps = [json.loads(x) for x in (tmp_path / "zs" / "hyps.jsonl").read_text().splitlines()]
+    assert all(set(h["raw_hypothesis"]) <= set(letters) for h in hyps)  # no special token is ever written
+    for args, message in ((["--language", "xx"], "no language 'xx'"), ([], "needs --language"),
+                          (["--language", "nl", "--model", folder], "one of them")):
+        res = invoke("eval", "--whisper", folder, *args, "--data", prepared, "--out", tmp_path / "zz")
+        assert res.exit_code == 2 and message in " ".join(res.output.split()) and "Traceback" not in res.output
