@@ -209,20 +209,44 @@ def write_corpus(corpus: Corpus, root: Path, folder: Path) -> dict:
 # running lowres
 
 
+@dataclass(frozen=True)
+class Start:
+    """A start of the table: the base and the fine-tuning method the README recommends for it."""
+
+    base: str  # --base ("adapt": the corpus's adapt run of the shipped base)
+    flags: tuple[str, ...] = ()  # finetune's method
+    zero_shot: bool = False  # no fine-tuning: Whisper's own decoder (lowres eval --whisper)
+
+
+# the demo's fine-tuning method, the one the README recommends for tiny-ssl and the random init (lowres.demo)
+FINETUNE = ("--recipe", "demo_finetune", "--no-lora", "--set", "train.head_only_steps=0",
+            "--set", "model.freeze_feature_encoder=false", "--set", "model.frozen_conv_layers=3")
+STARTS = {
+    "tiny": Start("tiny", FINETUNE),
+    "tiny-ssl": Start("tiny-ssl", FINETUNE),
+    "tiny-ssl+adapt": Start("adapt", FINETUNE),
+    # Whisper's encoder: LoRA + CTC (recipes/whisper.toml), and the frozen encoder under --head weighted
+    "whisper-base": Start("whisper-base", ("--recipe", "whisper")),
+    "whisper-base-weighted": Start("whisper-base", ("--recipe", "whisper", "--head", "weighted")),
+    "whisper-base-zeroshot": Start("whisper-base", zero_shot=True),
+}
+
+
 @dataclass
 class Budget:
     adapt_steps: int = 300
-    steps: dict = field(default_factory=lambda: {"10min": 2000, "1h": 2000})
+    steps: dict = field(default_factory=lambda: {"10min": 2000, "1h": 2000})  # fine-tuning updates per split
+    whisper_steps: dict = field(default_factory=lambda: {"10min": 600, "1h": 600})  # Whisper's (40-s batches)
     starts: tuple[str, ...] = ("tiny", "tiny-ssl", "tiny-ssl+adapt")
     corpora: tuple[str, ...] = tuple(CORPORA)
     lm: bool = True
 
+    def updates(self, start: str, split: str) -> int:
+        return (self.whisper_steps if start.startswith("whisper") else self.steps).get(split, 0)
+
 
 QUICK = Budget(adapt_steps=0, steps={"10min": 600, "1h": 0}, starts=("tiny-ssl",), corpora=("en",))
-
-# the demo's fine-tuning method, the one the README recommends for tiny-ssl and the random init (lowres.demo)
-FINETUNE = ["--recipe", "demo_finetune", "--no-lora", "--set", "train.head_only_steps=0",
-            "--set", "model.freeze_feature_encoder=false", "--set", "model.frozen_conv_layers=3"]
+ROW = "bench_row.json"  # each run's row of the table, written when its evaluation is done
 
 
 def lowres(*args, log: Path | None = None) -> float:
@@ -255,6 +279,10 @@ def _eval(run: Path, prepared: Path, out: Path, lm: Path | None, log: Path) -> d
         if lm is not None:
             args += ["--lm", lm, "--tune-lm"]
         lowres(*args, log=log)
+    return _metrics(out)
+
+
+def _metrics(out: Path) -> dict:
     m = json.loads((out / "metrics.json").read_text())
     hyps = [json.loads(x) for x in (out / "hyps.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
     return {"wer": m["wer"], "cer": m["cer"], "utterances": m["num_utterances"],
@@ -269,7 +297,9 @@ def _has_lm_extra() -> bool:
     return True
 
 
-def run_corpus(corpus: Corpus, cache: Path, work: Path, b: Budget, seed: int, threads: int) -> list[dict]:
+def run_corpus(corpus: Corpus, cache: Path, work: Path, b: Budget, seed: int, threads: int) -> None:
+    """Every start of ``b`` on ``corpus``: prepared, adapted, fine-tuned and evaluated as needed; each run's row is
+    written beside it (``ROW``), so that separate invocations (say, Whisper's starts beside the others) add up."""
     root = fetch(cache, corpus.packages)
     folder = work / "corpora" / corpus.name
     prepared = work / "prepared" / corpus.name
@@ -289,38 +319,53 @@ def run_corpus(corpus: Corpus, cache: Path, work: Path, b: Budget, seed: int, th
     common = ["--set", f"train.threads={threads}", "--seed", seed]
     adapt = work / "runs" / corpus.name / "adapt"
     adapt_min = None
-    if "tiny-ssl+adapt" in b.starts:
+    if any(STARTS[s].base == "adapt" for s in b.starts):
         adapt_min = _train("adapt", adapt, ["--objective", "hubert", "--base", "tiny-ssl", "--recipe", "demo_adapt",
                                             "--unlabeled", prepared / "unlabeled.jsonl", "--max-steps", b.adapt_steps,
                                             *common], log)
-    rows = []
-    for split in corpus.splits:
-        steps = b.steps.get(split, 0)
-        if not steps:
-            continue
-        for start in b.starts:
-            base = str(adapt) if start == "tiny-ssl+adapt" else start
-            run = work / "runs" / corpus.name / f"{split}-{start}"
-            minutes = _train("finetune", run, ["--data", prepared, "--split", split, "--base", base,
-                                               "--max-steps", steps, *FINETUNE, *common], log)
-            row = {"corpus": corpus.name, "split": split, "start": start, "updates": steps,
-                   "train_minutes": round(minutes, 1), "load_average_1min": round(os.getloadavg()[0], 2),
-                   "greedy": _eval(run, prepared, run / "eval-test", None, log)}
-            if lm is not None:  # a copy per run: --tune-lm stores the weights it finds in the LM folder
-                if not (run / "lm").is_dir():
-                    shutil.copytree(lm, run / "lm")
-                row["lm"] = _eval(run, prepared, run / "eval-test-lm", run / "lm", log)
-            if start == "tiny-ssl+adapt":
-                row["adapt_updates"], row["adapt_minutes"] = b.adapt_steps, round(adapt_min or 0.0, 1)
-            rows.append(row)
-            print(json.dumps(row), flush=True)
     kept = report.get("kept", {})
-    for r in rows:
-        r["prepared"] = {"kept_share": kept.get("share"), "utterances": kept.get("utterances_kept"),
-                         "listed": kept.get("utterances_listed"),
-                         "narrowband_share": report.get("audio", {}).get("narrowband_share"),
-                         "hours": {s: report["splits"][s]["hours"] for s in ("10min", "1h", "full", "dev", "test")}}
-    return rows
+    about = {"kept_share": kept.get("share"), "utterances": kept.get("utterances_kept"),
+             "listed": kept.get("utterances_listed"), "narrowband_share": report.get("audio", {}).get("narrowband_share"),
+             "hours": {s: report["splits"][s]["hours"] for s in ("10min", "1h", "full", "dev", "test")}}
+    for split in corpus.splits:
+        for name in b.starts:
+            start, steps = STARTS[name], b.updates(name, split)
+            run = work / "runs" / corpus.name / (name if start.zero_shot else f"{split}-{name}")
+            if not steps or (run / ROW).is_file() or (start.zero_shot and split != corpus.splits[0]):
+                continue
+            row = {"corpus": corpus.name, "split": "-" if start.zero_shot else split, "start": name,
+                   "updates": 0 if start.zero_shot else steps}
+            if start.zero_shot:
+                t0 = time.perf_counter()
+                lowres("eval", "--whisper", start.base, "--language", corpus.lang, "--data", prepared, "--split",
+                       "test", "--out", run / "eval-test", "--overwrite", "-q", log=log)
+                row["decode_minutes"] = round((time.perf_counter() - t0) / 60, 1)
+                row["greedy"] = _metrics(run / "eval-test")
+            else:
+                base = str(adapt) if start.base == "adapt" else start.base
+                minutes = _train("finetune", run, ["--data", prepared, "--split", split, "--base", base,
+                                                   "--max-steps", steps, *start.flags, *common], log)
+                row["train_minutes"] = round(minutes, 1)
+                row["greedy"] = _eval(run, prepared, run / "eval-test", None, log)
+                if lm is not None:  # a copy per run: --tune-lm stores the weights it finds in the LM folder
+                    if not (run / "lm").is_dir():
+                        shutil.copytree(lm, run / "lm")
+                    row["lm"] = _eval(run, prepared, run / "eval-test-lm", run / "lm", log)
+                if start.base == "adapt":
+                    row["adapt_updates"], row["adapt_minutes"] = b.adapt_steps, round(adapt_min or 0.0, 1)
+            row["load_average_1min"] = round(os.getloadavg()[0], 2)
+            row["prepared"] = about
+            run.mkdir(parents=True, exist_ok=True)
+            (run / ROW).write_text(json.dumps(row, indent=1) + "\n")
+            print(json.dumps(row), flush=True)
+
+
+def collect(work: Path) -> list[dict]:
+    """Every row written under ``work``, in the table's order (corpus, split, start)."""
+    rows = [json.loads(p.read_text()) for p in work.glob(f"runs/*/*/{ROW}")]
+    order = {name: i for i, name in enumerate(STARTS)}
+    return sorted(rows, key=lambda r: (list(CORPORA).index(r["corpus"]), r["split"] != "-", r["split"],
+                                       order.get(r["start"], 99)))
 
 
 def table(rows: list[dict]) -> str:
@@ -332,7 +377,7 @@ def table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['corpus']} | {r['split']} | {r['start']} | {r['updates']} | {100 * g['wer']:.1f}% | "
             f"{100 * g['cer']:.1f}% | {with_lm[0]} | {with_lm[1]} | {g['empty_hypotheses']}/{g['utterances']} | "
-            f"{r['train_minutes']} |")
+            f"{r.get('train_minutes', '-')} |")
     return "\n".join(lines)
 
 
@@ -342,14 +387,16 @@ def plot(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    groups = sorted({(r["corpus"], r["split"]) for r in rows}, key=lambda g: (list(CORPORA).index(g[0]), g[1]))
-    starts = [s for s in ("tiny", "tiny-ssl", "tiny-ssl+adapt") if any(r["start"] == s for r in rows)]
-    fig, ax = plt.subplots(figsize=(max(6, 1.4 * len(groups) + 2), 4), dpi=110)
+    groups = sorted({(r["corpus"], r["split"]) for r in rows if r["split"] != "-"},
+                    key=lambda g: (list(CORPORA).index(g[0]), g[1]))
+    starts = [s for s in STARTS if any(r["start"] == s for r in rows)]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(groups) + 2), 4.5), dpi=110)
     width = 0.8 / max(1, len(starts))
     for k, start in enumerate(starts):
         xs, ys = [], []
         for g, (corpus, split) in enumerate(groups):
-            found = [r for r in rows if (r["corpus"], r["split"], r["start"]) == (corpus, split, start)]
+            # a zero-shot row belongs to no split: it stands beside every split of its corpus
+            found = [r for r in rows if r["corpus"] == corpus and r["start"] == start and r["split"] in (split, "-")]
             if found:
                 xs.append(g + (k - (len(starts) - 1) / 2) * width)
                 ys.append(100 * found[0]["greedy"]["cer"])
@@ -358,7 +405,7 @@ def plot(rows: list[dict], path: Path) -> None:
     ax.axhline(100, color="grey", lw=0.8, ls="--")
     ax.set_ylabel("test CER % (greedy)")
     ax.set_title("lowres on real speech: test CER per corpus, split and start")
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
@@ -370,7 +417,7 @@ def main() -> None:
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "lowres" / "real-speech",
                     help="where the Debian packages are downloaded and unpacked")
     ap.add_argument("--corpora", default=None, help=f"comma-separated, from {', '.join(CORPORA)} (default: all)")
-    ap.add_argument("--starts", default=None, help="comma-separated, from tiny, tiny-ssl, tiny-ssl+adapt")
+    ap.add_argument("--starts", default=None, help=f"comma-separated, from {', '.join(STARTS)} (default: the first three)")
     ap.add_argument("--steps", type=int, default=None, help="fine-tuning updates per run (default 2000)")
     ap.add_argument("--adapt-steps", type=int, default=None, help="adapt updates (default 300)")
     ap.add_argument("--quick", action="store_true", help="one corpus (en), one start (tiny-ssl), 600 updates")
@@ -385,6 +432,9 @@ def main() -> None:
             _die(f"unknown corpus {', '.join(sorted(unknown))}: choose from {', '.join(CORPORA)}")
         b.corpora = tuple(args.corpora.split(","))
     if args.starts:
+        unknown = set(args.starts.split(",")) - set(STARTS)
+        if unknown:
+            _die(f"unknown start {', '.join(sorted(unknown))}: choose from {', '.join(STARTS)}")
         b.starts = tuple(args.starts.split(","))
     if args.steps:
         b.steps = dict.fromkeys(b.steps, args.steps)
@@ -397,9 +447,9 @@ def main() -> None:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    rows = []
     for name in b.corpora:
-        rows += run_corpus(CORPORA[name], args.cache, work, b, args.seed, args.threads)
+        run_corpus(CORPORA[name], args.cache, work, b, args.seed, args.threads)
+    rows = collect(work)
     result = {"budget": {"adapt_steps": b.adapt_steps, "steps": b.steps, "starts": b.starts, "lm": b.lm},
               "seed": args.seed, "rows": rows, "wall_minutes": round((time.perf_counter() - t0) / 60, 1),
               "corpora": {n: {"title": CORPORA[n].title, "licence": CORPORA[n].licence} for n in b.corpora}}
