@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from lowres import LowresError
-from lowres.audiotime import FRAME_RATE, SAMPLE_RATE, STANDARD_CONV, frames
+from lowres.audiotime import FRAME_RATE, SAMPLE_RATE, STANDARD_CONV, WHISPER_STACK, frames
 
 MFCC_HZ = 100  # Kaldi MFCC frames (10 ms shift)
 CENTROIDS = "centroids.safetensors"
@@ -67,7 +67,7 @@ class FeatureSource:
     """Frame features of one waveform (1-D float32 at 16 kHz) → (frames at 50 Hz, D) float32."""
 
     def __init__(self, kind: str, conv_stack, layer: int = 0, loaded=None, device="cpu"):
-        if tuple(tuple(c) for c in conv_stack) != STANDARD_CONV:
+        if tuple(tuple(c) for c in conv_stack) not in (STANDARD_CONV, WHISPER_STACK):
             raise LowresError("--objective hubert needs the standard 20 ms frames (conv kernels 10,3,3,3,3,2,2 and "
                               "strides 5,2,2,2,2,2,2): MFCC labels at 100 Hz map onto them two to one.")
         self.kind, self.layer, self.loaded, self.device = kind, layer, loaded, torch.device(device)
@@ -86,10 +86,23 @@ class FeatureSource:
             mfcc = mfcc_features(torch.from_numpy(wave))
             idx = torch.clamp(torch.arange(n) * 2, max=max(len(mfcc) - 1, 0))  # frame t takes MFCC frame 2t
             return mfcc[idx] if len(mfcc) else torch.zeros(n, 39)
-        from lowres.model.backbone import normalize_waveform
+        from lowres.model.backbone import (
+            WHISPER,
+            encoder_input,
+            encoder_states,
+            front_end,
+            normalize_waveform,
+        )
 
         x = torch.from_numpy(wave)[None].to(self.device)
-        if self.loaded.spec.normalize_waveform:
+        spec = self.loaded.spec
+        if spec.family == WHISPER:  # Whisper's frames come from its log-mel front end, at the same 50 Hz
+            lengths = torch.tensor([x.shape[1]], device=self.device)
+            feats, counts = front_end(self.model, spec, x, lengths)
+            states = encoder_states(self.model, spec, *encoder_input(self.model, spec, feats, counts), keep_all=True)
+            out = states[self.layer][0].float().cpu()
+            return torch.cat([out, out[-1:].expand(max(0, n - len(out)), -1)])[:n]
+        if spec.normalize_waveform:
             x = normalize_waveform(x, None)
         outs, _ = self.model.extract_features(x, None, num_layers=self.layer)
         return outs[-1][0].float().cpu()[:n]

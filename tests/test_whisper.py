@@ -203,3 +203,28 @@ def test_eval_with_whispers_own_decoder(hf_whisper, tmp_path):
                           (["--language", "nl", "--model", folder], "one of them")):
         res = invoke("eval", "--whisper", folder, *args, "--data", prepared, "--out", tmp_path / "zz")
         assert res.exit_code == 2 and message in " ".join(res.output.split()) and "Traceback" not in res.output
+
+
+@pytest.mark.slow
+def test_adapt_continues_a_whisper_encoder_with_hubert(hf_whisper, tmp_path):
+    """``adapt`` on Whisper: HuBERT's masked prediction of units of its own middle layer (masks after the
+    convolutions); the contrastive objective, which needs a codebook, is refused in one message; the adapted
+    run is a --base for finetune."""
+    from factory import write_audio
+
+    for i in range(4):
+        write_audio(tmp_path / "unl" / f"r{i}.wav", 6.0, seed=i)
+    res = invoke("adapt", "--base", hf_whisper, "--unlabeled", tmp_path / "unl", "--objective", "wav2vec2",
+                 "--out", tmp_path / "no")
+    assert res.exit_code == 2 and "--objective hubert" in " ".join(res.output.split()), res.output
+    assert not (tmp_path / "no").exists()
+    adapted = tmp_path / "adapted"
+    res = invoke("adapt", "--base", hf_whisper, "--unlabeled", tmp_path / "unl", "--out", adapted, "--max-steps", 3,
+                 "--clusters", 8, "--set", "train.batch_seconds=12", "--set", "train.num_workers=0", "-q")
+    assert res.exit_code == 0, res.output
+    record = json.loads((adapted / "config.json").read_text())
+    assert record["config"]["objective"] == "hubert" and record["units"]["kind"] == "layer"
+    prepared = prepared_corpus(tmp_path, n=12, speakers=4)
+    res = invoke("finetune", "--data", prepared, "--split", "full", "--base", adapted, "--out", tmp_path / "ft",
+                 "--max-steps", 2, "--eval-every", 0, *FAST)
+    assert res.exit_code == 0, res.output

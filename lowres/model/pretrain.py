@@ -30,11 +30,12 @@ from torch import Tensor, nn
 from lowres.config import AdaptModelConfig as _M
 from lowres.config import PretrainLossConfig as _L
 from lowres.model.backbone import (
+    WHISPER,
     BackboneSpec,
-    conv_features,
-    normalize_waveform,
+    encoder_input,
+    encoder_states,
+    front_end,
     padding_mask,
-    run_transformer,
 )
 from lowres.model.masking import span_mask
 
@@ -248,21 +249,24 @@ def masked_encode(model: nn.Module, waves: Tensor, lengths: Tensor, generator: t
     padding; or ``mask`` as given) replaced by the learned mask embedding → transformer (layerdrop in
     training). ``model``: a pretrainer with ``backbone``, ``spec``, ``mask_emb`` and those settings, and the
     flags ``freeze_feature_encoder`` / ``encoder_frozen`` (the heads warm-up)."""
-    if model.spec.normalize_waveform:
-        waves = normalize_waveform(waves, lengths)
+    spec, backbone = model.spec, model.backbone
     grad = torch.is_grad_enabled()
     with torch.set_grad_enabled(grad and not model.freeze_feature_encoder and not model.encoder_frozen):
-        feats, frames = conv_features(model.backbone.feature_extractor, waves, lengths)
+        feats, frames = front_end(backbone, spec, waves, lengths)
     if feats.requires_grad and model.feature_grad_mult != 1.0:
         feats = scale_grad(feats, model.feature_grad_mult)
     b, t, _ = feats.shape
     pad = padding_mask(frames, t)
     valid = ~pad if pad is not None else torch.ones(b, t, dtype=torch.bool, device=feats.device)
     penalty = feats.float().pow(2)[valid].mean()
-    proj = model.backbone.encoder.feature_projection
     with torch.set_grad_enabled(grad and not model.encoder_frozen):
-        normed = proj.layer_norm(feats)
-        x = proj.dropout(proj.projection(normed))
+        if spec.family == WHISPER:  # its frames get positions, no normalised projection (HuBERT's targets are units)
+            normed = feats
+            x, _ = encoder_input(backbone, spec, feats, frames)
+        else:
+            proj = backbone.encoder.feature_projection
+            normed = proj.layer_norm(feats)
+            x = proj.dropout(proj.projection(normed))
     if mask is None:
         mask = span_mask(frames if frames is not None else torch.full((b,), t), t, model.mask_prob,
                          model.mask_length, model.min_spans, generator).to(x.device)
@@ -271,8 +275,8 @@ def masked_encode(model: nn.Module, waves: Tensor, lengths: Tensor, generator: t
     if pad is not None:
         x = x.masked_fill(pad[..., None], 0.0)
     with torch.set_grad_enabled(grad and not model.encoder_frozen):
-        ctx = run_transformer(model.backbone.encoder.transformer, x, pad, model.spec.family,
-                              model.layerdrop if model.training else 0.0, generator)
+        ctx = encoder_states(backbone, spec, x, pad, keep_all=False,
+                             layer_drop=model.layerdrop if model.training else 0.0, generator=generator)[-1]
     return MaskedEncoding(ctx, normed, mask, valid, penalty)
 
 

@@ -57,6 +57,9 @@ def adapt_config(objective: str, base: str | None, out: Path, resume: bool, reci
         raise LowresError("adapt needs --unlabeled (a folder of audio or an unlabeled.jsonl) and --base (a "
                           "backbone name such as xls-r-300m or tiny, a Hugging Face folder or a lowres run folder).")
     resolved = adapt_objective(objective, base, out, resume)
+    if resolved == "wav2vec2" and _is_whisper(base):
+        raise LowresError(f"--base {base} is Whisper's encoder, which has no codebook for wav2vec 2.0's contrastive "
+                          "objective: use --objective hubert (masked prediction of units of its own layers).")
     if resolved != "hubert":
         given = [flag for key, flag in _HUBERT_ONLY.items() if (flags or {}).get(key) is not None]
         if given:
@@ -80,3 +83,13 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
     task = {"wav2vec2": Wav2Vec2Task, "hubert": HubertTask}[objective]
     return train(task(cfg), out, resume=resume, overwrite=overwrite, console=console,
                  max_steps_override=max_steps_override, resume_changes=resume_train)
+
+
+def _is_whisper(base: str | None) -> bool:
+    """Whether ``--base`` names Whisper (by name, hub name, a .pt file or a Whisper folder), without loading it."""
+    from lowres.bases.whisper import NAMES, is_whisper_folder
+
+    if not base:
+        return False
+    return base in NAMES or base.startswith("openai/whisper-") or base.endswith(".pt") or (
+        Path(base).is_dir() and is_whisper_folder(Path(base)))
