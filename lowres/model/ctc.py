@@ -50,15 +50,20 @@ class CTCModel(nn.Module):
         self.transformer_frozen = False  # the head-only phase
         self.feature_cache = None  # a model/feature_cache.ConvFeatureCache while a run trains with it
 
+    @property
+    def cacheable(self) -> bool:
+        """Whether the output of the front-end layers that do not train is the same in every epoch: there are such
+        layers, and no SpecAugment changes their input (Whisper's log-mel masking)."""
+        return self.fixed_conv_layers > 0 and not self._masks_mel()
+
     def uses_cache(self, keys) -> bool:
         """The output of the conv layers that do not train (the whole encoder when it is frozen) comes from (and
-        goes into) the feature cache: training, and the batch's clips named by ``keys`` (not while Whisper's
-        log-mel is masked: the front end's output then changes every time)."""
-        return (self.feature_cache is not None and keys is not None and self.training
-                and self.fixed_conv_layers > 0 and not self._masks_mel())
+        goes into) the feature cache: training, and the batch's clips named by ``keys``."""
+        return self.feature_cache is not None and keys is not None and self.training and self.cacheable
 
     def _masks_mel(self) -> bool:
-        return self.spec.family == WHISPER and self.training and (self.mask_prob > 0 or self.mask_channel_prob > 0)
+        """Whisper's log-mel is masked in training (SpecAugment), before its convolutions."""
+        return self.spec.family == WHISPER and (self.mask_prob > 0 or self.mask_channel_prob > 0)
 
     def forward(self, waves: Tensor, lengths: Tensor | None, generator: torch.Generator | None = None,
                 keys: list[int] | None = None) -> tuple[Tensor, Tensor]:
@@ -89,7 +94,7 @@ class CTCModel(nn.Module):
                 if n < len(front_layers(backbone, spec)):  # the layers above train
                     feats, frames = front_end(backbone, spec, feats, frames, start=n)
             else:
-                mel_mask = self._mel_mask(generator) if self._masks_mel() else None
+                mel_mask = self._mel_mask(generator) if self.training and self._masks_mel() else None
                 feats, frames = front_end(backbone, spec, waves, lengths, mel_mask=mel_mask)
         with _grad(grad and not self.transformer_frozen):
             x, pad = encoder_input(backbone, spec, feats, frames)

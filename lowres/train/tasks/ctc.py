@@ -112,8 +112,7 @@ class CTCTask(Task):
         self.cache = None
         # a clip's frozen conv output is the same in every epoch (or one of a few versions, with speed
         # perturbation in steps): computed once, then reused
-        if t.feature_cache and (augment is None or augment.cacheable) and (self.weighted or
-                                                                            self.model.fixed_conv_layers > 0):
+        if t.feature_cache and (augment is None or augment.cacheable) and (self.weighted or self.model.cacheable):
             from lowres.model.feature_cache import CACHE_DIR, ConvFeatureCache
 
             self.cache = ConvFeatureCache(t.feature_cache_mb, run.out / CACHE_DIR / f"rank{run.rank}")
