@@ -213,9 +213,16 @@ def write_corpus(corpus: Corpus, root: Path, folder: Path) -> dict:
 class Start:
     """A start of the table: the base and the fine-tuning method the README recommends for it."""
 
-    base: str  # --base ("adapt": the corpus's adapt run of the shipped base)
+    base: str  # --base (or the base adapted first, with ``adapt``)
     flags: tuple[str, ...] = ()  # finetune's method
     zero_shot: bool = False  # no fine-tuning: Whisper's own decoder (lowres eval --whisper)
+    adapt: tuple[str, ...] | None = None  # adapt ``base`` first on the corpus's untranscribed audio, with these flags
+
+
+# adapt's settings: the demo's for the shipped base (HuBERT, its own kind of units: 100 clusters of layer 2); for
+# Whisper the same with the units of its middle layer and the lower lr of a pretrained encoder (recipes/adapt.toml)
+ADAPT_SSL = ("--objective", "hubert", "--recipe", "demo_adapt")
+ADAPT_WHISPER = ("--objective", "hubert", "--recipe", "demo_adapt", "--targets", "layer:3", "--lr", "1e-4")
 
 
 # the demo's fine-tuning method, the one the README recommends for tiny-ssl and the random init (lowres.demo)
@@ -224,12 +231,19 @@ FINETUNE = ("--recipe", "demo_finetune", "--no-lora", "--set", "train.head_only_
 STARTS = {
     "tiny": Start("tiny", FINETUNE),
     "tiny-ssl": Start("tiny-ssl", FINETUNE),
-    "tiny-ssl+adapt": Start("adapt", FINETUNE),
-    # Whisper's encoder: LoRA + CTC (recipes/whisper.toml), and the frozen encoder under --head weighted
+    "tiny-ssl+adapt": Start("tiny-ssl", FINETUNE, adapt=ADAPT_SSL),
+    # Whisper's encoder: LoRA + CTC (recipes/whisper.toml), the frozen encoder under --head weighted, and its
+    # own decoder without fine-tuning
     "whisper-base": Start("whisper-base", ("--recipe", "whisper")),
     "whisper-base-weighted": Start("whisper-base", ("--recipe", "whisper", "--head", "weighted")),
+    "whisper-base+adapt": Start("whisper-base", ("--recipe", "whisper"), adapt=ADAPT_WHISPER),
     "whisper-base-zeroshot": Start("whisper-base", zero_shot=True),
 }
+
+
+def _adapt_folder(work: Path, corpus: str, base: str) -> Path:
+    """The corpus's adapt run of ``base`` (the shipped base's keeps its first name, adapt)."""
+    return work / "runs" / corpus / ("adapt" if base == "tiny-ssl" else f"adapt-{base}")
 
 
 @dataclass
@@ -317,12 +331,13 @@ def run_corpus(corpus: Corpus, cache: Path, work: Path, b: Budget, seed: int, th
         if not (lm / "lm.arpa").is_file():
             lowres("lm", "--data", prepared, "--order", 3, "--out", lm, "--overwrite", "-q", log=log)
     common = ["--set", f"train.threads={threads}", "--seed", seed]
-    adapt = work / "runs" / corpus.name / "adapt"
-    adapt_min = None
-    if any(STARTS[s].base == "adapt" for s in b.starts):
-        adapt_min = _train("adapt", adapt, ["--objective", "hubert", "--base", "tiny-ssl", "--recipe", "demo_adapt",
-                                            "--unlabeled", prepared / "unlabeled.jsonl", "--max-steps", b.adapt_steps,
-                                            *common], log)
+    adapt_min = {}
+    for name in b.starts:
+        start = STARTS[name]
+        if start.adapt is not None and start.base not in adapt_min:
+            adapt_min[start.base] = _train("adapt", _adapt_folder(work, corpus.name, start.base),
+                                           [*start.adapt, "--base", start.base, "--unlabeled",
+                                            prepared / "unlabeled.jsonl", "--max-steps", b.adapt_steps, *common], log)
     kept = report.get("kept", {})
     about = {"kept_share": kept.get("share"), "utterances": kept.get("utterances_kept"),
              "listed": kept.get("utterances_listed"), "narrowband_share": report.get("audio", {}).get("narrowband_share"),
@@ -342,7 +357,7 @@ def run_corpus(corpus: Corpus, cache: Path, work: Path, b: Budget, seed: int, th
                 row["decode_minutes"] = round((time.perf_counter() - t0) / 60, 1)
                 row["greedy"] = _metrics(run / "eval-test")
             else:
-                base = str(adapt) if start.base == "adapt" else start.base
+                base = str(_adapt_folder(work, corpus.name, start.base)) if start.adapt else start.base
                 minutes = _train("finetune", run, ["--data", prepared, "--split", split, "--base", base,
                                                    "--max-steps", steps, *start.flags, *common], log)
                 row["train_minutes"] = round(minutes, 1)
@@ -351,8 +366,8 @@ def run_corpus(corpus: Corpus, cache: Path, work: Path, b: Budget, seed: int, th
                     if not (run / "lm").is_dir():
                         shutil.copytree(lm, run / "lm")
                     row["lm"] = _eval(run, prepared, run / "eval-test-lm", run / "lm", log)
-                if start.base == "adapt":
-                    row["adapt_updates"], row["adapt_minutes"] = b.adapt_steps, round(adapt_min or 0.0, 1)
+                if start.adapt is not None:
+                    row["adapt_updates"], row["adapt_minutes"] = b.adapt_steps, round(adapt_min[start.base], 1)
             row["load_average_1min"] = round(os.getloadavg()[0], 2)
             row["prepared"] = about
             run.mkdir(parents=True, exist_ok=True)
