@@ -418,8 +418,7 @@ def finetune(
     OUT/metrics.jsonl, OUT/learning_curve.png and OUT/checkpoints/ for --resume. With --head weighted:
     the layer weights + downstream, and OUT/layer_weights.png.
     """
-    from lowres.config import FinetuneConfig, resolve_finetune
-    from lowres.train.finetune import run_finetune
+    from lowres.train.finetune import finetune_config, run_finetune
 
     if not resume and not base:
         raise LowresError("--base is required: a backbone name (e.g. tiny-ssl, xls-r-300m, wav2vec2-base, tiny), a Hugging "
@@ -431,10 +430,7 @@ def finetune(
              "head.kind": head}
     if no_lora:
         flags["lora.enabled"] = False
-    try:
-        cfg = resolve_finetune(split or FinetuneConfig.split, recipe, tuple(set_), flags)
-    except ValueError as exc:
-        raise LowresError(f"Invalid setting: {exc}") from None
+    cfg = finetune_config(split, base, recipe, tuple(set_), flags)
     console = None if quiet else _stdout()
     run_finetune(cfg, out, resume=resume, overwrite=overwrite, console=console,
                  max_steps_override=max_steps if resume else None,

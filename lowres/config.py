@@ -137,6 +137,8 @@ class SharedTrainConfig:
     batch_seconds: float = 200.0  # audio per micro-batch, padding included
     accumulate: int  # micro-batches per update (audio per update = batch_seconds × accumulate)
     save_every: int = 500  # training-state checkpoint every N updates (0 = only at the end)
+    save_minutes: float = 10.0  # ... and at the first update ten minutes after the last one (0 = by updates only),
+    #                             so that a slow run killed or stopped loses minutes, not hours
     log_every: int = 10  # a metrics line every N updates
     num_workers: int = -1  # audio decoding processes; -1 = automatic
     seed: int = 0
@@ -154,6 +156,7 @@ class SharedTrainConfig:
         check("train", self, "batch_seconds", 0, low_open=True)
         check("train", self, "accumulate", 1)
         check("train", self, "save_every", 0)
+        check("train", self, "save_minutes", 0)
         check("train", self, "log_every", 1)
         check("train", self, "num_workers", 0, special={-1: "automatic"})
         check("train", self, "threads", 0)
@@ -326,6 +329,9 @@ class FinetuneConfig:
     train_manifest: str = ""  # overrides data/manifests/{split}.jsonl
     dev_manifest: str = ""  # default data/manifests/dev.jsonl
     base: str = ""  # --base
+    method: str = "auto"  # the base's fine-tuning method: a recipe layered over the split's, under --recipe and --set:
+    # auto = lowres's choice for the base (lowres.bases.finetune_method: tiny_ssl for small encoders, whisper for
+    # Whisper, the split recipe's LoRA for the others), none, or a recipe name; a run records the one it took
     model: ModelConfig = field(default_factory=ModelConfig)
     head: HeadConfig = field(default_factory=HeadConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -612,12 +618,15 @@ def shipped_recipe(split: str) -> str:
 
 
 def resolve_finetune(split: str, recipe: str | Path | None = None, sets: tuple[str, ...] = (),
-                     flags: dict | None = None) -> FinetuneConfig:
-    """Defaults ← the split's shipped recipe ← ``--recipe`` ← ``--set`` ← explicit flags (dotted keys)."""
+                     flags: dict | None = None, method: str | None = None) -> FinetuneConfig:
+    """Defaults ← the split's shipped recipe ← the ``method`` recipe (the base's fine-tuning method, chosen by
+    lowres.train.finetune.finetune_config) ← ``--recipe`` ← ``--set`` ← explicit flags (dotted keys)."""
     if split not in SPLITS:
         raise LowresError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}.")
     shipped = shipped_recipe(split)
     cfg = layer(FinetuneConfig(), load_recipe(shipped), f"the shipped recipe {shipped}.toml")
+    if method:
+        cfg = layer(cfg, load_recipe(method), f"the method's recipe {method}.toml")
     if recipe:
         cfg = layer(cfg, load_recipe(recipe), f"the recipe {recipe}")
     cfg = layer(cfg, parse_sets(sets), "--set")

@@ -51,7 +51,8 @@ def finetune_flags(prepared: str, base: str, steps: int, seed: int) -> dict:
     way, 32.9% with the whole conv encoder frozen as fairseq and Hugging Face fine-tune. A random init with all
     7 layers training takes twice as long per update; its results were mixed against frozen-3 across seeds
     and not measured at equal updates (benchmarks/README.md, "Longer 10min rows")."""
-    return {"data": prepared, "base": base, "train.max_steps": steps, "train.seed": seed, "lora.enabled": False,
+    return {"data": prepared, "base": base, "method": "none", "train.max_steps": steps, "train.seed": seed,
+            "lora.enabled": False,
             "train.head_only_steps": 0, "model.freeze_feature_encoder": False,
             "model.frozen_conv_layers": FROZEN_CONV_LAYERS}
 QUICK = DemoPlan(hours=0.2, unlabeled_hours=0.05, adapt_steps=6, steps_10min=8, steps_1h=0)

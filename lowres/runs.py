@@ -218,7 +218,7 @@ class RunLock:
 # (another world size under torchrun wants another accumulate to keep the same global batch; gradient
 # checkpointing trades memory for time and gives the same gradients)
 RESUME_SETTINGS = ("max_steps", "accumulate", "device", "num_workers", "threads", "gradient_checkpointing",
-                   "feature_cache_mb")
+                   "feature_cache_mb", "save_every", "save_minutes")
 # the run's inputs, named by their flags: a resume must not point the run at other ones
 _INPUT_FLAGS = {"data": "--data", "split": "--split", "base": "--base", "unlabeled": "--unlabeled"}
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import factory
@@ -114,7 +115,30 @@ def test_finetune_without_flags_is_the_split_recipe(finetune, tmp_path):
     res = invoke("finetune", "--data", tmp_path, "--split", "10h", "--base", "tiny", "--out", tmp_path / "r", "-q")
     assert res.exit_code == 0, res.output
     expected = resolve_finetune("10h", flags={"data": str(tmp_path), "base": "tiny"})
-    assert finetune.cfg == expected
+    assert finetune.cfg == replace(expected, method="none")  # a random init has no method of its own
+
+
+def test_finetune_takes_the_bases_method_unless_told_otherwise(finetune, tmp_path):
+    """#29: the method is a property of the base: tiny-ssl (a small encoder) trains whole with the conv encoder
+    above its lowest 3 layers (recipes/tiny_ssl.toml); --recipe, --set and flags still override its values, and
+    --set method=none leaves the split recipe alone."""
+    res = invoke("finetune", "--data", tmp_path, "--split", "10min", "--base", "tiny-ssl", "--out", tmp_path / "r",
+                 "-q")
+    assert res.exit_code == 0, res.output
+    cfg = finetune.calls[-1]["cfg"]
+    assert cfg.method == "tiny_ssl" and not cfg.lora.enabled and cfg.model.frozen_conv_layers == 3
+    assert (cfg.train.max_steps, cfg.train.batch_seconds, cfg.train.head_only_steps) == (1500, 20.0, 0)
+    res = invoke("finetune", "--data", tmp_path, "--split", "10min", "--base", "tiny-ssl", "--out", tmp_path / "r",
+                 "--max-steps", 40, "--set", "lora.enabled=true", "-q")
+    assert res.exit_code == 0 and (finetune.calls[-1]["cfg"].train.max_steps, finetune.calls[-1]["cfg"].lora.enabled) == (40, True)
+    res = invoke("finetune", "--data", tmp_path, "--split", "10min", "--base", "tiny-ssl", "--out", tmp_path / "r",
+                 "--set", "method=none", "-q")
+    assert res.exit_code == 0 and finetune.calls[-1]["cfg"] == replace(
+        resolve_finetune("10min", flags={"data": str(tmp_path), "base": "tiny-ssl"}), method="none")
+    res = invoke("finetune", "--data", tmp_path, "--split", "10min", "--base", "whisper-base", "--out",
+                 tmp_path / "r", "-q")
+    assert res.exit_code == 0 and finetune.calls[-1]["cfg"].method == "whisper"
+    assert finetune.calls[-1]["cfg"].train.batch_seconds == 40.0
 
 
 def test_finetune_set_and_recipe_precedence(finetune, tmp_path):

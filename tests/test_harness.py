@@ -35,6 +35,7 @@ class ToyTrain:
     device: str = "cpu"
     threads: int = 1
     frozen_steps: int = 0
+    save_minutes: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -259,3 +260,39 @@ def test_a_frozen_phase_covers_at_most_half_the_run(frozen, max_steps, expected)
     assert steps == expected and (note is None) == (frozen == expected)
     if note:
         assert f"shortened to {expected} updates" in note and "max_frozen_share" in note
+
+
+def test_the_plan_the_estimate_and_checkpoints_by_time(tmp_path, monkeypatch):
+    """Before training the log says the plan; once the first updates are timed, the time the rest takes (a
+    warning when that is more than a day); with train.save_minutes a checkpoint follows every update that comes
+    that long after the last one, whatever save_every says."""
+    import lowres.train.loop as loop
+    from lowres.train.checkpoint import latest_checkpoint
+
+    monkeypatch.setattr(loop, "ESTIMATE_UPDATES", 3)
+    monkeypatch.setattr(loop, "LONG_RUN_HOURS", 0.0)  # any run is "long" here: the warning shows
+    out = tmp_path / "run"
+    train(ToyTask(ToyConfig(train=ToyTrain(max_steps=6, save_every=100, save_minutes=1e-9))), out)
+    log = (out / "train.log").read_text()
+    assert "plan: 6 updates; a checkpoint every 100 updates and every 1e-09 min" in log
+    assert "estimated time:" in log and "for the remaining 3 updates at the speed of the first 3" in log
+    assert "warning: this run would take" in log and "--max-steps" in log
+    assert sorted(p.name for p in (out / "checkpoints").glob("step-*"))[-2:] == ["step-00000005", "step-00000006"]
+    assert latest_checkpoint(out).name == "step-00000006"
+
+
+def test_ctrl_c_says_what_is_kept_and_how_to_continue(tmp_path):
+    class Interrupted(ToyTask):
+        def compute(self, micro, step):
+            if step == 5:
+                raise KeyboardInterrupt
+            return super().compute(micro, step)
+
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        train(Interrupted(ToyConfig(train=ToyTrain(max_steps=8, save_every=2))), out)
+    log = (out / "train.log").read_text()
+    assert "interrupted at update 5: the last checkpoint, step-00000004, is kept" in log
+    assert f"Continue with: lowres toy --resume --out {out}" in log
+    train(ToyTask(ToyConfig(train=ToyTrain(max_steps=8, save_every=2))), out, resume=True)  # and it does
+    assert json.loads((out / "summary.json").read_text())["steps"] == 8

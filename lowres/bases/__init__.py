@@ -16,6 +16,7 @@ from lowres.bases.resolve import (
     available_names,
     default_objective,
     encoder_state,
+    finetune_method,
     load_base,
     load_encoder,
     load_run,
@@ -25,5 +26,5 @@ from lowres.bases.resolve import (
 from lowres.bases.shipped import SUFFIX_INFO, SUFFIX_WEIGHTS, load_shipped, shipped_info, shipped_names
 
 __all__ = ["LoadedRun", "SUFFIX_INFO", "SUFFIX_WEIGHTS", "available_names", "default_objective", "encoder_state",
-           "load_base", "load_encoder", "load_run", "load_shipped", "locate_base", "rebuild_base", "shipped_info",
+           "finetune_method", "load_base", "load_encoder", "load_run", "load_shipped", "locate_base", "rebuild_base", "shipped_info",
            "shipped_names"]

@@ -136,6 +136,43 @@ def default_objective(base: str) -> str:
     return "hubert" if data.get("model_type") in ("hubert", "wavlm") else "wav2vec2"
 
 
+SMALL_ENCODER = 256  # narrower encoders fine-tune whole (LoRA's rank-8 adapters would hold too little of them)
+
+
+def finetune_method(base: str) -> tuple[str | None, str]:
+    """lowres's fine-tuning method for ``base``: the recipe layered over the split's (None: the split recipe's
+    LoRA alone) and why, in a sentence for the log. Read from names, run records and config files only."""
+    if not base:
+        return None, ""
+    if base in RANDOM_CONFIGS:
+        return None, (f"{base} is a random initialisation: the whole model trains (conv encoder included), without "
+                      "LoRA or a head-only phase")
+    from lowres.bases.whisper import NAMES, is_whisper_folder
+
+    path = Path(base)
+    whisper = base in NAMES or base.startswith("openai/whisper-") or path.suffix == ".pt" or (
+        path.is_dir() and is_whisper_folder(path))
+    dim = None
+    if path.is_dir() and is_run(path):
+        spec = read_run(path).spec()
+        whisper, dim = whisper or spec.family == "whisper", spec.embed_dim
+    elif base in shipped_names():
+        dim = int(shipped_info(base)["spec"]["arch"]["encoder_embed_dim"])
+    elif path.is_dir() and (path / RUN_CONFIG).is_file() and not whisper:
+        try:
+            dim = json.loads((path / RUN_CONFIG).read_text(encoding="utf-8")).get("hidden_size")
+        except (OSError, ValueError):
+            dim = None
+    if whisper:
+        return "whisper", ("Whisper's encoder: LoRA + CTC with the settings that suit it on a CPU (40-s updates, "
+                           "lr 1e-3, SpecAugment on the log-mel), recipes/whisper.toml")
+    if dim is not None and int(dim) < SMALL_ENCODER:
+        return "tiny_ssl", (f"a small encoder ({dim} wide): the whole model trains, the conv encoder above its lowest "
+                            "3 layers too, as measured for the shipped tiny-ssl (LoRA's adapters would hold too little "
+                            "of it), recipes/tiny_ssl.toml")
+    return None, "LoRA adapters + CTC with the split's recipe, lowres's method for bases of wav2vec 2.0 BASE size and up"
+
+
 # ---------------------------------------------------------------------------------------------------
 # the base of a run, again
 

@@ -20,9 +20,33 @@ phase, checkpoints, summary) is lowres/train/harness.py.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
+from lowres import LowresError
 from lowres.config import FinetuneConfig
+
+
+def finetune_config(split: str | None, base: str | None, recipe: str | None = None, sets: tuple[str, ...] = (),
+                    flags: dict | None = None) -> FinetuneConfig:
+    """The configuration of ``lowres finetune``: defaults ← the split's recipe ← the base's fine-tuning method
+    (``method``: auto = :func:`lowres.bases.finetune_method`, none, or a recipe name) ← ``--recipe`` ← ``--set`` ←
+    flags. The returned configuration names the method it took (``none`` for the split recipe alone)."""
+    from lowres.config import resolve_finetune
+
+    split = split or FinetuneConfig.split
+    try:
+        given = resolve_finetune(split, recipe, tuple(sets), flags)
+        method = given.method
+        if method == "auto":
+            from lowres.bases import finetune_method
+
+            method = finetune_method(base or "")[0]
+        if not method or method == "none":
+            return replace(given, method="none")
+        return replace(resolve_finetune(split, recipe, tuple(sets), flags, method=method), method=method)
+    except ValueError as exc:
+        raise LowresError(f"Invalid setting: {exc}") from None
 
 
 def run_finetune(cfg: FinetuneConfig, out: Path, *, resume: bool = False, overwrite: bool = False,

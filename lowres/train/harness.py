@@ -246,12 +246,19 @@ def train(task: Task, out: Path, *, resume: bool = False, overwrite: bool = Fals
             on_main(_take_lock, run)
         optimizer, hooks = _start(task, run, overwrite)
         t, o = task.cfg.train, task.cfg.optim
+        _say_plan(run, t)
         started, started_training = time.perf_counter(), True
         final = train_loop(run=out, model=task.model, optimizer=optimizer, lr_factor=task.lr_factor,
                            batches=task.batches, hooks=hooks, max_steps=t.max_steps, accumulate=t.accumulate,
                            clip_norm=o.clip_norm, seed=t.seed, log_every=t.log_every,
                            eval_every=getattr(t, "eval_every", 0), save_every=t.save_every, state=run.state,
-                           log=run.log, console=run.console)
+                           log=run.log, console=run.console, save_minutes=getattr(t, "save_minutes", 0.0))
+    except KeyboardInterrupt:
+        if main and run.claimed and not started_training:
+            _undo_start(out, existed)
+        elif main and started_training:
+            _say_interrupted(run, task.kind)
+        raise
     except BaseException:
         if main and run.claimed and not started_training:
             _undo_start(out, existed)
@@ -336,6 +343,34 @@ def _start(task: Task, run: Run, overwrite: bool):
     run.state = state
     run.net = data_parallel(task.model, run.device)
     return optimizer, hooks
+
+
+def _say_plan(run: Run, t) -> None:
+    """The run's length before it starts: updates, audio per update and in all (its time follows once the first
+    updates are timed: lowres/train/loop.py)."""
+    remaining = t.max_steps - run.state.step
+    if remaining <= 0:
+        return
+    audio = ""
+    if getattr(t, "batch_seconds", None):  # (a task may batch by something else than audio)
+        per_update = t.batch_seconds * t.accumulate * run.world
+        audio = f" of up to {per_update:g} s of audio each (at most {remaining * per_update / 3600:,.1f} h of audio)"
+    minutes = getattr(t, "save_minutes", 0.0)
+    run.log.say(f"plan: {remaining:,} updates{audio}; a checkpoint every {t.save_every} updates"
+                + (f" and every {minutes:g} min" if minutes else ""))
+
+
+def _say_interrupted(run: Run, kind: str) -> None:
+    """Ctrl-C during training: what is kept, and the command that continues from it."""
+    from lowres.train.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(run.out)
+    at = run.state.step if run.state is not None else 0
+    if ckpt is None:
+        kept = "no checkpoint was saved yet: --resume starts the run again from update 0"
+    else:
+        kept = f"the last checkpoint, {ckpt.name}, is kept (updates after it are trained again)"
+    run.log.say(f"interrupted at update {at}: {kept}. Continue with: lowres {kind} --resume --out {run.out}")
 
 
 def _take_lock(run: Run) -> None:

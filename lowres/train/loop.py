@@ -154,9 +154,11 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
                lr_factor: Callable[[int], float], batches: Callable[[tuple[int, int]], Iterator],
                hooks: Hooks, max_steps: int, accumulate: int, clip_norm: float, seed: int,
                log_every: int, eval_every: int, save_every: int, state: LoopState, log: MetricsLog,
-               console=None, extra_meta: dict | None = None) -> LoopState:
+               console=None, extra_meta: dict | None = None, save_minutes: float = 0.0) -> LoopState:
     """Run updates ``state.step .. max_steps``; returns the final state. ``batches(position)`` yields
-    positioned micro-batches starting at ``position``."""
+    positioned micro-batches starting at ``position``. A checkpoint is saved every ``save_every`` updates, at the
+    first update ``save_minutes`` after the last save, and at the end. Once the first updates are timed, the log
+    says how long the rest will take (and warns when that is more than a day)."""
     from lowres.progress import progress_bar
     from lowres.runtime import distributed
 
@@ -170,7 +172,8 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
     epoch0, global_next = state.position
     data = iter(batches((epoch0, -(-global_next // world))))  # this rank's batch number, rounded up
     model.train()
-    started = time.perf_counter()
+    started = last_save = time.perf_counter()
+    first_step, estimated = state.step, False
     window = {"loss": 0.0, "n": 0, "updates": 0, "stats": {}, **state.window,  # sums restored on resume,
               "audio": 0.0, "t": time.perf_counter()}  # the speed measured anew
     with progress_bar(console) as progress:
@@ -252,13 +255,39 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
                 window["t"] += eval_s
                 log.write({"step": done, **{k: v for k, v in result.items() if k != "metric"},
                            "elapsed_s": eval_started - started, "eval_s": eval_s})
-            if main and (save_every and done % save_every == 0 or done == max_steps):
+            if main and not estimated and (done - first_step >= ESTIMATE_UPDATES
+                                           or time.perf_counter() - started >= ESTIMATE_SECONDS):
+                estimated = True
+                _say_estimate(log, done - first_step, time.perf_counter() - started, max_steps - done)
+            if main and (save_every and done % save_every == 0 or done == max_steps
+                         or save_minutes and time.perf_counter() - last_save >= 60 * save_minutes):
                 save_checkpoint(run, done, hooks.checkpoint_weights(),
                                 {"optimizer": optimizer.state_dict()},
                                 {**state.to_dict(), **(extra_meta or {})})
+                last_save = time.perf_counter()
     if main and hooks.deliver is not None and (hooks.evaluate is None or state.best_step < 0):
         hooks.deliver("final")
     return state
+
+
+ESTIMATE_UPDATES, ESTIMATE_SECONDS = 10, 60.0  # the run's time is estimated after this many updates or seconds
+LONG_RUN_HOURS = 24.0  # an estimate above this is a warning
+
+
+def _say_estimate(log: MetricsLog, updates: int, seconds: float, remaining: int) -> None:
+    """The time the remaining updates take at the speed of the first ones (evaluations and the first epoch's
+    caching make it a rough figure), and a warning when it is more than a day."""
+    if remaining <= 0 or updates <= 0:
+        return
+    hours = seconds / updates * remaining / 3600
+    when = f"{hours:.1f} h" if hours >= 1 else f"{hours * 60:.0f} min"
+    log.say(f"estimated time: {when} for the remaining {remaining:,} updates at the speed of the first {updates} "
+            f"({seconds / updates:.2f} s each; evaluations come on top)")
+    if hours > LONG_RUN_HOURS:
+        log.say(f"warning: this run would take {hours / 24:.1f} days on this device. Pass --max-steps N for fewer "
+                "updates or --batch-seconds / --accumulate for smaller ones (a checkpoint is saved every "
+                "train.save_minutes, so Ctrl-C and --resume lose little); on a CPU, recipes such as "
+                "recipes/tiny_ssl.toml and recipes/whisper.toml are sized for it.")
 
 
 def data_parallel(model: torch.nn.Module, device) -> torch.nn.Module:

@@ -78,6 +78,7 @@ class CTCTask(Task):
         from lowres.runs import RUN_VOCAB
 
         run, cfg, t = self.run, self.cfg, self.cfg.train
+        self.method_line = _method_line(cfg.method, cfg.base) if run.mode == "new" else ""  # (--base as given)
         if run.mode == "resume":
             self.vocab = Vocab.load(run.out / RUN_VOCAB, units=run.record.vocab_units or self.prepared.units)
             self.text_dict = run.record.text
@@ -264,6 +265,7 @@ class CTCTask(Task):
 
         log, info = self.run.log, self.info
         rep = trainable_report(self.model)
+        log.say(self.method_line)
         for note in info.notes + ([self.phase_note] if self.phase_note else []):
             log.say(note)
         if self.weighted:
@@ -351,3 +353,15 @@ def _augmenter(cfg):
     from lowres.data.augment import make_augmenter
 
     return make_augmenter(cfg)
+
+
+def _method_line(method: str, base: str) -> str:
+    """The fine-tuning method the run took, and why (lowres's choice for the base, or the user's)."""
+    from lowres.bases import finetune_method
+
+    chosen, why = finetune_method(base)
+    if method == (chosen or "none"):
+        how = f"recipes/{method}.toml" if method != "none" else "the split's recipe"
+        return (f"method: {how}, lowres's choice for this base ({why}); --set method=none or another recipe "
+                "changes it, --recipe and --set override its values")
+    return f"method: {'the split recipe alone' if method == 'none' else f'recipes/{method}.toml'} (as given)"
