@@ -49,13 +49,13 @@ app = typer.Typer(
 def _stderr():
     from rich.console import Console
 
-    return Console(stderr=True, highlight=False, soft_wrap=True)
+    return Console(stderr=True, highlight=False, soft_wrap=True, emoji=False)
 
 
 def _stdout():
     from rich.console import Console
 
-    return Console(highlight=False)
+    return Console(highlight=False, emoji=False)
 
 
 def friendly(fn):
@@ -66,12 +66,12 @@ def friendly(fn):
         try:
             return fn(*args, **kwargs)
         except LowresError as exc:
-            from rich.markup import escape
+            from lowres.progress import say
 
-            _stderr().print(f"[bold red]error:[/bold red] {escape(str(exc))}")
+            say(_stderr(), ("error:", "bold red"), f" {exc}")
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
-            _stderr().print("[yellow]interrupted[/yellow]")
+            _stderr().print("interrupted", style="yellow")
             raise typer.Exit(130) from None
 
     return wrapper
@@ -320,8 +320,8 @@ def adapt(
     targets: str | None = typer.Option(None, "--targets", help="hubert: the units' features, mfcc or layer:N (a "
                                        "transformer layer of the base). Default: mfcc for a random-init base, the "
                                        "middle layer otherwise."),
-    clusters: int | None = typer.Option(None, "--clusters", help=f"hubert: k-means clusters (units). Default: "
-                                        f"{MFCC_CLUSTERS} for mfcc, {LAYER_CLUSTERS} for a layer."),
+    clusters: int | None = typer.Option(None, "--clusters", min=2, help=f"hubert: k-means clusters (units), 2 or "
+                                        f"more. Default: {MFCC_CLUSTERS} for mfcc, {LAYER_CLUSTERS} for a layer."),
     units: Path | None = typer.Option(None, "--units", help="hubert: train on the units of an earlier hubert run "
                                       "(its folder or its units/ folder) instead of making new ones."),
     recipe: str | None = typer.Option(None, "--recipe", help="TOML file merged over recipes/adapt.toml."),
@@ -507,10 +507,10 @@ def eval_(
     metrics = run_eval(model, manifest, out, device, options=options, console=None if quiet else console,
                        tune_on=tune_on, overwrite=overwrite)
     if quiet:
-        from rich.markup import escape
+        from lowres.progress import say
 
         for warning in metrics.get("warnings", ()):
-            _stderr().print(f"[yellow]warning:[/yellow] {escape(warning)}")
+            say(_stderr(), ("warning:", "yellow"), f" {warning}")
         greedy = metrics.get("greedy")
         versus = f"; greedy WER {100 * greedy['wer']:.2f}%" if greedy else ""
         console.print(f"WER {100 * metrics['wer']:.2f}%  CER {100 * metrics['cer']:.2f}%  "
@@ -567,10 +567,8 @@ def transcribe(
     """
     import json
 
-    from rich.markup import escape
-
     from lowres.inference import transcribe_files
-    from lowres.progress import progress_bar
+    from lowres.progress import progress_bar, say
 
     options = _decode_options(lm=lm, lexicon=lexicon, lexicon_free=lexicon_free, beam_size=beam,
                               lm_weight=lm_weight, word_score=word_score)
@@ -579,7 +577,7 @@ def transcribe(
 
     def skip(path: Path, reason: str) -> None:  # one line per bad file; the others go on
         failed.append(path)
-        errors.print(f"[yellow]skipped:[/yellow] {escape(reason)}")
+        say(errors, ("skipped:", "yellow"), f" {reason}")
 
     # progress over a long file's chunks on the terminal only (on stderr); transcripts go to stdout, and a
     # piped stdout gets nothing but them
@@ -615,7 +613,9 @@ def export(
     from lowres.inference import export_run
 
     path = export_run(model, out, overwrite=overwrite)
-    _stdout().print(f"exported to {path} (load with transformers' AutoModelForCTC and Wav2Vec2Processor)")
+    from lowres.progress import say
+
+    say(_stdout(), f"exported to {path} (load with transformers' AutoModelForCTC and Wav2Vec2Processor)")
 
 
 # ---------------------------------------------------------------------------------------------------

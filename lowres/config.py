@@ -36,6 +36,7 @@ from lowres.config_engine import (
 # any of them
 DEFAULT_TARGETS: tuple[tuple[str, float], ...] = (("10min", 600.0), ("1h", 3600.0), ("10h", 36000.0))
 LABELED_SPLITS: tuple[str, ...] = (*(name for name, _ in DEFAULT_TARGETS), "full")  # nested, smallest first
+SUGGESTED_BASE = "tiny-ssl"  # the --base of the next steps prepare prints: shipped, offline
 HELDOUT_SPLITS: tuple[str, ...] = ("dev", "test")  # never in the labeled pool (their voices may be: see Heldout)
 
 
@@ -473,6 +474,11 @@ class UnitsConfig:
         check("units", self, "passes", 1)
         check("units", self, "batch_frames", 100)
         check("units", self, "memory_mb", 0)
+        if self.reuse and (self.targets != "auto" or self.clusters):
+            given = " and ".join(f"units.{k} (--{k})" for k in ("targets", "clusters")
+                                 if getattr(self, k) != getattr(UnitsConfig, k))
+            raise ValueError(f"units.reuse (--units) trains on that run's units as they are, so {given} cannot "
+                             "change them: leave it out, or make new units without --units")
 
 
 @dataclass(frozen=True)
@@ -654,6 +660,7 @@ __all__ = [
     "DEFAULT_TARGETS",
     "HELDOUT_SPLITS",
     "LABELED_SPLITS",
+    "SUGGESTED_BASE",
     "OBJECTIVES",
     # the engine's functions, for the commands and notebooks that resolve configurations (lowres/config_engine.py)
     "check",

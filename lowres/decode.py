@@ -9,8 +9,8 @@ that produce the logits. ``eval``, ``transcribe`` and the fine-tuning trainer's 
   reads the KenLM model once for a run's vocabulary; :meth:`BeamSearch.decoder` turns it into a decoder.
 * :func:`forward_batches` / :func:`decode_utterances`: a model over utterances, batch by batch.
 
-Beam search needs the ``lm`` extra (``pip install ".[lm]"`` / ``pip install 'lowres[lm]'``: flashlight-text,
-kenlm) and uses torchaudio's flashlight ``CTCDecoder``. ``--lm`` is the folder written by ``lowres lm`` (its
+Beam search needs the ``lm`` extra (flashlight-text; :func:`lowres.runtime.install_hint` says how to add it)
+and uses torchaudio's flashlight ``CTCDecoder``. ``--lm`` is the folder written by ``lowres lm`` (its
 layout: :mod:`lowres.lm.folder`) or a bare ARPA / binary KenLM file:
 
 * lexicon-constrained (the default): the beam only forms words of ``lexicon.txt`` and scores them with the
@@ -41,8 +41,7 @@ from lowres import LowresError
 from lowres.config import DEFAULT_LM_WEIGHT, DEFAULT_WORD_SCORE, DecodeOptions  # noqa: F401 (re-exported)
 from lowres.data.vocab import BLANK_ID
 from lowres.lm.folder import LEXICON_FREE_MODE, LEXICON_MODE, UNITS_ARPA, LMFolder
-
-_EXTRA = "pip install 'lowres[lm]' (or \".[lm]\" in a checkout: flashlight-text and kenlm)"
+from lowres.runtime import install_hint
 
 Decoder = Callable  # (logits (B, T, V) float32 CPU, frame lengths (B,)) -> list[str]
 
@@ -104,8 +103,8 @@ def require_lm_extra() -> None:
         from flashlight.lib.text.decoder.kenlm import KenLM  # noqa: F401
         from torchaudio.models.decoder import CTCDecoder  # noqa: F401
     except Exception as exc:  # ImportError, or a broken binary wheel
-        raise LowresError(f"Beam search with a language model (--lm) needs the lm extra: {_EXTRA}. "
-                          f"({type(exc).__name__}: {exc})") from None
+        raise LowresError(f"Beam search with a language model (--lm) needs the lm extra (flashlight-text): "
+                          f"{install_hint('lm')} ({type(exc).__name__}: {exc})") from None
 
 
 

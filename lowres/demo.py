@@ -18,7 +18,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lowres.bases.shipped import RELEASED
 from lowres.fsutil import atomic_write_text, claim_folder
+from lowres.progress import plain
+from lowres.progress import say as print_plain
 
 
 @dataclass(frozen=True)
@@ -30,7 +33,7 @@ class DemoPlan:
     steps_1h: int
 
 
-SHIPPED = "tiny-ssl"  # the self-supervised base lowres ships (lowres/bases, scripts/build_base.py)
+SHIPPED = RELEASED[0]  # the self-supervised base lowres ships (lowres/bases, scripts/build_base.py)
 # updates: the 10min rows' dev CER still falls fast at 600 (test CER from the shipped base, seeds 0/1: 25.3/23.0%
 # at 600, 23.9/22.2% at 900, 20.3% at 1200); 900 on both splits: 14.0 min on 2 idle cores (15.5 and 16.2 when the
 # shared machine was slower). 700 on the 1h rows (13.7 min) left them no better than 10min: 22.9 / 22.8% CER
@@ -108,11 +111,12 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     _same_demo(out, record)
     atomic_write_text(out / "demo.json", json.dumps(record) + "\n")
     t_all = time.perf_counter()
-    say = console.print if console is not None else (lambda *a, **k: None)
+    def say(*parts):
+        print_plain(console, *parts)
     minutes: dict[str, float] = {}
 
     def step(name: str):
-        say(f"\n[bold]── {name}[/bold]")
+        say("\n", (f"── {name}", "bold"))
         return time.perf_counter()
 
     synth_dir = out / "synth"
@@ -190,7 +194,9 @@ def _demo_lm(out: Path, prepared: Path, say) -> Path | None:
     try:
         require_lm_extra()
     except LowresError:
-        say("(the lm extra is not installed: greedy decoding only; `pip install 'lowres\\[lm]'` adds the LM rows)")
+        from lowres.runtime import install_hint
+
+        say(f"(the lm extra is not installed: greedy decoding only; `{install_hint('lm')}` adds the LM rows)")
         return None
     lm_dir = out / "lm"
     if not _done(lm_dir, "lm_report.json"):
@@ -209,11 +215,11 @@ def print_table(result: dict, console) -> None:
         table.add_column(col, justify="right" if col not in ("split", "start") else "left")
     for r in result["rows"]:
         lm = [f"{100 * r['lm_wer']:.1f}%", f"{100 * r['lm_cer']:.1f}%"] if "lm_cer" in r else (["-", "-"] if with_lm else [])
-        table.add_row(r["split"], r["start"], "yes" if r["adapt"] else "no", str(r["updates"]),
+        table.add_row(plain(r["split"]), plain(r["start"]), "yes" if r["adapt"] else "no", str(r["updates"]),
                       f"{100 * r['wer']:.1f}%", f"{100 * r['cer']:.1f}%", *lm, f"{r['minutes']:.1f}")
     console.print(table)
     m = result["minutes"]
-    console.print(f"total {m['total']:.1f} min (synth {m['synth']:.1f}, prepare {m['prepare']:.1f}, adapt "
-                  f"{m['adapt']:.1f}). Every step's folder is in the --out folder; try e.g. "
-                  f"lowres transcribe --model {result['rows'][-1]['run']} some.wav")
+    print_plain(console, f"total {m['total']:.1f} min (synth {m['synth']:.1f}, prepare {m['prepare']:.1f}, adapt "
+                f"{m['adapt']:.1f}). Every step's folder is in the --out folder; try e.g. "
+                f"lowres transcribe --model {result['rows'][-1]['run']} some.wav")
 

@@ -492,10 +492,11 @@ def visible(unit: str) -> str:
 
 
 def print_eval(metrics: dict, out: Path, console) -> None:
-    from rich.markup import escape  # ids, paths and transcripts are text, not markup
     from rich.table import Table
 
-    table = Table(title=escape(f"eval: {metrics['manifest']}"))
+    from lowres.progress import plain, say  # ids, paths and transcripts are text, not markup
+
+    table = Table(title=plain(f"eval: {metrics['manifest']}"))
     for col in ("WER", "CER", "utterances", "hours", "RTF", "decoder"):
         table.add_column(col, justify="right")
     table.add_row(f"{100 * metrics['wer']:.2f}%", f"{100 * metrics['cer']:.2f}%", str(metrics["num_utterances"]),
@@ -503,33 +504,33 @@ def print_eval(metrics: dict, out: Path, console) -> None:
     console.print(table)
     if metrics.get("greedy"):
         g = metrics["greedy"]
-        console.print(f"greedy decoding of the same outputs: WER {100 * g['wer']:.2f}%  CER {100 * g['cer']:.2f}%")
+        say(console, f"greedy decoding of the same outputs: WER {100 * g['wer']:.2f}%  CER {100 * g['cer']:.2f}%")
     if metrics.get("lm_tuning"):
         t = metrics["lm_tuning"]
-        console.print(f"LM weights tuned on {escape(t['dev_manifest'])} ({t['utterances']} utterances): lm weight "
-                      f"{t['lm_weight']:g}, word score {t['word_score']:g} (dev WER {100 * t['dev_wer']:.2f}%, "
-                      f"greedy {100 * t['greedy_dev_wer']:.2f}%); stored in the LM folder")
+        say(console, f"LM weights tuned on {t['dev_manifest']} ({t['utterances']} utterances): lm weight "
+                     f"{t['lm_weight']:g}, word score {t['word_score']:g} (dev WER {100 * t['dev_wer']:.2f}%, "
+                     f"greedy {100 * t['greedy_dev_wer']:.2f}%); stored in the LM folder")
         for note in (t.get("note"),):
             if note:
-                console.print(escape(f"note: {note}"))
+                say(console, f"note: {note}")
     if metrics["worst"]:
         worst = Table(title="worst utterances", show_lines=False)
         for col in ("id", "WER", "reference", "hypothesis"):
             worst.add_column(col, overflow="fold")
         for row in metrics["worst"]:
-            worst.add_row(escape(row["id"]), f"{100 * row['wer']:.0f}%", escape(row["reference"]),
-                          escape(row["hypothesis"]) or "∅")
+            worst.add_row(plain(row["id"]), f"{100 * row['wer']:.0f}%", plain(row["reference"]),
+                          plain(row["hypothesis"] or "∅"))
         console.print(worst)
     if metrics["confusions"]:
         conf = ", ".join(f"{visible(c['reference'])}→{visible(c['hypothesis'])} ×{c['count']}"
                          for c in metrics["confusions"])
-        console.print(escape(f"most frequent character confusions ({BOUNDARY_SYMBOL} is the word boundary): {conf}"))
+        say(console, f"most frequent character confusions ({BOUNDARY_SYMBOL} is the word boundary): {conf}")
     oov = metrics.get("oov_chars")
     if oov is not None:
-        console.print(f"reference characters outside the model's vocabulary: {100 * oov['share']:.2f}%")
+        say(console, f"reference characters outside the model's vocabulary: {100 * oov['share']:.2f}%")
     for warning in metrics.get("warnings", ()):
-        console.print(f"[yellow]warning:[/yellow] {escape(warning)}")
+        say(console, ("warning:", "yellow"), f" {warning}")
     if metrics.get("failed_utterances"):
-        console.print(f"[yellow]{metrics['failed_utterances']} utterance(s) could not be decoded[/yellow] "
-                      "(see metrics.json)")
-    console.print(escape(f"hypotheses: {out / 'hyps.jsonl'}   metrics: {out / 'metrics.json'}"))
+        say(console, (f"{metrics['failed_utterances']} utterance(s) could not be decoded", "yellow"),
+            " (see metrics.json)")
+    say(console, f"hypotheses: {out / 'hyps.jsonl'}   metrics: {out / 'metrics.json'}")

@@ -26,6 +26,19 @@ _clock = time.monotonic  # one name, so tests can move time
 LINE_EVERY_S = 30.0  # seconds between two lines of one task in a log file
 
 
+def plain(*parts: str | Text | tuple[str, str]) -> Text:
+    """Text printed as written: never read as rich markup (``[/x]`` in a path) or emoji codes (``:-1:`` in
+    ``layer:-1:``). Every value lowres echoes (paths, flags, transcripts, notes) reaches a console through it;
+    a part may be ``(text, style)``."""
+    return Text.assemble(*parts)
+
+
+def say(console: Console | None, *parts: str | Text | tuple[str, str], style: str | None = None) -> None:
+    """Print ``parts`` (see :func:`plain`) on ``console``; nothing when it is None."""
+    if console is not None:
+        console.print(plain(*parts), style=style)
+
+
 class RateColumn(ProgressColumn):
     """Items per second, with the unit of the task (``task.fields['unit']``)."""
 
@@ -113,7 +126,7 @@ class LineProgress:
         if task.said == (task.description, task.completed):
             return
         task.said, task.last_line = (task.description, task.completed), now
-        self.console.print(progress_line(task, now), markup=False, highlight=False, soft_wrap=True)
+        self.console.print(plain(progress_line(task, now)), highlight=False, soft_wrap=True)
 
 
 def progress_line(task: _LineTask, now: float) -> str:
@@ -168,7 +181,7 @@ def progress_bar(console: Console | None, *extra_columns: ProgressColumn,
             lines.close()
         return
     columns = [
-        TextColumn("[progress.description]{task.description}"),
+        TextColumn("{task.description}", markup=False, style="progress.description"),
         BarColumn(bar_width=30),
         MofNCompleteColumn(),
         RateColumn(),

@@ -10,6 +10,45 @@ from dataclasses import dataclass
 from lowres import LowresError
 
 
+def install_hint(extra: str | None = None, *, reinstall: bool = False) -> str:
+    """The command that adds ``extra`` to lowres (or, ``reinstall``, restores its files) the way lowres is installed
+    here: a checkout, editable or on PYTHONPATH (``pip install -e``; git restores its files), a wheel file or a
+    folder (its path, from pip's direct_url.json), or an index. For messages: ``pip install 'lowres[lm]'`` fails
+    where lowres came from a checkout."""
+    import json
+    from importlib import metadata
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    checkout = root if (root / "pyproject.toml").is_file() else None
+    url = ""
+    if checkout is None:
+        for dist in metadata.distributions(name="lowres"):
+            try:
+                url = json.loads(dist.read_text("direct_url.json") or "{}").get("url", "")
+            except ValueError:
+                url = ""
+            if url:
+                break
+    return _install_command(extra, reinstall, checkout, url)
+
+
+def _install_command(extra: str | None, reinstall: bool, checkout, url: str) -> str:
+    """:func:`install_hint` for a ``checkout`` folder (or None) and pip's recorded ``url`` ("" from an index)."""
+    from urllib.parse import unquote, urlparse
+
+    suffix = f"[{extra}]" if extra else ""
+    if checkout is not None:
+        return f"git -C {checkout} checkout -- lowres" if reinstall else f'pip install -e "{checkout}{suffix}"'
+    force = "--force-reinstall " if reinstall else ""
+    where = unquote(urlparse(url).path) if url.startswith("file://") else ""
+    if where.endswith(".whl"):
+        return f'pip install {force}"lowres{suffix} @ {url}"'
+    if where:  # installed (not editable) from a folder
+        return f'pip install {force}"{where}{suffix}"'
+    return f"pip install {force}'lowres{suffix}'"
+
+
 def resolve_device(name: str = "auto"):
     """``auto`` → the local CUDA device when there is one, else CPU. ``cuda``/``cuda:N``/``cpu`` as asked."""
     import torch

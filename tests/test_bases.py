@@ -72,8 +72,27 @@ def test_changed_weights_are_refused_in_one_message(tmp_path, monkeypatch):
     with pytest.raises(LowresError, match="damaged or was changed.*fingerprint"):
         load_base(NAME)
     path.write_bytes(b"not a safetensors file")
-    with pytest.raises(LowresError, match="damaged or was changed.*Reinstall"):
+    with pytest.raises(LowresError, match="damaged or was changed.*Restore lowres's files.*git -C"):
         load_base(NAME)
+
+
+@pytest.mark.parametrize("lost", [".json", ".safetensors"])
+def test_a_shipped_base_with_a_file_missing_says_so_not_unknown_name(tmp_path, monkeypatch, lost):
+    """Without its JSON the base is not in shipped_names(); --base tiny-ssl used to answer "Unknown --base
+    'tiny-ssl'. Did you mean tiny?" (a random init)."""
+    folder = _copy_of_the_package(tmp_path, monkeypatch)
+    (folder / f"{NAME}{lost}").unlink()
+    with pytest.raises(LowresError) as err:
+        load_base(NAME)
+    message = str(err.value)
+    assert "files are incomplete" in message and f"{NAME}{lost}" in message and "Did you mean" not in message
+    assert "checkout -- lowres" in message  # the tests run from a checkout: git restores it
+    for suffix in (".json", ".safetensors"):
+        (folder / f"{NAME}{suffix}").unlink(missing_ok=True)
+    with pytest.raises(LowresError, match="incomplete"):  # both gone: still a base lowres ships
+        load_base(NAME)
+    with pytest.raises(LowresError, match="Unknown --base 'tiny-sll'"):
+        load_base("tiny-sll")
 
 
 @pytest.mark.slow

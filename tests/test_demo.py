@@ -41,14 +41,17 @@ def test_demo_says_how_to_add_the_lm_rows(tmp_path, monkeypatch):
     import lowres.decode
     from lowres import LowresError
     from lowres.demo import _demo_lm
+    from lowres.progress import say
 
     def missing():
         raise LowresError("the lm extra is not installed")
 
     monkeypatch.setattr(lowres.decode, "require_lm_extra", missing)
     console = Console(record=True, width=200)
-    assert _demo_lm(tmp_path, tmp_path, console.print) is None
-    assert "pip install 'lowres[lm]'" in console.export_text()
+    assert _demo_lm(tmp_path, tmp_path, lambda *parts: say(console, *parts)) is None
+    from lowres.runtime import install_hint
+
+    assert install_hint("lm") in console.export_text()
     assert not (tmp_path / "lm").exists()
 
 

@@ -182,9 +182,16 @@ def test_hubert_from_random_init_then_resume_finetune_and_a_second_iteration(ton
     assert meta2["units"]["kind"] == "layer" and meta2["units"]["layer"] == 2 and meta2["backbone"]["pretrained"]
     assert json.loads((tmp_path / "h2" / "units" / "units.json").read_text())["targets"] == "layer 2 of the base"
 
-    # --units reuses a run's units (the same pieces), copying them into the new run
+    # --units reuses a run's units (the same pieces), copying them into the new run; --clusters or --targets
+    # beside it would be ignored (the units are the run's): refused, nothing written
+    fast = [a for a in HUBERT_FAST if a not in ("--clusters", 12)]
+    for extra in (["--clusters", 100], ["--targets", "mfcc"]):
+        res = invoke("adapt", "--unlabeled", tone_audio, "--base", "tiny", "--max-steps", 1, "--out",
+                     tmp_path / "h3", "--units", run, *fast, *extra)
+        assert res.exit_code == 2 and "trains on that run's units as they are" in " ".join(res.output.split())
+        assert extra[0] in res.output and not (tmp_path / "h3").exists()
     res = invoke("adapt", "--unlabeled", tone_audio, "--base", "tiny", "--max-steps", 1, "--out", tmp_path / "h3",
-                 "--units", run, *HUBERT_FAST)
+                 "--units", run, *fast)
     assert res.exit_code == 0, res.output
     assert load_file(str(tmp_path / "h3" / "units" / "units.safetensors"))["units"].equal(
         load_file(str(run / "units" / "units.safetensors"))["units"])
@@ -220,7 +227,8 @@ def test_collapse_stops_the_run(tone_audio, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--targets", "layer:99"], "the base has transformer layers 1 to 4"),
-    (["--clusters", "1"], "units.clusters must be"),
+    (["--clusters", "1"], "Invalid value for '--clusters'"),
+    (["--clusters", "0"], "Invalid value for '--clusters'"),  # was: HuBERT's default, silently
     (["--clusters", "5000"], "fewer than --clusters 5000"),
 ])
 def test_bad_hubert_input_is_one_message_and_leaves_out_untouched(tone_audio, tmp_path, args, message):

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("lowres.data",)),
     ("model", ("lowres.model",)),
     ("sources", ("lowres.runs", "lowres.bases", "lowres.decode", "lowres.units", "lowres.lm", "lowres.synth")),
-    ("tasks", ("lowres.train", "lowres.evaluate", "lowres.inference")),
+    ("tasks", ("lowres.train", "lowres.evaluate", "lowres.inference", "lowres.zeroshot")),
     ("commands", ("lowres.cli", "lowres.demo", "lowres.__main__")),
 ]
 
@@ -124,3 +124,18 @@ def test_the_checker_sees_function_level_imports():
     graph = import_graph()
     assert "lowres.bases" in graph["lowres.train.tasks.ctc"]  # imported inside a method
     assert "lowres.data.corpora.table" in graph["lowres.data.corpora"]  # the registry's function-level import
+
+
+def test_kenlm_is_no_dependency_of_lowres():
+    """The lm extra is flashlight-text alone: lowres estimates and writes its n-gram models itself and never
+    imports the kenlm package (which builds from source); only test_lm compares against it, from its own extra."""
+    import tomllib
+
+    for name, path in modules().items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            assert not any(n.split(".")[0] == "kenlm" for n in names), f"{name} imports kenlm"
+    extras = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    assert not any(req.startswith("kenlm") for req in extras["lm"]), extras["lm"]
+    assert any(req.startswith("flashlight-text") for req in extras["lm"])

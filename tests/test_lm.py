@@ -323,9 +323,11 @@ def test_lm_options_without_extra_or_lm(lm_dir, monkeypatch, tmp_path):
     assert res.exit_code == 2 and "not both" in res.output
     monkeypatch.setitem(sys.modules, "flashlight.lib.text.decoder.kenlm", None)  # as if not installed
     from lowres.decode import BeamSearch, DecodeOptions
+    from lowres.runtime import install_hint
 
-    with pytest.raises(LowresError, match=r"lowres\[lm\]"):
+    with pytest.raises(LowresError) as err:
         BeamSearch.from_options(DecodeOptions(lm=lm_dir))
+    assert "needs the lm extra (flashlight-text)" in str(err.value) and install_hint("lm") in str(err.value)
 
 
 def synthetic_logits(vocab: Vocab, texts: list[str], noise: float, seed: int = 0):

@@ -174,6 +174,8 @@ def test_given_split_with_training_voices_is_used_as_given(tmp_path):
     printed = console.export_text()
     assert "dev/test audio spoken by voices heard in training: dev 100% (2 of 2 voices), test 100% " in printed
     assert "--speaker-disjoint" in printed
+    out = tmp_path / "out"  # the next step, on the smallest split with data (prepare printed none)
+    assert f"next:  lowres finetune --data {out} --split 10min --base tiny-ssl --out runs/out-10min" in printed
 
     strict = prepare(path, tmp_path / "strict", PrepareConfig(speaker_disjoint=True))
     assert manifest(tmp_path / "strict", "full") == []
@@ -182,6 +184,10 @@ def test_given_split_with_training_voices_is_used_as_given(tmp_path):
     assert "--speaker-disjoint left" in warnings and "100% of the training pool" in warnings
     assert "most were rejected as heldout_speaker (32)" in warnings and "training pool is empty" in warnings
     assert strict.report["heldout"]["dev"]["share_by_training_voices"] == 0.0
+    assert strict.report["splits"]["10min"]["flag"] == "the training pool is empty: no utterance to draw"
+    console = Console(record=True, width=300)
+    print_summary(strict, console)
+    assert "lowres finetune" not in console.export_text()  # no split to fine-tune on: no such next step
 
 
 def test_one_voice_corpus_prepares(tmp_path):

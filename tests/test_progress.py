@@ -116,3 +116,30 @@ def test_no_console_no_output():
         task = progress.add_task("x", total=3)
         progress.advance(task)
         progress.update(task, completed=3)
+
+
+def test_echoed_values_are_text_not_markup_or_emoji():
+    """`--targets layer:-1:` once printed as `layer👎`, and "[/x]" in a path breaks rich's markup: every value
+    lowres echoes goes through progress.plain / say, on any console."""
+    from lowres.progress import plain, say
+
+    console = Console(record=True, width=200)  # rich's defaults: markup and emoji codes on
+    say(console, ("warning:", "yellow"), " --targets layer:-1: in [bold]runs/[/x]:smile:")
+    console.print(plain("id [red]a[/red]"))
+    assert console.export_text() == "warning: --targets layer:-1: in [bold]runs/[/x]:smile:\nid [red]a[/red]\n"
+
+
+def test_an_error_message_is_printed_as_written(capsys):
+    import typer
+
+    from lowres import LowresError
+    from lowres.cli import friendly
+
+    @friendly
+    def command():
+        raise LowresError("--targets layer:-1: is not a layer of runs/[/x] :smile:")
+
+    with pytest.raises(typer.Exit):
+        command()
+    err = capsys.readouterr().err
+    assert "error: --targets layer:-1: is not a layer of runs/[/x] :smile:" in err and "👎" not in err

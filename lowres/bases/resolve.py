@@ -17,7 +17,7 @@ from pathlib import Path
 from lowres import LowresError
 from lowres.bases.bundles import NAMED_BUNDLES, load_bundle
 from lowres.bases.huggingface import load_huggingface
-from lowres.bases.shipped import load_shipped, shipped_info, shipped_names
+from lowres.bases.shipped import incomplete_shipped, load_shipped, shipped_info, shipped_names
 from lowres.bases.whisper import NAMES as WHISPER_NAMES
 from lowres.model.backbone import RANDOM_CONFIGS, BackboneSpec, LoadedBackbone, build_model, fingerprint
 from lowres.runs import RUN_CONFIG, RUN_VOCAB, RUN_WEIGHTS, RunRecord, is_run, read_run, recorded_base_path
@@ -78,6 +78,9 @@ def load_base(base: str, seed: int = 0) -> LoadedBackbone:
                           f"or a name: {', '.join(available_names())}.")
     import difflib
 
+    broken = incomplete_shipped(base)
+    if broken:
+        raise LowresError(broken)
     close = difflib.get_close_matches(base, available_names(), n=2)
     hint = f" Did you mean {' or '.join(close)}?" if close else ""
     raise LowresError(f"Unknown --base {base!r}.{hint} Known names: {', '.join(available_names())}; or pass a "

@@ -14,8 +14,10 @@ import json
 from importlib import resources
 
 from lowres import LowresError
+from lowres.runtime import install_hint
 
 SUFFIX_WEIGHTS, SUFFIX_INFO = ".safetensors", ".json"
+RELEASED = ("tiny-ssl",)  # the bases every lowres release ships (scripts/build_base.py writes them)
 
 
 def _folder():
@@ -28,6 +30,19 @@ def shipped_names() -> tuple[str, ...]:
     folder = _folder()
     names = {p.name[: -len(SUFFIX_INFO)] for p in folder.iterdir() if p.name.endswith(SUFFIX_INFO)}
     return tuple(sorted(n for n in names if (folder / f"{n}{SUFFIX_WEIGHTS}").is_file()))
+
+
+def incomplete_shipped(name: str) -> str | None:
+    """Why the shipped base ``name`` cannot be used when one of its two files is missing (None when it is whole,
+    or when no such base ships): a message naming the missing file and how to restore it."""
+    folder = _folder()
+    files = {suffix: folder / f"{name}{suffix}" for suffix in (SUFFIX_WEIGHTS, SUFFIX_INFO)}
+    missing = [str(f) for f in files.values() if not f.is_file()]
+    if not missing or (len(missing) == len(files) and name not in RELEASED):
+        return None
+    return (f"The shipped base {name}'s files are incomplete: {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} missing from the installed package. Restore lowres's files "
+            f"(`{install_hint(reinstall=True)}`), or rebuild the base with scripts/build_base.py.")
 
 
 def shipped_info(name: str) -> dict:
@@ -45,8 +60,8 @@ def load_shipped(name: str):
     info = shipped_info(name)
     spec = BackboneSpec.from_dict({**info["spec"], "pretrained": True, "name": name})
     weights = _folder() / f"{name}{SUFFIX_WEIGHTS}"
-    damaged = (f"The shipped base {name} ({weights}) is damaged or was changed after it was built. Reinstall "
-               "lowres (`pip install --force-reinstall lowres`), or rebuild it with scripts/build_base.py.")
+    damaged = (f"The shipped base {name} ({weights}) is damaged or was changed after it was built. Restore lowres's "
+               f"files (`{install_hint(reinstall=True)}`), or rebuild it with scripts/build_base.py.")
     try:
         state = load(weights.read_bytes())
     except Exception as exc:  # a truncated or overwritten file: safetensors' own errors name no file

@@ -704,39 +704,39 @@ def write_fairseq(folder: Path, rows: list[_Row], splits: dict[str, list[Utteran
 
 
 def print_summary(result: PrepareResult, console) -> None:
-    from rich.markup import escape  # paths and notes are text, not markup: "[/x]" in a folder name is fine
     from rich.table import Table
+
+    from lowres.progress import plain, say  # paths, notes, characters: text, not markup
 
     report = result.report
     splits = report.get("splits", {})
     if splits:
-        table = Table(title=escape(f"prepared {result.out}"), show_lines=False)
+        table = Table(title=plain(f"prepared {result.out}"), show_lines=False)
         for col in ("split", "hours", "utterances", "speakers", "note"):
             table.add_column(col, justify="right" if col in ("hours", "utterances", "speakers") else "left")
         for name, s in splits.items():
             note = s.get("flag") or s.get("source") or (f"part of {s['part_of']}" if "part_of" in s else "")
-            table.add_row(escape(name), f"{s['hours']:.3f}", str(s["utterances"]), str(s["speakers"]), escape(note))
+            table.add_row(plain(name), f"{s['hours']:.3f}", str(s["utterances"]), str(s["speakers"]), plain(note))
         console.print(table)
     un = report.get("unlabeled")
     if un:
-        console.print(f"unlabeled: {un['hours']:.3f} h in {un['pieces']} pieces from {un['files']} files "
+        say(console, f"unlabeled: {un['hours']:.3f} h in {un['pieces']} pieces from {un['files']} files "
                       f"({un['cut_files']} long files cut at quiet points)")
     vocab = report.get("vocabulary")
     if vocab:
         rare = vocab["rare_to_unk"]
         listed = f": {' '.join(rare[:12])}{' ...' if len(rare) > 12 else ''}" if rare else ""
-        console.print(f"vocabulary: {vocab['symbols']} symbols ({vocab['units']}s) + <pad>/<unk>/| ; "
-                      f"{len(rare)} rarer than {vocab['min_char_count']} mapped to <unk>{listed} "
-                      "(--min-char-count)", markup=False)
+        say(console, f"vocabulary: {vocab['symbols']} symbols ({vocab['units']}s) + <pad>/<unk>/| ; "
+                     f"{len(rare)} rarer than {vocab['min_char_count']} mapped to <unk>{listed} (--min-char-count)")
         cov = report.get("coverage", {})
         parts = [f"{k} {100 * v['oov_share']:.2f}%" for k, v in cov.items() if v["symbols"]]
         if parts:
-            console.print("characters outside the vocabulary: " + ", ".join(parts))
+            say(console, "characters outside the vocabulary: " + ", ".join(parts))
     held = report.get("heldout", {})
     if held:
-        console.print(heldout_line(held), markup=False)
+        say(console, heldout_line(held))
     for line in report.get("text_advice", []):
-        console.print(line, markup=False)
+        say(console, line)
     rej = report.get("rejects", {})
     if rej.get("total"):
         parts = []
@@ -744,14 +744,36 @@ def print_summary(result: PrepareResult, console) -> None:
             by = rej.get(part, {})
             if by:
                 parts.append(f"{sum(by.values())} {what} ({', '.join(f'{k} {v}' for k, v in by.items())})")
-        console.print(f"[yellow]rejected {rej['total']}[/yellow]: " + escape("; ".join(parts)) + "; see "
-                      + escape(str(result.out / "rejects.jsonl")))
+        say(console, (f"rejected {rej['total']}", "yellow"), f": {'; '.join(parts)}; see {result.out / 'rejects.jsonl'}")
     else:
-        console.print("rejected 0")
+        say(console, "rejected 0")
     for note in report.get("notes", []):
-        console.print(f"note: {note}", markup=False)
+        say(console, f"note: {note}")
     for warning in report.get("warnings", []):
-        console.print("warning: " + warning, style="bold yellow", markup=False)
+        say(console, "warning: " + warning, style="bold yellow")
+    for line in next_steps(result):
+        say(console, line)
+
+
+def next_steps(result: PrepareResult) -> list[str]:
+    """The commands that follow ``prepare`` for this folder: a first fine-tuning run on the smallest split that
+    has data (and, with unlabeled audio, continued pretraining on it first)."""
+    from lowres.config import LABELED_SPLITS, SUGGESTED_BASE
+    from lowres.data.prepared import UNLABELED
+
+    report, out = result.report, result.out
+    splits = report.get("splits", {})
+    first = next((name for name in LABELED_SPLITS if splits.get(name, {}).get("utterances")), None)
+    lines = []
+    if report.get("unlabeled", {}).get("pieces"):
+        lines.append(f"next:  lowres adapt --unlabeled {out / UNLABELED} --base {SUGGESTED_BASE} --out "
+                     f"runs/{out.name}-adapt   (continued pretraining on the untranscribed audio; then "
+                     f"--base runs/{out.name}-adapt below)")
+    if first:
+        lines.append(f"{'then' if lines else 'next'}:  lowres finetune --data {out} --split {first} --base "
+                     f"{SUGGESTED_BASE} --out runs/{out.name}-{first}   (a first run; the larger splits hold more "
+                     "labels)")
+    return lines
 
 
 def heldout_line(held: dict) -> str:

@@ -87,7 +87,8 @@ def nested_splits(
         if total < lo:
             chosen = {it.id for it in order}
             seconds = total
-            flag = f"pool has only {total / 3600:.2f} h: the whole pool is used"
+            flag = (f"pool has only {total / 3600:.2f} h: the whole pool is used" if order
+                    else "the training pool is empty: no utterance to draw")
         else:
             for it in order:
                 if seconds >= lo:

@@ -353,26 +353,28 @@ def _read_text(path: Path, cfg: TextConfig, corpus, keep, progress, task) -> dic
 
 def print_summary(report: dict, out: Path, console) -> None:
     """A few lines on ``console`` for the command line."""
+    from lowres.progress import say
+
     grams = ", ".join(f"{n}-grams {c:,}" for n, c in report["ngrams"].items())
-    console.print(f"{report['order']}-gram model from {report['sentences']:,} sentences, {report['tokens']:,} words, "
+    say(console, f"{report['order']}-gram model from {report['sentences']:,} sentences, {report['tokens']:,} words, "
                   f"{report['vocabulary_size']:,} word types: {grams}")
     held = report["heldout_check"]
-    console.print(f"dev/test check: {held['dev_test_transcripts']:,} held-out transcripts; "
+    say(console, f"dev/test check: {held['dev_test_transcripts']:,} held-out transcripts; "
                   f"{held['dropped_sentences']:,} matching text sentences dropped")
     dev = report.get("dev")
     if dev:
-        console.print(f"dev perplexity {dev['perplexity']} (without OOVs {dev['perplexity_excluding_oov']}), "
+        say(console, f"dev perplexity {dev['perplexity']} (without OOVs {dev['perplexity_excluding_oov']}), "
                       f"OOV rate {100 * dev['oov_rate']:.2f}%")
     lex = report.get("lexicon")
     if lex:
-        console.print(f"lexicon: {lex['words']:,} words; {lex['left_out']:,} left out (symbols outside the "
+        say(console, f"lexicon: {lex['words']:,} words; {lex['left_out']:,} left out (symbols outside the "
                       "acoustic vocabulary)")
     unit = report.get("units_lm")
     if unit:
         unit_dev = f"; dev perplexity {unit['dev']['perplexity']} per unit" if unit.get("dev") else ""
-        console.print(f"unit model (lexicon-free decoding): {unit['order']}-grams over {unit['units']} units"
+        say(console, f"unit model (lexicon-free decoding): {unit['order']}-grams over {unit['units']} units"
                       f"{unit_dev}")
     for note in report.get("notes", []):
-        console.print(f"note: {note}")
+        say(console, f"note: {note}")
     written = [name for name in report["files"].values() if name] + [REPORT]
-    console.print(f"wrote {', '.join(written)} to {out} in {report['seconds']} s")
+    say(console, f"wrote {', '.join(written)} to {out} in {report['seconds']} s")

@@ -458,9 +458,11 @@ def print_summary(result: SynthResult, console) -> None:
     """A table of what was written and the command that prepares it."""
     from rich.table import Table
 
+    from lowres.progress import plain, say
+
     report = result.report
     lang = report["language"]
-    table = Table(title=f"synthetic {lang['name']} corpus in {result.out}")
+    table = Table(title=plain(f"synthetic {lang['name']} corpus in {result.out}"))
     for col in ("split", "hours", "files", "sentences", "speakers"):
         table.add_column(col, justify="left" if col == "split" else "right")
     for name, s in report["splits"].items():
@@ -468,9 +470,9 @@ def print_summary(result: SynthResult, console) -> None:
             table.add_row(name, f"{s['hours']:.3f}", str(s["files"]), str(s["sentences"]), str(len(s["speakers"])))
     console.print(table)
     speed = result.audio_s / result.wall_s if result.wall_s > 0 else 0.0
-    console.print(f"{result.audio_s / 3600:.2f} h of audio in {result.wall_s:.0f} s ({speed:.0f}x real time, "
+    say(console, f"{result.audio_s / 3600:.2f} h of audio in {result.wall_s:.0f} s ({speed:.0f}x real time, "
                   f"{result.workers} worker{'s' if result.workers != 1 else ''}); words: {report['lexicon']['words']} "
                   f"from {report['lexicon']['file']}")
     unlabeled = f" --unlabeled {result.unlabeled}" if result.unlabeled is not None else ""
     rules = " --lang sw" if lang["code"] == "sw" else ""
-    console.print(f"next:  lowres prepare {result.corpus}{unlabeled}{rules} --out prepared/{lang['code']}-synth")
+    say(console, f"next:  lowres prepare {result.corpus}{unlabeled}{rules} --out prepared/{lang['code']}-synth")

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from lowres.fsutil import atomic_write_lines
+from lowres.progress import say
 from lowres.runs import RUN_LOG, RUN_METRICS
 from lowres.runtime import all_reduce_sum, is_main_process, step_seed, world_size
 from lowres.train.checkpoint import load_checkpoint, save_checkpoint
@@ -132,8 +133,7 @@ class MetricsLog:
         with open(self.log_path, "a", encoding="utf-8") as f:
             f.write(time.strftime("%Y-%m-%d %H:%M:%S ") + message + "\n")
         if self.console is not None:
-            self.console.print(
-                f"[dim]{time.strftime('%H:%M:%S')}[/dim] {message}")
+            say(self.console, (time.strftime("%H:%M:%S"), "dim"), f" {message}")
 
 
 def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> float:

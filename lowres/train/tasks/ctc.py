@@ -280,7 +280,7 @@ class CTCTask(Task):
 
             conv = front_layers(self.model.backbone, self.loaded.spec)
             if self.weighted:
-                frozen = "the frozen backbone's layers"
+                frozen = "layers of the frozen backbone"
             elif self.model.fixed_conv_layers < len(conv):
                 frozen = f"outputs of the {self.model.fixed_conv_layers} frozen lowest conv layers"
             else:

@@ -98,6 +98,9 @@ class HubertTask(SelfSupervisedTask):
             run.log.say(f"units reused from {cfg.units.reuse}")
             return
         kind, layer = self.kind_layer
+        if not cfg.units.clusters:
+            run.log.say(f"units: {self.clusters} clusters, HuBERT's number for {kind} features (--clusters sets "
+                        "another)")
         utts = list(read_manifest(manifest))
         source = FeatureSource(kind, self.spec.conv_stack, layer, self.loaded, run.device)
         u = cfg.units
