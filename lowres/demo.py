@@ -61,6 +61,35 @@ def finetune_flags(prepared: str, base: str, steps: int, seed: int) -> dict:
 QUICK = DemoPlan(hours=0.2, unlabeled_hours=0.05, adapt_steps=6, steps_10min=8, steps_1h=0)
 
 
+STEP_FOLDERS = {"synth": "synth", "prepare": "prepared", "adapt": "adapt"}  # the steps before fine-tuning
+
+
+class _StepClock:
+    """Each step's minutes, kept in OUT/demo_steps.json: a rerun that reuses a finished step reports the minutes
+    it took when it ran (None where no earlier run recorded them), and marks it reused."""
+
+    FILE = "demo_steps.json"
+
+    def __init__(self, out: Path):
+        self.path = out / self.FILE
+        self.minutes: dict[str, float | None] = {}
+        try:
+            self.recorded = json.loads(self.path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            self.recorded = {}
+        self.reused: set[str] = set()
+
+    def run(self, name: str, done: bool, work) -> None:
+        if done:
+            self.reused.add(name)
+            self.minutes[name] = self.recorded.get(name)
+            return
+        t = time.perf_counter()
+        work()
+        self.minutes[name] = self.recorded[name] = round((time.perf_counter() - t) / 60, 2)
+        atomic_write_text(self.path, json.dumps(self.recorded, indent=1) + "\n")
+
+
 def _done(folder: Path, marker: str) -> bool:
     return (folder / marker).is_file()
 
@@ -111,38 +140,35 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     _same_demo(out, record)
     atomic_write_text(out / "demo.json", json.dumps(record) + "\n")
     t_all = time.perf_counter()
+    clock = _StepClock(out)
+
     def say(*parts):
         print_plain(console, *parts)
-    minutes: dict[str, float] = {}
 
-    def step(name: str):
+    def step(name: str, folder: Path, marker: str, work) -> None:
+        """Run one step, unless an earlier run of this demo finished it: then its minutes are that run's."""
         say("\n", (f"── {name}", "bold"))
-        return time.perf_counter()
+        clock.run(folder.name, _done(folder, marker), work)
+        if folder.name in clock.reused:
+            say(f"(done by an earlier run of this demo in {folder}: reused)")
 
-    synth_dir = out / "synth"
-    t = step(f"synth: {plan.hours:g} h of transcribed + {plan.unlabeled_hours:g} h of unlabeled Swahili (eSpeak NG)")
-    if not _done(synth_dir, "synth_report.json"):
-        build_corpus(synth_dir, lang="sw", hours=plan.hours, unlabeled_hours=plan.unlabeled_hours, seed=seed,
-                     overwrite=True, console=console)
-    minutes["synth"] = (time.perf_counter() - t) / 60
+    synth_dir, prepared, adapt_dir = (out / STEP_FOLDERS[k] for k in ("synth", "prepare", "adapt"))
+    step(f"synth: {plan.hours:g} h of transcribed + {plan.unlabeled_hours:g} h of unlabeled Swahili (eSpeak NG)",
+         synth_dir, "synth_report.json",
+         lambda: build_corpus(synth_dir, lang="sw", hours=plan.hours, unlabeled_hours=plan.unlabeled_hours,
+                              seed=seed, overwrite=True, console=console))
 
-    prepared = out / "prepared"
     prepared_dir = PreparedDir(prepared)  # where the later steps find its manifests
-    t = step("prepare: manifests, vocabulary, 10min ⊂ 1h splits")
-    if not _done(prepared, REPORT):
-        prepare(synth_dir / "labeled" / "corpus.tsv", prepared, PrepareConfig(seed=seed),
-                unlabeled=synth_dir / "unlabeled", rules=load_rules("sw"), overwrite=True, console=console)
-    minutes["prepare"] = (time.perf_counter() - t) / 60
+    step("prepare: manifests, vocabulary, 10min ⊂ 1h splits", prepared, REPORT,
+         lambda: prepare(synth_dir / "labeled" / "corpus.tsv", prepared, PrepareConfig(seed=seed),
+                         unlabeled=synth_dir / "unlabeled", rules=load_rules("sw"), overwrite=True, console=console))
 
-    adapt_dir = out / "adapt"
-    t = step(f"adapt: continued HuBERT pretraining of the shipped base {SHIPPED} on the unlabeled Swahili, "
-             f"{plan.adapt_steps} updates")
-    if not _done(adapt_dir, RUN_SUMMARY):
-        cfg = resolve_adapt("demo_adapt", flags={"unlabeled": str(prepared_dir.unlabeled_path), "base": SHIPPED,
-                                                 "objective": "hubert", "train.max_steps": plan.adapt_steps,
-                                                 "train.seed": seed})
-        run_adapt(cfg, adapt_dir, overwrite=True, console=console)
-    minutes["adapt"] = (time.perf_counter() - t) / 60
+    adapt_cfg = resolve_adapt("demo_adapt", flags={"unlabeled": str(prepared_dir.unlabeled_path), "base": SHIPPED,
+                                                   "objective": "hubert", "train.max_steps": plan.adapt_steps,
+                                                   "train.seed": seed})
+    step(f"adapt: continued HuBERT pretraining of the shipped base {SHIPPED} on the unlabeled Swahili, "
+         f"{plan.adapt_steps} updates", adapt_dir, RUN_SUMMARY,
+         lambda: run_adapt(adapt_cfg, adapt_dir, overwrite=True, console=console))
 
     lm_dir = _demo_lm(out, prepared, say)
     # (split, row label, base, folder name, updates): every start gets the same fine-tuning for its split
@@ -155,17 +181,16 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     rows = []
     for split, label, base, name, steps in runs:
         run = out / name
-        t = step(f"finetune --split {split} from {label}: {steps} updates")
-        if not _done(run, RUN_SUMMARY):
-            cfg = resolve_finetune(split, "demo_finetune", flags=finetune_flags(str(prepared), base, steps, seed))
-            run_finetune(cfg, run, overwrite=True, console=console)
-        train_min = (time.perf_counter() - t) / 60
+        cfg = resolve_finetune(split, "demo_finetune", flags=finetune_flags(str(prepared), base, steps, seed))
+        step(f"finetune --split {split} from {label}: {steps} updates", run, RUN_SUMMARY,
+             lambda cfg=cfg, run=run: run_finetune(cfg, run, overwrite=True, console=console))
         metrics = run_eval(run, prepared_dir.manifest("test"), run / "eval-test", console=None,
                            overwrite=True)  # a re-run of the demo scores its own runs again
         summary = json.loads((run / RUN_SUMMARY).read_text(encoding="utf-8"))
         row = {"split": split, "start": label, "base": base if base in ("tiny", SHIPPED) else "adapt",
                "adapt": base == str(adapt_dir), "updates": steps, "wer": metrics["wer"], "cer": metrics["cer"],
-               "minutes": round(train_min, 2), "run": str(run), "train_seconds": summary["wall_seconds"]}
+               "minutes": clock.minutes.get(name), "reused": name in clock.reused, "run": str(run),
+               "train_seconds": summary["wall_seconds"]}
         say(f"test WER {100 * metrics['wer']:.1f}%  CER {100 * metrics['cer']:.1f}%")
         if lm_dir is not None:
             with_lm = run_eval(run, prepared_dir.manifest("test"), run / "eval-test-lm", console=None,
@@ -174,8 +199,9 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
             say(f"with the 3-gram LM: test WER {100 * with_lm['wer']:.1f}%  CER {100 * with_lm['cer']:.1f}%")
         rows.append(row)
     total = (time.perf_counter() - t_all) / 60
-    result = {"rows": rows, "minutes": {**{k: round(v, 2) for k, v in minutes.items()}, "total": round(total, 2)},
-              "quick": quick, "seed": seed}
+    result = {"rows": rows, "minutes": {**{k: clock.minutes.get(v) for k, v in STEP_FOLDERS.items()},
+                                        "total": round(total, 2)},
+              "reused": sorted(clock.reused), "quick": quick, "seed": seed}
     atomic_write_text(out / "demo_results.json", json.dumps(result, indent=1) + "\n")
     if console is not None:
         print_table(result, console)
@@ -216,10 +242,17 @@ def print_table(result: dict, console) -> None:
     for r in result["rows"]:
         lm = [f"{100 * r['lm_wer']:.1f}%", f"{100 * r['lm_cer']:.1f}%"] if "lm_cer" in r else (["-", "-"] if with_lm else [])
         table.add_row(plain(r["split"]), plain(r["start"]), "yes" if r["adapt"] else "no", str(r["updates"]),
-                      f"{100 * r['wer']:.1f}%", f"{100 * r['cer']:.1f}%", *lm, f"{r['minutes']:.1f}")
+                      f"{100 * r['wer']:.1f}%", f"{100 * r['cer']:.1f}%", *lm,
+                      _minutes(r["minutes"], r.get("reused", False)))
     console.print(table)
     m = result["minutes"]
-    print_plain(console, f"total {m['total']:.1f} min (synth {m['synth']:.1f}, prepare {m['prepare']:.1f}, adapt "
-                f"{m['adapt']:.1f}). Every step's folder is in the --out folder; try e.g. "
-                f"lowres transcribe --model {result['rows'][-1]['run']} some.wav")
+    steps = ", ".join(f"{k} {_minutes(m[k], v in result.get('reused', ()))}" for k, v in STEP_FOLDERS.items())
+    again = " this run" if result.get("reused") else ""
+    print_plain(console, f"total {m['total']:.1f} min{again} ({steps}). Every step's folder is in the --out folder; "
+                f"try e.g. lowres transcribe --model {result['rows'][-1]['run']} some.wav")
 
+
+def _minutes(value: float | None, reused: bool) -> str:
+    """A step's minutes in the table: ``3.2``, or ``3.2 (reused)`` for a step an earlier run did."""
+    shown = "?" if value is None else f"{value:.1f}"
+    return f"{shown} (reused)" if reused else shown

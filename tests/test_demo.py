@@ -79,7 +79,7 @@ def test_demo_quick_end_to_end(tmp_path):
         assert r["wer"] == pytest.approx(sum(h["word_errors"] for h in hyps) / sum(h["words"] for h in hyps), abs=1e-6)
         assert r["cer"] == pytest.approx(sum(h["char_errors"] for h in hyps) / sum(h["chars"] for h in hyps), abs=1e-6)
         assert r["wer"] > 0.0 and r["cer"] > 0.0  # eight updates of a tiny model cannot be perfect
-        assert r["minutes"] >= 0 and r["train_seconds"] > 0
+        assert r["minutes"] > 0 and r["train_seconds"] > 0 and not r["reused"]
         # the run trained for the plan's updates, the same method on both sides (the whole model, no LoRA)
         summary = json.loads((run / "summary.json").read_text())
         assert summary["steps"] == QUICK.steps_10min
@@ -126,6 +126,12 @@ def test_demo_quick_end_to_end(tmp_path):
     assert again.exit_code == 0, again.output
     assert json.loads((out / "demo_results.json").read_text())["rows"][0]["cer"] == rows[0]["cer"]
     assert json.loads((out / "demo_results.json").read_text())["rows"][1]["wer"] == rows[1]["wer"]
+    # ... with each reused step's minutes from when it ran (they were 0.0), marked reused
+    second = json.loads((out / "demo_results.json").read_text())
+    assert [r["minutes"] for r in second["rows"]] == [r["minutes"] for r in rows] and all(r["reused"] for r in second["rows"])
+    assert {k: second["minutes"][k] for k in ("synth", "prepare", "adapt")} == {
+        k: minutes[k] for k in ("synth", "prepare", "adapt")}
+    assert set(second["reused"]) >= {"synth", "prepared", "adapt"} and "(reused)" in again.output
 
 
 def test_demo_refuses_a_folder_of_another_demo(tmp_path):

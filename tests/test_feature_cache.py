@@ -205,7 +205,7 @@ def test_partly_frozen_conv_caches_its_frozen_layers_and_trains_the_others(tmp_p
     assert conv[0].conv.weight.grad is None
 
 
-def test_speed_steps_and_frozen_conv_layers_cache_each_version_and_resume_exactly(prepared, tmp_path):
+def test_speed_steps_and_frozen_conv_layers_cache_each_version_and_resume_exactly(prepared, tmp_path, monkeypatch):
     """A conv encoder that trains above 3 frozen layers, with speed perturbation in 3 steps: the cache keeps
     one copy per clip and version (more entries than clips), hits in later epochs, and a resumed run equals
     an uninterrupted one. Speed drawn anywhere in its range turns the cache off."""
@@ -214,10 +214,21 @@ def test_speed_steps_and_frozen_conv_layers_cache_each_version_and_resume_exactl
             "--set", "train.save_every=2", "--set", "train.head_only_steps=0",
             "--set", "model.freeze_feature_encoder=false", "--set", "model.frozen_conv_layers=3",
             "--set", "augment.speed_prob=1.0", "--set", "augment.speed=[0.9,1.1]", *FAST]
+    from lowres.data import audio
+
+    decoded = []
+    load = audio.load
+    monkeypatch.setattr(audio, "load", lambda *a, **k: decoded.append(a) or load(*a, **k))
     res = invoke("finetune", *args, "--set", "augment.speed_steps=3", "--out", tmp_path / "a")
     assert res.exit_code == 0, res.output
+    monkeypatch.setattr(audio, "load", load)
     cache = json.loads((tmp_path / "a" / "summary.json").read_text(encoding="utf-8"))["feature_cache"]
     assert cache["clips"] > 12 and cache["hits"] > 0, cache  # 12 clips, several versions each
+    # a clip whose version is kept is not decoded (nor speed-perturbed) again: the audio read is the misses'
+    # (the clips computed) and the dev set's, not the hits' (a batch or two prefetched may still read theirs)
+    dev = len(read_jsonl(prepared / "manifests" / "dev.jsonl"))
+    assert len(decoded) <= cache["misses"] + dev + 2 * 12 and len(decoded) < cache["misses"] + cache["hits"], (
+        len(decoded), cache, dev)
     log = (tmp_path / "a" / "train.log").read_text(encoding="utf-8")
     assert "3 frozen lowest conv layers (one copy per speed version)" in log
 

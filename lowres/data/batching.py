@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,10 +25,13 @@ from lowres.data.vocab import Vocab, ctc_frames_needed
 
 @dataclass(frozen=True, slots=True)
 class Key:
-    """What the sampler hands the dataset: which utterance, in which epoch (for augmentation seeds)."""
+    """What the sampler hands the dataset: which utterance, in which epoch (for augmentation seeds), and
+    ``cached``: the length in samples of its version when the feature cache already holds it (its audio is then
+    not decoded: zeros of that length stand in, the model reads the cache), else 0."""
 
     index: int
     epoch: int = 0
+    cached: int = 0
 
 
 class UtteranceDataset(torch.utils.data.Dataset):
@@ -46,6 +49,13 @@ class UtteranceDataset(torch.utils.data.Dataset):
         if isinstance(key, int):
             key = Key(key)
         u = self.utts[key.index]
+        if key.cached:
+            item = {"index": key.index, "samples": key.cached}
+            if self.augment is not None and self.augment.cacheable:
+                item["version"] = self.augment.version(_item_seed(self.seed, key.epoch, key.index))
+            if self.labels is not None:
+                item["labels"] = self.labels[key.index]
+            return item
         try:
             wave = audio_mod.load(u.audio_filepath, u.offset, u.duration)
         except audio_mod.AudioError as exc:
@@ -60,6 +70,14 @@ class UtteranceDataset(torch.utils.data.Dataset):
         if self.labels is not None:
             item["labels"] = self.labels[key.index]
         return item
+
+
+    def cache_key(self, key: Key):
+        """The feature cache's name for the clip ``key`` brings: its index, with its version (the sample rate
+        of its speed perturbation) when the augmentation makes a few fixed versions (:attr:`Batch.cache_keys`)."""
+        if self.augment is not None and self.augment.cacheable:
+            return key.index, self.augment.version(_item_seed(self.seed, key.epoch, key.index))
+        return key.index
 
 
 def _item_seed(seed: int, epoch: int, index: int) -> int:
@@ -109,10 +127,13 @@ def collate(items: list[dict]) -> Batch:
     errors = [it["error"] for it in items if "error" in it]
     good = [it for it in items if "error" not in it]
     n = len(good)
-    longest = max((len(it["wave"]) for it in good), default=0)
+    longest = max((len(it["wave"]) if "wave" in it else it["samples"] for it in good), default=0)
     waves = torch.zeros(n, longest, dtype=torch.float32)
     lengths = torch.zeros(n, dtype=torch.long)
     for i, it in enumerate(good):
+        if "wave" not in it:  # its features are in the cache: zeros of its length stand in
+            lengths[i] = it["samples"]
+            continue
         w = torch.from_numpy(it["wave"])
         waves[i, : len(w)] = w
         lengths[i] = len(w)
@@ -177,12 +198,16 @@ class StreamSampler:
     """Endless batches of :class:`Key` over epochs, starting at a saved position (epoch, batch number).
 
     Given to a DataLoader as ``batch_sampler``; the loader's collate stamps each batch with its position
-    through :func:`positioned_collate` so the trainer always knows how far the data has gone.
+    through :func:`positioned_collate` so the trainer always knows how far the data has gone. It runs in the
+    training process, so ``cached(key)`` (the samples of the clip's cached version, or 0) can ask the feature
+    cache: the workers then skip decoding and speed-perturbing clips whose features are kept.
     """
 
-    def __init__(self, buckets: BucketBatchSampler, start: tuple[int, int] = (0, 0)):
+    def __init__(self, buckets: BucketBatchSampler, start: tuple[int, int] = (0, 0),
+                 cached: Callable[[Key], int] | None = None):
         self.buckets = buckets
         self.start = start
+        self.cached = cached
 
     def __iter__(self) -> Iterator[list[tuple[Key, int, int]]]:
         epoch, pos = self.start
@@ -191,7 +216,10 @@ class StreamSampler:
             if not batches:
                 return
             for b in range(pos, len(batches)):
-                yield [(Key(i, epoch), epoch, b) for i in batches[b]]
+                keys = [Key(i, epoch) for i in batches[b]]
+                if self.cached is not None:
+                    keys = [Key(k.index, k.epoch, self.cached(k)) for k in keys]
+                yield [(k, epoch, b) for k in keys]
             epoch, pos = epoch + 1, 0
 
 

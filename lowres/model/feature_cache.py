@@ -31,6 +31,8 @@ class ConvFeatureCache:
         self.spill_dir = Path(spill_dir) if spill_dir is not None else None
         self.memory: dict = {}  # key (a clip's index, or (index, version)) -> its features
         self.on_disk: set = set()
+        self.samples: dict = {}  # key -> the clip's length in samples (its version's): a kept clip's audio need not
+        #                          be decoded again (batching.StreamSampler's ``cached``)
         self.used = 0  # bytes held in memory
         self.hits = 0  # clips served from the cache
         self.misses = 0  # clips whose conv features were computed
@@ -46,14 +48,15 @@ class ConvFeatureCache:
             return self.memory[key]
         return torch.from_numpy(np.load(self._file(key), allow_pickle=False))
 
-    def put(self, key, feats: Tensor) -> None:
-        """``feats``: (frames, ...) of one clip, already fp16 and on the CPU."""
+    def put(self, key, feats: Tensor, samples: int = 0) -> None:
+        """``feats``: (frames, ...) of one clip, already fp16 and on the CPU; ``samples``: its audio's length."""
         size = feats.numel() * feats.element_size()
         if self.used + size <= self.budget or self.spill_dir is None:
             if self.used + size > self.budget:  # nowhere to spill: the clip is simply not kept
                 return
             self.memory[key] = feats
             self.used += size
+            self.samples[key] = samples
             return
         if not self.on_disk and self.spill_dir.exists():  # left by a run that stopped: the cache starts empty
             shutil.rmtree(self.spill_dir, ignore_errors=True)
@@ -65,6 +68,7 @@ class ConvFeatureCache:
         np.save(tmp, feats.numpy(), allow_pickle=False)
         tmp.replace(self._file(key))
         self.on_disk.add(key)
+        self.samples[key] = samples
 
     def batch(self, keys: list, waves: Tensor, lengths: Tensor, frame_lengths, compute) -> tuple[Tensor, Tensor]:
         """(B, T', ...) float32 features and frame lengths (B,) of the padded batch ``waves`` (B, samples) whose
@@ -72,7 +76,8 @@ class ConvFeatureCache:
         computed alone, unpadded (``compute(waves, lengths)`` runs the frozen part and returns (1, T', ...)), and
         stored. ``frame_lengths`` maps sample lengths to frame lengths. Rounded to fp16 either way, padded frames
         zero: a clip's numbers do not depend on the batch it is in or on whether it was just computed, so a
-        resumed run, whose cache starts empty, takes the uninterrupted run's steps exactly."""
+        resumed run, whose cache starts empty, takes the uninterrupted run's steps exactly. A clip the sampler
+        knew to be kept arrives undecoded (zeros of its length): its waveform is never read."""
         frames = frame_lengths(lengths)
         total = int(frame_lengths(torch.tensor([waves.shape[1]]))[0])
         rows = []
@@ -85,7 +90,7 @@ class ConvFeatureCache:
             n = int(lengths[i])
             feats = compute(waves[i : i + 1, :n], lengths[i : i + 1])[0, : int(frames[i])]
             row = feats.detach().to(torch.float16).cpu()
-            self.put(k, row.clone())
+            self.put(k, row.clone(), n)
             rows.append(row)
         out = rows[0].new_zeros((len(rows), total, *rows[0].shape[1:]))
         for i, r in enumerate(rows):

@@ -151,8 +151,12 @@ class CTCTask(Task):
         from lowres.data import batching
 
         dataset, buckets = self._data
-        return iter(batching.loader(dataset, batching.StreamSampler(buckets, position), self.cfg.train.num_workers,
-                                    positioned=True))
+        cached = None
+        if self.cache is not None:  # clips whose features are kept are not decoded again
+            def cached(key, cache=self.cache):
+                return cache.samples.get(dataset.cache_key(key), 0)
+        return iter(batching.loader(dataset, batching.StreamSampler(buckets, position, cached),
+                                    self.cfg.train.num_workers, positioned=True))
 
     def param_groups(self) -> list[ParamGroup]:
         """LoRA / transformer at lr, head + mask embedding at head_lr. A weighted head's layer weights and
