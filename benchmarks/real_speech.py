@@ -236,6 +236,10 @@ STARTS = {
     # own decoder without fine-tuning
     "whisper-base": Start("whisper-base", ("--recipe", "whisper")),
     "whisper-base-weighted": Start("whisper-base", ("--recipe", "whisper", "--head", "weighted")),
+    # the same frozen encoder with every clip padded to Whisper's 30-s window (its training condition) instead of
+    # the position table sliced to the clip: the quality side of model.whisper_window
+    "whisper-base-weighted-window": Start("whisper-base", ("--recipe", "whisper", "--head", "weighted",
+                                                           "--set", "model.whisper_window=true")),
     "whisper-base+adapt": Start("whisper-base", ("--recipe", "whisper"), adapt=ADAPT_WHISPER),
     "whisper-base-zeroshot": Start("whisper-base", zero_shot=True),
 }

@@ -320,7 +320,7 @@ def adapt(
     targets: str | None = typer.Option(None, "--targets", help="hubert: the units' features, mfcc or layer:N (a "
                                        "transformer layer of the base). Default: mfcc for a random-init base, the "
                                        "middle layer otherwise."),
-    clusters: int | None = typer.Option(None, "--clusters", min=2, help=f"hubert: k-means clusters (units), 2 or "
+    clusters: int | None = typer.Option(None, "--clusters", help=f"hubert: k-means clusters (units), 2 or "
                                         f"more. Default: {MFCC_CLUSTERS} for mfcc, {LAYER_CLUSTERS} for a layer."),
     units: Path | None = typer.Option(None, "--units", help="hubert: train on the units of an earlier hubert run "
                                       "(its folder or its units/ folder) instead of making new ones."),
@@ -354,6 +354,9 @@ def adapt(
     """
     from lowres.train.adapt import adapt_config, run_adapt
 
+    if clusters is not None and clusters < 2:  # units.clusters=0 in a recipe means HuBERT's number; a flag says K
+        raise LowresError(f"--clusters {clusters}: k-means needs 2 clusters or more. Leave --clusters out for "
+                          f"HuBERT's number ({MFCC_CLUSTERS} for mfcc, {LAYER_CLUSTERS} for a layer).")
     flags = {"unlabeled": str(unlabeled) if unlabeled is not None else None, "base": base,
              **_train_flags(max_steps, lr, batch_seconds, accumulate, device, seed),
              "units.targets": targets, "units.clusters": clusters, "units.reuse": str(units) if units else None}

@@ -245,15 +245,25 @@ def test_adapt_objective_auto_follows_the_base(adapt, tmp_path, base, objective)
 
 def test_adapt_hubert_flags(adapt, tmp_path):
     res = invoke("adapt", "--objective", "hubert", "--unlabeled", tmp_path, "--base", "tiny", "--out", tmp_path / "a",
-                 "--targets", "layer:3", "--clusters", 50, "--units", tmp_path / "u", "-q")
+                 "--targets", "layer:3", "--clusters", 50, "-q")
     assert res.exit_code == 0, res.output
     u = adapt.cfg.units
-    assert (adapt.cfg.objective, u.targets, u.clusters, u.reuse) == ("hubert", "layer:3", 50, str(tmp_path / "u"))
+    assert (adapt.cfg.objective, u.targets, u.clusters, u.reuse) == ("hubert", "layer:3", 50, "")
+    res = invoke("adapt", "--objective", "hubert", "--unlabeled", tmp_path, "--base", "tiny", "--out", tmp_path / "a",
+                 "--units", tmp_path / "u", "-q")
+    assert res.exit_code == 0, res.output
+    u = adapt.calls[-1]["cfg"].units
+    assert (u.targets, u.clusters, u.reuse) == ("auto", 0, str(tmp_path / "u"))
+    # the units of --units are that run's: a --clusters beside it was recorded in config.json and ignored
+    res = invoke("adapt", "--objective", "hubert", "--unlabeled", tmp_path, "--base", "tiny", "--out", tmp_path / "b",
+                 "--clusters", 100, "--units", tmp_path / "u", "-q")
+    assert res.exit_code == 2 and "units.clusters (--clusters) cannot change them" in " ".join(res.output.split())
 
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--objective", "wav2vec2", "--clusters", "50"], "--clusters applies to --objective hubert only"),
-    (["--objective", "hubert", "--clusters", "1"], "units.clusters must be"),
+    (["--objective", "hubert", "--clusters", "1"], "--clusters 1: k-means needs 2 clusters or more"),
+    (["--objective", "hubert", "--clusters", "0"], "Leave --clusters out for HuBERT's number (100 for mfcc"),
     (["--objective", "hubert", "--targets", "layer"], "units.targets must be auto, mfcc or layer:N"),
     (["--objective", "contrastive"], "--objective must be auto, wav2vec2 or hubert"),
 ])
@@ -507,8 +517,8 @@ def test_lm_takes_several_text_files(build_lm, tmp_path, args):
     assert build_lm.call["order"] == 3 and Path(build_lm.call["out"]) == tmp_path / "lm"
 
 
-def test_lm_help_and_readme_show_the_same_form():
+def test_lm_help_and_its_page_show_the_same_form():
     res = invoke("lm", "--help")
     assert "lowres lm --text sw_news.txt sw_books.txt --data prepared/sw" in res.output
-    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
-    assert "lowres lm --text sw_news.txt sw_books.txt --data prepared/sw --order 4 --out lm/sw" in readme
+    page = (Path(__file__).parents[1] / "docs" / "lm.md").read_text(encoding="utf-8")
+    assert "lowres lm --text sw_news.txt sw_books.txt --data prepared/sw --order 4 --out lm/sw" in page

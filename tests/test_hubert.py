@@ -227,8 +227,8 @@ def test_collapse_stops_the_run(tone_audio, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--targets", "layer:99"], "the base has transformer layers 1 to 4"),
-    (["--clusters", "1"], "Invalid value for '--clusters'"),
-    (["--clusters", "0"], "Invalid value for '--clusters'"),  # was: HuBERT's default, silently
+    (["--clusters", "1"], "--clusters 1: k-means needs 2 clusters or more"),
+    (["--clusters", "0"], "Leave --clusters out for HuBERT's number"),  # was: HuBERT's default, silently
     (["--clusters", "5000"], "fewer than --clusters 5000"),
 ])
 def test_bad_hubert_input_is_one_message_and_leaves_out_untouched(tone_audio, tmp_path, args, message):

@@ -41,7 +41,9 @@ EXPECTED = json.loads(FIXTURE.read_text(encoding="utf-8"))
 # what each shipped recipe is merged over: (configuration class, the recipes beneath it, the splits it serves)
 BASE_RECIPES = {"finetune_10min": FinetuneConfig, "finetune_1h": FinetuneConfig, "finetune_10h": FinetuneConfig,
                 "adapt": AdaptConfig, "adapt_hubert": AdaptConfig}
-OVERLAYS = {"demo_finetune": ("10min", "1h"), "demo_adapt": None}  # the splits the demo fine-tunes on
+# the recipes merged over a split's: the demo's (the splits the demo fine-tunes on) and the bases' fine-tuning
+# methods (any split: lowres.bases.finetune_method)
+OVERLAYS = {"demo_finetune": ("10min", "1h"), "demo_adapt": None, "tiny_ssl": SPLITS, "whisper": SPLITS}
 
 
 def _same(a, b) -> bool:
@@ -110,6 +112,11 @@ def _resolved() -> dict:
     got["demo/finetune-10min-adapted"] = to_dict(_demo_finetune("10min", "demo/adapt", FULL.steps_10min))
     got["demo/finetune-1h-shipped"] = to_dict(_demo_finetune("1h", "tiny-ssl", FULL.steps_1h))
     got["demo/finetune-1h-adapted"] = to_dict(_demo_finetune("1h", "demo/adapt", FULL.steps_1h))
+    from lowres.train.finetune import finetune_config
+
+    # what `lowres finetune --split 10min --base B` runs with, the base's method layered in
+    got["method/tiny-ssl-10min"] = to_dict(finetune_config("10min", "tiny-ssl"))
+    got["method/whisper-base-10min"] = to_dict(finetune_config("10min", "whisper-base"))
     return got
 
 
