@@ -15,13 +15,17 @@ then goes through the user's story (an hour recorded, ten minutes transcribed):
     lowres prepare corpus.jsonl --unlabeled AUDIO --lang L --digits spell      (dev/test audio is left out of
                                                                                the unlabeled pieces)
     lowres lm --data PREPARED --order 3                                        (the training pool's transcripts)
-    lowres adapt --objective hubert --base tiny-ssl --recipe demo_adapt        (the untranscribed audio)
-    lowres finetune --split 10min (and 1h for nl) from each start              (the demo's method, README)
+    lowres adapt --objective hubert --base B --recipe demo_adapt               (the untranscribed audio; a start
+                                                                               with +adapt)
+    lowres finetune --split 10min (and 1h for nl) from each start              (the method of each base)
     lowres eval --split test, greedy and with the LM (its weights tuned on dev)
 
-Starts: ``tiny`` (random init), ``tiny-ssl`` (the shipped base), ``tiny-ssl+adapt``; each fine-tuned with the
-method the README recommends for it (the demo's: the whole model, no LoRA, the conv encoder trained above
-its 3 lowest layers, speed perturbation in 5 steps), for the same number of updates.
+Starts (``STARTS``; ``--starts`` picks): ``tiny`` (random init), ``tiny-ssl`` (the shipped base),
+``tiny-ssl+adapt``, fine-tuned with the demo's method (the whole model, no LoRA, the conv encoder trained above
+its 3 lowest layers, speed perturbation in 5 steps; recipes/tiny_ssl.toml is the same method), 2,000 updates;
+``whisper-base`` (Whisper's encoder, LoRA + CTC, recipes/whisper.toml, 600 updates of 40 s), its frozen encoder
+under ``--head weighted`` (and the same padded to the 30-s window), ``whisper-base+adapt``, and
+``whisper-base-zeroshot`` (Whisper's own decoder, no fine-tuning: ``lowres eval --whisper``).
 
     python benchmarks/real_speech.py --work /tmp/real                 # every corpus and start (hours on 2 cores)
     python benchmarks/real_speech.py --work /tmp/real-quick --quick   # one corpus, one start: a few minutes
