@@ -245,6 +245,9 @@ STARTS = {
     "whisper-base-weighted-window": Start("whisper-base", ("--recipe", "whisper", "--head", "weighted",
                                                            "--set", "model.whisper_window=true")),
     "whisper-base+adapt": Start("whisper-base", ("--recipe", "whisper"), adapt=ADAPT_WHISPER),
+    # adapt's effect on the representation alone, at a tenth of the cost: the adapted encoder frozen, weighted head
+    "whisper-base-weighted+adapt": Start("whisper-base", ("--recipe", "whisper", "--head", "weighted"),
+                                         adapt=ADAPT_WHISPER),
     "whisper-base-zeroshot": Start("whisper-base", zero_shot=True),
 }
 
@@ -308,7 +311,7 @@ def _metrics(out: Path) -> dict:
     m = json.loads((out / "metrics.json").read_text())
     hyps = [json.loads(x) for x in (out / "hyps.jsonl").read_text(encoding="utf-8").splitlines() if x.strip()]
     return {"wer": m["wer"], "cer": m["cer"], "utterances": m["num_utterances"],
-            "empty_hypotheses": sum(1 for h in hyps if not h.get("hypothesis", "").strip())}
+            "empty_hypotheses": sum(1 for h in hyps if not h.get("hypothesis", "").strip()), "rtf": m.get("rtf")}
 
 
 def _has_lm_extra() -> bool:
@@ -385,22 +388,31 @@ def run_corpus(corpus: Corpus, cache: Path, work: Path, b: Budget, seed: int, th
 
 def collect(work: Path) -> list[dict]:
     """Every row written under ``work``, in the table's order (corpus, split, start)."""
-    rows = [json.loads(p.read_text()) for p in work.glob(f"runs/*/*/{ROW}")]
+    rows = []
+    for path in work.glob(f"runs/*/*/{ROW}"):
+        row = json.loads(path.read_text())
+        if "rtf" not in row["greedy"] and (path.parent / "eval-test" / "metrics.json").is_file():
+            row["greedy"] = _metrics(path.parent / "eval-test")  # rows written before the RTF was kept
+        rows.append(row)
     order = {name: i for i, name in enumerate(STARTS)}
     return sorted(rows, key=lambda r: (list(CORPORA).index(r["corpus"]), r["split"] != "-", r["split"],
                                        order.get(r["start"], 99)))
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| corpus | split | start | updates | test WER | test CER | WER+LM | CER+LM | empty hyps | train min |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| corpus | split | start | updates | test WER | test CER | WER+LM | CER+LM | empty hyps | minutes | "
+             "s/update | RTF | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         g, lm = r["greedy"], r.get("lm")
         with_lm = [f"{100 * lm[k]:.1f}%" if lm else "-" for k in ("wer", "cer")]
+        minutes = r.get("train_minutes")
+        per_update = f"{60 * minutes / r['updates']:.1f}" if minutes and r["updates"] else "-"
+        rtf = f"{g['rtf']:.3f}" if g.get("rtf") is not None else "-"
         lines.append(
             f"| {r['corpus']} | {r['split']} | {r['start']} | {r['updates']} | {100 * g['wer']:.1f}% | "
             f"{100 * g['cer']:.1f}% | {with_lm[0]} | {with_lm[1]} | {g['empty_hypotheses']}/{g['utterances']} | "
-            f"{r.get('train_minutes', '-')} |")
+            f"{minutes if minutes is not None else r.get('decode_minutes', '-')} | {per_update} | {rtf} | "
+            f"{r.get('load_average_1min', '-')} |")
     return "\n".join(lines)
 
 
@@ -447,6 +459,8 @@ def main() -> None:
     ap.add_argument("--no-lm", action="store_true", help="greedy only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="train.threads of every run (0: torch's default)")
+    ap.add_argument("--table", action="store_true", help="only gather the rows written under --work into the "
+                    "table, JSON and PNG (no run)")
     args = ap.parse_args()
     b = QUICK if args.quick else Budget()
     if args.corpora:
@@ -470,7 +484,7 @@ def main() -> None:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    for name in b.corpora:
+    for name in () if args.table else b.corpora:
         run_corpus(CORPORA[name], args.cache, work, b, args.seed, args.threads)
     rows = collect(work)
     result = {"budget": {"adapt_steps": b.adapt_steps, "steps": b.steps, "starts": b.starts, "lm": b.lm},
