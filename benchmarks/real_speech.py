@@ -322,9 +322,9 @@ def _has_lm_extra() -> bool:
     return True
 
 
-def run_corpus(corpus: Corpus, cache: Path, work: Path, b: Budget, seed: int, threads: int) -> None:
-    """Every start of ``b`` on ``corpus``: prepared, adapted, fine-tuned and evaluated as needed; each run's row is
-    written beside it (``ROW``), so that separate invocations (say, Whisper's starts beside the others) add up."""
+def prepare_corpus(corpus: Corpus, cache: Path, work: Path) -> tuple[Path, dict, Path]:
+    """``corpus`` fetched, written as a table and prepared (what is done already is kept): the prepared folder,
+    its report and the corpus's log."""
     root = fetch(cache, corpus.packages)
     folder = work / "corpora" / corpus.name
     prepared = work / "prepared" / corpus.name
@@ -335,7 +335,22 @@ def run_corpus(corpus: Corpus, cache: Path, work: Path, b: Budget, seed: int, th
         (folder / "written.json").write_text(json.dumps(written, indent=1) + "\n")
         lowres("prepare", folder / "corpus.jsonl", "--out", prepared, "--unlabeled", folder / "unlabeled",
                "--lang", corpus.lang, "--digits", "spell", "--overwrite", log=log)
-    report = json.loads((prepared / "prepare_report.json").read_text())
+    return prepared, json.loads((prepared / "prepare_report.json").read_text()), log
+
+
+def kept_line(corpus: Corpus, report: dict) -> str:
+    """What ``prepare`` kept of a corpus, in one line: the issue's target is 95% of its transcribed utterances."""
+    kept, audio = report.get("kept", {}), report.get("audio", {})
+    return (f"{corpus.name}: kept {kept.get('utterances_kept')} of {kept.get('utterances_listed')} transcribed "
+            f"utterances ({100 * (kept.get('share') or 0):.1f}%), narrow-band share "
+            f"{100 * (audio.get('narrowband_share') or 0):.0f}%, labeled rejects "
+            f"{report.get('rejects', {}).get('labeled', {}) or 'none'}")
+
+
+def run_corpus(corpus: Corpus, cache: Path, work: Path, b: Budget, seed: int, threads: int) -> None:
+    """Every start of ``b`` on ``corpus``: prepared, adapted, fine-tuned and evaluated as needed; each run's row is
+    written beside it (``ROW``), so that separate invocations (say, Whisper's starts beside the others) add up."""
+    prepared, report, log = prepare_corpus(corpus, cache, work)
     lm = None
     if b.lm and _has_lm_extra():
         lm = work / "lm" / corpus.name
@@ -459,6 +474,8 @@ def main() -> None:
     ap.add_argument("--no-lm", action="store_true", help="greedy only")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="train.threads of every run (0: torch's default)")
+    ap.add_argument("--prepare-only", action="store_true", help="fetch, write and prepare the corpora, and say "
+                    "what each kept (seconds per corpus once fetched)")
     ap.add_argument("--table", action="store_true", help="only gather the rows written under --work into the "
                     "table, JSON and PNG (no run)")
     args = ap.parse_args()
@@ -484,6 +501,10 @@ def main() -> None:
     work = args.work
     work.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if args.prepare_only:
+        for name in b.corpora:
+            print(kept_line(CORPORA[name], prepare_corpus(CORPORA[name], args.cache, work)[1]), flush=True)
+        return
     for name in () if args.table else b.corpora:
         run_corpus(CORPORA[name], args.cache, work, b, args.seed, args.threads)
     rows = collect(work)
