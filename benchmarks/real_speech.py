@@ -291,11 +291,14 @@ def _train(kind: str, run: Path, args: list, log: Path) -> float:
     from lowres.runs import RUN_SUMMARY, is_run
     from lowres.train.checkpoint import latest_checkpoint
 
-    if (run / RUN_SUMMARY).is_file():
-        return json.loads((run / RUN_SUMMARY).read_text()).get("wall_seconds", 0.0) / 60
-    if is_run(run) and latest_checkpoint(run) is not None:
-        return lowres(kind, "--resume", "--out", run, "-q", log=log)
-    return lowres(kind, *args, "--out", run, "--overwrite", "-q", log=log)
+    if not (run / RUN_SUMMARY).is_file():
+        if is_run(run) and latest_checkpoint(run) is not None:
+            lowres(kind, "--resume", "--out", run, "-q", log=log)
+        else:
+            lowres(kind, *args, "--out", run, "--overwrite", "-q", log=log)
+    summary = json.loads((run / RUN_SUMMARY).read_text())
+    # train_seconds: the training loop's time over every process of a resumed run (wall_seconds: the last one's)
+    return summary.get("train_seconds", summary.get("wall_seconds", 0.0)) / 60
 
 
 def _eval(run: Path, prepared: Path, out: Path, lm: Path | None, log: Path) -> dict:

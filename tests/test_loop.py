@@ -211,8 +211,12 @@ def test_resume_from_a_checkpoint_gives_the_uninterrupted_runs_weights(tmp_path)
     assert folder is not None and folder.name == "step-00000004"
     state = restore(folder, optimizer, c.hooks())
     assert state.step == 4 and state.position == (0, 8)
+    clock = state.elapsed_s  # the checkpoint carries the loop's clock: elapsed_s goes on, it does not restart at 0
+    assert clock > 0
     MetricsLog(tmp_path / "b").truncate_after(state.step)
     run_loop(tmp_path / "b", c, optimizer, state=state, **settings)
+    times = [r["elapsed_s"] for r in rows(tmp_path / "b")]
+    assert times == sorted(times) and times[-1] > clock
 
     torch.testing.assert_close(flat(c.model), flat(a.model), rtol=0, atol=0)
     assert c.losses == a.losses[4:]

@@ -275,7 +275,8 @@ def train(task: Task, out: Path, *, resume: bool = False, overwrite: bool = Fals
                        extra=task.curve_extra)
     summary = {"steps": final.step, **task.summary(final), **finished, "skipped_nonfinite": final.skipped_nonfinite,
                "unreadable_clips": final.unreadable_clips, "audio_seconds_trained": final.audio_seconds,
-               "wall_seconds": time.perf_counter() - started, "deliverable": str(out / RUN_WEIGHTS)}
+               "wall_seconds": time.perf_counter() - started, "train_seconds": final.elapsed_s,
+               "deliverable": str(out / RUN_WEIGHTS)}
     if main:
         atomic_write_json(out / RUN_SUMMARY, summary)
     barrier()

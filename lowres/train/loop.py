@@ -43,6 +43,7 @@ class LoopState:
     best_step: int = -1
     audio_seconds: float = 0.0  # trained on so far
     world_size: int = 1  # torchrun processes that trained it
+    elapsed_s: float = 0.0  # wall time of the loop up to the last checkpoint (a resumed run's clock goes on from it)
     window: dict = field(default_factory=dict)  # sums since the last logged row (a resumed run logs the same rows)
 
     def to_dict(self) -> dict:
@@ -173,6 +174,7 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
     data = iter(batches((epoch0, -(-global_next // world))))  # this rank's batch number, rounded up
     model.train()
     started = last_save = time.perf_counter()
+    before = state.elapsed_s  # the earlier processes' time: elapsed_s counts from the run's first update
     first_step, estimated = state.step, False
     window = {"loss": 0.0, "n": 0, "updates": 0, "stats": {}, **state.window,  # sums restored on resume,
               "audio": 0.0, "t": time.perf_counter()}  # the speed measured anew
@@ -229,7 +231,7 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
                 speed = window["audio"] / max(now - window["t"], 1e-9)
                 row = {"step": done, "loss": window["loss"] / max(window["n"], 1), "lr": lr,
                        "grad_norm": norm, "audio_s_per_s": speed, "epoch": epoch,
-                       "skipped_nonfinite": state.skipped_nonfinite, "elapsed_s": now - started}
+                       "skipped_nonfinite": state.skipped_nonfinite, "elapsed_s": before + now - started}
                 row.update({k: v / max(window["updates"], 1) for k, v in window["stats"].items()})
                 log.write(row)
                 if console is None or not getattr(console, "is_terminal", False):
@@ -254,17 +256,19 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
                 eval_s = time.perf_counter() - eval_started
                 window["t"] += eval_s
                 log.write({"step": done, **{k: v for k, v in result.items() if k != "metric"},
-                           "elapsed_s": eval_started - started, "eval_s": eval_s})
+                           "elapsed_s": before + eval_started - started, "eval_s": eval_s})
             if main and not estimated and (done - first_step >= ESTIMATE_UPDATES
                                            or time.perf_counter() - started >= ESTIMATE_SECONDS):
                 estimated = True
                 _say_estimate(log, done - first_step, time.perf_counter() - started, max_steps - done)
             if main and (save_every and done % save_every == 0 or done == max_steps
                          or save_minutes and time.perf_counter() - last_save >= 60 * save_minutes):
+                state.elapsed_s = before + time.perf_counter() - started
                 save_checkpoint(run, done, hooks.checkpoint_weights(),
                                 {"optimizer": optimizer.state_dict()},
                                 {**state.to_dict(), **(extra_meta or {})})
                 last_save = time.perf_counter()
+    state.elapsed_s = before + time.perf_counter() - started
     if main and hooks.deliver is not None and (hooks.evaluate is None or state.best_step < 0):
         hooks.deliver("final")
     return state
