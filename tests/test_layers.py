@@ -139,3 +139,18 @@ def test_kenlm_is_no_dependency_of_lowres():
     extras = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert not any(req.startswith("kenlm") for req in extras["lm"]), extras["lm"]
     assert any(req.startswith("flashlight-text") for req in extras["lm"])
+
+
+LONGEST_FUNCTION = 120  # lines, docstring included (issue #27: build_lm had grown to 194)
+
+
+def test_no_function_is_longer_than_the_limit():
+    """A function that outgrows the limit is split into named steps (it was the CTC loop, the LM builder)."""
+    long = []
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > LONGEST_FUNCTION:
+                    long.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({lines} lines)")
+    assert not long, f"over {LONGEST_FUNCTION} lines: {long}"

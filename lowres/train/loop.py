@@ -174,8 +174,7 @@ def train_loop(*, run: Path, model: torch.nn.Module, optimizer: torch.optim.Opti
     data = iter(batches((epoch0, -(-global_next // world))))  # this rank's batch number, rounded up
     model.train()
     started = last_save = time.perf_counter()
-    before = state.elapsed_s  # the earlier processes' time: elapsed_s counts from the run's first update
-    first_step, estimated = state.step, False
+    first_step, estimated, before = state.step, False, state.elapsed_s  # before: earlier processes' time
     window = {"loss": 0.0, "n": 0, "updates": 0, "stats": {}, **state.window,  # sums restored on resume,
               "audio": 0.0, "t": time.perf_counter()}  # the speed measured anew
     with progress_bar(console) as progress:
