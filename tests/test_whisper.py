@@ -224,6 +224,7 @@ def test_adapt_continues_a_whisper_encoder_with_hubert(hf_whisper, tmp_path):
     assert res.exit_code == 0, res.output
     record = json.loads((adapted / "config.json").read_text())
     assert record["config"]["objective"] == "hubert" and record["units"]["kind"] == "layer"
+    assert "not yet measured to help" in (adapted / "train.log").read_text()  # what was measured, said at the start
     prepared = prepared_corpus(tmp_path, n=12, speakers=4)
     res = invoke("finetune", "--data", prepared, "--split", "full", "--base", adapted, "--out", tmp_path / "ft",
                  "--max-steps", 2, "--eval-every", 0, *FAST)
