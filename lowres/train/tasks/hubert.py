@@ -22,14 +22,12 @@ from lowres.train.loop import StepOutput
 from lowres.train.tasks.selfsup import SelfSupervisedTask
 
 STAT_KEYS = ("masked_ce", "feature_penalty", "masked_accuracy", "masked_fraction")
-
-
-
 # what was measured of adapt on Whisper's encoder (benchmarks/README.md, "Real speech"), said when such a run starts
 WHISPER_ADAPT_NOTE = ("note: adapt on Whisper's encoder is not yet measured to help. On real Dutch (1.2 h untranscribed, "
-                      "units of layer 3, 100 clusters, lr 1e-4) its predictions collapsed onto one unit by update 100 "
-                      "and the run stopped; fine-tuning whisper-base directly is the measured road. Watch the "
-                      "collapse check, and try a lower --lr if you go on.")
+                      "units of layer 3, 100 clusters, lr 1e-4) whisper-base's predictions collapsed onto one unit by "
+                      "update 100 and the run stopped; fine-tuning the Whisper encoder directly (finetune --base with "
+                      "it) is the measured road. Watch the collapse check, and try a lower --lr if you go on.")
+
 
 class HubertTask(SelfSupervisedTask):
     curve_extra = ("masked_accuracy", "unmasked_accuracy")
@@ -77,10 +75,11 @@ class HubertTask(SelfSupervisedTask):
 
     def prepare_new_run(self) -> None:
         """Index the unlabeled audio, make (or copy) the units of every piece, then open them for training."""
-        if self.loaded.spec.family == WHISPER:
-            self.run.log.say(WHISPER_ADAPT_NOTE)
         from lowres.runtime import barrier, on_main
         from lowres.units import Units
+
+        if self.loaded.spec.family == WHISPER:
+            self.run.log.say(WHISPER_ADAPT_NOTE)
 
         manifest = self.new_run_manifest()
         on_main(self._make_units, manifest)
