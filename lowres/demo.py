@@ -14,8 +14,9 @@ in the same folder reuses the steps that already finished.
 from __future__ import annotations
 
 import json
+import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from lowres.bases.shipped import RELEASED
@@ -64,6 +65,37 @@ QUICK = DemoPlan(hours=0.2, unlabeled_hours=0.05, adapt_steps=6, steps_10min=8, 
 STEP_FOLDERS = {"synth": "synth", "prepare": "prepared", "adapt": "adapt"}  # the steps before fine-tuning
 
 
+@dataclass(frozen=True)
+class Job:
+    """A run of a demo: the adapt step (``kind`` adapt, ``row`` None), a fine-tuning row of the table, or a row
+    of Whisper's own decoder (``kind`` zeroshot: ``cfg`` holds source, language, data and threads)."""
+
+    name: str  # its folder in the demo's --out
+    title: str
+    cfg: object  # AdaptConfig, FinetuneConfig, or the zero-shot row's settings
+    steps: int
+    needs: str | None = None  # the job whose run it starts from
+    row: dict | None = None  # split, start, base, adapt, updates
+    kind: str = "finetune"  # finetune | adapt | zeroshot
+    order: int = 0  # free lanes take the ready job of the lowest order first
+
+
+def demo_lanes(runs: int, jobs: int = 0, spare: int = 1) -> tuple[int, int]:
+    """How many training runs a demo trains at once, and on how many threads each: ``spare`` more than the CPU
+    cores (at most ``runs``), each on cores // runs threads (at least one), unless ``--jobs`` says how many.
+    The demo's model is small, and one thread per run uses a core better than two threads on one run: on 2 idle
+    cores, 150 demo updates from the shipped base took 32.4 s on 2 threads, 47.0 s on 1 thread, and 47.0 and
+    49.7 s for two such runs at the same time (1.3 times the throughput). The runs differ in length (adapt 40
+    updates, the 1h rows longer than the 10min ones), and with one run per core one core idles while the last
+    run finishes; a third run sharing the two cores keeps both busy to the end: the whole demo took 13.2 min
+    with 2 at a time, 12.7 min with 3 (2026-12-07, 2 idle cores, the same figures to the last digit). Where one
+    run is much longer than the others (``lowres demo --real``: Whisper's LoRA), a spare run only slows it
+    (``spare`` 0)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    lanes = max(1, min(runs, jobs if jobs > 0 else cores + spare))
+    return lanes, max(1, cores // lanes)
+
+
 class _StepClock:
     """Each step's minutes, kept in OUT/demo_steps.json: a rerun that reuses a finished step reports the minutes
     it took when it ran (None where no earlier run recorded them), and marks it reused."""
@@ -81,12 +113,18 @@ class _StepClock:
 
     def run(self, name: str, done: bool, work) -> None:
         if done:
-            self.reused.add(name)
-            self.minutes[name] = self.recorded.get(name)
+            self.reuse(name)
             return
         t = time.perf_counter()
         work()
-        self.minutes[name] = self.recorded[name] = round((time.perf_counter() - t) / 60, 2)
+        self.record(name, (time.perf_counter() - t) / 60)
+
+    def reuse(self, name: str) -> None:
+        self.reused.add(name)
+        self.minutes[name] = self.recorded.get(name)
+
+    def record(self, name: str, minutes: float) -> None:
+        self.minutes[name] = self.recorded[name] = round(minutes, 2)
         atomic_write_text(self.path, json.dumps(self.recorded, indent=1) + "\n")
 
 
@@ -114,17 +152,13 @@ def _same_demo(out: Path, record: dict) -> None:
             "start it again there, or choose another --out.")
 
 
-def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = False, console=None) -> list[dict]:
+def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = False, console=None,
+             jobs: int = 0) -> list[dict]:
     from lowres.config import PrepareConfig, resolve_adapt, resolve_finetune
     from lowres.data.prepare import prepare
     from lowres.data.prepared import REPORT, PreparedDir
     from lowres.data.text import load_rules
-    from lowres.decode import DecodeOptions
-    from lowres.evaluate import run_eval
-    from lowres.runs import RUN_SUMMARY
     from lowres.synth.corpus import build_corpus
-    from lowres.train.adapt import run_adapt
-    from lowres.train.finetune import run_finetune
 
     plan = QUICK if quick else FULL
     out = Path(out)
@@ -163,13 +197,6 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
          lambda: prepare(synth_dir / "labeled" / "corpus.tsv", prepared, PrepareConfig(seed=seed),
                          unlabeled=synth_dir / "unlabeled", rules=load_rules("sw"), overwrite=True, console=console))
 
-    adapt_cfg = resolve_adapt("demo_adapt", flags={"unlabeled": str(prepared_dir.unlabeled_path), "base": SHIPPED,
-                                                   "objective": "hubert", "train.max_steps": plan.adapt_steps,
-                                                   "train.seed": seed})
-    step(f"adapt: continued HuBERT pretraining of the shipped base {SHIPPED} on the unlabeled Swahili, "
-         f"{plan.adapt_steps} updates", adapt_dir, RUN_SUMMARY,
-         lambda: run_adapt(adapt_cfg, adapt_dir, overwrite=True, console=console))
-
     lm_dir = _demo_lm(out, prepared, say)
     # (split, row label, base, folder name, updates): every start gets the same fine-tuning for its split
     runs = [("10min", "tiny (random init)", "tiny", "finetune-10min-random", plan.steps_10min),
@@ -178,26 +205,33 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     if plan.steps_1h:
         runs += [("1h", f"{SHIPPED} (shipped)", SHIPPED, "finetune-1h", plan.steps_1h),
                  ("1h", f"{SHIPPED} + adapt", str(adapt_dir), "finetune-1h-adapted", plan.steps_1h)]
-    rows = []
+    # --quick: one run at a time unless --jobs says otherwise (its runs are shorter than a worker's start-up)
+    lanes, threads = demo_lanes(len(runs) + 1, jobs or (1 if quick else 0))
+    sets = {"train.seed": seed} if lanes == 1 else {"train.seed": seed, "train.threads": threads}
+    adapt_cfg = resolve_adapt("demo_adapt", flags={"unlabeled": str(prepared_dir.unlabeled_path), "base": SHIPPED,
+                                                   "objective": "hubert", "train.max_steps": plan.adapt_steps,
+                                                   **sets})
+    work = [Job("adapt", f"adapt: continued HuBERT pretraining of the shipped base {SHIPPED} on the unlabeled "
+                f"Swahili, {plan.adapt_steps} updates", adapt_cfg, plan.adapt_steps, kind="adapt")]
     for split, label, base, name, steps in runs:
-        run = out / name
-        cfg = resolve_finetune(split, "demo_finetune", flags=finetune_flags(str(prepared), base, steps, seed))
-        step(f"finetune --split {split} from {label}: {steps} updates", run, RUN_SUMMARY,
-             lambda cfg=cfg, run=run: run_finetune(cfg, run, overwrite=True, console=console))
-        metrics = run_eval(run, prepared_dir.manifest("test"), run / "eval-test", console=None,
-                           overwrite=True)  # a re-run of the demo scores its own runs again
-        summary = json.loads((run / RUN_SUMMARY).read_text(encoding="utf-8"))
-        row = {"split": split, "start": label, "base": base if base in ("tiny", SHIPPED) else "adapt",
-               "adapt": base == str(adapt_dir), "updates": steps, "wer": metrics["wer"], "cer": metrics["cer"],
-               "minutes": clock.minutes.get(name), "reused": name in clock.reused, "run": str(run),
-               "train_seconds": summary["wall_seconds"]}
-        say(f"test WER {100 * metrics['wer']:.1f}%  CER {100 * metrics['cer']:.1f}%")
-        if lm_dir is not None:
-            with_lm = run_eval(run, prepared_dir.manifest("test"), run / "eval-test-lm", console=None,
-                               options=DecodeOptions(lm=lm_dir), overwrite=True)
-            row.update(lm_wer=with_lm["wer"], lm_cer=with_lm["cer"])
-            say(f"with the 3-gram LM: test WER {100 * with_lm['wer']:.1f}%  CER {100 * with_lm['cer']:.1f}%")
-        rows.append(row)
+        cfg = resolve_finetune(split, "demo_finetune", flags={**finetune_flags(str(prepared), base, steps, seed), **sets})
+        work.append(Job(name, f"finetune --split {split} from {label}: {steps} updates", cfg, steps,
+                        needs="adapt" if base == str(adapt_dir) else None,
+                        row={"split": split, "start": label, "base": base if base in ("tiny", SHIPPED) else "adapt",
+                             "adapt": base == str(adapt_dir), "updates": steps}))
+    work = [replace(job, order=_start_order(job)) for job in work]
+    test = prepared_dir.manifest("test")
+    if lanes == 1:
+        results = {}
+        for job in work:  # one after the other, each on every core, with its own progress bar
+            say("\n", (f"── {job.title}", "bold"))
+            results[job.name] = _job(job, out, test, lm_dir, console)
+            _said(job, results[job.name], clock, say)
+    else:
+        results = _in_parallel(work, out, test, lm_dir, clock, lanes, threads, say, console)
+    rows = [{**job.row, **{k: v for k, v in results[job.name].items() if k != "minutes"},
+             "minutes": clock.minutes.get(job.name), "reused": job.name in clock.reused, "run": str(out / job.name)}
+            for job in work if job.row is not None]
     total = (time.perf_counter() - t_all) / 60
     result = {"rows": rows, "minutes": {**{k: clock.minutes.get(v) for k, v in STEP_FOLDERS.items()},
                                         "total": round(total, 2)},
@@ -206,6 +240,175 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
     if console is not None:
         print_table(result, console)
     return rows
+
+
+def _job(job: Job, out: Path, test: Path, lm_dir: Path | None, console=None) -> dict:
+    """Train ``job`` unless an earlier run of this demo finished it (``minutes`` None then), and score a
+    fine-tuning run on the test set, greedy and with the LM where there is one: its row's figures. Runs in a
+    worker process where the demo trains several runs at once (``console`` None there)."""
+    from lowres.decode import DecodeOptions
+    from lowres.evaluate import run_eval
+    from lowres.runs import RUN_SUMMARY
+    from lowres.train.adapt import run_adapt
+    from lowres.train.finetune import run_finetune
+
+    run = out / job.name
+    if job.kind == "zeroshot":
+        return _zero_shot(job, run, test, console)
+    result: dict = {"minutes": None}
+    if not _done(run, RUN_SUMMARY):
+        t = time.perf_counter()
+        train = run_finetune if job.kind == "finetune" else run_adapt
+        train(job.cfg, run, overwrite=True, console=console)
+        result["minutes"] = (time.perf_counter() - t) / 60
+    if job.kind == "adapt":
+        return result
+    metrics = run_eval(run, test, run / "eval-test", console=None, overwrite=True)  # a re-run scores it again
+    summary = json.loads((run / RUN_SUMMARY).read_text(encoding="utf-8"))
+    result.update(wer=metrics["wer"], cer=metrics["cer"], train_seconds=summary["wall_seconds"])
+    if lm_dir is not None:
+        with_lm = run_eval(run, test, run / "eval-test-lm", console=None, options=DecodeOptions(lm=lm_dir),
+                           overwrite=True)
+        result.update(lm_wer=with_lm["wer"], lm_cer=with_lm["cer"])
+    return result
+
+
+def _zero_shot(job: Job, run: Path, test: Path, console=None) -> dict:
+    """Whisper's own decoder over the test set (``lowres eval --whisper``), scored with the prepared folder's
+    normalisation; reused where an earlier run of the demo wrote its metrics."""
+    from lowres.data.prepared import PreparedDir
+    from lowres.runtime import configure_threads
+    from lowres.zeroshot import run_whisper_eval
+
+    cfg = job.cfg
+    metrics_file = run / "eval-test" / "metrics.json"
+    result: dict = {"minutes": None, "train_seconds": 0.0}
+    if metrics_file.is_file():
+        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    else:
+        configure_threads(cfg["threads"])
+        t = time.perf_counter()
+        text = PreparedDir.open(Path(cfg["data"]), need_vocab=False).text_config()
+        run.mkdir(parents=True, exist_ok=True)
+        metrics = run_whisper_eval(cfg["source"], test, run / "eval-test", cfg["language"], text, overwrite=True,
+                                   console=console)
+        result["minutes"] = (time.perf_counter() - t) / 60
+    return {**result, "wer": metrics["wer"], "cer": metrics["cer"]}
+
+
+def _said(job: Job, result: dict, clock: _StepClock, say) -> None:
+    """A finished job on the console (its test figures for a row) and its minutes in the clock."""
+    if result["minutes"] is None:
+        clock.reuse(job.name)
+        say(f"{job.name}: done by an earlier run of this demo in its folder: reused")
+    else:
+        clock.record(job.name, result["minutes"])
+    if "cer" in result:
+        say(f"{job.name}: test WER {100 * result['wer']:.1f}%  CER {100 * result['cer']:.1f}%")
+    if "lm_cer" in result:
+        say(f"{job.name}: with the 3-gram LM: test WER {100 * result['lm_wer']:.1f}%  CER "
+            f"{100 * result['lm_cer']:.1f}%")
+
+
+def _start_order(job: Job) -> int:
+    """Which ready job a free lane takes first: the longest rows (1h) first, then adapt, which the adapted rows
+    wait for, as soon as a lane is free, so that the lanes end close together."""
+    if job.kind == "adapt":
+        return 1
+    return (0 if job.needs is None else 2) if job.row["split"] != "10min" else 3
+
+
+def _in_parallel(work: list[Job], out: Path, test: Path, lm_dir: Path | None, clock: _StepClock, lanes: int,
+                 threads: int, say, console) -> dict[str, dict]:
+    """Train the jobs ``lanes`` at a time, each in a process of its own on ``threads`` threads (a run's random
+    numbers come from the process's torch generator, so runs cannot share one), a bar per running job."""
+    import multiprocessing
+
+    from lowres.progress import progress_bar
+
+    say("\n", (f"── {len(work)} training runs, {lanes} at a time on {threads} thread{'s' * (threads > 1)} each "
+               "(--jobs); each run's train.log is in its folder", "bold"))
+    for job in work:
+        say(f"{job.name}: {job.title}")
+    waiting = sorted(work, key=lambda job: job.order)
+    running: dict[str, tuple] = {}
+    results: dict[str, dict] = {}
+    context = multiprocessing.get_context("spawn")
+    try:
+        with progress_bar(console) as bars:
+            while waiting or running:
+                for job in list(waiting):
+                    if len(running) < lanes and (job.needs is None or job.needs in results):
+                        waiting.remove(job)
+                        receive, send = context.Pipe(duplex=False)
+                        worker = context.Process(target=_job_in_process, args=(send, job, out, test, lm_dir),
+                                                 name=f"lowres-demo-{job.name}")
+                        worker.start()
+                        send.close()
+                        running[job.name] = (job, worker, receive, bars.add_task(job.name, total=job.steps))
+                for name, (job, worker, receive, task) in list(running.items()):
+                    if receive.poll() or not worker.is_alive():
+                        results[name] = _received(job, worker, receive)
+                        del running[name]
+                        bars.update(task, completed=job.steps)
+                        _said(job, results[name], clock, say)
+                    else:
+                        bars.update(task, completed=_last_step(out / name))
+                if running:
+                    time.sleep(1.0)
+    finally:
+        for _, worker, _, _ in running.values():  # after an error or Ctrl-C: the other runs stop too
+            worker.terminate()
+            worker.join()
+    return results
+
+
+def _job_in_process(send, job: Job, out: Path, test: Path, lm_dir: Path | None) -> None:
+    """A worker process of the demo: the job's result, or its error with the traceback, sent back."""
+    import traceback
+
+    try:
+        send.send((True, _job(job, out, test, lm_dir), ""))
+    except BaseException as err:  # noqa: BLE001 - whatever happened goes to the demo's process
+        send.send((False, err, traceback.format_exc()))
+    finally:
+        send.close()
+
+
+def _received(job: Job, worker, receive) -> dict:
+    """What a worker sent: its result, or its error raised here (a user-facing one as it was)."""
+    from lowres import LowresError
+
+    try:
+        ok, value, trace = receive.recv()
+    except EOFError:  # it died without a word (killed, out of memory)
+        worker.join()
+        raise LowresError(f"The demo's run {job.name} stopped (its process exited with code {worker.exitcode}) "
+                          f"without a result. Its log is in {job.name}/train.log of the demo folder; run the "
+                          "demo again in the same folder to continue, or with --jobs 1 to train one run at a "
+                          "time.") from None
+    worker.join()
+    if ok:
+        return value
+    if isinstance(value, LowresError):
+        raise value
+    raise RuntimeError(f"the demo's run {job.name} failed in its worker process:\n{trace}") from value
+
+
+def _last_step(run: Path) -> int:
+    """The last update a run logged in its metrics.jsonl (0 before the first)."""
+    from lowres.runs import RUN_METRICS
+
+    try:
+        lines = (run / RUN_METRICS).read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return 0
+    for line in reversed(lines):
+        try:
+            return int(json.loads(line).get("step", 0))
+        except (ValueError, AttributeError):
+            continue
+    return 0
 
 
 def _demo_lm(out: Path, prepared: Path, say) -> Path | None:

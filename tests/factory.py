@@ -271,3 +271,29 @@ def assert_same_run(a: Path, b: Path) -> None:
     ra = [{k: v for k, v in r.items() if k not in strip} for r in read_jsonl(a / "metrics.jsonl")]
     rb = [{k: v for k, v in r.items() if k not in strip} for r in read_jsonl(b / "metrics.jsonl")]
     assert ra == rb
+
+
+WHISPER_DIMS = dict(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, decoder_layers=1,
+                    decoder_attention_heads=4, decoder_ffn_dim=128, num_mel_bins=80, max_source_positions=1500,
+                    max_target_positions=448)
+WHISPER_LETTERS = "abcdefghijklmnopqrstuvwxyz "
+
+
+def tiny_whisper(folder: Path, tokenizer: bool = False) -> Path:
+    """A random Whisper written by transformers (a Hugging Face folder); with ``tokenizer``, a tokenizer of
+    letters and Whisper's special tokens, so that its own decoder can run (the flow and the files, not words)."""
+    import tokenizers
+    import torch
+    import transformers
+
+    torch.manual_seed(0)
+    config = transformers.WhisperConfig(**WHISPER_DIMS)
+    transformers.WhisperForConditionalGeneration(config).save_pretrained(folder)
+    if tokenizer:
+        letters = {c: i for i, c in enumerate(WHISPER_LETTERS)}
+        specials = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|nl|>", "<|transcribe|>", "<|notimestamps|>"]
+        vocab = {**letters, **{t: len(letters) + i for i, t in enumerate(specials)}}
+        tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="a"))
+        tok.add_special_tokens(specials)
+        tok.save(str(folder / "tokenizer.json"))
+    return folder

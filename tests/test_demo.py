@@ -57,8 +57,11 @@ def test_demo_says_how_to_add_the_lm_rows(tmp_path, monkeypatch):
 
 def test_demo_quick_end_to_end(tmp_path):
     out = tmp_path / "demo"
-    res = invoke("demo", "--quick", "--out", out)
+    # two runs at a time, each in a process of its own (the full demo's way on 2 cores); the rerun below
+    # reuses them one at a time (--quick's default)
+    res = invoke("demo", "--quick", "--out", out, "--jobs", "2")
     assert res.exit_code == 0, res.output
+    assert "4 training runs, 2 at a time" in res.output
     result = json.loads((out / "demo_results.json").read_text())
     rows = result["rows"]
     assert [(r["split"], r["adapt"]) for r in rows] == [("10min", False), ("10min", False), ("10min", True)]
@@ -149,3 +152,77 @@ def test_demo_refuses_a_folder_of_another_demo(tmp_path):
     assert "holds a demo made with other settings" in text and "--overwrite" in text
     assert json.loads((out / "demo.json").read_text()) == old
     assert sorted(p.name for p in out.iterdir()) == ["demo.json", "finetune-10min"]
+
+
+def test_demo_trains_a_run_more_than_cores_one_thread_each(monkeypatch):
+    """On a CPU the demo trains one run more than it has cores, one thread each where there are fewer cores than
+    runs (up to the number of runs); --jobs N asks for N at a time, sharing the cores among them."""
+    import os
+
+    from lowres.demo import demo_lanes
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1}, raising=False)
+    assert demo_lanes(6) == (3, 1)
+    assert demo_lanes(6, jobs=1) == (1, 2)
+    assert demo_lanes(6, jobs=2) == (2, 1)
+    assert demo_lanes(1) == (1, 2)
+    assert demo_lanes(4, spare=0) == (2, 1)  # the real demo: one long run, one run per core
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: set(range(16)), raising=False)
+    assert demo_lanes(6) == (6, 2)
+    assert demo_lanes(4, jobs=2) == (2, 8)
+
+
+def test_demo_starts_the_longest_runs_and_adapt_first():
+    """Free lanes take the 1h rows first and the adapt step as soon as one is free (the adapted rows wait on
+    it), the 10min rows last, so that the lanes end close together."""
+    from lowres.demo import Job, _start_order
+
+    jobs = [Job("adapt", "", None, 40, kind="adapt")]
+    for name, split, needs in (("finetune-10min-random", "10min", None), ("finetune-10min", "10min", None),
+                               ("finetune-10min-adapted", "10min", "adapt"), ("finetune-1h", "1h", None),
+                               ("finetune-1h-adapted", "1h", "adapt")):
+        jobs.append(Job(name, "", None, 900, needs=needs, row={"split": split}))
+    assert [j.name for j in sorted(jobs, key=_start_order)] == [
+        "finetune-1h", "adapt", "finetune-1h-adapted", "finetune-10min-random", "finetune-10min",
+        "finetune-10min-adapted"]
+
+
+def test_a_demo_worker_error_reaches_the_user_as_it_was(tmp_path):
+    """A run that fails in its worker process: a user-facing error is raised as it was (one paragraph, no
+    traceback); a worker that dies without a word gives a message that says what to do; another error keeps
+    the worker's traceback."""
+    import multiprocessing
+
+    from lowres import LowresError
+    from lowres.demo import Job, _received
+
+    class Exited:
+        exitcode = -9
+
+        def join(self):
+            pass
+
+    job = Job("finetune-10min", "", None, 900)
+    receive, send = multiprocessing.Pipe(duplex=False)
+    send.send((False, LowresError("the data folder is gone"), "Traceback ..."))
+    with pytest.raises(LowresError, match="the data folder is gone"):
+        _received(job, Exited(), receive)
+    send.close()
+    with pytest.raises(LowresError, match=r"finetune-10min stopped \(its process exited with code -9\).*--jobs 1"):
+        _received(job, Exited(), receive)
+    receive, send = multiprocessing.Pipe(duplex=False)
+    send.send((False, ValueError("bad shape"), "Traceback (most recent call last): ... ValueError: bad shape"))
+    with pytest.raises(RuntimeError, match="failed in its worker process:\nTraceback"):
+        _received(job, Exited(), receive)
+    receive, send = multiprocessing.Pipe(duplex=False)
+    send.send((True, {"cer": 0.5, "minutes": 1.0}, ""))
+    assert _received(job, Exited(), receive) == {"cer": 0.5, "minutes": 1.0}
+
+
+def test_last_step_reads_the_runs_metrics(tmp_path):
+    from lowres.demo import _last_step
+
+    assert _last_step(tmp_path) == 0
+    (tmp_path / "metrics.jsonl").write_text('{"step": 0, "event": "start"}\n{"step": 25, "loss": 3.0}\n'
+                                            '{"step": 50, "dev_cer": 0.9}\n{"step": 5')  # a line being written
+    assert _last_step(tmp_path) == 50

@@ -15,22 +15,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from factory import FAST, invoke, prepared_corpus
-
-DIMS = dict(d_model=64, encoder_layers=2, encoder_attention_heads=4, encoder_ffn_dim=128, decoder_layers=1,
-            decoder_attention_heads=4, decoder_ffn_dim=128, num_mel_bins=80, max_source_positions=1500,
-            max_target_positions=448)
+from factory import FAST, WHISPER_LETTERS, invoke, prepared_corpus, tiny_whisper
 
 
 @pytest.fixture(scope="module")
 def hf_whisper(tmp_path_factory):
     """A random Whisper written by transformers (a Hugging Face folder)."""
-    import transformers
-
-    folder = tmp_path_factory.mktemp("whisper") / "hf"
-    torch.manual_seed(0)
-    transformers.WhisperForConditionalGeneration(transformers.WhisperConfig(**DIMS)).save_pretrained(folder)
-    return folder
+    return tiny_whisper(tmp_path_factory.mktemp("whisper") / "hf")
 
 
 def _hf_encoder(folder):
@@ -180,18 +171,8 @@ def test_finetune_eval_transcribe_from_a_whisper_base(hf_whisper, tmp_path):
 def test_eval_with_whispers_own_decoder(hf_whisper, tmp_path):
     """``eval --whisper``: Whisper's decoder, greedy and zero-shot, scored like a fine-tuned run (a random model
     with a small tokenizer: the flow and the files, not the words)."""
-    import shutil
-
-    import tokenizers
-
-    folder = tmp_path / "whisper"
-    shutil.copytree(hf_whisper, folder)
-    letters = {c: i for i, c in enumerate("abcdefghijklmnopqrstuvwxyz ")}
-    specials = ["<|endoftext|>", "<|startoftranscript|>", "<|en|>", "<|nl|>", "<|transcribe|>", "<|notimestamps|>"]
-    vocab = {**letters, **{t: len(letters) + i for i, t in enumerate(specials)}}
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="a"))
-    tok.add_special_tokens(specials)
-    tok.save(str(folder / "tokenizer.json"))
+    folder = tiny_whisper(tmp_path / "whisper", tokenizer=True)
+    letters = WHISPER_LETTERS
     prepared = prepared_corpus(tmp_path, n=12, speakers=4)
     res = invoke("eval", "--whisper", folder, "--language", "nl", "--data", prepared, "--out", tmp_path / "zs", "-q")
     assert res.exit_code == 0, res.output

@@ -1,4 +1,5 @@
-"""benchmarks/real_speech.py's corpus writers, on hand-made lines of each format (no download).
+"""lowres/data/debian.py's corpus writers (the real-speech benchmark's and `lowres demo --real`'s corpora), on
+hand-made lines of each format (no download).
 
 Contract: a Fish Fillets ``dialogs_nl.lua`` gives (id, character, Dutch text) per dialogId/dialogStr pair, Lua
 escapes undone; an Asterisk ``core-sounds-LANG.txt`` gives (id, text) per ``id: text`` line, comments and blank
@@ -9,21 +10,13 @@ and comments); the split is seeded, utterance-level and 80/10/10; written corpor
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
 from factory import write_audio
 
+import lowres.data.debian as rs
 from lowres.data.prepare import prepare
 from lowres.data.text import load_rules
-
-_PATH = Path(__file__).resolve().parents[1] / "benchmarks" / "real_speech.py"
-_spec = importlib.util.spec_from_file_location("real_speech", _PATH)
-rs = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = rs  # (its dataclasses look their module up)
-_spec.loader.exec_module(rs)
 
 LUA = '''
 -- Init
@@ -100,3 +93,21 @@ def test_written_asterisk_corpus_prepares_whole(tmp_path):
     assert result.report["heldout"]["test"]["share_by_training_voices"] == 1.0
     assert result.report["audio"]["narrowband_share"] == 1.0
     assert result.report["unlabeled"]["heldout_files_excluded"] == 6  # dev and test audio never adapt
+
+
+def test_fetch_says_what_to_do_without_apt_get(tmp_path, monkeypatch):
+    """Off Debian (no apt-get) and with nothing downloaded: one message naming the package, the folder to put
+    it in and where it is; an unpacked package is reused without asking apt-get anything."""
+    import shutil
+
+    import pytest
+
+    from lowres import LowresError
+
+    monkeypatch.setattr(shutil, "which", lambda _name: None)
+    with pytest.raises(LowresError, match=r"apt-get is not on this machine.*fillets-ng-data-nl.*packages\.debian\.org"):
+        rs.fetch(tmp_path, ("fillets-ng-data-nl",))
+    marker = tmp_path / "root" / ".unpacked" / "fillets-ng-data-nl"
+    marker.parent.mkdir(parents=True)
+    marker.write_text("fillets-ng-data-nl_1.0.1-5_all.deb\n")
+    assert rs.fetch(tmp_path, ("fillets-ng-data-nl",)) == tmp_path / "root"
