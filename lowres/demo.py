@@ -356,6 +356,10 @@ def _in_parallel(work: list[Job], out: Path, test: Path, lm_dir: Path | None, cl
                         bars.update(task, completed=_last_step(out / name))
                 if running:
                     time.sleep(1.0)
+    except KeyboardInterrupt:
+        say(f"Stopped: {', '.join(running)} did not finish (started again on the next run). The finished runs are "
+            f"kept in {out}: run the same command again to continue, reusing them.")
+        raise
     finally:
         for _, worker, _, _ in running.values():  # after an error or Ctrl-C: the other runs stop too
             worker.terminate()
@@ -364,9 +368,12 @@ def _in_parallel(work: list[Job], out: Path, test: Path, lm_dir: Path | None, cl
 
 
 def _job_in_process(send, job: Job, out: Path, test: Path, lm_dir: Path | None) -> None:
-    """A worker process of the demo: the job's result, or its error with the traceback, sent back."""
+    """A worker process of the demo: the job's result, or its error with the traceback, sent back. Ctrl-C is
+    the demo's process's to handle: it stops every worker."""
+    import signal
     import traceback
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         send.send((True, _job(job, out, test, lm_dir), ""))
     except BaseException as err:  # noqa: BLE001 - whatever happened goes to the demo's process
@@ -390,7 +397,7 @@ def _received(job: Job, worker, receive) -> dict:
     worker.join()
     if ok:
         return value
-    if isinstance(value, LowresError):
+    if isinstance(value, (LowresError, KeyboardInterrupt)):
         raise value
     raise RuntimeError(f"the demo's run {job.name} failed in its worker process:\n{trace}") from value
 

@@ -215,6 +215,10 @@ def test_a_demo_worker_error_reaches_the_user_as_it_was(tmp_path):
     with pytest.raises(RuntimeError, match="failed in its worker process:\nTraceback"):
         _received(job, Exited(), receive)
     receive, send = multiprocessing.Pipe(duplex=False)
+    send.send((False, KeyboardInterrupt(), ""))  # a worker that saw Ctrl-C first: the demo stops as for Ctrl-C
+    with pytest.raises(KeyboardInterrupt):
+        _received(job, Exited(), receive)
+    receive, send = multiprocessing.Pipe(duplex=False)
     send.send((True, {"cer": 0.5, "minutes": 1.0}, ""))
     assert _received(job, Exited(), receive) == {"cer": 0.5, "minutes": 1.0}
 
