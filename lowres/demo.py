@@ -132,6 +132,35 @@ def _done(folder: Path, marker: str) -> bool:
     return (folder / marker).is_file()
 
 
+def open_demo(out: Path, record: dict, overwrite: bool) -> _StepClock:
+    """Claim a demo's folder and record what demo it holds; its step clock. A demo folder is continued as it
+    is (done steps are skipped) by the same demo only; --overwrite empties it first, and only it: a folder the
+    demo did not write may hold the user's files."""
+    claim_folder(out, what="demo", overwrite=overwrite, is_ours=lambda folder: _done(folder, "demo.json"),
+                 not_ours="no demo.json", continue_ours=True,
+                 hint="The demo did not write them (no demo.json). Choose a new folder.")
+    _same_demo(out, record)
+    atomic_write_text(out / "demo.json", json.dumps(record) + "\n")
+    return _StepClock(out)
+
+
+def run_jobs(work: list[Job], out: Path, test: Path, lm_dir: Path | None, clock: _StepClock, lanes: int,
+             threads: int, say, console) -> list[dict]:
+    """A demo's runs, side by side (``lanes`` > 1) or one after the other on every core with their own progress
+    bars; the rows of the table: each row job's figures, minutes, whether it was reused, and its folder."""
+    if lanes > 1:
+        results = _in_parallel(work, out, test, lm_dir, clock, lanes, threads, say, console)
+    else:
+        results = {}
+        for job in work:
+            say("\n", (f"── {job.title}", "bold"))
+            results[job.name] = _job(job, out, test, lm_dir, console)
+            _said(job, results[job.name], clock, say)
+    return [{**job.row, **{k: v for k, v in results[job.name].items() if k != "minutes"},
+             "minutes": clock.minutes.get(job.name), "reused": job.name in clock.reused, "run": str(out / job.name)}
+            for job in work if job.row is not None]
+
+
 def _same_demo(out: Path, record: dict) -> None:
     """A demo folder is continued only by the same demo: its finished steps are reused by name, so a folder
     of another plan, seed or base (a --quick one, or one from an older lowres) would mix its runs into this
@@ -162,19 +191,12 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
 
     plan = QUICK if quick else FULL
     out = Path(out)
-    # a demo folder is continued as it is (done steps are skipped); --overwrite empties it first, and only it:
-    # a folder the demo did not write may hold the user's files
-    claim_folder(out, what="demo", overwrite=overwrite, is_ours=lambda folder: _done(folder, "demo.json"),
-                 not_ours="no demo.json", continue_ours=True,
-                 hint="The demo did not write them (no demo.json). Choose a new folder.")
     from lowres.bases import shipped_info
 
     record = {"quick": quick, "seed": seed, "base": SHIPPED, "base_fingerprint": shipped_info(SHIPPED)["fingerprint"],
               "method": METHOD, "plan": plan.__dict__}
-    _same_demo(out, record)
-    atomic_write_text(out / "demo.json", json.dumps(record) + "\n")
+    clock = open_demo(out, record, overwrite)
     t_all = time.perf_counter()
-    clock = _StepClock(out)
 
     def say(*parts):
         print_plain(console, *parts)
@@ -221,17 +243,7 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
                              "adapt": base == str(adapt_dir), "updates": steps}))
     work = [replace(job, order=_start_order(job)) for job in work]
     test = prepared_dir.manifest("test")
-    if lanes == 1:
-        results = {}
-        for job in work:  # one after the other, each on every core, with its own progress bar
-            say("\n", (f"── {job.title}", "bold"))
-            results[job.name] = _job(job, out, test, lm_dir, console)
-            _said(job, results[job.name], clock, say)
-    else:
-        results = _in_parallel(work, out, test, lm_dir, clock, lanes, threads, say, console)
-    rows = [{**job.row, **{k: v for k, v in results[job.name].items() if k != "minutes"},
-             "minutes": clock.minutes.get(job.name), "reused": job.name in clock.reused, "run": str(out / job.name)}
-            for job in work if job.row is not None]
+    rows = run_jobs(work, out, test, lm_dir, clock, lanes, threads, say, console)
     total = (time.perf_counter() - t_all) / 60
     result = {"rows": rows, "minutes": {**{k: clock.minutes.get(v) for k, v in STEP_FOLDERS.items()},
                                         "total": round(total, 2)},

@@ -17,7 +17,7 @@ import json
 import time
 from pathlib import Path
 
-from lowres.fsutil import atomic_write_text, claim_folder
+from lowres.fsutil import atomic_write_text
 from lowres.progress import plain
 from lowres.progress import say as print_plain
 
@@ -51,21 +51,16 @@ def run_real_demo(out: Path, seed: int = 0, overwrite: bool = False, console=Non
     from lowres.data.prepare import prepare
     from lowres.data.prepared import REPORT, PreparedDir
     from lowres.data.text import load_rules
-    from lowres.demo import Job, _in_parallel, _job, _said, _same_demo, _StepClock, demo_lanes
+    from lowres.demo import Job, demo_lanes, open_demo, run_jobs
     from lowres.train.finetune import finetune_config
 
     out = Path(out)
-    claim_folder(out, what="demo", overwrite=overwrite, is_ours=lambda folder: (folder / "demo.json").is_file(),
-                 not_ours="no demo.json", continue_ours=True,
-                 hint="The demo did not write them (no demo.json). Choose a new folder.")
     corpus = CORPORA[CORPUS]
     plan = starts(whisper)
     record = {"real": True, "quick": quick, "corpus": CORPUS, "split": SPLIT, "seed": seed, "whisper": whisper,
               "starts": [s[0] for s in plan] + [ZERO_SHOT]}
-    _same_demo(out, record)
-    atomic_write_text(out / "demo.json", json.dumps(record) + "\n")
+    clock = open_demo(out, record, overwrite)
     t_all = time.perf_counter()
-    clock = _StepClock(out)
 
     def say(*parts):
         print_plain(console, *parts)
@@ -110,17 +105,7 @@ def run_real_demo(out: Path, seed: int = 0, overwrite: bool = False, console=Non
             row["audio_filepath"] = str((test.parent / row["audio_filepath"]).resolve())
         test = out / "test-quick.jsonl"
         atomic_write_text(test, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-    if lanes == 1:
-        results = {}
-        for job in work:
-            say("\n", (f"── {job.title}", "bold"))
-            results[job.name] = _job(job, out, test, None, console)
-            _said(job, results[job.name], clock, say)
-    else:
-        results = _in_parallel(work, out, test, None, clock, lanes, threads, say, console)
-    rows = [{**job.row, **{k: v for k, v in results[job.name].items() if k != "minutes"},
-             "minutes": clock.minutes.get(job.name), "reused": job.name in clock.reused, "run": str(out / job.name)}
-            for job in work]
+    rows = run_jobs(work, out, test, None, clock, lanes, threads, say, console)
     report = json.loads((prepared / REPORT).read_text(encoding="utf-8"))
     result = {"rows": rows, "corpus": corpus.title, "licence": corpus.licence, "seed": seed,
               "labeled_minutes": round(60 * report["splits"][SPLIT]["hours"], 1),
