@@ -696,8 +696,8 @@ def demo(
     seed: int = typer.Option(0, "--seed", help="Seed of the corpus and of every training run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again from nothing in --out."),
     jobs: int = typer.Option(0, "--jobs", "-j", min=0, help="Training runs at the same time, each in its own "
-                             "process on cores/N threads (0: one more than the CPU cores, up to the number of runs; "
-                             "1: one after the other on every core)."),
+                             "process on cores/N threads (0: automatic, one more than the CPU cores, or one per core "
+                             "with --real; 1: one after the other on every core)."),
 ):
     """The whole pipeline on a synthetic Swahili corpus: CPU only, no downloads, about 13 minutes on 2 cores.
 

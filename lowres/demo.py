@@ -268,7 +268,7 @@ def _job(job: Job, out: Path, test: Path, lm_dir: Path | None, console=None) -> 
     if job.kind == "zeroshot":
         return _zero_shot(job, run, test, console)
     result: dict = {"minutes": None}
-    if not _done(run, RUN_SUMMARY):
+    if not finished(job, out):
         t = time.perf_counter()
         train = run_finetune if job.kind == "finetune" else run_adapt
         train(job.cfg, run, overwrite=True, console=console)
@@ -285,6 +285,16 @@ def _job(job: Job, out: Path, test: Path, lm_dir: Path | None, console=None) -> 
     return result
 
 
+ZERO_SHOT_METRICS = Path("eval-test") / "metrics.json"  # in a zero-shot job's folder
+
+
+def finished(job: Job, out: Path) -> bool:
+    """Whether an earlier run of this demo finished ``job`` (its run's summary, or a zero-shot job's metrics)."""
+    from lowres.runs import RUN_SUMMARY
+
+    return (out / job.name / (ZERO_SHOT_METRICS if job.kind == "zeroshot" else RUN_SUMMARY)).is_file()
+
+
 def _zero_shot(job: Job, run: Path, test: Path, console=None) -> dict:
     """Whisper's own decoder over the test set (``lowres eval --whisper``), scored with the prepared folder's
     normalisation; reused where an earlier run of the demo wrote its metrics."""
@@ -293,16 +303,15 @@ def _zero_shot(job: Job, run: Path, test: Path, console=None) -> dict:
     from lowres.zeroshot import run_whisper_eval
 
     cfg = job.cfg
-    metrics_file = run / "eval-test" / "metrics.json"
     result: dict = {"minutes": None, "train_seconds": 0.0}
-    if metrics_file.is_file():
-        metrics = json.loads(metrics_file.read_text(encoding="utf-8"))
+    if finished(job, run.parent):
+        metrics = json.loads((run / ZERO_SHOT_METRICS).read_text(encoding="utf-8"))
     else:
         configure_threads(cfg["threads"])
         t = time.perf_counter()
         text = PreparedDir.open(Path(cfg["data"]), need_vocab=False).text_config()
         run.mkdir(parents=True, exist_ok=True)
-        metrics = run_whisper_eval(cfg["source"], test, run / "eval-test", cfg["language"], text, overwrite=True,
+        metrics = run_whisper_eval(cfg["source"], test, run / ZERO_SHOT_METRICS.parent, cfg["language"], text, overwrite=True,
                                    console=console)
         result["minutes"] = (time.perf_counter() - t) / 60
     return {**result, "wer": metrics["wer"], "cer": metrics["cer"]}
@@ -357,14 +366,16 @@ def _in_parallel(work: list[Job], out: Path, test: Path, lm_dir: Path | None, cl
                                                  name=f"lowres-demo-{job.name}")
                         worker.start()
                         send.close()
-                        running[job.name] = (job, worker, receive, bars.add_task(job.name, total=job.steps))
+                        bar = None if finished(job, out) else bars.add_task(job.name, total=job.steps)
+                        running[job.name] = (job, worker, receive, bar)
                 for name, (job, worker, receive, task) in list(running.items()):
                     if receive.poll() or not worker.is_alive():
                         results[name] = _received(job, worker, receive)
                         del running[name]
-                        bars.update(task, completed=job.steps)
+                        if task is not None:  # (a reused run has no bar)
+                            bars.update(task, completed=job.steps)
                         _said(job, results[name], clock, say)
-                    else:
+                    elif task is not None:
                         bars.update(task, completed=_last_step(out / name))
                 if running:
                     time.sleep(1.0)
