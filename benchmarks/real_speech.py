@@ -47,18 +47,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# ---------------------------------------------------------------------------------------------------
-# the corpora
-from lowres.data.debian import (  # noqa: F401 - the corpora, their fetcher and writers live in lowres
-    CORPORA,
-    Corpus,
-    clean_asterisk,
-    fetch,
-    parse_asterisk,
-    parse_fillets,
-    utterance_splits,
-    write_corpus,
-)
+from lowres.data.debian import CORPORA, Corpus, fetch, write_corpus  # the corpora live in lowres
 
 
 def _die(message: str) -> None:

@@ -128,7 +128,7 @@ class _StepClock:
         atomic_write_text(self.path, json.dumps(self.recorded, indent=1) + "\n")
 
 
-def _done(folder: Path, marker: str) -> bool:
+def _done(folder: Path, marker: str | Path) -> bool:
     return (folder / marker).is_file()
 
 
@@ -229,10 +229,10 @@ def run_demo(out: Path, quick: bool = False, seed: int = 0, overwrite: bool = Fa
                  ("1h", f"{SHIPPED} + adapt", str(adapt_dir), "finetune-1h-adapted", plan.steps_1h)]
     # --quick: one run at a time unless --jobs says otherwise (its runs are shorter than a worker's start-up)
     lanes, threads = demo_lanes(len(runs) + 1, jobs or (1 if quick else 0))
-    sets = {"train.seed": seed} if lanes == 1 else {"train.seed": seed, "train.threads": threads}
+    sets = {"train.threads": threads} if lanes > 1 else {}
     adapt_cfg = resolve_adapt("demo_adapt", flags={"unlabeled": str(prepared_dir.unlabeled_path), "base": SHIPPED,
                                                    "objective": "hubert", "train.max_steps": plan.adapt_steps,
-                                                   **sets})
+                                                   "train.seed": seed, **sets})
     work = [Job("adapt", f"adapt: continued HuBERT pretraining of the shipped base {SHIPPED} on the unlabeled "
                 f"Swahili, {plan.adapt_steps} updates", adapt_cfg, plan.adapt_steps, kind="adapt")]
     for split, label, base, name, steps in runs:
@@ -264,9 +264,9 @@ def _job(job: Job, out: Path, test: Path, lm_dir: Path | None, console=None) -> 
     from lowres.train.adapt import run_adapt
     from lowres.train.finetune import run_finetune
 
-    run = out / job.name
     if job.kind == "zeroshot":
-        return _zero_shot(job, run, test, console)
+        return _zero_shot(job, out, test, console)
+    run = out / job.name
     result: dict = {"minutes": None}
     if not finished(job, out):
         t = time.perf_counter()
@@ -292,27 +292,27 @@ def finished(job: Job, out: Path) -> bool:
     """Whether an earlier run of this demo finished ``job`` (its run's summary, or a zero-shot job's metrics)."""
     from lowres.runs import RUN_SUMMARY
 
-    return (out / job.name / (ZERO_SHOT_METRICS if job.kind == "zeroshot" else RUN_SUMMARY)).is_file()
+    return _done(out / job.name, ZERO_SHOT_METRICS if job.kind == "zeroshot" else RUN_SUMMARY)
 
 
-def _zero_shot(job: Job, run: Path, test: Path, console=None) -> dict:
+def _zero_shot(job: Job, out: Path, test: Path, console=None) -> dict:
     """Whisper's own decoder over the test set (``lowres eval --whisper``), scored with the prepared folder's
     normalisation; reused where an earlier run of the demo wrote its metrics."""
     from lowres.data.prepared import PreparedDir
     from lowres.runtime import configure_threads
     from lowres.zeroshot import run_whisper_eval
 
-    cfg = job.cfg
+    cfg, run = job.cfg, out / job.name
     result: dict = {"minutes": None, "train_seconds": 0.0}
-    if finished(job, run.parent):
+    if finished(job, out):
         metrics = json.loads((run / ZERO_SHOT_METRICS).read_text(encoding="utf-8"))
     else:
         configure_threads(cfg["threads"])
         t = time.perf_counter()
         text = PreparedDir.open(Path(cfg["data"]), need_vocab=False).text_config()
         run.mkdir(parents=True, exist_ok=True)
-        metrics = run_whisper_eval(cfg["source"], test, run / ZERO_SHOT_METRICS.parent, cfg["language"], text, overwrite=True,
-                                   console=console)
+        metrics = run_whisper_eval(cfg["source"], test, run / ZERO_SHOT_METRICS.parent, cfg["language"], text,
+                                   overwrite=True, console=console)
         result["minutes"] = (time.perf_counter() - t) / 60
     return {**result, "wer": metrics["wer"], "cer": metrics["cer"]}
 

@@ -16,22 +16,20 @@ from pathlib import Path
 from lowres import LowresError
 
 MAX_TOKENS = 224  # Whisper's sample_len: half its 448-token context
-_CACHE: str | None = None  # the name of the decoder cache's argument and output in this transformers
 
 
 def transcribe_batch(gen, waves, lengths, language: str, device) -> list[str]:
     """Greedy transcripts of a padded batch (B, T) at 16 kHz with lengths (B,)."""
+    import inspect
+
     import torch
 
     from lowres.audiotime import FRAME_SAMPLES
     from lowres.model.whisper import LogMel
 
     model = gen.model
-    global _CACHE
-    if _CACHE is None:  # the decoder's key/value cache: ``cache`` since transformers 5, past_key_values before
-        import inspect
-
-        _CACHE = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    # the decoder's key/value cache: ``cache`` since transformers 5, ``past_key_values`` before
+    cache = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     mel_of = LogMel(model.config.num_mel_bins).to(device)
     window = model.config.max_source_positions * FRAME_SAMPLES
     with torch.inference_mode():
@@ -44,8 +42,8 @@ def transcribe_batch(gen, waves, lengths, language: str, device) -> list[str]:
         done = torch.zeros(b, dtype=torch.bool, device=device)
         past, new = None, tokens
         for step in range(MAX_TOKENS):
-            out = model(encoder_outputs=(encoded,), decoder_input_ids=new, use_cache=True, **{_CACHE: past})
-            logits, past = out.logits[:, -1].float(), out[_CACHE]
+            out = model(encoder_outputs=(encoded,), decoder_input_ids=new, use_cache=True, **{cache: past})
+            logits, past = out.logits[:, -1].float(), out[cache]
             logits[:, gen.eot + 1:] = -torch.inf  # special and timestamp tokens
             if gen.suppress:
                 logits[:, list(gen.suppress)] = -torch.inf

@@ -68,17 +68,19 @@ def fetch(cache: Path, packages: tuple[str, ...], say=print) -> Path:
         found = sorted(debs.glob(f"{pkg}_*.deb"))
         if not found:
             if shutil.which("apt-get") is None:
-                raise LowresError(f"apt-get is not on this machine, and {debs} holds no {pkg}_*.deb. Download the Debian package "
-                     f"{pkg} (https://packages.debian.org/bookworm/{pkg}) into {debs}, then run this again.")
+                raise LowresError(f"apt-get is not on this machine, and {debs} holds no {pkg}_*.deb. Download the "
+                                  f"Debian package {pkg} (https://packages.debian.org/bookworm/{pkg}) into {debs}, "
+                                  "then run this again.")
             say(f"apt-get download {pkg}")
             r = subprocess.run(["apt-get", "download", pkg], cwd=debs, capture_output=True, text=True)
             found = sorted(debs.glob(f"{pkg}_*.deb"))
             if r.returncode or not found:
-                raise LowresError(f"`apt-get download {pkg}` failed: {(r.stderr or r.stdout).strip()[-400:]}. Where it says "
-                     "'Unable to locate package', run `apt-get update` (as root) once: the packages are in Debian main.")
+                raise LowresError(f"`apt-get download {pkg}` failed: {(r.stderr or r.stdout).strip()[-400:]}. Where "
+                                  "it says 'Unable to locate package', run `apt-get update` (as root) once: the "
+                                  "packages are in Debian main.")
         if shutil.which("dpkg-deb") is None:
-            raise LowresError(f"dpkg-deb is not on this machine: unpack {found[-1]} into {root} yourself (`ar x` the .deb, then "
-                 f"untar data.tar.*), touch {marker}, and run this again.")
+            raise LowresError(f"dpkg-deb is not on this machine: unpack {found[-1]} into {root} yourself (`ar x` "
+                              f"the .deb, then untar data.tar.*), touch {marker}, and run this again.")
         subprocess.run(["dpkg-deb", "-x", str(found[-1]), str(root)], check=True)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(found[-1].name + "\n")
