@@ -26,6 +26,8 @@ from lowres.config import (
     FinetuneConfig,
     LMConfig,
     LoraSettings,
+    PseudoLabelConfig,
+    PseudoSettings,
     SynthConfig,
 )
 from lowres.data.corpora.common import CorpusOptions
@@ -405,6 +407,15 @@ def finetune(
     batch_seconds: float | None = _BATCH_SECONDS,
     accumulate: int | None = _ACCUMULATE,
     eval_every: int | None = typer.Option(None, "--eval-every", help="Dev WER every N updates (0 = at the end)."),
+    pseudo: Path | None = typer.Option(None, "--pseudo", help="Also train on pseudo-labels: the --out folder of "
+                                       "`lowres pseudolabel` (pseudo.manifest). Start from the base, not from the run "
+                                       "that made them."),
+    pseudo_keep: float | None = typer.Option(None, "--pseudo-keep", help="The most confident share of the "
+                                             f"pseudo-labels that trains (pseudo.keep, default "
+                                             f"{_default(PseudoSettings, 'keep'):g})."),
+    pseudo_weight: float | None = typer.Option(None, "--pseudo-weight", help="Loss weight of a pseudo-labelled clip "
+                                               f"against a labeled one's 1 (pseudo.weight, default "
+                                               f"{_default(PseudoSettings, 'weight'):g})."),
     device: str | None = _DEVICE,
     seed: int | None = _SEED,
     resume: bool = _RESUME,
@@ -430,7 +441,8 @@ def finetune(
         raise LowresError("--data is required: the --out folder of `lowres prepare`.")
     flags = {"data": str(data) if data is not None else None, "base": base, "lora.rank": lora_rank,
              **_train_flags(max_steps, lr, batch_seconds, accumulate, device, seed), "train.eval_every": eval_every,
-             "head.kind": head}
+             "head.kind": head, "pseudo.manifest": str(pseudo) if pseudo is not None else None,
+             "pseudo.keep": pseudo_keep, "pseudo.weight": pseudo_weight}
     if no_lora:
         flags["lora.enabled"] = False
     cfg = finetune_config(split, base, recipe, tuple(set_), flags)
@@ -595,6 +607,64 @@ def transcribe(
         names = ", ".join(str(p) for p in failed[:5]) + (f" and {len(failed) - 5} more" if len(failed) > 5 else "")
         raise LowresError(f"{len(failed)} of {len(audio)} files could not be transcribed: {names} (the reasons are "
                           "above; the other files' transcripts were written).")
+
+
+@app.command(no_args_is_help=True)
+@friendly
+def pseudolabel(
+    model: Path = typer.Option(..., "--model", "-m", help="A run folder written by `lowres finetune` (the teacher)."),
+    unlabeled: Path = typer.Option(..., "--unlabeled", "-u", help="The unlabeled.jsonl of `lowres prepare "
+                                   "--unlabeled`, or a folder of audio (cut into pieces the same way)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for pseudo.jsonl, the rejects and the report."),
+    lm: Path | None = typer.Option(None, "--lm", help="LM folder written by `lowres lm` for beam search (its tuned "
+                                   "weights where `eval --tune-lm` stored them); needs the lm extra. Default: greedy."),
+    lm_weight: float | None = typer.Option(None, "--lm-weight", help="LM weight (default: tuned, else "
+                                           f"{DEFAULT_LM_WEIGHT:g})."),
+    word_score: float | None = typer.Option(None, "--word-score", help=f"Per-word bonus (default: tuned, else "
+                                            f"{DEFAULT_WORD_SCORE:g})."),
+    beam: int | None = typer.Option(None, "--beam", help=f"Beam size (default {_default(DecodeOptions, 'beam_size')}).",
+                                    show_default=False),
+    keep: float = typer.Option(PseudoLabelConfig.keep, "--keep", help="Keep the most confident share of the "
+                               "plausible pieces (0-1]."),
+    min_confidence: float = typer.Option(PseudoLabelConfig.min_confidence, "--min-confidence", help="Drop pieces "
+                                         "below this confidence (0-1: the mean posterior of the transcript's "
+                                         "characters along their alignment)."),
+    max_hours: float = typer.Option(PseudoLabelConfig.max_hours, "--max-hours", help="Decode a seeded random "
+                                    "subset of this many hours (0: all)."),
+    seed: int = typer.Option(PseudoLabelConfig.seed, "--seed", help="Seed of the --max-hours subset."),
+    batch_seconds: float | None = typer.Option(None, "--batch-seconds", help="Audio seconds per decoding batch "
+                                               f"(default {_default(DecodeOptions, 'batch_seconds'):g}).",
+                                               show_default=False),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the pseudo-labels in --out after a stop, or "
+                                "refilter them with other --keep / --min-confidence without decoding again."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the pseudo-labels in --out."),
+    quiet: bool = _QUIET,
+):
+    """Transcripts for untranscribed audio from a fine-tuned run (self-training), with a confidence per piece.
+
+    \b
+    Example:
+      lowres pseudolabel --model runs/sw-10min --unlabeled prepared/sw/unlabeled.jsonl --lm lm/sw --out pl/sw
+      lowres finetune --data prepared/sw --split 10min --base tiny-ssl --pseudo pl/sw --out runs/sw-10min-st
+
+    Writes OUT/pseudo.jsonl (the kept pieces: a manifest with "pseudo": true and "confidence"),
+    OUT/rejects.jsonl (dropped: empty, implausibly fast or slow, low confidence, below --keep),
+    OUT/pseudolabel_report.json and OUT/decoded.jsonl (every piece, written as decoded: --resume goes on from it).
+    """
+    from lowres.pseudolabel import run_pseudolabel
+
+    options = _decode_options(batch_seconds=batch_seconds, lm=lm, beam_size=beam, lm_weight=lm_weight,
+                              word_score=word_score)
+    try:
+        cfg = PseudoLabelConfig(keep=keep, min_confidence=min_confidence, max_hours=max_hours, seed=seed)
+    except ValueError as exc:
+        raise LowresError(f"{exc}.") from None
+    report = run_pseudolabel(model, unlabeled, out, cfg, options=options, device_name=device, resume=resume,
+                             overwrite=overwrite, console=None if quiet else _stdout())
+    if quiet:
+        _stdout().print(f"kept {report['kept']} of {report['pieces']} pieces ({60 * report['kept_hours']:.1f} min of "
+                        f"{60 * report['hours']:.1f})")
 
 
 @app.command(no_args_is_help=True)

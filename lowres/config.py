@@ -327,6 +327,19 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class PseudoSettings:
+    """Pseudo-labelled audio beside the labeled split (``finetune --pseudo``; self-training, Xu et al. 2021)."""
+
+    manifest: str = ""  # --pseudo: the --out folder of `lowres pseudolabel` (its pseudo.jsonl) or such a manifest
+    keep: float = 1.0  # --pseudo-keep: the most confident share of its pieces that trains (by confidence)
+    weight: float = 1.0  # --pseudo-weight: each pseudo-labelled clip's loss counts this much (a labeled clip's: 1)
+
+    def __post_init__(self):
+        check("pseudo", self, "keep", 0, 1, low_open=True)
+        check("pseudo", self, "weight", 0, low_open=True)
+
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     data: str = ""  # --data: a folder written by `lowres prepare`
     split: str = "1h"  # --split: 10min | 1h | 10h | full (picks the manifest and the recipe)
@@ -343,6 +356,7 @@ class FinetuneConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    pseudo: PseudoSettings = field(default_factory=PseudoSettings)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -592,6 +606,24 @@ class DecodeOptions:
     def mode(self) -> str:
         """The beam search's kind: ``lexicon`` (words of the lexicon) or ``lexicon_free`` (any spelling)."""
         return LEXICON_FREE_MODE if self.lexicon_free else LEXICON_MODE
+
+
+@dataclass(frozen=True)
+class PseudoLabelConfig:
+    """``lowres pseudolabel``'s settings (lowres/pseudolabel.py): which decoded pieces become pseudo-labels."""
+
+    keep: float = 1.0  # --keep: the most confident share of the plausible pieces that is kept
+    min_confidence: float = 0.0  # --min-confidence: pieces below it are dropped (0-1; see pseudolabel.py)
+    cps_margin: float = 0.25  # a piece whose characters per second lie more than this share outside the labeled
+    #                           data's range (its 1st-99th percentiles) is implausible (a loop, a lost stretch)
+    max_hours: float = 0.0  # --max-hours: decode a seeded random subset of this much audio (0: all of it)
+    seed: int = 0  # --seed: that subset (decoding itself is deterministic)
+
+    def __post_init__(self):
+        check("pseudolabel", self, "keep", 0, 1, low_open=True)
+        check("pseudolabel", self, "min_confidence", 0, 1)
+        check("pseudolabel", self, "cps_margin", 0)
+        check("pseudolabel", self, "max_hours", 0)
 
 
 @dataclass(frozen=True)

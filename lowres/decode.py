@@ -69,6 +69,26 @@ def greedy_texts(logits, frame_lengths, vocab) -> list[str]:
     return [vocab.decode(ids) for ids in greedy_ids(logits, frame_lengths)]
 
 
+def path_confidence(logits, ids: Sequence[int]) -> float:
+    """How sure the model is of a transcript: the mean posterior probability of the transcript's units over
+    the frames its best CTC alignment gives them (torchaudio's ``forced_align``), from 0 to 1. ``logits``
+    (T, V): one utterance's valid frames; ``ids``: the transcript's unit ids (no blank). Frames aligned to the
+    blank are left out (a model is sure of silence, which says nothing of the words). 0 for an empty transcript
+    or one that cannot fit in T frames."""
+    import torch
+    from torchaudio.functional import forced_align
+
+    from lowres.data.vocab import ctc_frames_needed
+
+    ids = list(ids)
+    if not ids or logits.shape[0] < ctc_frames_needed(ids):
+        return 0.0
+    log_probs = logits.float().log_softmax(dim=-1)[None]
+    path, scores = forced_align(log_probs, torch.tensor([ids], dtype=torch.int32), blank=BLANK_ID)
+    units = path[0] != BLANK_ID
+    return float(scores[0][units].exp().mean())
+
+
 # ---------------------------------------------------------------------------------------------------
 # beam search with an n-gram LM
 

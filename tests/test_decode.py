@@ -28,6 +28,7 @@ from lowres.decode import (
     forward_batches,
     greedy_ids,
     greedy_texts,
+    path_confidence,
 )
 from lowres.lm.folder import LEXICON_FREE_MODE, LEXICON_MODE, LMFolder, TunedWeights
 
@@ -62,6 +63,21 @@ def test_greedy_collapses_repeats_and_drops_blanks():
     ], pad_to=9)
     assert greedy_ids(logits, frames) == [[a, b], [a, a], [a, b], [a, bar, b], []]
     assert greedy_texts(logits, frames, VOCAB) == ["ab", "aa", "ab", "a b", ""]
+
+
+def test_path_confidence_is_the_mean_posterior_of_the_aligned_units():
+    # 6 frames, 5 units: frame 1 is unit 3, frames 3-4 unit 4, the others blank, each with a known posterior
+    probs = torch.full((6, 5), 0.025)
+    for t, (unit, p) in enumerate([(BLANK_ID, 0.9), (3, 0.8), (BLANK_ID, 0.9), (4, 0.6), (4, 0.7), (BLANK_ID, 0.9)]):
+        probs[t, unit] = p
+        probs[t] = probs[t] / probs[t].sum()
+    logits = probs.log()
+    expected = float((probs[1, 3] + probs[3, 4] + probs[4, 4]) / 3)  # blank frames left out
+    assert path_confidence(logits, [3, 4]) == pytest.approx(expected, rel=1e-4)
+    assert path_confidence(logits * 7.0, [3, 4]) > path_confidence(logits, [3, 4])  # a sharper model is surer
+    assert path_confidence(logits, [4, 3]) < path_confidence(logits, [3, 4])  # the wrong transcript scores low
+    assert path_confidence(logits, []) == 0.0
+    assert path_confidence(logits, [3, 3, 3, 3]) == 0.0  # needs 7 frames: cannot fit
 
 
 def test_greedy_ignores_padding_frames_and_takes_empty_input():

@@ -18,7 +18,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("data", ("lowres.data",)),
     ("model", ("lowres.model",)),
     ("sources", ("lowres.runs", "lowres.bases", "lowres.decode", "lowres.units", "lowres.lm", "lowres.synth")),
-    ("tasks", ("lowres.train", "lowres.evaluate", "lowres.inference", "lowres.zeroshot")),
+    ("tasks", ("lowres.train", "lowres.evaluate", "lowres.inference", "lowres.zeroshot", "lowres.pseudolabel")),
     ("commands", ("lowres.cli", "lowres.demo", "lowres.demo_real", "lowres.__main__")),
 ]
 

@@ -34,10 +34,15 @@ class Utterance:
     raw_text: str = ""
 
     def to_json(self, base: Path | None) -> str:
+        return json_line(self.to_row(base))
+
+    def to_row(self, base: Path | None) -> dict:
+        """The manifest line as a dict (``audio_filepath`` relative to ``base`` when given), keys in
+        ``KEY_ORDER``: other tools' extra keys (a pseudo-label's ``confidence``) go after them."""
         path = self.audio_filepath
         if base is not None:
             path = relative_path(path, base)
-        row = {
+        return {
             "id": self.id,
             "audio_filepath": path,
             "offset": round(self.offset, 6),
@@ -47,7 +52,6 @@ class Utterance:
             "text": self.text,
             "raw_text": self.raw_text,
         }
-        return json_line(row)
 
 
 # Characters that str.splitlines() and many JSONL readers take for line ends; json.dumps keeps them raw.
@@ -118,6 +122,13 @@ def read_manifest(path: str | Path, require_text: bool = False) -> Iterator[Utte
     """Stream the utterances of a JSONL manifest; blank lines are skipped. A line that is not a valid
     record (not UTF-8, not a JSON object, a missing or bad field) raises :class:`ManifestError` naming the
     file, the line and the reason: the reader stops at the first bad line rather than guess."""
+    for utt, _row, _where in read_manifest_rows(path, require_text):
+        yield utt
+
+
+def read_manifest_rows(path: str | Path, require_text: bool = False) -> Iterator[tuple[Utterance, dict, str]]:
+    """:func:`read_manifest` with each line's JSON object and its ``file:line`` beside the utterance: for the
+    keys that other writers add (a pseudo-label's ``confidence``)."""
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"Manifest not found: {path}. Pass a .jsonl file written by `lowres prepare`.")
@@ -133,10 +144,13 @@ def read_manifest(path: str | Path, require_text: bool = False) -> Iterator[Utte
                                     f"{raw[exc.start:exc.start + 1]!r}). Manifests are UTF-8 JSON lines.") from None
             if not line.strip():
                 continue
-            yield parse_line(line, base, f"{path}:{lineno}", require_text)
+            where = f"{path}:{lineno}"
+            row = load_row(line, where)
+            yield parse_row(row, base, where, require_text), row, where
 
 
-def parse_line(line: str, base: Path, where: str, require_text: bool = False) -> Utterance:
+def load_row(line: str, where: str) -> dict:
+    """One manifest line as a JSON object, or :class:`ManifestError` naming ``where``."""
     try:
         row = json.loads(line)
     except (json.JSONDecodeError, RecursionError) as exc:
@@ -144,6 +158,11 @@ def parse_line(line: str, base: Path, where: str, require_text: bool = False) ->
         raise ManifestError(f"{where}: not a JSON object ({why}). Each line must be one JSON object.") from None
     if not isinstance(row, dict):
         raise ManifestError(f"{where}: expected a JSON object, found {type(row).__name__}.")
+    return row
+
+
+def parse_row(row: dict, base: Path, where: str, require_text: bool = False) -> Utterance:
+    """One manifest line already read as a JSON object (``where`` names it in errors)."""
     audio = row.get("audio_filepath", row.get("audio", row.get("path")))
     if not isinstance(audio, str) or not audio:
         raise ManifestError(f"{where}: missing 'audio_filepath'.")

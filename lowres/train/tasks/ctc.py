@@ -68,6 +68,35 @@ class CTCTask(Task):
             raise LowresError(f"{self.train_path} holds no utterances: nothing to train on. Check the prepare "
                               f"report ({self.prepared.report_path}) for why.")
         self.dev_all = list(read_manifest(self.dev_path, require_text=True)) if self.dev_path else []
+        self.pseudo_all, self.pseudo_info = self._pseudo_inputs() if cfg.pseudo.manifest else ([], None)
+
+    def _pseudo_inputs(self):
+        """``--pseudo``: its most confident ``pseudo.keep`` share, without pieces cut from dev or test audio
+        (they would train on what the run is scored on) or from the labeled clips' audio (their transcripts are
+        there already), and what the run record says about them."""
+        from lowres.data.manifest import read_manifest
+        from lowres.data.pseudo import most_confident, overlaps, pseudo_manifest_path, read_pseudo
+
+        p = self.cfg.pseudo
+        path = pseudo_manifest_path(p.manifest)
+        pieces = read_pseudo(path)
+        heldout = []
+        for manifest in (self.dev_path or self.prepared.manifest("dev"), self.prepared.manifest("test")):
+            if Path(manifest).is_file():
+                heldout += read_manifest(manifest)
+        in_heldout, in_labeled = overlaps(pieces, heldout), overlaps(pieces, self.train_all)
+        clean = [q for q, h, la in zip(pieces, in_heldout, in_labeled, strict=True) if not h and not la]
+        kept = most_confident(clean, p.keep)
+        if not kept:
+            raise LowresError(f"--pseudo {p.manifest}: none of its {len(pieces)} pieces can train ({sum(in_heldout)} "
+                              f"overlap dev or test audio, {sum(in_labeled)} the labeled clips). Pseudo-label the "
+                              "untranscribed audio (prepare --unlabeled leaves dev and test out).")
+        info = {"manifest": str(path.resolve()), "pieces": len(kept), "of": len(pieces),
+                "hours": round(sum(q.utt.duration for q in kept) / 3600, 4), "keep": p.keep, "weight": p.weight,
+                "from_heldout_audio": sum(in_heldout),
+                "from_labeled_audio": sum(la and not h for h, la in zip(in_heldout, in_labeled, strict=True)),
+                "min_confidence": round(min(q.confidence for q in kept), 6)}
+        return [q.utt for q in kept], info
 
     def build(self) -> None:
         from lowres.bases import load_base, rebuild_base
@@ -92,6 +121,14 @@ class CTCTask(Task):
         spec = self.loaded.spec
         self.train_utts, self.dropped = batching.filter_trainable(self.train_all, self.vocab, spec.conv_stack,
                                                                   max_utt, spec.max_seconds)
+        pseudo_utts, self.pseudo_dropped = batching.filter_trainable(self.pseudo_all, self.vocab, spec.conv_stack,
+                                                                     max_utt, spec.max_seconds)
+        if self.pseudo_info is not None:
+            self.pseudo_info["trainable"] = len(pseudo_utts)
+            self.pseudo_info["labeled_hours"] = round(sum(u.duration for u in self.train_utts) / 3600, 4)
+        # a clip's loss weight: 1 for a transcript, pseudo.weight for a pseudo-label (by position in train_utts)
+        self.loss_weights = [1.0] * len(self.train_utts) + [self.cfg.pseudo.weight] * len(pseudo_utts)
+        self.train_utts = self.train_utts + pseudo_utts
         if not self.train_utts:
             raise LowresError(f"None of the {len(self.train_all)} clips in {self.train_path} can train: "
                               f"{self.dropped}. Transcripts must fit in their audio frames (20 ms each) and clips "
@@ -127,6 +164,8 @@ class CTCTask(Task):
         from lowres.runs import stored_base
 
         self.cfg = replace(self.cfg, data=str(self.prepared.root.resolve()), base=stored_base(self.cfg.base, self.run.out))
+        if self.cfg.pseudo.manifest:  # a resume from another folder finds it too
+            self.cfg = replace(self.cfg, pseudo=replace(self.cfg.pseudo, manifest=self.pseudo_info["manifest"]))
 
     def record(self):
         from lowres.config import to_dict
@@ -137,6 +176,7 @@ class CTCTask(Task):
             base_fingerprint=self.loaded.fingerprint, vocab_units=self.vocab.units, text=self.text_dict or {},
             extras={"train_manifest": str(self.train_path.resolve()),
                     "dev_manifest": str(self.dev_path.resolve()) if self.dev_path else None,
+                    **({"pseudo": self.pseudo_info} if self.pseudo_info is not None else {}),
                     "build": {"lora": self.info.lora, "feature_encoder_trained": self.info.feature_encoder_trained,
                               "pretrained_base": self.info.pretrained, "head_only_steps": self.head_only,
                               "head": self.cfg.head.kind}})
@@ -194,6 +234,8 @@ class CTCTask(Task):
             is_frozen=lambda: model.transformer_frozen)
 
     def compute(self, micro, step) -> StepOutput:
+        import torch
+
         from lowres.data import batching
         from lowres.model.ctc import ctc_loss
         from lowres.runtime import all_reduce_sum
@@ -209,6 +251,9 @@ class CTCTask(Task):
             with self.autocast():
                 logits, frames = net(b.waves, b.lengths, gen, keys=b.cache_keys)
             losses = ctc_loss(logits, frames, b.targets.to(device), b.target_lengths.to(device))
+            if self.pseudo_info is not None:  # pseudo-labelled clips count pseudo.weight each
+                losses = losses * torch.tensor([self.loss_weights[i] if i >= 0 else 1.0 for i in b.indices],
+                                               dtype=losses.dtype, device=losses.device)
             (losses.sum() * (weight * world / max(total_utts, 1))).backward()
             if weight:
                 loss_sum += float(losses.detach().sum())
@@ -293,10 +338,20 @@ class CTCTask(Task):
             log.say(f"feature cache on: each clip's {frozen}{versions} are computed the first time and reused, in fp16 "
                     f"(up to {self.cfg.train.feature_cache_mb:g} MB in memory, then {self.run.out}/feature_cache; "
                     "train.feature_cache=false turns it off)")
-        log.say(f"{len(self.train_utts)} training clips ({sum(u.duration for u in self.train_utts) / 3600:.3f} h) "
+        labeled = self.train_utts[: len(self.train_utts) - (self.pseudo_info or {}).get("trainable", 0)]
+        log.say(f"{len(labeled)} training clips ({sum(u.duration for u in labeled) / 3600:.3f} h) "
                 f"from {self.train_path}; dropped: "
                 f"{', '.join(f'{k} {v}' for k, v in self.dropped.items() if v) or 'none'}; "
                 f"{len(self.dev_utts)} dev clips")
+        if self.pseudo_info is not None:
+            p = self.pseudo_info
+            held = "".join(f", {n} overlapping {what} audio left out" for n, what in
+                           ((p["from_heldout_audio"], "dev/test"), (p["from_labeled_audio"], "the labeled clips'"))
+                           if n)
+            log.say(f"+ {p['trainable']} pseudo-labelled clips ({p['hours']:.3f} h; the {100 * p['keep']:g}% most "
+                    f"confident of {p['of']}{held}, confidence >= {p['min_confidence']:.3f}; dropped: "
+                    f"{', '.join(f'{k} {v}' for k, v in self.pseudo_dropped.items() if v) or 'none'}) from "
+                    f"{p['manifest']}, each weighing {p['weight']:g} in the loss")
         log.say(ALL_BLANK_NOTE)
         log.write({"step": 0, "event": "start", "train_clips": len(self.train_utts), "dropped": self.dropped,
                    "dev_clips": len(self.dev_utts), **rep})
@@ -305,6 +360,7 @@ class CTCTask(Task):
         t = self.cfg.train
         return {"best_by": f"dev_{t.best_metric}", "best_value": final.best_metric, "best_step": final.best_step,
                 "dropped_clips": self.dropped, "train_clips": len(self.train_utts),
+                **({"pseudo": self.pseudo_info} if self.pseudo_info is not None else {}),
                 "feature_cache": self.cache.report() if self.cache is not None else None}
 
     def cleanup(self) -> None:

@@ -1,0 +1,312 @@
+"""``run_pseudolabel()``: transcripts for untranscribed audio from a fine-tuned run, for self-training.
+
+Xu et al. (2021, "Self-training and pre-training are complementary") label the unlabeled audio with the
+fine-tuned model and an LM, then fine-tune again *from the pretrained base* on labels + pseudo-labels
+(``lowres finetune --pseudo``); fine-tuning the fine-tuned model again did not help them.
+
+The run decodes every piece of ``--unlabeled`` (the ``unlabeled.jsonl`` of ``prepare --unlabeled``, or a
+folder of audio cut the same way into ``OUT/data/``): greedy, or by beam search with ``--lm`` (the weights
+``eval --tune-lm`` stored in the LM folder, where it did). Each piece gets a **confidence**: the mean
+posterior probability, over the frames that the transcript's best CTC alignment gives to its characters, of
+those characters (:func:`lowres.decode.path_confidence`; blank frames are left out, since a model is sure of
+silence). It is length-normalised (a mean over frames), from 0 to 1.
+
+Then, in this order, a piece is dropped when it could not be decoded (``not_decoded``), its transcript is
+empty (``empty``), its characters per second lie outside the labeled data's range widened by
+``cps_margin`` (``too_slow`` / ``too_fast``: :func:`lowres.data.pseudo.plausible_cps`; the labeled data is
+the run's own training manifest), its confidence is below ``--min-confidence`` (``low_confidence``), or it is
+not among the ``--keep`` most confident share of what is left (``below_keep``).
+
+Files in OUT (the folder layout is this module's):
+
+* ``pseudo.jsonl``: the kept pieces, a manifest with ``"pseudo": true`` and ``"confidence"``
+  (:mod:`lowres.data.pseudo`), in the unlabeled manifest's order: what ``finetune --pseudo OUT`` reads;
+* ``rejects.jsonl``: the dropped ones, with their transcript, confidence and reason;
+* ``pseudolabel_report.json``: counts and hours kept and dropped by reason, the range, the confidence's
+  quartiles, the settings;
+* ``decoded.jsonl``: every piece as it was decoded, appended batch by batch: ``--resume`` continues from it
+  after a stop, and a change of ``--keep`` / ``--min-confidence`` refilters it without decoding again;
+* ``pseudolabel.json``: what the decoding depended on (the run, the unlabeled manifest, the decoder): a
+  ``--resume`` with another one is refused.
+
+Deterministic: decoding has no randomness; ``--seed`` only draws the ``--max-hours`` subset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+from collections import Counter
+from pathlib import Path
+
+from lowres import LowresError
+from lowres.config import DecodeOptions, PseudoLabelConfig
+
+SETTINGS = "pseudolabel.json"
+DECODED = "decoded.jsonl"
+REPORT = "pseudolabel_report.json"
+REJECTS = "rejects.jsonl"
+DATA_DIR = "data"  # where a folder of audio given to --unlabeled is indexed and cut
+OUTPUTS = (SETTINGS, DECODED, REPORT, REJECTS, DATA_DIR)  # what --overwrite removes (pseudo.jsonl too)
+REASONS = ("not_decoded", "empty", "too_slow", "too_fast", "low_confidence", "below_keep")
+
+
+def run_pseudolabel(model_dir: Path, unlabeled: Path, out: Path, cfg: PseudoLabelConfig = PseudoLabelConfig(), *,
+                    options: DecodeOptions | None = None, device_name: str = "auto", resume: bool = False,
+                    overwrite: bool = False, console=None) -> dict:
+    """Decode ``unlabeled`` with the run ``model_dir``, keep what ``cfg`` says, write OUT's files (module
+    docstring); returns the report. ``resume``: continue (or refilter) the pseudolabel already in ``out``."""
+    from lowres.bases import load_run
+    from lowres.data.pseudo import PSEUDO_MANIFEST
+    from lowres.data.unlabeled import check_unlabeled_source, unlabeled_manifest
+    from lowres.decode import BeamSearch
+    from lowres.fsutil import claim_folder
+    from lowres.runtime import resolve_device
+
+    options = options if options is not None else DecodeOptions()
+    search = BeamSearch.from_options(options)  # the LM files are checked before anything is decoded
+    check_unlabeled_source(Path(unlabeled))
+    model_dir, out = Path(model_dir), Path(out)
+
+    def clear(folder: Path) -> None:
+        import shutil
+
+        for name in (*OUTPUTS, PSEUDO_MANIFEST):
+            target = folder / name
+            if target.is_dir():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+
+    claim_folder(out, what="pseudo-labels", overwrite=overwrite, resume=resume, clear=clear,
+                 is_ours=lambda p: (p / SETTINGS).is_file(), not_ours=f"no {SETTINGS}",
+                 hint="Pass --resume to continue (or refilter) the pseudo-labels there, --overwrite to start them "
+                      "again, or choose another --out.")
+    device = resolve_device(device_name)
+    manifest = unlabeled_manifest(Path(unlabeled), out / DATA_DIR, console)
+    pieces = _pieces(manifest, cfg)
+    run = load_run(model_dir, device=device)
+    if options.precision is None:
+        import dataclasses
+
+        options = dataclasses.replace(options, precision=run.config.train.precision)
+    settings = {"model": str(model_dir.resolve()), "model_weights": _weights_stamp(model_dir),
+                "unlabeled": str(Path(manifest).resolve()), "pieces": len(pieces),
+                "pieces_sha1": hashlib.sha1("\n".join(u.id for u in pieces).encode()).hexdigest(),
+                "max_hours": cfg.max_hours, "seed": cfg.seed,
+                "decoder": search.settings() if search is not None else {"name": "greedy"}}
+    _check_settings(out, settings, resume)
+    done = _decode(run, pieces, out, options, search, device, console)
+    return _filter_and_write(run, pieces, done, out, cfg, settings, console)
+
+
+def _pieces(manifest: Path, cfg: PseudoLabelConfig) -> list:
+    """The unlabeled pieces to decode: all of them, or a seeded random ``max_hours`` of them (in manifest order)."""
+    from lowres.data.manifest import read_manifest
+
+    pieces = list(read_manifest(manifest))
+    if not pieces:
+        raise LowresError(f"{manifest} holds no audio pieces to pseudo-label.")
+    if cfg.max_hours and sum(u.duration for u in pieces) > cfg.max_hours * 3600:
+        order = list(range(len(pieces)))
+        random.Random(cfg.seed).shuffle(order)
+        chosen, total = [], 0.0
+        for i in order:
+            if total >= cfg.max_hours * 3600:
+                break
+            chosen.append(i)
+            total += pieces[i].duration
+        pieces = [pieces[i] for i in sorted(chosen)]
+    return pieces
+
+
+def _weights_stamp(model_dir: Path) -> str:
+    """Size and modification time of the run's weights: a run trained further is another model."""
+    from lowres.runs import RUN_WEIGHTS
+
+    with contextlib.suppress(OSError):
+        st = (model_dir / RUN_WEIGHTS).stat()
+        return f"{st.st_size}:{int(st.st_mtime)}"
+    return ""
+
+
+def _check_settings(out: Path, settings: dict, resume: bool) -> None:
+    from lowres.fsutil import atomic_write_json
+
+    path = out / SETTINGS
+    if resume and path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        changed = [k for k in settings if before.get(k) != settings[k]]
+        if changed:
+            raise LowresError(f"--resume: the pseudo-labels in {out} were decoded with another {', '.join(changed)} "
+                              f"(before: {', '.join(f'{k}={before.get(k)!r}' for k in changed)}). Pass --overwrite "
+                              "to decode again with these, or choose another --out.")
+        return
+    atomic_write_json(path, settings)
+
+
+def _read_decoded(path: Path) -> tuple[dict[int, dict], int]:
+    """The rows of ``decoded.jsonl`` by piece index, and the byte length of its complete lines (a line cut off
+    by a stop is dropped, and decoded again)."""
+    rows: dict[int, dict] = {}
+    good = 0
+    if not path.is_file():
+        return rows, 0
+    with open(path, "rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                row = json.loads(raw)
+                rows[int(row["index"])] = row
+            except (ValueError, KeyError, TypeError):
+                break
+            good += len(raw)
+    return rows, good
+
+
+def _decode(run, pieces: list, out: Path, options: DecodeOptions, search, device, console) -> dict[int, dict]:
+    """Decode the pieces not yet in ``decoded.jsonl``, appending each batch's rows as it is done."""
+    from lowres.data.manifest import json_line
+    from lowres.data.text import normalize
+    from lowres.decode import forward_batches, greedy_texts, path_confidence
+    from lowres.evaluate import text_config_of
+    from lowres.progress import progress_bar
+
+    path = out / DECODED
+    done, good = _read_decoded(path)
+    todo = [i for i in range(len(pieces)) if i not in done]
+    if not todo:
+        return done
+    text_config = text_config_of(run.meta)
+    decoder = search.decoder(search.load(run.vocab)) if search is not None else None
+    subset = [pieces[i] for i in todo]
+    with open(path, "ab") as f, progress_bar(console) as progress:
+        f.truncate(good)
+        for indices, logits, frames, errors in forward_batches(run.model, subset, device, options=options,
+                                                               progress=progress):
+            rows = [{"index": -1, "error": e} for e in errors]  # (not tied to a piece: see below)
+            if indices:
+                texts = greedy_texts(logits, frames, run.vocab) if decoder is None else decoder(logits, frames)
+                for k, idx in enumerate(indices):
+                    text = normalize(texts[k], text_config)
+                    n = int(frames[k])
+                    rows.append({"index": todo[idx], "id": subset[idx].id, "hypothesis": text,
+                                 "confidence": round(path_confidence(logits[k, :n], run.vocab.encode(text)), 6),
+                                 "frames": n})
+            lines = [json_line(r) + "\n" for r in rows if r["index"] >= 0]
+            for r in rows:
+                if r["index"] >= 0:
+                    done[r["index"]] = r
+            f.write("".join(lines).encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+    return done
+
+
+def _filter_and_write(run, pieces: list, done: dict[int, dict], out: Path, cfg: PseudoLabelConfig, settings: dict,
+                      console) -> dict:
+    """Apply the rules of the module docstring to the decoded pieces; write pseudo.jsonl, rejects.jsonl and
+    the report."""
+    from dataclasses import replace
+
+    from lowres.data.manifest import json_line, read_manifest
+    from lowres.data.pseudo import (
+        PSEUDO_MANIFEST,
+        PseudoPiece,
+        chars_per_second,
+        most_confident,
+        plausible_cps,
+        write_pseudo,
+    )
+    from lowres.fsutil import atomic_write_json, atomic_write_lines
+
+    labeled_path = run.record.extras.get("train_manifest")
+    labeled = list(read_manifest(labeled_path, require_text=True)) \
+        if labeled_path and Path(labeled_path).is_file() else []
+    cps = plausible_cps(labeled, cfg.cps_margin)
+    rejects: list[dict] = []
+    candidates: list[PseudoPiece] = []
+
+    def reject(i: int, reason: str, row: dict | None) -> None:
+        u = pieces[i]
+        rejects.append({"id": u.id, "duration": round(u.duration, 3), "reason": reason,
+                        **({k: row[k] for k in ("hypothesis", "confidence") if k in row} if row else {})})
+
+    for i, u in enumerate(pieces):
+        row = done.get(i)
+        if row is None:
+            reject(i, "not_decoded", None)
+        elif not row["hypothesis"]:
+            reject(i, "empty", row)
+        elif cps is not None and chars_per_second(row["hypothesis"], u.duration) < cps[0]:
+            reject(i, "too_slow", row)
+        elif cps is not None and chars_per_second(row["hypothesis"], u.duration) > cps[1]:
+            reject(i, "too_fast", row)
+        elif row["confidence"] < cfg.min_confidence:
+            reject(i, "low_confidence", row)
+        else:
+            candidates.append(PseudoPiece(replace(u, text=row["hypothesis"]), float(row["confidence"])))
+    kept = most_confident(candidates, cfg.keep)
+    kept_ids = {id(p) for p in kept}
+    index_of = {u.id: i for i, u in enumerate(pieces)}
+    for p in candidates:
+        if id(p) not in kept_ids:
+            reject(index_of[p.utt.id], "below_keep", {"hypothesis": p.utt.text, "confidence": p.confidence})
+    write_pseudo(out / PSEUDO_MANIFEST, kept)
+    atomic_write_lines(out / REJECTS, (json_line(r) for r in rejects))
+    report = _report(pieces, kept, rejects, cps, cfg, settings, labeled_path if labeled else None)
+    atomic_write_json(out / REPORT, report)
+    if console is not None:
+        _print(report, out, console)
+    return report
+
+
+def _report(pieces, kept, rejects, cps, cfg, settings, labeled_path) -> dict:
+    by_id = {u.id: u for u in pieces}
+    dropped = Counter(r["reason"] for r in rejects)
+    dropped_s = Counter()
+    for r in rejects:
+        dropped_s[r["reason"]] += by_id[r["id"]].duration
+    confs = sorted(p.confidence for p in kept)
+
+    def q(f):
+        return round(confs[round(f * (len(confs) - 1))], 4) if confs else None
+
+    total_s = sum(u.duration for u in pieces)
+    kept_s = sum(p.utt.duration for p in kept)
+    return {
+        "pieces": len(pieces), "hours": round(total_s / 3600, 4),
+        "kept": len(kept), "kept_hours": round(kept_s / 3600, 4),
+        "kept_share_of_audio": round(kept_s / total_s, 4) if total_s else 0.0,
+        "dropped": {r: dropped[r] for r in REASONS if dropped[r]},
+        "dropped_hours": {r: round(dropped_s[r] / 3600, 4) for r in REASONS if dropped[r]},
+        "chars_per_second_range": [round(cps[0], 3), round(cps[1], 3)] if cps else None,
+        "chars_per_second_from": labeled_path,
+        "confidence_quartiles": [q(0.25), q(0.5), q(0.75)],
+        "keep": cfg.keep, "min_confidence": cfg.min_confidence, "cps_margin": cfg.cps_margin,
+        "settings": settings,
+    }
+
+
+def _hours(h: float) -> str:
+    return f"{h:.2f} h" if h >= 1 else f"{60 * h:.1f} min"
+
+
+def _print(report: dict, out: Path, console) -> None:
+    from lowres.progress import say
+
+    dropped = ", ".join(f"{n} {r.replace('_', ' ')}" for r, n in report["dropped"].items()) or "none"
+    console.print(f"pseudo-labels: kept {report['kept']} of {report['pieces']} pieces "
+                  f"({_hours(report['kept_hours'])} of {_hours(report['hours'])}); dropped: {dropped}")
+    if report["chars_per_second_range"] is None:
+        say(console, ("note:", "yellow"), " the run's labeled training manifest was not found, so implausibly fast or "
+            "slow transcripts were not filtered out.")
+    if report["pieces"] and report["kept_share_of_audio"] < 0.5:
+        say(console, ("warning:", "yellow"), f" only {100 * report['kept_share_of_audio']:.0f}% of the audio was kept; "
+            f"the reasons are in {out / REJECTS}. A better model (more labels, an LM: --lm) or a lower "
+            "--min-confidence keeps more.")
+    console.print(f"wrote {out / 'pseudo.jsonl'}: train on it with lowres finetune ... --pseudo {out}")

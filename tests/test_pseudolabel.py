@@ -1,0 +1,180 @@
+"""lowres pseudolabel and finetune --pseudo: a tiny teacher that half-reads tone "speech" labels clips whose
+true transcripts the test knows."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import factory
+import jiwer
+import pytest
+import soundfile as sf
+from factory import invoke, read_jsonl
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict:
+    """A labeled tone corpus (prepared, dev and test drawn), a teacher trained on it for 25 updates (it reads
+    the letters but confuses some: confidences spread), and 12 unlabeled clips of other tone sentences with
+    their truth."""
+    root = tmp_path_factory.mktemp("pl")
+    factory.tone_table(root / "lab" / "c.csv", n=16)
+    factory.tone_table(root / "unl" / "c.csv", n=12, seed=5)
+    truth = {}
+    with open(root / "unl" / "unlabeled.jsonl", "w", encoding="utf-8") as f:
+        for i, row in enumerate(csv.DictReader(open(root / "unl" / "c.csv", encoding="utf-8"))):
+            truth[f"u{i:02d}"] = row["text"]
+            f.write(json.dumps({"id": f"u{i:02d}", "audio_filepath": row["audio"],
+                                "duration": sf.info(root / "unl" / row["audio"]).duration}) + "\n")
+    res = invoke("prepare", root / "lab" / "c.csv", "--out", root / "prep", "-q", "--dev-fraction", 0.2,
+                 "--test-fraction", 0.2)
+    assert res.exit_code == 0, res.output
+    res = invoke("finetune", "--data", root / "prep", "--split", "full", "--base", "tiny", "--out", root / "teacher",
+                 "--max-steps", 25, "--lr", 2e-3, "--set", "train.batch_seconds=40", "--set", "train.accumulate=1",
+                 "--set", "train.num_workers=0", "--set", "model.mask_prob=0", "--set", "model.mask_channel_prob=0",
+                 "--eval-every", 25, "--quiet")
+    assert res.exit_code == 0, res.output
+    res = invoke("pseudolabel", "--model", root / "teacher", "--unlabeled", root / "unl" / "unlabeled.jsonl",
+                 "--out", root / "pl", "-q")
+    assert res.exit_code == 0, res.output
+    return {"root": root, "truth": truth, "unlabeled": root / "unl" / "unlabeled.jsonl", "pl": root / "pl"}
+
+
+def _cer(rows: list[dict], truth: dict, key: str = "text") -> float:
+    return jiwer.cer([truth[r["id"]] for r in rows], [r[key] for r in rows])
+
+
+def test_pseudolabels_are_the_teachers_transcripts_with_a_confidence_that_ranks_them(setup):
+    pl, truth = setup["pl"], setup["truth"]
+    decoded = read_jsonl(pl / "decoded.jsonl")
+    assert sorted(r["id"] for r in decoded) == sorted(truth)  # every piece decoded once
+    kept = read_jsonl(pl / "pseudo.jsonl")
+    report = json.loads((pl / "pseudolabel_report.json").read_text())
+    assert report["pieces"] == 12 and report["kept"] == len(kept)
+    assert report["kept"] + sum(report["dropped"].values()) == 12
+    assert all(r["pseudo"] is True and 0 <= r["confidence"] <= 1 and r["text"] for r in kept)
+    assert [r["id"] for r in kept] == sorted(r["id"] for r in kept)  # the unlabeled manifest's order
+    assert _cer(kept, truth) < 0.5  # the teacher reads most letters
+    # the confidence ranks the transcripts: the more confident half is more accurate than the rest
+    ranked = sorted(decoded, key=lambda r: -r["confidence"])
+    top, rest = ranked[:6], ranked[6:]
+    assert _cer(top, truth, "hypothesis") < _cer(rest, truth, "hypothesis")
+    # the pseudo manifest is a manifest: prepare's reader takes it, paths relative to its folder
+    from lowres.data.manifest import read_manifest
+
+    utts = list(read_manifest(pl / "pseudo.jsonl", require_text=True))
+    assert all(Path(u.audio_filepath).is_file() for u in utts)
+
+
+def test_resume_refilters_without_decoding_again(setup, tmp_path, monkeypatch):
+    import shutil
+
+    import lowres.decode
+
+    pl = tmp_path / "pl"
+    shutil.copytree(setup["pl"], pl)
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(lowres.decode, "forward_batches", no_decoding)
+    res = invoke("pseudolabel", "--model", setup["root"] / "teacher", "--unlabeled", setup["unlabeled"], "--out", pl,
+                 "--resume", "--keep", 0.5, "-q")
+    assert res.exit_code == 0, res.output
+    kept = read_jsonl(pl / "pseudo.jsonl")
+    rejects = read_jsonl(pl / "rejects.jsonl")
+    below = [r for r in rejects if r["reason"] == "below_keep"]
+    candidates = len(kept) + len(below)
+    assert len(kept) == round(0.5 * candidates) and below
+    assert min(r["confidence"] for r in kept) >= max(r["confidence"] for r in below)
+    res = invoke("pseudolabel", "--model", setup["root"] / "teacher", "--unlabeled", setup["unlabeled"], "--out", pl,
+                 "--resume", "--min-confidence", 1.0, "-q")
+    assert res.exit_code == 0, res.output
+    assert read_jsonl(pl / "pseudo.jsonl") == []
+    assert {r["reason"] for r in read_jsonl(pl / "rejects.jsonl")} == {"low_confidence"}
+
+
+def test_a_stopped_pseudolabel_resumes_where_it_stopped(setup, tmp_path):
+    import shutil
+
+    pl = tmp_path / "pl"
+    shutil.copytree(setup["pl"], pl)
+    lines = (pl / "decoded.jsonl").read_bytes().splitlines(keepends=True)
+    (pl / "decoded.jsonl").write_bytes(b"".join(lines[:5]) + lines[5][:20])  # stopped in the middle of a line
+    (pl / "pseudo.jsonl").unlink()
+    res = invoke("pseudolabel", "--model", setup["root"] / "teacher", "--unlabeled", setup["unlabeled"], "--out", pl,
+                 "--resume", "-q")
+    assert res.exit_code == 0, res.output
+    decoded = read_jsonl(pl / "decoded.jsonl")
+    assert sorted(r["id"] for r in decoded) == sorted(setup["truth"])  # nothing twice, nothing lost
+    def same(rows):
+        return [{k: v for k, v in r.items() if k != "audio_filepath"} for r in rows]
+
+    assert same(read_jsonl(pl / "pseudo.jsonl")) == same(read_jsonl(setup["pl"] / "pseudo.jsonl"))
+
+
+def test_pseudolabel_refusals(setup, tmp_path):
+    teacher, unl = setup["root"] / "teacher", setup["unlabeled"]
+    res = invoke("pseudolabel", "--model", teacher, "--unlabeled", unl, "--out", setup["pl"])
+    assert res.exit_code == 2 and "--resume" in res.output and "--overwrite" in res.output
+    # --resume with another teacher would mix two models' transcripts
+    res = invoke("pseudolabel", "--model", setup["root"] / "teacher", "--unlabeled", unl, "--out", setup["pl"],
+                 "--resume", "--max-hours", 0.0001)
+    assert res.exit_code == 2 and "max_hours" in res.output and "--overwrite" in res.output
+    res = invoke("pseudolabel", "--model", teacher, "--unlabeled", tmp_path / "nothing", "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "no such file or folder" in res.output
+    res = invoke("pseudolabel", "--model", teacher, "--unlabeled", unl, "--out", tmp_path / "o", "--keep", 0)
+    assert res.exit_code == 2 and "pseudolabel.keep" in res.output and "Traceback" not in res.output
+    # a labeled manifest is not pseudo-labels
+    prep = setup["root"] / "prep"
+    res = invoke("finetune", "--data", prep, "--split", "full", "--base", "tiny", "--out", tmp_path / "r",
+                 "--pseudo", prep / "manifests" / "full.jsonl", "-q")
+    assert res.exit_code == 2 and '"pseudo": true' in res.output
+
+
+def test_finetune_trains_on_labels_and_the_kept_pseudo_labels(setup, tmp_path):
+    prep, pl = setup["root"] / "prep", setup["pl"]
+    # a pseudo-label cut from a dev clip's audio would train on what the run is scored on, one of a labeled
+    # clip's would count it twice: both are left out
+    pseudo = tmp_path / "pseudo.jsonl"
+    rows = read_jsonl(pl / "pseudo.jsonl")
+    dev = read_jsonl(prep / "manifests" / "dev.jsonl")[0]
+    leak = {**rows[0], "id": "leak", "audio_filepath": str((prep / "manifests" / dev["audio_filepath"]).resolve()),
+            "confidence": 1.0}
+    train = read_jsonl(prep / "manifests" / "full.jsonl")[0]
+    again = {**rows[0], "id": "again", "audio_filepath": str((prep / "manifests" / train["audio_filepath"]).resolve())}
+    for r in rows:
+        r["audio_filepath"] = str((pl / r["audio_filepath"]).resolve())
+    pseudo.write_text("".join(json.dumps(r) + "\n" for r in [*rows, leak, again]), encoding="utf-8")
+    run = tmp_path / "run"
+    res = invoke("finetune", "--data", prep, "--split", "full", "--base", "tiny", "--out", run, "--max-steps", 3,
+                 "--pseudo", pseudo, "--pseudo-weight", 0.5, "--set", "train.batch_seconds=20",
+                 "--set", "train.num_workers=0", "-q")
+    assert res.exit_code == 0, res.output
+    meta = json.loads((run / "config.json").read_text())
+    info = meta["pseudo"]
+    assert info["from_heldout_audio"] == 1 and info["from_labeled_audio"] == 1  # (its transcript trains already)
+    assert info["pieces"] == len(rows) == info["trainable"]
+    assert info["weight"] == 0.5 and meta["config"]["pseudo"]["manifest"] == str(pseudo.resolve())
+    labeled = len(read_jsonl(prep / "manifests" / "full.jsonl"))
+    assert json.loads((run / "summary.json").read_text())["train_clips"] == labeled + len(rows)
+    log = (run / "train.log").read_text()
+    assert f"+ {len(rows)} pseudo-labelled clips" in log and "1 overlapping dev/test audio left out" in log
+
+
+def test_pseudo_weight_scales_exactly_the_pseudo_labelled_clips_loss(setup, tmp_path):
+    """The first update sees the same clips with the same (untrained) model whatever the weight w, so its
+    logged loss is (labeled loss + w × pseudo loss) / symbols: linear in w, rising with it."""
+    prep, pl = setup["root"] / "prep", setup["pl"]
+    losses = {}
+    for w in (0.25, 0.5, 1.0):
+        run = tmp_path / f"w{w}"
+        res = invoke("finetune", "--data", prep, "--split", "full", "--base", "tiny", "--out", run, "--max-steps", 1,
+                     "--pseudo", pl, "--pseudo-weight", w, "--set", "train.batch_seconds=60",
+                     "--set", "train.accumulate=1", "--set", "train.num_workers=0", "--seed", 3, "-q")
+        assert res.exit_code == 0, res.output
+        losses[w] = next(r["loss"] for r in read_jsonl(run / "metrics.jsonl") if "loss" in r)
+    assert losses[0.25] < losses[0.5] < losses[1.0]
+    assert losses[0.5] - losses[0.25] == pytest.approx((losses[1.0] - losses[0.25]) / 3, rel=1e-3)
