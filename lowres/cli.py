@@ -29,6 +29,7 @@ from lowres.config import (
     PseudoLabelConfig,
     PseudoSettings,
     SynthConfig,
+    SynthSettings,
 )
 from lowres.data.corpora.common import CorpusOptions
 
@@ -416,6 +417,16 @@ def finetune(
     pseudo_weight: float | None = typer.Option(None, "--pseudo-weight", help="Loss weight of a pseudo-labelled clip "
                                                f"against a labeled one's 1 (pseudo.weight, default "
                                                f"{_default(PseudoSettings, 'weight'):g})."),
+    synth_text: Path | None = typer.Option(None, "--synth-text", help="Also train on synthetic speech of this "
+                                           "text (UTF-8, sentences in the language), spoken by eSpeak NG "
+                                           "(synth.text; needs --synth-hours)."),
+    synth_hours: float | None = typer.Option(None, "--synth-hours", help="Hours of synthetic speech to make of "
+                                             "--synth-text (synth.hours)."),
+    synth_lang: str | None = typer.Option(None, "--synth-lang", help="eSpeak NG's language for --synth-text "
+                                          "(synth.lang; default: the prepared folder's --lang)."),
+    synth_weight: float | None = typer.Option(None, "--synth-weight", help="Loss weight of a synthetic clip against "
+                                              f"a labeled one's 1 (synth.weight, default "
+                                              f"{_default(SynthSettings, 'weight'):g})."),
     device: str | None = _DEVICE,
     seed: int | None = _SEED,
     resume: bool = _RESUME,
@@ -427,6 +438,9 @@ def finetune(
     \b
     Example:
       lowres finetune --data prepared/sw --split 1h --base xls-r-300m --out runs/sw-1h
+      lowres finetune --data prepared/sw --split 10min --base tiny-ssl --pseudo pl/sw --out runs/sw-st
+      lowres finetune --data prepared/sw --split 10min --base tiny-ssl --synth-text sw.txt --synth-hours 2 \\
+        --out runs/sw-synth
 
     Writes OUT/model.safetensors (LoRA + head, best by dev CER unless train.best_metric=wer), OUT/config.json, OUT/vocab.json,
     OUT/metrics.jsonl, OUT/learning_curve.png and OUT/checkpoints/ for --resume. With --head weighted:
@@ -442,7 +456,9 @@ def finetune(
     flags = {"data": str(data) if data is not None else None, "base": base, "lora.rank": lora_rank,
              **_train_flags(max_steps, lr, batch_seconds, accumulate, device, seed), "train.eval_every": eval_every,
              "head.kind": head, "pseudo.manifest": str(pseudo) if pseudo is not None else None,
-             "pseudo.keep": pseudo_keep, "pseudo.weight": pseudo_weight}
+             "pseudo.keep": pseudo_keep, "pseudo.weight": pseudo_weight,
+             "synth.text": str(synth_text) if synth_text is not None else None, "synth.hours": synth_hours,
+             "synth.lang": synth_lang, "synth.weight": synth_weight}
     if no_lora:
         flags["lora.enabled"] = False
     cfg = finetune_config(split, base, recipe, tuple(set_), flags)

@@ -340,6 +340,25 @@ class PseudoSettings:
 
 
 @dataclass(frozen=True)
+class SynthSettings:
+    """Synthetic in-language speech of the user's text beside the labeled split (``finetune --synth-text``)."""
+
+    text: str = ""  # --synth-text: a UTF-8 text file in the language (sentences, one or more per line)
+    hours: float = 0.0  # --synth-hours: how much of it eSpeak NG speaks (the text again, in a new order, if short)
+    lang: str = ""  # --synth-lang: eSpeak NG's language (default: the prepared folder's --lang)
+    weight: float = 1.0  # --synth-weight: each synthetic clip's loss counts this much (a labeled clip's: 1)
+    voices: int = 24  # eSpeak voice variants, each with its own rate and pitch (lowres/synth/corpus.py)
+
+    def __post_init__(self):
+        check("synth", self, "hours", 0)
+        check("synth", self, "weight", 0, low_open=True)
+        check("synth", self, "voices", 3)
+        if bool(self.text) != (self.hours > 0):
+            raise ValueError("synthetic speech needs both synth.text (--synth-text FILE) and synth.hours "
+                             "(--synth-hours H, more than 0)")
+
+
+@dataclass(frozen=True)
 class FinetuneConfig:
     data: str = ""  # --data: a folder written by `lowres prepare`
     split: str = "1h"  # --split: 10min | 1h | 10h | full (picks the manifest and the recipe)
@@ -357,6 +376,7 @@ class FinetuneConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     pseudo: PseudoSettings = field(default_factory=PseudoSettings)
+    synth: SynthSettings = field(default_factory=SynthSettings)
 
 
 # ---------------------------------------------------------------------------------------------------

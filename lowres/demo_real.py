@@ -45,13 +45,14 @@ def run_real_demo(out: Path, seed: int = 0, overwrite: bool = False, console=Non
     """The real-speech demo into ``out``; ``quick``: 8 updates per run and the first 20 test utterances (a check
     that every step works here, mostly the download's time); ``whisper``: the Whisper to start from and compare
     (a name, or a Hugging Face, openai-whisper or CTranslate2 checkpoint)."""
-    from lowres.bases.whisper import NAMES, cache_root, load_named
+    from lowres.bases.whisper import NAMES, load_named
     from lowres.config import PrepareConfig
     from lowres.data.debian import CORPORA, fetch, write_corpus
     from lowres.data.prepare import prepare
     from lowres.data.prepared import REPORT, PreparedDir
     from lowres.data.text import load_rules
     from lowres.demo import Job, demo_lanes, open_demo, run_jobs
+    from lowres.fsutil import cache_root
     from lowres.train.finetune import finetune_config
 
     out = Path(out)

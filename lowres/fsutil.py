@@ -32,6 +32,12 @@ _UNWRITABLE = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPER
 # claiming an output folder
 
 
+def cache_root() -> Path:
+    """Where lowres keeps what it fetched or made once (bases, real-speech packages, synthetic speech):
+    ``$LOWRES_CACHE``, else ``~/.cache/lowres``."""
+    return Path(os.environ.get("LOWRES_CACHE") or Path.home() / ".cache" / "lowres")
+
+
 def claim_folder(
     out: str | os.PathLike,
     *,

@@ -1,5 +1,5 @@
 """lowres pseudolabel and finetune --pseudo: a tiny teacher that half-reads tone "speech" labels clips whose
-true transcripts the test knows."""
+true transcripts the test knows; and finetune --synth-text, the other extra training data."""
 
 from __future__ import annotations
 
@@ -178,3 +178,33 @@ def test_pseudo_weight_scales_exactly_the_pseudo_labelled_clips_loss(setup, tmp_
         losses[w] = next(r["loss"] for r in read_jsonl(run / "metrics.jsonl") if "loss" in r)
     assert losses[0.25] < losses[0.5] < losses[1.0]
     assert losses[0.5] - losses[0.25] == pytest.approx((losses[1.0] - losses[0.25]) / 3, rel=1e-3)
+
+
+def test_finetune_mixes_synthetic_speech_of_the_text(setup, tmp_path, monkeypatch):
+    monkeypatch.setenv("LOWRES_CACHE", str(tmp_path / "cache"))
+    prep = setup["root"] / "prep"
+    dev_text = read_jsonl(prep / "manifests" / "dev.jsonl")[0]["text"]
+    text = tmp_path / "text.txt"
+    # two sentences on the first line; a dev transcript (never trained on); letters the vocabulary lacks
+    text.write_text(f"A bad cab. Dog ego!\nbad dog abc\n{dev_text.upper()}\nzebra quiz\n\n", encoding="utf-8")
+    args = ["finetune", "--data", prep, "--split", "full", "--base", "tiny", "--max-steps", 2, "--synth-text", text,
+            "--synth-hours", 0.002, "--synth-lang", "en", "--synth-weight", 0.5, "--set", "train.batch_seconds=20",
+            "--set", "train.num_workers=0", "-q"]
+    res = invoke(*args, "--out", tmp_path / "run")
+    assert res.exit_code == 0, res.output
+    info = json.loads((tmp_path / "run" / "config.json").read_text())["synth"]
+    assert info["sentences"] == 5 and info["distinct_sentences"] == 3
+    assert info["heldout_transcripts"] == 1 and info["outside_vocabulary"] == 1
+    assert dict(info["outside_symbols"])["z"] == 2 and info["hours"] >= 0.002 and info["trainable"] == info["clips"]
+    spoken = read_jsonl(Path(info["audio"]) / "manifest.jsonl")
+    assert {r["text"] for r in spoken} == {"a bad cab", "dog ego", "bad dog abc"}
+    labeled = len(read_jsonl(prep / "manifests" / "full.jsonl"))
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["train_clips"] == labeled + info["clips"]
+    assert "synthetic clips" in (tmp_path / "run" / "train.log").read_text()
+    # a second run with the same text and seed reads the speech back from the cache
+    before = {p: p.stat().st_mtime_ns for p in Path(info["audio"]).rglob("*.wav")}
+    assert invoke(*args, "--out", tmp_path / "run2").exit_code == 0
+    assert {p: p.stat().st_mtime_ns for p in Path(info["audio"]).rglob("*.wav")} == before
+    res = invoke("finetune", "--data", prep, "--split", "full", "--base", "tiny", "--out", tmp_path / "r3",
+                 "--synth-text", text)
+    assert res.exit_code == 2 and "--synth-hours" in res.output

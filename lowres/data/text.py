@@ -344,3 +344,18 @@ def _note(slot: list, found: list[str]) -> None:
     for f in found:
         if len(slot[1]) < _EXAMPLES and f not in slot[1]:
             slot[1].append(f[:40])
+
+
+_SENTENCE_END = regex.compile(r"(?<=[.!?\u2026\u3002\u0964])\s+")  # . ! ? … 。 ।  followed by space
+
+
+def read_sentences(path: Path) -> list[str]:
+    """The sentences of a UTF-8 text file: its lines, each split after sentence-final punctuation followed by
+    a space; blank ones left out. Raw text: normalise each with :func:`normalize`."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise LowresError(f"{path}: no such text file.") from None
+    except UnicodeDecodeError as exc:
+        raise LowresError(f"{path}: not UTF-8 text (byte {exc.start}). Save it as UTF-8.") from None
+    return [s.strip() for line in text.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]

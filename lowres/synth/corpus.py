@@ -32,7 +32,7 @@ import os
 import random
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,6 +189,54 @@ def build_corpus(
                        unlabeled=unl_dir if unlabeled_hours > 0 else None, report=report,
                        wall_s=time.perf_counter() - t0, audio_s=audio_s, workers=workers,
                        rows=[dict(r, split=s) for s, rs in rows.items() for r in rs])
+
+
+def speak_sentences(out: str | os.PathLike, lang: str, sentences: Sequence[str], hours: float, *,
+                    seed: int = SynthConfig.seed, speakers: int = SynthConfig.speakers,
+                    workers: int = SynthConfig.workers, progress=None) -> list[dict]:
+    """``hours`` of ``sentences`` (the user's text, one sentence each) spoken by eSpeak NG into ``out/{id}.wav``
+    (16 kHz mono PCM_16), for mixing synthetic in-language speech into fine-tuning.
+
+    The sentences go in a seeded random order, each spoken by the next of ``speakers`` voices (every voice
+    of :func:`make_speakers`, with its own rate, pitch and word gap; rate and pitch varied per sentence as in
+    a corpus), and again in a new order with other voices when the hours need more than the text holds.
+    Returns one row per file, in order: ``id``, ``text``, ``speaker``, ``duration_s``. Same seed, same files."""
+    from lowres.synth.espeak import engine
+
+    if not sentences:
+        raise LowresError("No sentences to speak: the text holds none that the vocabulary can spell.")
+    if not hours > 0:
+        raise LowresError(f"The hours of synthetic speech must be more than 0, not {hours}.")
+    language = engine().language(lang)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cast = make_speakers(max(speakers, 3), seed)
+    rng = random.Random(f"lowres-synth:{seed}:text")
+
+    def plan() -> Iterator[tuple[Job, dict]]:
+        j = 0
+        while True:
+            order = list(sentences)
+            rng.shuffle(order)
+            for text in order:
+                spk = cast[j % len(cast)]
+                sentence = Sentence(text, rate_wpm=round(spk.rate_wpm * rng.uniform(0.9, 1.1)),
+                                    pitch=round(spk.pitch + rng.uniform(-8, 8)),
+                                    pitch_range=round(spk.pitch_range + rng.uniform(-10, 10)))
+                uid = f"{spk.id}_text{j:06d}"
+                job = Job(path=str(out / f"{uid}.wav"), voice=f"{language.identifier}+{spk.variant}",
+                          word_gap=spk.word_gap, sentences=(sentence,),
+                          pauses_s=(round(rng.uniform(0.05, 0.4), 3), round(rng.uniform(0.05, 0.4), 3)),
+                          seed=rng.getrandbits(32), noise_prob=0.0)
+                yield job, {"id": uid, "speaker": spk.id, "text": text}
+                j += 1
+
+    workers = _auto_workers(workers)
+    task = progress.add_task("speaking the text", total=round(hours * 3600), unit="s audio") \
+        if progress is not None else None
+    with _Executor(workers) as submit:
+        return _render_until(plan(), hours * 3600, submit, 2 * workers,
+                             lambda sec: progress.advance(task, sec) if task is not None else None)
 
 
 def _check_numbers(hours, unlabeled_hours, dev_hours, test_hours, speakers, noise, workers) -> None:

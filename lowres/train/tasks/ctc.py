@@ -11,6 +11,7 @@ delivered layer weights.
 
 from __future__ import annotations
 
+import json
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -98,6 +99,56 @@ class CTCTask(Task):
                 "min_confidence": round(min(q.confidence for q in kept), 6)}
         return [q.utt for q in kept], info
 
+    def _synth_inputs(self):
+        """``--synth-text`` / ``--synth-hours``: the text's sentences, normalised like the transcripts, spoken by
+        eSpeak NG into RUN/synth/ (once: a resumed run reads them back). Sentences with characters outside the
+        vocabulary, or that are dev or test transcripts, are left out and counted."""
+        from lowres.runtime import on_main
+
+        return on_main(self._speak_text)
+
+    def _speak_text(self):
+        from lowres.data.manifest import read_manifest
+        from lowres.data.text import normalize, read_sentences
+        from lowres.evaluate import outside_vocabulary
+
+        sy = self.cfg.synth
+        lang = sy.lang or (self.text_dict or {}).get("rules_name") or ""
+        if not lang:
+            raise LowresError("--synth-text needs the language eSpeak NG should speak: pass --synth-lang CODE (see "
+                              "`lowres synth --list-languages`); the prepared folder records none.")
+        heldout = {u.text for u in self.dev_all} | {u.text for u in self._test_utts()}
+        counts = {"sentences": 0, "outside_vocabulary": 0, "heldout_transcripts": 0, "empty": 0}
+        outside: dict[str, int] = {}
+        sentences: set[str] = set()
+        for raw in read_sentences(Path(sy.text)):
+            counts["sentences"] += 1
+            text = normalize(raw, self.text_cfg)
+            oov = outside_vocabulary([text], self.vocab)
+            if not text:
+                counts["empty"] += 1
+            elif oov["count"]:
+                counts["outside_vocabulary"] += 1
+                for sym, k in oov["symbols"]:
+                    outside[sym] = outside.get(sym, 0) + k
+            elif text in heldout:
+                counts["heldout_transcripts"] += 1
+            else:
+                sentences.add(text)
+        folder = _spoken_text(sorted(sentences), lang, sy.hours, self.cfg.train.seed, sy.voices, self.run.console)
+        utts = list(read_manifest(folder / "manifest.jsonl", require_text=True))
+        info = {"text": str(Path(sy.text).resolve()), "lang": lang, "audio": str(folder),
+                "hours": round(sum(u.duration for u in utts) / 3600, 4), "clips": len(utts),
+                "distinct_sentences": len(sentences), "weight": sy.weight, **counts,
+                "outside_symbols": sorted(outside.items(), key=lambda kv: (-kv[1], kv[0]))[:10]}
+        return utts, info
+
+    def _test_utts(self):
+        from lowres.data.manifest import read_manifest
+
+        test = self.prepared.manifest("test")
+        return list(read_manifest(test)) if test.is_file() else []
+
     def build(self) -> None:
         from lowres.bases import load_base, rebuild_base
         from lowres.data import batching
@@ -126,9 +177,17 @@ class CTCTask(Task):
         if self.pseudo_info is not None:
             self.pseudo_info["trainable"] = len(pseudo_utts)
             self.pseudo_info["labeled_hours"] = round(sum(u.duration for u in self.train_utts) / 3600, 4)
-        # a clip's loss weight: 1 for a transcript, pseudo.weight for a pseudo-label (by position in train_utts)
-        self.loss_weights = [1.0] * len(self.train_utts) + [self.cfg.pseudo.weight] * len(pseudo_utts)
-        self.train_utts = self.train_utts + pseudo_utts
+        synth_all, self.synth_info = self._synth_inputs() if cfg.synth.hours > 0 else ([], None)
+        synth_utts, self.synth_dropped = batching.filter_trainable(synth_all, self.vocab, spec.conv_stack, max_utt,
+                                                                   spec.max_seconds)
+        if self.synth_info is not None:
+            self.synth_info["trainable"] = len(synth_utts)
+        # a clip's loss weight (by position in train_utts): 1 for a transcript, pseudo.weight for a pseudo-label,
+        # synth.weight for synthetic speech
+        self.loss_weights = ([1.0] * len(self.train_utts) + [cfg.pseudo.weight] * len(pseudo_utts)
+                             + [cfg.synth.weight] * len(synth_utts))
+        self.extra_clips = len(pseudo_utts) + len(synth_utts)
+        self.train_utts = self.train_utts + pseudo_utts + synth_utts
         if not self.train_utts:
             raise LowresError(f"None of the {len(self.train_all)} clips in {self.train_path} can train: "
                               f"{self.dropped}. Transcripts must fit in their audio frames (20 ms each) and clips "
@@ -166,6 +225,8 @@ class CTCTask(Task):
         self.cfg = replace(self.cfg, data=str(self.prepared.root.resolve()), base=stored_base(self.cfg.base, self.run.out))
         if self.cfg.pseudo.manifest:  # a resume from another folder finds it too
             self.cfg = replace(self.cfg, pseudo=replace(self.cfg.pseudo, manifest=self.pseudo_info["manifest"]))
+        if self.cfg.synth.text:
+            self.cfg = replace(self.cfg, synth=replace(self.cfg.synth, text=str(Path(self.cfg.synth.text).resolve())))
 
     def record(self):
         from lowres.config import to_dict
@@ -177,6 +238,8 @@ class CTCTask(Task):
             extras={"train_manifest": str(self.train_path.resolve()),
                     "dev_manifest": str(self.dev_path.resolve()) if self.dev_path else None,
                     **({"pseudo": self.pseudo_info} if self.pseudo_info is not None else {}),
+                **({"synth": self.synth_info} if self.synth_info is not None else {}),
+                    **({"synth": self.synth_info} if self.synth_info is not None else {}),
                     "build": {"lora": self.info.lora, "feature_encoder_trained": self.info.feature_encoder_trained,
                               "pretrained_base": self.info.pretrained, "head_only_steps": self.head_only,
                               "head": self.cfg.head.kind}})
@@ -251,7 +314,7 @@ class CTCTask(Task):
             with self.autocast():
                 logits, frames = net(b.waves, b.lengths, gen, keys=b.cache_keys)
             losses = ctc_loss(logits, frames, b.targets.to(device), b.target_lengths.to(device))
-            if self.pseudo_info is not None:  # pseudo-labelled clips count pseudo.weight each
+            if self.extra_clips:  # pseudo-labelled and synthetic clips count pseudo.weight / synth.weight each
                 losses = losses * torch.tensor([self.loss_weights[i] if i >= 0 else 1.0 for i in b.indices],
                                                dtype=losses.dtype, device=losses.device)
             (losses.sum() * (weight * world / max(total_utts, 1))).backward()
@@ -338,7 +401,7 @@ class CTCTask(Task):
             log.say(f"feature cache on: each clip's {frozen}{versions} are computed the first time and reused, in fp16 "
                     f"(up to {self.cfg.train.feature_cache_mb:g} MB in memory, then {self.run.out}/feature_cache; "
                     "train.feature_cache=false turns it off)")
-        labeled = self.train_utts[: len(self.train_utts) - (self.pseudo_info or {}).get("trainable", 0)]
+        labeled = self.train_utts[: len(self.train_utts) - self.extra_clips]
         log.say(f"{len(labeled)} training clips ({sum(u.duration for u in labeled) / 3600:.3f} h) "
                 f"from {self.train_path}; dropped: "
                 f"{', '.join(f'{k} {v}' for k, v in self.dropped.items() if v) or 'none'}; "
@@ -352,6 +415,15 @@ class CTCTask(Task):
                     f"confident of {p['of']}{held}, confidence >= {p['min_confidence']:.3f}; dropped: "
                     f"{', '.join(f'{k} {v}' for k, v in self.pseudo_dropped.items() if v) or 'none'}) from "
                     f"{p['manifest']}, each weighing {p['weight']:g} in the loss")
+        if self.synth_info is not None:
+            y = self.synth_info
+            left = ", ".join(f"{y[k]} {k.replace('_', ' ')}" for k in ("outside_vocabulary", "heldout_transcripts",
+                                                                          "empty") if y[k]) or "none"
+            symbols = (" (characters the vocabulary lacks: " + ", ".join(f"{c} ×{n}" for c, n in y["outside_symbols"])
+                       + ")") if y["outside_symbols"] else ""
+            log.say(f"+ {y['trainable']} synthetic clips ({y['hours']:.3f} h, eSpeak NG '{y['lang']}', "
+                    f"{y['distinct_sentences']} distinct sentences of {y['sentences']} in {y['text']}; sentences left "
+                    f"out: {left}{symbols}), each weighing {y['weight']:g} in the loss")
         log.say(ALL_BLANK_NOTE)
         log.write({"step": 0, "event": "start", "train_clips": len(self.train_utts), "dropped": self.dropped,
                    "dev_clips": len(self.dev_utts), **rep})
@@ -407,6 +479,43 @@ class CTCTask(Task):
             return (f"done: {final.step} updates; every dev evaluation was all blank, so the final weights are the "
                     f"deliverable → {deliverable}")
         return f"done: {final.step} updates (no dev set: the final weights are the deliverable) → {deliverable}"
+
+
+def _spoken_text(sentences: list[str], lang: str, hours: float, seed: int, voices: int, console) -> Path:
+    """The folder of ``sentences`` spoken by eSpeak NG (``manifest.jsonl`` + ``wavs/``), made once per
+    sentences, language, hours, seed and voices in lowres's cache (``$LOWRES_CACHE/synth/``): a resumed run, or
+    another run with the same text, reads it back (the same seed makes the same files)."""
+    import hashlib
+    import tempfile
+
+    from lowres.data.manifest import Utterance, write_manifest
+    from lowres.fsutil import cache_root
+    from lowres.progress import progress_bar
+    from lowres.synth.corpus import speak_sentences
+
+    if not sentences:
+        raise LowresError("--synth-text: none of its sentences can be spoken for training (see the counts above: "
+                          "characters outside the vocabulary, dev or test transcripts, empty lines).")
+    key = hashlib.sha1(json.dumps([sentences, lang, hours, seed, voices]).encode()).hexdigest()[:16]
+    folder = cache_root() / "synth" / f"{lang}-{key}"
+    if (folder / "manifest.jsonl").is_file():
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        with progress_bar(console) as progress:
+            rows = speak_sentences(staging / "wavs", lang, sentences, hours, seed=seed, speakers=voices,
+                                   progress=progress)
+        write_manifest(staging / "manifest.jsonl", [
+            Utterance(r["id"], str(staging / "wavs" / f"{r['id']}.wav"), r["duration_s"], text=r["text"],
+                      speaker=r["speaker"], sample_rate=16000) for r in rows])  # (paths stored relative)
+        staging.rename(folder)
+    except OSError:
+        if not (folder / "manifest.jsonl").is_file():  # (another run made it in between: theirs is the same)
+            raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def _augmenter(cfg):
