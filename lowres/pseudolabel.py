@@ -230,10 +230,11 @@ def _filter_and_write(run, pieces: list, done: dict[int, dict], out: Path, cfg: 
     cps = plausible_cps(labeled, cfg.cps_margin)
     rejects: list[dict] = []
     candidates: list[PseudoPiece] = []
+    index_of: dict[int, int] = {}  # id(candidate) -> piece index (piece ids need not be unique)
 
     def reject(i: int, reason: str, row: dict | None) -> None:
         u = pieces[i]
-        rejects.append({"id": u.id, "duration": round(u.duration, 3), "reason": reason,
+        rejects.append({"id": u.id, "index": i, "duration": round(u.duration, 3), "reason": reason,
                         **({k: row[k] for k in ("hypothesis", "confidence") if k in row} if row else {})})
 
     for i, u in enumerate(pieces):
@@ -250,12 +251,12 @@ def _filter_and_write(run, pieces: list, done: dict[int, dict], out: Path, cfg: 
             reject(i, "low_confidence", row)
         else:
             candidates.append(PseudoPiece(replace(u, text=row["hypothesis"]), float(row["confidence"])))
+            index_of[id(candidates[-1])] = i
     kept = most_confident(candidates, cfg.keep)
     kept_ids = {id(p) for p in kept}
-    index_of = {u.id: i for i, u in enumerate(pieces)}
     for p in candidates:
         if id(p) not in kept_ids:
-            reject(index_of[p.utt.id], "below_keep", {"hypothesis": p.utt.text, "confidence": p.confidence})
+            reject(index_of[id(p)], "below_keep", {"hypothesis": p.utt.text, "confidence": p.confidence})
     write_pseudo(out / PSEUDO_MANIFEST, kept)
     atomic_write_lines(out / REJECTS, (json_line(r) for r in rejects))
     report = _report(pieces, kept, rejects, cps, cfg, settings, labeled_path if labeled else None)
@@ -266,11 +267,10 @@ def _filter_and_write(run, pieces: list, done: dict[int, dict], out: Path, cfg: 
 
 
 def _report(pieces, kept, rejects, cps, cfg, settings, labeled_path) -> dict:
-    by_id = {u.id: u for u in pieces}
     dropped = Counter(r["reason"] for r in rejects)
     dropped_s = Counter()
     for r in rejects:
-        dropped_s[r["reason"]] += by_id[r["id"]].duration
+        dropped_s[r["reason"]] += pieces[r["index"]].duration
     confs = sorted(p.confidence for p in kept)
 
     def q(f):
