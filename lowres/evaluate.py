@@ -167,7 +167,7 @@ def _oov_warning(oov: dict, manifest: Path) -> str | None:
             "was trained on, prepared with the same text rules.")
 
 
-def _lexicon_warning(coverage: dict | None) -> str | None:
+def lexicon_warning(coverage: dict | None) -> str | None:
     """A warning when the LM's lexicon (or its words) cannot be spelled with the model's units."""
     if not coverage or not coverage["outside"]:
         return None
@@ -310,9 +310,9 @@ def run_eval(model_dir: Path, manifest: Path, out: Path | None = None, device_na
     with progress_bar(console) as progress:
         if search is not None:
             loaded = search.load(run.vocab)  # the model is read once, for tuning and decoding
-            lexicon_warning = _lexicon_warning(loaded.coverage)
-            if lexicon_warning:
-                warnings.append(lexicon_warning)
+            lexicon_note = lexicon_warning(loaded.coverage)
+            if lexicon_note:
+                warnings.append(lexicon_note)
             if tune_on is not None:
                 tuning = tune_lm(run, search, tune_on, device, options=options, loaded=loaded, progress=progress)
                 tuning["model"] = str(model_dir)

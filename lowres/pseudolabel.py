@@ -81,24 +81,39 @@ def run_pseudolabel(model_dir: Path, unlabeled: Path, out: Path, cfg: PseudoLabe
             else:
                 target.unlink(missing_ok=True)
 
-    claim_folder(out, what="pseudo-labels", overwrite=overwrite, resume=resume, clear=clear,
-                 is_ours=lambda p: (p / SETTINGS).is_file(), not_ours=f"no {SETTINGS}",
-                 hint="Pass --resume to continue (or refilter) the pseudo-labels there, --overwrite to start them "
-                      "again, or choose another --out.")
+    def claim(check_only: bool) -> str:
+        return claim_folder(out, what="pseudo-labels", overwrite=overwrite, resume=resume, clear=clear,
+                            is_ours=lambda p: (p / SETTINGS).is_file(), not_ours=f"no {SETTINGS}",
+                            check_only=check_only,
+                            hint="Pass --resume to continue (or refilter) the pseudo-labels there, --overwrite to start "
+                                 "them again, or choose another --out.")
+
+    claim(check_only=True)  # refused before anything is read, touching nothing
     device = resolve_device(device_name)
-    manifest = unlabeled_manifest(Path(unlabeled), out / DATA_DIR, console)
-    pieces = _pieces(manifest, cfg)
-    run = load_run(model_dir, device=device)
+    run = load_run(model_dir, device=device)  # a folder that is no fine-tuned run is said before --out is made
     if options.precision is None:
         import dataclasses
 
         options = dataclasses.replace(options, precision=run.config.train.precision)
-    settings = {"model": str(model_dir.resolve()), "model_weights": _weights_stamp(model_dir),
-                "unlabeled": str(Path(manifest).resolve()), "pieces": len(pieces),
-                "pieces_sha1": hashlib.sha1("\n".join(u.id for u in pieces).encode()).hexdigest(),
-                "max_hours": cfg.max_hours, "seed": cfg.seed,
-                "decoder": search.settings() if search is not None else {"name": "greedy"}}
-    _check_settings(out, settings, resume)
+    pieces = _pieces(Path(unlabeled), cfg) if Path(unlabeled).is_file() else None
+    mode = claim(check_only=False)
+    try:  # a start that fails before decoding leaves nothing half-made
+        manifest = unlabeled_manifest(Path(unlabeled), out / DATA_DIR, console)
+        pieces = pieces if pieces is not None else _pieces(manifest, cfg)
+        settings = {"model": str(model_dir.resolve()), "model_weights": _weights_stamp(model_dir),
+                    "unlabeled": str(Path(manifest).resolve()), "pieces": len(pieces),
+                    "pieces_sha1": hashlib.sha1("\n".join(u.id for u in pieces).encode()).hexdigest(),
+                    "max_hours": cfg.max_hours, "seed": cfg.seed,
+                    "decoder": search.settings() if search is not None else {"name": "greedy"}}
+        _check_settings(out, settings, resume)
+    except BaseException:
+        if mode == "new":
+            import shutil
+
+            shutil.rmtree(out, ignore_errors=True)
+        elif mode == "replaced":
+            clear(out)
+        raise
     done = _decode(run, pieces, out, options, search, device, console)
     return _filter_and_write(run, pieces, done, out, cfg, settings, console)
 
@@ -109,7 +124,8 @@ def _pieces(manifest: Path, cfg: PseudoLabelConfig) -> list:
 
     pieces = list(read_manifest(manifest))
     if not pieces:
-        raise LowresError(f"{manifest} holds no audio pieces to pseudo-label.")
+        raise LowresError(f"{manifest} holds no audio pieces to pseudo-label. Give the unlabeled.jsonl of `lowres "
+                          "prepare --unlabeled` or a folder of audio recordings.")
     if cfg.max_hours and sum(u.duration for u in pieces) > cfg.max_hours * 3600:
         order = list(range(len(pieces)))
         random.Random(cfg.seed).shuffle(order)
@@ -182,7 +198,16 @@ def _decode(run, pieces: list, out: Path, options: DecodeOptions, search, device
     if not todo:
         return done
     text_config = text_config_of(run.meta)
-    decoder = search.decoder(search.load(run.vocab)) if search is not None else None
+    decoder = None
+    if search is not None:
+        from lowres.evaluate import lexicon_warning
+        from lowres.progress import say
+
+        loaded = search.load(run.vocab)
+        warning = lexicon_warning(loaded.coverage)
+        if warning:
+            say(console, ("warning:", "yellow"), f" {warning}")
+        decoder = search.decoder(loaded)
     subset = [pieces[i] for i in todo]
     with open(path, "ab") as f, progress_bar(console) as progress:
         f.truncate(good)

@@ -127,6 +127,25 @@ def test_pseudolabel_refusals(setup, tmp_path):
     assert res.exit_code == 2 and "no such file or folder" in res.output
     res = invoke("pseudolabel", "--model", teacher, "--unlabeled", unl, "--out", tmp_path / "o", "--keep", 0)
     assert res.exit_code == 2 and "pseudolabel.keep" in res.output and "Traceback" not in res.output
+    # an empty unlabeled set (a manifest, a folder without audio), a model that is no fine-tuned run: one message,
+    # and no --out folder left behind
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "no-audio").mkdir()
+    (tmp_path / "no-audio" / "notes.txt").write_text("x")
+    for model, source, message in ((teacher, tmp_path / "empty.jsonl", "holds no audio pieces"),
+                                   (teacher, tmp_path / "no-audio", "audio"),
+                                   (setup["root"] / "prep", unl, "config.json")):
+        res = invoke("pseudolabel", "--model", model, "--unlabeled", source, "--out", tmp_path / "left")
+        assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output, res.output
+        assert not (tmp_path / "left").exists()
+    # pseudo-labels written with another vocabulary
+    other = tmp_path / "other.jsonl"
+    row = read_jsonl(setup["pl"] / "pseudo.jsonl")[0]
+    other.write_text(json.dumps({**row, "audio_filepath": str((setup["pl"] / row["audio_filepath"]).resolve()),
+                                 "text": "ego zürich"}) + "\n")
+    res = invoke("finetune", "--data", setup["root"] / "prep", "--split", "full", "--base", "tiny",
+                 "--out", tmp_path / "r", "--pseudo", other, "-q")
+    assert res.exit_code == 2 and "another vocabulary" in res.output and not (tmp_path / "r").exists()
     # a labeled manifest is not pseudo-labels
     prep = setup["root"] / "prep"
     res = invoke("finetune", "--data", prep, "--split", "full", "--base", "tiny", "--out", tmp_path / "r",

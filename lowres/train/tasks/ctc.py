@@ -77,6 +77,7 @@ class CTCTask(Task):
         there already), and what the run record says about them."""
         from lowres.data.manifest import read_manifest
         from lowres.data.pseudo import most_confident, overlaps, pseudo_manifest_path, read_pseudo
+        from lowres.evaluate import outside_vocabulary
 
         p = self.cfg.pseudo
         path = pseudo_manifest_path(p.manifest)
@@ -88,6 +89,14 @@ class CTCTask(Task):
         in_heldout, in_labeled = overlaps(pieces, heldout), overlaps(pieces, self.train_all)
         clean = [q for q, h, la in zip(pieces, in_heldout, in_labeled, strict=True) if not h and not la]
         kept = most_confident(clean, p.keep)
+        vocab = self.prepared.load_vocab()
+        oov = outside_vocabulary([q.utt.text for q in kept], vocab)
+        if oov["count"]:
+            symbols = ", ".join(f"{c} ×{n}" for c, n in oov["symbols"][:6])
+            raise LowresError(f"--pseudo {p.manifest}: its transcripts use {oov['count']} characters that the prepared "
+                              f"vocabulary of {self.prepared.root} lacks ({symbols}): they were written by a run "
+                              "prepared with another vocabulary (another language or folder). Pseudo-label with a run "
+                              "fine-tuned on this prepared folder.")
         if not kept:
             raise LowresError(f"--pseudo {p.manifest}: none of its {len(pieces)} pieces can train ({sum(in_heldout)} "
                               f"overlap dev or test audio, {sum(in_labeled)} the labeled clips). Pseudo-label the "
