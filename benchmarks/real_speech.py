@@ -23,7 +23,7 @@ then goes through the user's story (an hour recorded, ten minutes transcribed):
 Starts (``STARTS``; ``--starts`` picks): ``tiny`` (random init), ``tiny-ssl`` (the shipped base),
 ``tiny-ssl+adapt``, fine-tuned with the demo's method (the whole model, no LoRA, the conv encoder trained above
 its 3 lowest layers, speed perturbation in 5 steps; recipes/tiny_ssl.toml is the same method), 2,000 updates;
-``whisper-base`` (Whisper's encoder, LoRA + CTC, recipes/whisper.toml, 600 updates of 40 s), its frozen encoder
+``whisper-base`` (Whisper's encoder, LoRA + CTC, recipes/whisper.toml, 1,100 updates of 20 s), its frozen encoder
 under ``--head weighted`` (and the same padded to the 30-s window), ``whisper-base+adapt``, and
 ``whisper-base-zeroshot`` (Whisper's own decoder, no fine-tuning: ``lowres eval --whisper``).
 
@@ -107,7 +107,7 @@ def _adapt_folder(work: Path, corpus: str, base: str) -> Path:
 class Budget:
     adapt_steps: int = 300
     steps: dict = field(default_factory=lambda: {"10min": 2000, "1h": 2000})  # fine-tuning updates per split
-    whisper_steps: dict = field(default_factory=lambda: {"10min": 600, "1h": 600})  # Whisper's (40-s batches)
+    whisper_steps: dict = field(default_factory=lambda: {"10min": 1100, "1h": 1100})  # Whisper's (20-s batches)
     starts: tuple[str, ...] = ("tiny", "tiny-ssl", "tiny-ssl+adapt")
     corpora: tuple[str, ...] = tuple(CORPORA)
     lm: bool = True

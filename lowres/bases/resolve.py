@@ -167,8 +167,8 @@ def finetune_method(base: str) -> tuple[str | None, str]:
         except (OSError, ValueError):
             dim = None
     if whisper:
-        return "whisper", ("Whisper's encoder: LoRA + CTC with the settings that suit it on a CPU (40-s updates, "
-                           "lr 1e-3, SpecAugment on the log-mel), recipes/whisper.toml")
+        return "whisper", ("Whisper's encoder: LoRA + CTC with the settings that suit it on a CPU (20-s updates, "
+                           "lr 1e-3, 5e-3 for the CTC layer, SpecAugment on the log-mel), recipes/whisper.toml")
     if dim is not None and int(dim) < SMALL_ENCODER:
         return "tiny_ssl", (f"a small encoder ({dim} wide): the whole model trains, the conv encoder above its lowest "
                             "3 layers too, as measured for the shipped tiny-ssl (LoRA's adapters would hold too little "
