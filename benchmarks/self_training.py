@@ -4,7 +4,8 @@ On the demo's synthetic Swahili (the corpus ``lowres demo`` builds: 1 h transcri
 and through lowres's own CLI, for each seed:
 
     teacher    lowres finetune --split 10min --base tiny-ssl  (the demo's method and budget: 900 updates)
-    round 1    lowres pseudolabel --model teacher --unlabeled prepared/unlabeled.jsonl
+    round 1    lowres pseudolabel --model teacher --unlabeled prepared/unlabeled.jsonl --lm lm  (``--decoder
+               lm``, the default: the demo's word 3-gram of the shipped Swahili word list; or greedy)
                lowres finetune --split 10min --base tiny-ssl --pseudo round1-pl   (from the base again, same budget)
     round 2    the same with the round-1 student as the teacher
     eval       test CER and WER of each, greedy
@@ -81,11 +82,24 @@ def evaluate(run: Path, prepared: Path, log: Path) -> dict:
     return json.loads((out / "metrics.json").read_text())
 
 
-def pseudolabel(teacher: Path, prepared: Path, out: Path, log: Path) -> dict:
+def demo_lm(work: Path, prepared: Path) -> Path:
+    """The demo's LM: a word 3-gram of the shipped Swahili word list (text alone, no transcript)."""
+    from importlib import resources
+
+    from lowres.lm.build import build_lm
+
+    lm = work / "lm"
+    if not (lm / "lm_report.json").is_file():
+        with resources.as_file(resources.files("lowres.data.lang") / "sw_words.txt") as words:
+            build_lm([words], lm, order=3, data=prepared, overwrite=True)
+    return lm
+
+
+def pseudolabel(teacher: Path, prepared: Path, out: Path, log: Path, lm: Path | None) -> dict:
     if not (out / "pseudolabel_report.json").is_file():
         resume = ["--resume"] if (out / "pseudolabel.json").is_file() else []
         lowres("pseudolabel", "--model", teacher, "--unlabeled", prepared / "unlabeled.jsonl", "--out", out,
-               *resume, "-q", log=log)
+               *(["--lm", lm] if lm else []), *resume, "-q", log=log)
     return json.loads((out / "pseudolabel_report.json").read_text())
 
 
@@ -95,34 +109,38 @@ def main() -> None:
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--decoder", choices=("greedy", "lm"), default="lm",
+                    help="pseudo-labels by greedy decoding or by beam search with the demo's word 3-gram LM")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     log = a.work / "log.txt"
     prepared = corpus(a.work, log)
+    lm = demo_lm(a.work, prepared) if a.decoder == "lm" else None
+    tag = "" if a.decoder == "greedy" else "-lm"
     rows = []
     for seed in [int(s) for s in a.seeds.split(",")]:
         teacher = a.work / f"s{seed}" / "teacher"
         t0 = time.perf_counter()
         minutes = finetune(teacher, prepared, seed, a.threads, log)
-        rows.append({"seed": seed, "round": 0, "run": str(teacher), "minutes": round(minutes, 1),
+        rows.append({"seed": seed, "round": 0, "decoder": a.decoder, "run": str(teacher), "minutes": round(minutes, 1),
                      **_scores(evaluate(teacher, prepared, log))})
         for r in range(1, a.rounds + 1):
-            pl = a.work / f"s{seed}" / f"round{r}-pl"
-            report = pseudolabel(teacher, prepared, pl, log)
-            student = a.work / f"s{seed}" / f"round{r}"
+            pl = a.work / f"s{seed}" / f"round{r}{tag}-pl"
+            report = pseudolabel(teacher, prepared, pl, log, lm)
+            student = a.work / f"s{seed}" / f"round{r}{tag}"
             minutes = finetune(student, prepared, seed, a.threads, log, "--pseudo", pl)
-            rows.append({"seed": seed, "round": r, "run": str(student), "minutes": round(minutes, 1),
+            rows.append({"seed": seed, "round": r, "decoder": a.decoder, "run": str(student), "minutes": round(minutes, 1),
                          "pseudo_pieces": report["kept"], "pseudo_hours": report["kept_hours"],
                          **_scores(evaluate(student, prepared, log))})
             teacher = student
         print(f"seed {seed}: {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
-    (a.work / "self_training.json").write_text(json.dumps(rows, indent=1) + "\n")
+    (a.work / f"self_training{tag}.json").write_text(json.dumps(rows, indent=1) + "\n")
     lines = ["| seed | round | test WER | test CER | pseudo-labels | minutes |", "|---|---|---|---|---|---|"]
     for r in rows:
         pl = f"{r['pseudo_pieces']} ({60 * r['pseudo_hours']:.0f} min)" if r["round"] else "-"
         lines.append(f"| {r['seed']} | {r['round'] or 'teacher'} | {100 * r['wer']:.1f}% | {100 * r['cer']:.1f}% | "
                      f"{pl} | {r['minutes']} |")
-    (a.work / "self_training.md").write_text("\n".join(lines) + "\n")
+    (a.work / f"self_training{tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"load average: {os.getloadavg()[0]:.2f}")
 

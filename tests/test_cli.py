@@ -138,7 +138,8 @@ def test_finetune_takes_the_bases_method_unless_told_otherwise(finetune, tmp_pat
     res = invoke("finetune", "--data", tmp_path, "--split", "10min", "--base", "whisper-base", "--out",
                  tmp_path / "r", "-q")
     assert res.exit_code == 0 and finetune.calls[-1]["cfg"].method == "whisper"
-    assert finetune.calls[-1]["cfg"].train.batch_seconds == 40.0
+    cfg = finetune.calls[-1]["cfg"]
+    assert (cfg.train.batch_seconds, cfg.optim.head_lr, cfg.train.max_steps) == (20.0, 5e-3, 1100)
 
 
 def test_finetune_set_and_recipe_precedence(finetune, tmp_path):
