@@ -300,6 +300,11 @@ _RESUME = typer.Option(False, "--resume", help="Continue the run in --out from i
                        "--accumulate, --device may change).")
 _OVERWRITE = typer.Option(False, "--overwrite", help="Replace the lowres run already in --out.")
 _QUIET = typer.Option(False, "--quiet", "-q", help="No progress bar.")
+_LM_WEIGHT = typer.Option(None, "--lm-weight", help=f"LM weight (default: the value `eval --tune-lm` stored, else "
+                          f"{DEFAULT_LM_WEIGHT:g}).")
+_WORD_SCORE = typer.Option(None, "--word-score", help=f"Per-word bonus (default: tuned, else {DEFAULT_WORD_SCORE:g}).")
+_BEAM = typer.Option(None, "--beam", help=f"Beam size (default {_default(DecodeOptions, 'beam_size')}).",
+                     show_default=False)
 
 
 def _train_flags(max_steps, lr, batch_seconds, accumulate, device, seed) -> dict:
@@ -493,14 +498,11 @@ def eval_(
     lexicon: Path | None = typer.Option(None, "--lexicon", help="Another word lexicon (default: the LM folder's)."),
     lexicon_free: bool = typer.Option(False, "--lexicon-free", help="Any spelling, scored by the folder's unit model "
                                       "(default: only words of the lexicon)."),
-    lm_weight: float | None = typer.Option(None, "--lm-weight", help=f"LM weight (default: the tuned value, else "
-                                           f"{DEFAULT_LM_WEIGHT:g})."),
-    word_score: float | None = typer.Option(None, "--word-score", help=f"Per-word bonus (default: tuned, else "
-                                            f"{DEFAULT_WORD_SCORE:g})."),
+    lm_weight: float | None = _LM_WEIGHT,
+    word_score: float | None = _WORD_SCORE,
     tune_lm: bool = typer.Option(False, "--tune-lm", help="First search LM weight × word score on the dev split "
                                  "(of --data, or dev.jsonl beside --manifest) and store the best in the LM folder."),
-    beam: int | None = typer.Option(None, "--beam", help=f"Beam size (default {_default(DecodeOptions, 'beam_size')}).",
-                                    show_default=False),
+    beam: int | None = _BEAM,
     out: Path | None = typer.Option(None, "--out", "-o", help="Where hyps.jsonl and metrics.json go (default RUN/eval-NAME)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an earlier eval's results in that folder."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
@@ -580,12 +582,9 @@ def transcribe(
                                    "beam search; needs the lm extra."),
     lexicon: Path | None = typer.Option(None, "--lexicon", help="Another word lexicon (default: the LM folder's)."),
     lexicon_free: bool = typer.Option(False, "--lexicon-free", help="Any spelling, scored by the folder's unit model."),
-    lm_weight: float | None = typer.Option(None, "--lm-weight", help="LM weight (default: tuned by eval --tune-lm, "
-                                           f"else {DEFAULT_LM_WEIGHT:g})."),
-    word_score: float | None = typer.Option(None, "--word-score", help=f"Per-word bonus (default: tuned, else "
-                                            f"{DEFAULT_WORD_SCORE:g})."),
-    beam: int | None = typer.Option(None, "--beam", help=f"Beam size (default {_default(DecodeOptions, 'beam_size')}).",
-                                    show_default=False),
+    lm_weight: float | None = _LM_WEIGHT,
+    word_score: float | None = _WORD_SCORE,
+    beam: int | None = _BEAM,
     chunk: float = typer.Option(TRANSCRIBE_CHUNK_S, "--chunk", help="Longest piece decoded at once (s); long files are cut at quiet points."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     json_lines: bool = typer.Option(False, "--json", help="One JSON object per file instead of 'file<TAB>text'."),
@@ -634,12 +633,9 @@ def pseudolabel(
     out: Path = typer.Option(..., "--out", "-o", help="Folder for pseudo.jsonl, the rejects and the report."),
     lm: Path | None = typer.Option(None, "--lm", help="LM folder written by `lowres lm` for beam search (its tuned "
                                    "weights where `eval --tune-lm` stored them); needs the lm extra. Default: greedy."),
-    lm_weight: float | None = typer.Option(None, "--lm-weight", help="LM weight (default: tuned, else "
-                                           f"{DEFAULT_LM_WEIGHT:g})."),
-    word_score: float | None = typer.Option(None, "--word-score", help=f"Per-word bonus (default: tuned, else "
-                                            f"{DEFAULT_WORD_SCORE:g})."),
-    beam: int | None = typer.Option(None, "--beam", help=f"Beam size (default {_default(DecodeOptions, 'beam_size')}).",
-                                    show_default=False),
+    lm_weight: float | None = _LM_WEIGHT,
+    word_score: float | None = _WORD_SCORE,
+    beam: int | None = _BEAM,
     keep: float = typer.Option(PseudoLabelConfig.keep, "--keep", help="Keep the most confident share of the "
                                "plausible pieces (0-1]."),
     min_confidence: float = typer.Option(PseudoLabelConfig.min_confidence, "--min-confidence", help="Drop pieces "

@@ -413,7 +413,7 @@ class CTCTask(Task):
         labeled = self.train_utts[: len(self.train_utts) - self.extra_clips]
         log.say(f"{len(labeled)} training clips ({sum(u.duration for u in labeled) / 3600:.3f} h) "
                 f"from {self.train_path}; dropped: "
-                f"{', '.join(f'{k} {v}' for k, v in self.dropped.items() if v) or 'none'}; "
+                f"{_counted(self.dropped)}; "
                 f"{len(self.dev_utts)} dev clips")
         if self.pseudo_info is not None:
             p = self.pseudo_info
@@ -422,12 +422,11 @@ class CTCTask(Task):
                            if n)
             log.say(f"+ {p['trainable']} pseudo-labelled clips ({p['hours']:.3f} h; the {100 * p['keep']:g}% most "
                     f"confident of {p['of']}{held}, confidence >= {p['min_confidence']:.3f}; dropped: "
-                    f"{', '.join(f'{k} {v}' for k, v in self.pseudo_dropped.items() if v) or 'none'}) from "
+                    f"{_counted(self.pseudo_dropped)}) from "
                     f"{p['manifest']}, each weighing {p['weight']:g} in the loss")
         if self.synth_info is not None:
             y = self.synth_info
-            left = ", ".join(f"{y[k]} {k.replace('_', ' ')}" for k in ("outside_vocabulary", "heldout_transcripts",
-                                                                          "empty") if y[k]) or "none"
+            left = _counted({k.replace("_", " "): y[k] for k in ("outside_vocabulary", "heldout_transcripts", "empty")})
             symbols = (" (characters the vocabulary lacks: " + ", ".join(f"{c} ×{n}" for c, n in y["outside_symbols"])
                        + ")") if y["outside_symbols"] else ""
             log.say(f"+ {y['trainable']} synthetic clips ({y['hours']:.3f} h, eSpeak NG '{y['lang']}', "
@@ -488,6 +487,11 @@ class CTCTask(Task):
             return (f"done: {final.step} updates; every dev evaluation was all blank, so the final weights are the "
                     f"deliverable → {deliverable}")
         return f"done: {final.step} updates (no dev set: the final weights are the deliverable) → {deliverable}"
+
+
+def _counted(counts: dict) -> str:
+    """``{"a": 2, "b": 0}`` → ``"a 2"`` (``"none"`` when every count is 0)."""
+    return ", ".join(f"{k} {v}" for k, v in counts.items() if v) or "none"
 
 
 def _spoken_text(sentences: list[str], lang: str, hours: float, seed: int, voices: int, console) -> Path:
