@@ -211,9 +211,9 @@ def _decode(run, pieces: list, out: Path, options: DecodeOptions, search, device
     subset = [pieces[i] for i in todo]
     with open(path, "ab") as f, progress_bar(console) as progress:
         f.truncate(good)
-        for indices, logits, frames, errors in forward_batches(run.model, subset, device, options=options,
-                                                               progress=progress):
-            rows = [{"index": -1, "error": e} for e in errors]  # (not tied to a piece: see below)
+        for indices, logits, frames, _errors in forward_batches(run.model, subset, device, options=options,
+                                                                progress=progress):
+            rows = []  # a piece that failed (``errors``) gets no row: it is "not_decoded", and tried again by --resume
             if indices:
                 texts = greedy_texts(logits, frames, run.vocab) if decoder is None else decoder(logits, frames)
                 for k, idx in enumerate(indices):
@@ -222,11 +222,9 @@ def _decode(run, pieces: list, out: Path, options: DecodeOptions, search, device
                     rows.append({"index": todo[idx], "id": subset[idx].id, "hypothesis": text,
                                  "confidence": round(path_confidence(logits[k, :n], run.vocab.encode(text)), 6),
                                  "frames": n})
-            lines = [json_line(r) + "\n" for r in rows if r["index"] >= 0]
             for r in rows:
-                if r["index"] >= 0:
-                    done[r["index"]] = r
-            f.write("".join(lines).encode("utf-8"))
+                done[r["index"]] = r
+            f.write("".join(json_line(r) + "\n" for r in rows).encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
     return done
@@ -264,13 +262,14 @@ def _filter_and_write(run, pieces: list, done: dict[int, dict], out: Path, cfg: 
 
     for i, u in enumerate(pieces):
         row = done.get(i)
+        rate = chars_per_second(row["hypothesis"], u.duration) if row is not None else 0.0
         if row is None:
             reject(i, "not_decoded", None)
         elif not row["hypothesis"]:
             reject(i, "empty", row)
-        elif cps is not None and chars_per_second(row["hypothesis"], u.duration) < cps[0]:
+        elif cps is not None and rate < cps[0]:
             reject(i, "too_slow", row)
-        elif cps is not None and chars_per_second(row["hypothesis"], u.duration) > cps[1]:
+        elif cps is not None and rate > cps[1]:
             reject(i, "too_fast", row)
         elif row["confidence"] < cfg.min_confidence:
             reject(i, "low_confidence", row)
@@ -334,4 +333,6 @@ def _print(report: dict, out: Path, console) -> None:
         say(console, ("warning:", "yellow"), f" only {100 * report['kept_share_of_audio']:.0f}% of the audio was kept; "
             f"the reasons are in {out / REJECTS}. A better model (more labels, an LM: --lm) or a lower "
             "--min-confidence keeps more.")
-    console.print(f"wrote {out / 'pseudo.jsonl'}: train on it with lowres finetune ... --pseudo {out}")
+    from lowres.data.pseudo import PSEUDO_MANIFEST
+
+    console.print(f"wrote {out / PSEUDO_MANIFEST}: train on it with lowres finetune ... --pseudo {out}")
