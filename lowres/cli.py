@@ -22,6 +22,7 @@ from lowres.config import (
     MFCC_CLUSTERS,
     SPLITS,
     TRANSCRIBE_CHUNK_S,
+    AlignConfig,
     DecodeOptions,
     FinetuneConfig,
     LMConfig,
@@ -677,6 +678,82 @@ def pseudolabel(
     if quiet:
         _stdout().print(f"kept {report['kept']} of {report['pieces']} pieces ({60 * report['kept_hours']:.1f} min of "
                         f"{60 * report['hours']:.1f})")
+
+
+@app.command(no_args_is_help=True)
+@friendly
+def align(
+    audio: Path | None = typer.Argument(None, help="A long recording (wav, flac, ogg, mp3)."),
+    text: Path | None = typer.Argument(None, help="Its text (UTF-8): one utterance per line."),
+    model: Path = typer.Option(..., "--model", "-m", help="A run folder written by `lowres finetune` that reads the "
+                               "language (your own 10min run will do; align again with a better one later)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for segments.jsonl (a table `lowres prepare` reads), "
+                             "the rejects and the report."),
+    pairs: Path | None = typer.Option(None, "--pairs", help="A folder of NAME.wav (flac, ogg, mp3) + NAME.txt "
+                                      "pairs, instead of AUDIO TEXT."),
+    split_sentences: bool = typer.Option(False, "--split-sentences", help="One utterance per sentence (split after "
+                                         ". ! ? followed by a space) instead of per line."),
+    min_score: float = typer.Option(AlignConfig.min_score, "--min-score", help="Reject lines whose alignment scores "
+                                    "lower (mean log-probability per frame: about -0.1 to -1 for a line spoken as "
+                                    "written)."),
+    pad: float = typer.Option(AlignConfig.pad_s, "--pad", help="Seconds of audio kept before and after each line's "
+                              "speech (at most half the gap to its neighbours)."),
+    compare: Path | None = typer.Option(None, "--compare", help="An earlier `lowres align` --out of the same "
+                                        "recordings: the report says what changed."),
+    set_: list[str] = typer.Option([], "--set", help="Override an align setting: --set align.window_s=20 "
+                                   "(see docs/align.md)."),
+    batch_seconds: float | None = typer.Option(None, "--batch-seconds", help="Audio seconds per forward batch "
+                                               f"(default {_default(DecodeOptions, 'batch_seconds'):g}).",
+                                               show_default=False),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the segments in --out."),
+    quiet: bool = _QUIET,
+):
+    """Long recordings and their texts cut into training utterances by CTC forced alignment.
+
+    \b
+    Example:
+      lowres align chapter1.mp3 chapter1.txt --model runs/sw-10min --out aligned/ch1
+      lowres align --pairs bible/ --model runs/sw-10min --out aligned/bible
+      lowres prepare aligned/bible/segments.jsonl --lang sw --out prepared/bible
+
+    Writes OUT/segments.jsonl (per kept line: audio, offset, duration, text, score), OUT/rejects.jsonl
+    (lines not in the audio, too long, empty; pairs without audio or text) and OUT/align_report.json.
+    """
+    from lowres.align import Pair, find_pairs, run_align
+
+    if pairs is not None and (audio is not None or text is not None):
+        raise LowresError("Give either AUDIO TEXT (one recording and its text) or --pairs DIR, not both.")
+    if pairs is None and (audio is None or text is None):
+        raise LowresError("Give a recording and its text (lowres align AUDIO TEXT --model RUN --out DIR), or a folder "
+                          "of NAME.wav + NAME.txt pairs with --pairs DIR.")
+    if pairs is None:
+        for path, what in ((audio, "recording"), (text, "text")):
+            if not path.is_file():
+                raise LowresError(f"{path}: no such {what} file.")
+        todo = [Pair(audio.stem, audio, text)]
+    else:
+        todo = find_pairs(pairs)
+    cfg = _align_config(set_, min_score=min_score, pad_s=pad, split_sentences=split_sentences)
+    options = _decode_options(batch_seconds=batch_seconds)
+    report = run_align(model, todo, out, cfg, options=options, device_name=device, compare=compare,
+                       overwrite=overwrite, console=None if quiet else _stdout())
+    if quiet:
+        _stdout().print(f"kept {report['kept']} of {report['lines']} lines ({60 * report['kept_hours']:.1f} min)")
+
+
+def _align_config(sets: list[str], **flags) -> AlignConfig:
+    """AlignConfig from the flags and ``--set align.KEY=VALUE`` overrides (typed; unknown keys refused)."""
+    from lowres.config_engine import merge, parse_sets
+
+    given = parse_sets(tuple(sets))
+    other = [k for k in given if k != "align"]
+    if other:
+        raise LowresError(f"--set {other[0]}...: lowres align has only align.* settings (see docs/align.md).")
+    try:
+        return merge(AlignConfig(**flags), given.get("align", {}))
+    except ValueError as exc:
+        raise LowresError(f"{exc}.") from None
 
 
 @app.command(no_args_is_help=True)

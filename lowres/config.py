@@ -647,6 +647,38 @@ class PseudoLabelConfig:
 
 
 @dataclass(frozen=True)
+class AlignConfig:
+    """``lowres align``'s settings (lowres/align.py, lowres/ctc_align.py): long recordings cut at their text's lines."""
+
+    window_s: float = 30.0  # audio read per forward pass (at most what the backbone reads: Whisper's 30 s)
+    context_s: float = 3.0  # of each window, this much on either side only gives context: its frames come from
+    #                         the neighbouring window, so every kept frame heard at least this much around it
+    min_score: float = -2.0  # --min-score: a line whose path's mean log-probability is lower is rejected (a line
+    #                          spoken as written scores about -0.1 to -1; text that is not in the audio, -5 and less)
+    passes: int = 4  # lines scoring below --min-score are taken out and the rest aligned again, at most this often
+    pad_s: float = 0.1  # --pad: audio kept before and after each line's first and last character (at most half
+    #                     the gap to its neighbours), so a training clip does not start in the middle of a sound
+    max_segment_s: float = 30.0  # lines whose audio is longer are rejected (too_long): longer than a clip trains
+    star_score: float = 0.0  # what the star scores per frame (0: probability 1, MMS's choice); above 0, stretches
+    #                          between lines go to the star rather than into a line's pauses
+    split_sentences: bool = False  # --split-sentences: one utterance per sentence instead of per text line
+    direct_mb: float = 256.0  # torchaudio's forced_align where its back-pointer table fits in this many MB, else
+    #                           lowres's checkpointed Viterbi (the same best path, in bounded memory)
+
+    def __post_init__(self):
+        check("align", self, "window_s", 4)
+        check("align", self, "context_s", 0)
+        if self.window_s <= 2 * self.context_s + 1:
+            raise ValueError(f"align.window_s {self.window_s} must exceed twice align.context_s "
+                             f"({self.context_s}) by at least 1 s")
+        check("align", self, "min_score", high=0)
+        check("align", self, "passes", 1)
+        check("align", self, "pad_s", 0)
+        check("align", self, "max_segment_s", 1)
+        check("align", self, "direct_mb", 1)
+
+
+@dataclass(frozen=True)
 class LMConfig:
     """``lowres lm``'s settings (lowres/lm/build.py)."""
 

@@ -17,8 +17,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "lowres.progress", "lowres.audiotime")),
     ("data", ("lowres.data",)),
     ("model", ("lowres.model",)),
-    ("sources", ("lowres.runs", "lowres.bases", "lowres.decode", "lowres.units", "lowres.lm", "lowres.synth")),
-    ("tasks", ("lowres.train", "lowres.evaluate", "lowres.inference", "lowres.zeroshot", "lowres.pseudolabel")),
+    ("sources", ("lowres.runs", "lowres.bases", "lowres.decode", "lowres.ctc_align", "lowres.units", "lowres.lm", "lowres.synth")),
+    ("tasks", ("lowres.train", "lowres.evaluate", "lowres.inference", "lowres.zeroshot", "lowres.pseudolabel",
+               "lowres.align")),
     ("commands", ("lowres.cli", "lowres.demo", "lowres.demo_real", "lowres.__main__")),
 ]
 

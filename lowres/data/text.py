@@ -358,4 +358,9 @@ def read_sentences(path: Path) -> list[str]:
         raise LowresError(f"{path}: no such text file.") from None
     except UnicodeDecodeError as exc:
         raise LowresError(f"{path}: not UTF-8 text (byte {exc.start}). Save it as UTF-8.") from None
-    return [s.strip() for line in text.splitlines() for s in _SENTENCE_END.split(line) if s.strip()]
+    return [s for line in text.splitlines() for s in sentences_of(line)]
+
+
+def sentences_of(line: str) -> list[str]:
+    """One line's sentences: split after sentence-final punctuation followed by a space; blank ones left out."""
+    return [s.strip() for s in _SENTENCE_END.split(line) if s.strip()]
