@@ -3,7 +3,7 @@ what training on its cuts gives, and what it does with damaged transcripts.
 
 Synthetic chapters: ``lowres synth`` speaks Swahili sentences with three eSpeak voices (seed 5: sentences the
 demo corpus does not have); each voice's clips, trimmed of silence at -40 dB of their peak, are joined with
-0.3-1.5 s pauses into one chapter (10-13 min) whose true sentence boundaries are known. The aligner is the
+0.3-1.5 s pauses into chapters of ~11 min (the training voice's three) and ~3 min (the two held-out voices') whose true sentence boundaries are known. The aligner is the
 demo's 10min run (built as ``lowres demo`` builds it, through benchmarks/self_training.py's helpers: the same
 WORK folder is reused). Then:
 
@@ -81,12 +81,19 @@ def synthetic_chapters(work: Path, log: Path) -> list[Path]:
     by_voice: dict[str, list[dict]] = {}
     for r in rows:
         by_voice.setdefault(r["speaker"], []).append(r)
+    groups = []  # each voice's clips in chapters of at most ~12 minutes, the longest chapters first
+    for voice in sorted(by_voice):
+        clips = by_voice[voice]
+        total = sum(sf.info(synth / "labeled" / r["audio"]).duration for r in clips)
+        n = max(1, round(total / 720))
+        groups += [clips[i::n] for i in range(n)] if n > 1 else [clips]
+    groups.sort(key=len, reverse=True)
     out = []
-    for k, voice in enumerate(sorted(by_voice)):
+    for k, clips in enumerate(groups):
         path = work / "chapters" / f"chapter{k + 1}"
         if not path.with_suffix(".truth.json").is_file():
             path.parent.mkdir(parents=True, exist_ok=True)
-            chapter(path, [(r["text"], trimmed(synth / "labeled" / r["audio"])) for r in by_voice[voice]], seed=k)
+            chapter(path, [(r["text"], trimmed(synth / "labeled" / r["audio"])) for r in clips], seed=k)
         out.append(path)
     return out
 

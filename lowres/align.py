@@ -8,6 +8,8 @@ overlapping windows and every line is placed by CTC forced alignment over the wh
 star between lines for audio the text does not mention (:mod:`lowres.ctc_align`). A line scoring below
 ``min_score`` (text that is not in the audio, or a stretch the model cannot read) is taken out and the rest
 aligned again, up to ``passes`` times, so it does not drag its neighbours; it is rejected as ``low_score``.
+Which lines of a run of low ones to take out is searched (:func:`_lines_not_in_audio`): the smallest block
+of consecutive lines without which the others read well.
 
 Files in OUT (the folder layout is this module's):
 
@@ -237,12 +239,13 @@ def _align_lines(run, pair: Pair, info, lines, cfg: AlignConfig, window_s: float
         placed = dict(zip(active, place_lines(log_probs, [ids[k] for k in active], direct_mb=cfg.direct_mb,
                                                      star_score=cfg.star_score),
                           strict=True))
-        bad = _worst_of_each_run(active, placed, cfg.min_score)
-        if not bad or passes >= cfg.passes:
+        runs = _low_runs(active, placed, cfg.min_score)
+        if not runs or passes >= cfg.passes:
             break
-        for k in bad:
-            low[k] = placed[k].score
-        active = [k for k in active if k not in bad]
+        for run in runs:
+            for k in _lines_not_in_audio(log_probs, ids, active, placed, run, cfg):
+                low[k] = placed[k].score
+        active = [k for k in active if k not in low]
         if not active:
             break
     for k, p in placed.items():  # what is still below the line after the last pass
@@ -254,21 +257,64 @@ def _align_lines(run, pair: Pair, info, lines, cfg: AlignConfig, window_s: float
     return res
 
 
-def _worst_of_each_run(active: list[int], placed: dict, min_score: float) -> set[int]:
-    """The lines to take out before the next pass: in each run of consecutive lines below ``min_score``, those
-    within a factor 2 of the run's worst score. A line whose text is not in the audio scores far lower than
-    the neighbours it pushed aside, which are kept for the next pass to place again."""
-    out: set[int] = set()
-    run: list[int] = []
+def _low_runs(active: list[int], placed: dict, min_score: float, bridge: int = 2) -> list[list[int]]:
+    """Runs of consecutive lines (in ``active`` order) scoring below ``min_score``; two runs with at most
+    ``bridge`` good lines between them are one run, those lines included (pushed aside by the same intruder,
+    they are placed again with it)."""
+    runs: list[list[int]] = []
+    current: list[int] = []
+    good: list[int] = []
     for k in [*active, None]:
         if k is not None and placed[k].score < min_score:
-            run.append(k)
-            continue
-        if run:
-            worst = min(placed[j].score for j in run)
-            out |= {j for j in run if placed[j].score <= worst / 2}
-            run = []
-    return out
+            if current and len(good) <= bridge:
+                current += good
+            elif current:
+                runs.append(current)
+                current = []
+            current.append(k)
+            good = []
+        elif k is not None:
+            good.append(k)
+    if current:
+        runs.append(current)
+    return runs
+
+
+MAX_RUN_SEARCH = 40  # longer runs of low lines are not searched (quadratic): the worst of them go, pass by pass
+
+
+def _lines_not_in_audio(log_probs, ids, active: list[int], placed: dict, run: list[int], cfg: AlignConfig) -> list[int]:
+    """Which lines of a low-scoring ``run`` to take out. Text that is not in the audio squeezes itself and its
+    neighbours into the neighbours' audio, so every line of the run scores low and the scores do not say which
+    is the intruder. So the run's stretch of audio (between the good lines around it) is aligned again without
+    each block of consecutive lines, smallest blocks first: the first size at which some block leaves every
+    other line of the run scoring at least ``min_score`` wins (the best mean score among those blocks). A
+    whole run is taken out when no smaller block does it (its lines may be in the audio but unreadable to this
+    model: they would be rejected anyway)."""
+    from lowres.ctc_align import place_lines
+
+    where = active.index(run[0]), active.index(run[-1])
+    start = placed[active[where[0] - 1]].end if where[0] > 0 else 0
+    end = placed[active[where[1] + 1]].start if where[1] + 1 < len(active) else log_probs.shape[0]
+    if len(run) > MAX_RUN_SEARCH:
+        worst = min(placed[k].score for k in run)
+        return [k for k in run if placed[k].score <= worst / 2]
+    stretch = log_probs[start:end]
+    for size in range(1, len(run)):
+        best, best_mean = None, -float("inf")
+        for first in range(len(run) - size + 1):
+            keep = run[:first] + run[first + size:]
+            try:
+                again = place_lines(stretch, [ids[k] for k in keep], direct_mb=cfg.direct_mb,
+                                    star_score=cfg.star_score)
+            except ValueError:  # the rest does not fit either
+                continue
+            scores = [p.score for p in again]
+            if min(scores) >= cfg.min_score and sum(scores) / len(scores) > best_mean:
+                best, best_mean = run[first:first + size], sum(scores) / len(scores)
+        if best is not None:
+            return best
+    return list(run)
 
 
 def _segments(res: FileResult, pair: Pair, lines, ids, kept: dict, low: dict[int, float], cfg: AlignConfig,

@@ -171,3 +171,23 @@ def test_mistakes_get_a_message_and_touch_nothing(setup, tmp_path):
     res = invoke("align", root / "long.wav", root / "long.txt", "--model", setup["model"], "--out", setup["a"])
     assert res.exit_code == 2 and "--overwrite" in res.output
     assert all("Traceback" not in r for r in (res.output,))
+
+
+def test_lines_that_are_not_in_the_audio_are_rejected_and_their_neighbours_kept(setup, tmp_path):
+    root = setup["root"]
+    lines = (root / "long.txt").read_text(encoding="utf-8").splitlines()
+    intruders = ["bad cab dog ego", "ego ego abc"]  # said nowhere in the recording
+    text = [*lines[:5], *intruders, *lines[5:]]
+    (tmp_path / "t.txt").write_text("\n".join(text) + "\n", encoding="utf-8")
+    # the toy model reads tones less surely than a real model reads speech: its lines score -0.1 to -1.1, the
+    # intruders squeezed in -1.4 to -1.9 (a real model's intruders: -3 and lower, hence the default -2)
+    res = invoke("align", root / "long.wav", tmp_path / "t.txt", "--model", setup["model"], "--out", tmp_path / "o",
+                 "--min-score", -1.2, *SMALL_WINDOWS, "-q")
+    assert res.exit_code == 0, res.output
+    rejected = {r["line"]: r["reason"] for r in read_jsonl(tmp_path / "o" / "rejects.jsonl")}
+    assert rejected == {6: "low_score", 7: "low_score"}
+    segs = read_jsonl(tmp_path / "o" / "segments.jsonl")
+    clean = read_jsonl(setup["a"] / "segments.jsonl")  # the same recording aligned with its true text
+    assert [s["text"] for s in segs] == [c["text"] for c in clean]
+    moved = [abs(s[k] - c[k]) for s, c in zip(segs, clean, strict=True) for k in ("start", "end")]
+    assert max(moved) <= 0.04  # the lines around the intruders stay where they were without them
