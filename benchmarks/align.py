@@ -129,10 +129,11 @@ def part_a(work: Path, teacher: Path, better: Path | None, chapters: list[Path],
                 link.symlink_to(c.with_suffix(suffix))
     truths = {c.name: json.loads(c.with_suffix(".truth.json").read_text()) for c in chapters}
     rows = {}
-    for name, model in (("10min", teacher), ("better", better)):
+    for name, model, extra in (("10min", teacher, ()), ("10min-nosnap", teacher, ("--set", "align.snap_s=0")),
+                               ("better", better, ()), ("better-nosnap", better, ("--set", "align.snap_s=0"))):
         if model is None:
             continue
-        report = align(model, work / f"aligned-{name}", log, "--pairs", pairs)
+        report = align(model, work / f"aligned-{name}", log, "--pairs", pairs, extra=extra)
         rows[name] = {"model": str(model), "lines": report["lines"], "kept": report["kept"],
                       "rejected": report["rejected"], "audio_min": round(60 * report["audio_hours"], 1),
                       "rtf": report["real_time_factor"], **boundary_errors(work / f"aligned-{name}", truths)}
@@ -259,10 +260,14 @@ def part_b(work: Path, model: Path, prepared: Path, log: Path) -> dict:
         clips = [(u.raw_text or u.text, trimmed(Path(u.audio_filepath), u.offset, u.duration)) for u in utts]
         chapter(path, clips, seed=0)
     truth = json.loads(path.with_suffix(".truth.json").read_text())
-    report = align(model, work / "aligned-real", log, path.with_suffix(".wav"), path.with_suffix(".txt"))
-    return {"model": str(model), "lines": report["lines"], "kept": report["kept"], "rejected": report["rejected"],
-            "audio_min": round(60 * report["audio_hours"], 1), "rtf": report["real_time_factor"],
-            **boundary_errors(work / "aligned-real", {"real-chapter": truth})}
+    out = {}
+    for name, extra in (("snapped", ()), ("nosnap", ("--set", "align.snap_s=0"))):
+        folder = work / f"aligned-real-{name}"
+        report = align(model, folder, log, path.with_suffix(".wav"), path.with_suffix(".txt"), extra=extra)
+        out[name] = {"model": str(model), "lines": report["lines"], "kept": report["kept"],
+                     "rejected": report["rejected"], "audio_min": round(60 * report["audio_hours"], 1),
+                     "rtf": report["real_time_factor"], **boundary_errors(folder, {"real-chapter": truth})}
+    return out
 
 
 def main() -> None:

@@ -658,6 +658,9 @@ class AlignConfig:
     passes: int = 4  # lines scoring below --min-score are taken out and the rest aligned again, at most this often
     pad_s: float = 0.1  # --pad: audio kept before and after each line's first and last character (at most half
     #                     the gap to its neighbours), so a training clip does not start in the middle of a sound
+    snap_s: float = 1.0  # a line's ends move outward at most this far from its first and last character's frames
+    #                      to where its sound starts and stops (0: the frames as they are; lowres/align.py _snap)
+    silence_db: float = 35.0  # quieter than the line's loudest 20-ms frame by this much is silence, for snap_s
     max_segment_s: float = 30.0  # lines whose audio is longer are rejected (too_long): longer than a clip trains
     star_score: float = 0.2  # what the star scores per frame (0 is probability 1, MMS's choice); a little above
     #                          0, a stray character in the pause before a line no longer pulls the line's start
@@ -677,6 +680,8 @@ class AlignConfig:
         check("align", self, "passes", 1)
         check("align", self, "pad_s", 0)
         check("align", self, "max_segment_s", 1)
+        check("align", self, "snap_s", 0)
+        check("align", self, "silence_db", 1)
         check("align", self, "direct_mb", 1)
 
 

@@ -191,3 +191,17 @@ def test_lines_that_are_not_in_the_audio_are_rejected_and_their_neighbours_kept(
     assert [s["text"] for s in segs] == [c["text"] for c in clean]
     moved = [abs(s[k] - c[k]) for s, c in zip(segs, clean, strict=True) for k in ("start", "end")]
     assert max(moved) <= 0.04  # the lines around the intruders stay where they were without them
+
+
+def test_a_lines_ends_move_out_to_where_its_sound_stops_not_into_a_neighbour():
+    from lowres.align import _loud_until
+
+    db = np.full(60, -80.0)
+    db[10:20] = -10  # a line's sound, frames 10-19 ...
+    db[22:30] = -12  # ... with a 2-frame closure inside (shorter than the gap allowed)
+    db[40:50] = -10  # the next line
+    assert _loud_until(db, 15, 60, -45, gap=5, step=1) == 30  # forward past the closure, to the sound's end
+    assert _loud_until(db, 15, 60, -45, gap=1, step=1) == 20  # a shorter gap allowed stops at the closure
+    assert _loud_until(db, 15, 26, -45, gap=5, step=1) == 26  # never past the limit (the next line's start)
+    assert _loud_until(db, 24, -1, -45, gap=5, step=-1) == 10  # backwards to where the sound starts
+    assert _loud_until(db, 35, 60, -45, gap=3, step=1) == 35  # silence from the start: the boundary stays
