@@ -295,6 +295,11 @@ _MAX_STEPS = typer.Option(None, "--max-steps", help="Optimizer updates (train.ma
 _LR = typer.Option(None, "--lr", help="Peak learning rate (optim.lr).")
 _BATCH_SECONDS = typer.Option(None, "--batch-seconds", help="Audio seconds per micro-batch (train.batch_seconds).")
 _ACCUMULATE = typer.Option(None, "--accumulate", help="Micro-batches per update (per process under torchrun).")
+class ExportFormat(StrEnum):
+    hf = "hf"
+    onnx = "onnx"
+
+
 _DEVICE = typer.Option(None, "--device", help="auto (CUDA when present), cpu, cuda or cuda:N.")
 _SEED = typer.Option(None, "--seed", help="Training seed (train.seed).")
 _RESUME = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint (--max-steps, "
@@ -578,7 +583,7 @@ def _zero_shot(whisper: str, language: str | None, data: Path | None, manifest: 
 @friendly
 def transcribe(
     audio: list[Path] = typer.Argument(..., help="Audio files (wav, flac, ogg, mp3), any length."),
-    model: Path = typer.Option(..., "--model", "-m", help="A run folder written by `lowres finetune`."),
+    model: Path = typer.Option(..., "--model", "-m", help="A run folder written by `lowres finetune`, or an ONNX model of `lowres export --format onnx` (model.onnx, model.int8.onnx or its folder; ONNX Runtime on the CPU)."),
     lm: Path | None = typer.Option(None, "--lm", help="LM folder written by `lowres lm` (or an .arpa/.bin file) for "
                                    "beam search; needs the lm extra."),
     lexicon: Path | None = typer.Option(None, "--lexicon", help="Another word lexicon (default: the LM folder's)."),
@@ -760,24 +765,48 @@ def _align_config(sets: list[str], **flags) -> AlignConfig:
 @friendly
 def export(
     model: Path = typer.Option(..., "--model", "-m", help="A run folder written by `lowres finetune`."),
-    out: Path = typer.Option(..., "--out", "-o", help="New folder for the Hugging Face model."),
+    out: Path = typer.Option(..., "--out", "-o", help="New folder for the exported model."),
+    format_: ExportFormat = typer.Option(ExportFormat.hf, "--format", help="hf: a Hugging Face *ForCTC folder; onnx: "
+                                         "model.onnx + tokens.txt for ONNX Runtime and sherpa-onnx (the onnx extra)."),
+    int8: bool = typer.Option(False, "--int8", help="(onnx) Also model.int8.onnx: MatMul weights in int8."),
+    check_manifest: Path | None = typer.Option(None, "--check-manifest", help="(onnx) Check the export's transcripts "
+                                               "against the run's on this manifest (default: the run's dev set)."),
+    strict: bool = typer.Option(False, "--strict", help="(onnx) Fail when int8 reads more than 1 point of CER worse "
+                                "than fp32 (default: say so and name model.onnx the deliverable)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty --out."),
+    quiet: bool = _QUIET,
 ):
-    """LoRA merged into the base, written as a Hugging Face *ForCTC folder + Wav2Vec2Processor (not for
-    --head weighted runs: no transformers class holds that head; use eval / transcribe on the run folder).
+    """A fine-tuned run, LoRA merged, as a Hugging Face *ForCTC folder (--format hf) or an ONNX model (--format onnx).
 
     \b
     Example:
       lowres export --model runs/sw-1h --out hf/sw-1h
-    then in Python:
-      Wav2Vec2ForCTC.from_pretrained("hf/sw-1h"), Wav2Vec2Processor.from_pretrained("hf/sw-1h")
-    """
-    from lowres.inference import export_run
+      lowres export --model runs/sw-1h --format onnx --int8 --out deploy/sw-1h
+      lowres transcribe --model deploy/sw-1h/model.int8.onnx interview.wav
 
-    path = export_run(model, out, overwrite=overwrite)
+    hf: load with Wav2Vec2ForCTC.from_pretrained and Wav2Vec2Processor.from_pretrained (not for --head weighted
+    or Whisper-encoder runs: no transformers class holds them). onnx: every kind of run; input x (N, samples),
+    output logits (N, frames, V), tokens.txt; the export checks its transcripts against the run's and writes
+    OUT/export_report.json (docs/export.md).
+    """
     from lowres.progress import say
 
-    say(_stdout(), f"exported to {path} (load with transformers' AutoModelForCTC and Wav2Vec2Processor)")
+    onnx_only = [flag for flag, given in (("--int8", int8), ("--check-manifest", check_manifest), ("--strict", strict))
+                 if given]
+    if format_ is ExportFormat.hf:
+        if onnx_only:
+            raise LowresError(f"{', '.join(onnx_only)} belong to --format onnx.")
+        from lowres.inference import export_run
+
+        path = export_run(model, out, overwrite=overwrite)
+        say(_stdout(), f"exported to {path} (load with transformers' AutoModelForCTC and Wav2Vec2Processor)")
+        return
+    from lowres.deploy import export_onnx
+
+    report = export_onnx(model, out, int8=int8, check_manifest=check_manifest, strict=strict, overwrite=overwrite,
+                         console=None if quiet else _stdout())
+    if quiet:
+        _stdout().print(f"exported {out}: deliverable {report['deliverable']}")
 
 
 # ---------------------------------------------------------------------------------------------------

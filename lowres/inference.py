@@ -58,7 +58,15 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
     if missing and (on_error is None or len(missing) == len(files)):
         raise LowresError(f"Audio file(s) not found: {', '.join(missing[:5])}. Check the paths.")
     device = resolve_device(device_name)
-    run = load_run(run_dir, device=device)
+    from lowres.deploy import is_onnx
+
+    if is_onnx(Path(run_dir)):  # an exported model: ONNX Runtime on the CPU
+        from lowres.deploy import load_onnx
+
+        run, device = load_onnx(Path(run_dir)), resolve_device("cpu")
+        options = dataclasses.replace(options, precision="fp32")
+    else:
+        run = load_run(run_dir, device=device)
     chunk_s = min(chunk_s, run.model.spec.max_seconds)  # Whisper reads 30 s at most: longer pieces are cut
     if options.precision is None:
         options = dataclasses.replace(options, precision=run.config.train.precision)

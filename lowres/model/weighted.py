@@ -70,8 +70,10 @@ class WeightedLayerCTC(nn.Module):
     def _upstream(self, waves: Tensor, lengths: Tensor) -> tuple[Tensor, Tensor]:
         feats, frames = front_end(self.backbone, self.spec, waves, lengths)
         x, pad = encoder_input(self.backbone, self.spec, feats, frames)
-        states = encoder_states(self.backbone, self.spec, x, pad, keep_all=True)
-        return torch.stack(states)[:, :, : int(frames.max())], frames
+        states = torch.stack(encoder_states(self.backbone, self.spec, x, pad, keep_all=True))
+        if torch.jit.is_tracing():  # the ONNX export traces one unpadded clip: its states end at its last frame, and
+            return states, frames  # int(frames.max()) would freeze the example's length into the graph
+        return states[:, :, : int(frames.max())], frames
 
     def forward(self, waves: Tensor, lengths: Tensor | None, generator: torch.Generator | None = None,
                 keys: list[int] | None = None) -> tuple[Tensor, Tensor]:

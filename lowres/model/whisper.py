@@ -62,6 +62,8 @@ class LogMel(nn.Module):
     def forward(self, waves: Tensor, lengths: Tensor, window: int | None = None) -> tuple[Tensor, Tensor]:
         """(B, T), lengths (B,) -> (B, n_mels, M), the clips' mel lengths (B,) (length // HOP)."""
         frames = torch.div(lengths, HOP, rounding_mode="floor")
+        if torch.jit.is_tracing():  # the ONNX export: one unpadded clip, no loop over clips and no complex STFT
+            return self._traced(waves, window), frames
         width = window // HOP if window else int(frames.max())
         out = []
         for wave, n in zip(waves, lengths.tolist(), strict=True):
@@ -75,6 +77,25 @@ class LogMel(nn.Module):
                 mel = torch.maximum(mel, mel.max() - LOG_FLOOR_DB)
             out.append(F.pad((mel + 4.0) / 4.0, (0, width - mel.shape[-1])))
         return torch.stack(out), frames
+
+    def _traced(self, waves: Tensor, window: int | None) -> Tensor:
+        """:meth:`forward` of one unpadded clip (1, T) with the STFT as a convolution by the windowed DFT's cosines
+        and sines (the TorchScript ONNX exporter has no complex numbers): the same frames as ``torch.stft``
+        (centred, reflection-padded), to float rounding."""
+        x = waves.float()
+        if window:
+            x = F.pad(x, (0, window - x.shape[1]))
+        x = F.pad(x[:, None], (N_FFT // 2, N_FFT // 2), mode="reflect")  # (1, 1, T + N_FFT)
+        k = torch.arange(N_FFT // 2 + 1, dtype=torch.float64)[:, None]
+        n = torch.arange(N_FFT, dtype=torch.float64)[None, :]
+        angle = 2 * torch.pi * k * n / N_FFT
+        w = self.window.double()
+        basis = torch.cat([torch.cos(angle) * w, -torch.sin(angle) * w]).float()[:, None]  # (2F, 1, N_FFT)
+        spec = F.conv1d(x, basis, stride=HOP)[..., :-1]  # (1, 2F, M): the last frame dropped, as forward does
+        real, imag = spec.chunk(2, dim=1)
+        mel = torch.clamp(self.filters @ (real * real + imag * imag), min=1e-10).log10()
+        mel = torch.maximum(mel, mel.max() - LOG_FLOOR_DB)
+        return (mel + 4.0) / 4.0
 
 
 class WhisperAttention(nn.Module):

@@ -1,0 +1,370 @@
+"""``lowres export --format onnx``: a fine-tuned run as an ONNX model that runs without PyTorch (ONNX Runtime,
+sherpa-onnx), checked against lowres's own transcripts before it is handed over; and the ONNX recogniser that
+``lowres transcribe --model deploy/x/model.onnx`` runs.
+
+Files in OUT (the folder layout is this module's):
+
+* ``model.onnx``: input ``x`` (N, samples) float32, 16 kHz mono in [-1, 1]; output ``logits`` (N, frames, V)
+  float32, 50 frames a second, blank = id 0. Batch and length are dynamic; one utterance per call is exact (a
+  padded batch is not: the graph has no lengths input, as sherpa-onnx's wav2vec 2.0 CTC models). Exported with
+  the TorchScript exporter (``dynamo=False``: the dynamo exporter fails on torchaudio's wav2vec 2.0 and ignores
+  ``dynamic_axes``), opset 17, from the model in eval mode (no Dropout node is left). **The waveform
+  normalisation lives in the graph**: a backbone that wants zero mean and unit variance per utterance (XLS-R,
+  LARGE models) normalises inside ``model.onnx``, so every runtime feeds raw samples. Whisper's log-mel is in
+  the graph too. LoRA is merged; ``--head weighted`` runs export their layer mix and BiLSTM downstream.
+* ``model.int8.onnx`` (``--int8``): the MatMul weights dynamically quantised to int8 (ONNX Runtime's
+  ``quantize_dynamic``, MatMul only, as sherpa-onnx does); convolutions stay float32.
+* ``tokens.txt``: ``token id`` per line, the blank as ``<blk>`` (sherpa-onnx); ``vocab.txt``: the same with
+  the Hugging Face names (``<pad>`` for the blank).
+* ``lowres_onnx.json``: what lowres needs to use it (the vocabulary's units, the text rules, the frame rate,
+  the longest input, the run and its weights' sha256).
+* ``export_report.json``: the parity gate's figures.
+
+The parity gate: greedy transcripts of the ONNX model(s) against ``lowres eval``'s greedy transcripts of the
+run on its dev set (or ``--check-manifest``): fp32 must give the same transcript for at least 99% of the
+utterances and a CER within 0.1 point, or the export fails; int8 must stay within 1 point of CER of fp32, or
+the export says so and names model.onnx the deliverable (``--strict``: fails).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from pathlib import Path
+
+from lowres import LowresError
+
+MODEL = "model.onnx"
+MODEL_INT8 = "model.int8.onnx"
+TOKENS = "tokens.txt"
+VOCAB_TXT = "vocab.txt"
+META = "lowres_onnx.json"
+REPORT = "export_report.json"
+OUTPUTS = (MODEL, MODEL_INT8, TOKENS, VOCAB_TXT, META, REPORT)
+OPSET = 17
+SAME_TRANSCRIPTS = 0.99  # the share of identical transcripts fp32 must reach
+FP32_CER_POINTS = 0.1  # fp32's CER within this many points of the run's
+INT8_CER_POINTS = 1.0  # int8's CER within this many points of fp32's
+
+
+def require_onnx_extra() -> None:
+    """A clear error when onnx and onnxruntime are not installed."""
+    from lowres.runtime import install_hint
+
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except Exception as exc:  # ImportError, or a broken binary wheel
+        raise LowresError(f"ONNX export and ONNX models need the onnx extra (onnx, onnxruntime): "
+                          f"{install_hint('onnx')} ({type(exc).__name__}: {exc})") from None
+
+
+def _logits_module(model):
+    """The recogniser as the graph computes it: samples (N, S) -> logits (N, T, V), every sample valid."""
+    import torch
+
+    class Logits(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x):
+            # the lengths as a computation on x, not torch.full(..., x.shape[1]): traced, that would freeze the
+            # example's length into the graph (the weighted head's BiLSTM reverses each sequence within it)
+            logits, _ = self.inner(x, torch.ones_like(x, dtype=torch.long).sum(dim=1))
+            return logits
+
+    return Logits(model).eval()
+
+
+def export_onnx(run_dir: Path, out: Path, *, int8: bool = False, check_manifest: Path | None = None,
+                strict: bool = False, overwrite: bool = False, console=None) -> dict:
+    """Write OUT's files (module docstring) and run the parity gate; returns the report. LowresError when fp32
+    fails the gate (or int8 does, with ``strict``): the files stay in OUT for a look, the report says why."""
+    import torch
+
+    from lowres.bases import load_run
+    from lowres.fsutil import atomic_write_json, claim_folder
+
+    require_onnx_extra()
+    run_dir, out = Path(run_dir), Path(out)
+
+    def clear(folder: Path) -> None:
+        for name in OUTPUTS:
+            (folder / name).unlink(missing_ok=True)
+
+    def claim(check_only: bool) -> str:
+        return claim_folder(out, what="exported model", overwrite=overwrite, clear=clear, check_only=check_only,
+                            hint="Choose a new folder, or pass --overwrite to write the export into it.")
+
+    claim(check_only=True)
+    run = load_run(run_dir, device="cpu", merge=True)
+    manifest = _check_manifest(run, check_manifest)
+    claim(check_only=False)
+    t0 = time.perf_counter()
+    wrapper = _logits_module(run.model)
+    example = torch.zeros(1, 16000)
+    import warnings
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's notes on traced branches and its deprecation
+        torch.onnx.export(wrapper, (example,), str(out / MODEL), input_names=["x"], output_names=["logits"],
+                          dynamic_axes={"x": {0: "N", 1: "samples"}, "logits": {0: "N", 1: "frames"}},
+                          opset_version=OPSET, dynamo=False, do_constant_folding=True)
+    meta = _metadata(run, run_dir)
+    _add_metadata(out / MODEL, meta)
+    if int8:
+        _quantise(out / MODEL, out / MODEL_INT8)
+        _add_metadata(out / MODEL_INT8, {**meta, "quantisation": "int8 MatMul (dynamic)"})
+    _write_tokens(out, run.vocab)
+    atomic_write_json(out / META, meta)
+    export_s = time.perf_counter() - t0
+    report = parity_gate(run, out, manifest, int8=int8, strict=strict)
+    report.update(export_seconds=round(export_s, 1),
+                  sizes_mb={p.name: round(p.stat().st_size / 2**20, 2) for p in (out / MODEL, out / MODEL_INT8)
+                            if p.is_file()})
+    atomic_write_json(out / REPORT, report)
+    if console is not None:
+        _print(report, out, console)
+    if report["failed"]:
+        raise LowresError(report["failed"])
+    return report
+
+
+def _check_manifest(run, given: Path | None) -> Path:
+    if given is not None:
+        if not Path(given).is_file():
+            raise LowresError(f"--check-manifest {given}: no such manifest file.")
+        return Path(given)
+    dev = run.record.extras.get("dev_manifest")
+    if dev and Path(dev).is_file():
+        return Path(dev)
+    raise LowresError(f"The run's dev manifest ({dev or 'not recorded'}) is not there to check the export against. "
+                      "Give a manifest of a few dozen utterances with --check-manifest.")
+
+
+def _metadata(run, run_dir: Path) -> dict:
+    from lowres import __version__
+    from lowres.runs import RUN_WEIGHTS
+
+    sha = hashlib.sha256((run_dir / RUN_WEIGHTS).read_bytes()).hexdigest()
+    spec = run.model.spec
+    return {"model_type": "ctc", "backbone": spec.family, "head": getattr(run.config.head, "kind", "ctc"),
+            "vocab_size": len(run.vocab), "blank_id": 0, "sample_rate": 16000, "frame_rate": 50,
+            "normalize": "in_graph" if spec.normalize_waveform else "none",
+            "max_seconds": spec.max_seconds if spec.max_seconds != float("inf") else 0,
+            "vocab_units": run.vocab.units, "text": run.record.text or {},
+            "lowres_version": __version__, "run": str(run_dir.resolve()), "run_weights_sha256": sha,
+            "input": "x: (N, samples) float32 16 kHz mono in [-1, 1], one utterance per call for exact results",
+            "output": "logits: (N, frames, vocab_size) float32; greedy: argmax, collapse repeats, drop blank (0)"}
+
+
+def _add_metadata(path: Path, meta: dict) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    onnx.save(model, str(path))
+
+
+def _quantise(src: Path, dst: Path) -> None:
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    logging.disable(logging.WARNING)  # its advice to run shape inference first: MatMul-only needs none
+    try:
+        quantize_dynamic(str(src), str(dst), op_types_to_quantize=["MatMul"], weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def _write_tokens(out: Path, vocab) -> None:
+    from lowres.fsutil import atomic_write_lines
+
+    tokens = list(vocab.tokens)
+    atomic_write_lines(out / TOKENS, (f"{'<blk>' if i == 0 else t} {i}" for i, t in enumerate(tokens)))
+    atomic_write_lines(out / VOCAB_TXT, (f"{'<pad>' if i == 0 else t} {i}" for i, t in enumerate(tokens)))
+
+
+# ---------------------------------------------------------------------------------------------------
+# running an exported model
+
+
+@dataclasses.dataclass
+class OnnxSpec:
+    """What lowres's decoding helpers read from ``model.spec``."""
+
+    max_seconds: float
+    conv_stack: tuple = ((400, 320),)
+    family: str = "onnx"
+
+
+class OnnxRecogniser:
+    """An ONNX Runtime session behind the interface lowres's decoding uses: ``model(waves (B, S), lengths (B,))``
+    -> ``(logits (B, T, V), frame lengths (B,))`` as torch tensors. Each utterance runs alone at its own length
+    (exact; the graph has no lengths input)."""
+
+    def __init__(self, path: Path, threads: int = 0):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise LowresError(f"{path}: ONNX Runtime cannot load it ({type(exc).__name__}: {exc}).") from None
+        props = self.session.get_modelmeta().custom_metadata_map
+        self.meta = {k: _maybe_json(v) for k, v in props.items()}
+        self.spec = OnnxSpec(max_seconds=float(self.meta.get("max_seconds") or 0) or float("inf"))
+        self.training = False
+
+    def eval(self):
+        return self
+
+    def train(self, mode: bool = True):
+        return self
+
+    def __call__(self, waves, lengths):
+        import numpy as np
+        import torch
+
+        outs = []
+        for wave, n in zip(waves.cpu().numpy(), lengths.cpu().tolist(), strict=True):
+            outs.append(self.session.run(["logits"], {"x": np.ascontiguousarray(wave[None, :n], dtype=np.float32)})[0][0])
+        frames = torch.tensor([o.shape[0] for o in outs])
+        logits = torch.zeros(len(outs), int(frames.max()) if len(outs) else 0, outs[0].shape[1] if outs else 0)
+        for i, o in enumerate(outs):
+            logits[i, : o.shape[0]] = torch.from_numpy(o)
+        return logits, frames
+
+
+def _maybe_json(value: str):
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+@dataclasses.dataclass
+class LoadedOnnx:
+    """An exported model as ``transcribe`` uses a run: ``model``, ``vocab``, and the precision to decode at."""
+
+    model: OnnxRecogniser
+    vocab: object
+    precision: str = "fp32"
+
+
+def is_onnx(path: Path) -> bool:
+    """An ``.onnx`` file, or a folder written by ``export --format onnx``."""
+    path = Path(path)
+    return path.suffix == ".onnx" or (path.is_dir() and (path / MODEL).is_file() and (path / META).is_file())
+
+
+def load_onnx(path: Path, threads: int = 0) -> LoadedOnnx:
+    """The ONNX model at ``path`` (a file; a folder means its model.onnx) with the vocabulary of its metadata
+    (tokens.txt beside it, else the graph's own)."""
+    from lowres.data.vocab import SPECIALS, Vocab
+
+    require_onnx_extra()
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL
+    if not path.is_file():
+        raise LowresError(f"{path}: no such ONNX model.")
+    model = OnnxRecogniser(path, threads)
+    tokens_file = path.parent / TOKENS
+    if not tokens_file.is_file():
+        raise LowresError(f"{path}: no {TOKENS} beside it; it holds the vocabulary. Export again with `lowres export "
+                          "--format onnx`, or copy the export folder whole.")
+    tokens = [line.rsplit(" ", 1)[0] for line in tokens_file.read_text(encoding="utf-8").splitlines() if line]
+    if tokens[: len(SPECIALS)] != ["<blk>", *SPECIALS[1:]]:
+        raise LowresError(f"{tokens_file}: not a tokens.txt written by lowres (its first tokens are {tokens[:3]}).")
+    vocab = Vocab(tuple(tokens[len(SPECIALS):]), units=model.meta.get("vocab_units", "grapheme"))
+    if model.meta.get("vocab_size") not in (None, len(vocab)):
+        raise LowresError(f"{tokens_file} has {len(vocab)} tokens and {path.name} outputs {model.meta['vocab_size']}: "
+                          "they come from different exports.")
+    return LoadedOnnx(model, vocab)
+
+
+# ---------------------------------------------------------------------------------------------------
+# the parity gate
+
+
+def parity_gate(run, out: Path, manifest: Path, *, int8: bool, strict: bool) -> dict:
+    """Greedy transcripts of the run (torch) and of each exported model on ``manifest``, compared (module
+    docstring); ``report["failed"]`` is the error message, or empty."""
+    import jiwer
+    import torch
+
+    from lowres.config import DecodeOptions
+    from lowres.data.manifest import read_manifest
+    from lowres.decode import decode_utterances
+
+    utts = list(read_manifest(manifest, require_text=True))
+    if not utts:
+        raise LowresError(f"{manifest}: no utterances to check the export on.")
+    options = DecodeOptions(workers=0, precision="fp32", batch_seconds=60)
+    refs = [u.text for u in utts]
+
+    def transcripts(model) -> tuple[list[str], float]:
+        hyps = [""] * len(utts)
+        t0 = time.perf_counter()
+        for i, hyp, err in decode_utterances(model, utts, run.vocab, torch.device("cpu"), options=options):
+            if hyp is None:
+                raise LowresError(f"{manifest}: {err}")
+            hyps[i] = hyp
+        return hyps, time.perf_counter() - t0
+
+    def cer(hyps: list[str]) -> float:
+        return 100 * jiwer.cer(refs, [h or " " for h in hyps])
+
+    audio_s = sum(u.duration for u in utts)
+    torch_hyps, torch_s = transcripts(run.model)
+    report = {"manifest": str(manifest), "utterances": len(utts), "audio_seconds": round(audio_s, 1),
+              "torch": {"cer": round(cer(torch_hyps), 3), "rtf": round(torch_s / audio_s, 4)}, "failed": ""}
+    fp32_hyps, fp32_s = transcripts(OnnxRecogniser(out / MODEL))
+    same = sum(a == b for a, b in zip(torch_hyps, fp32_hyps, strict=True)) / len(utts)
+    report["fp32"] = {"cer": round(cer(fp32_hyps), 3), "same_transcripts": round(same, 4),
+                      "rtf": round(fp32_s / audio_s, 4)}
+    if same < SAME_TRANSCRIPTS or abs(report["fp32"]["cer"] - report["torch"]["cer"]) > FP32_CER_POINTS:
+        report["failed"] = (f"The exported {MODEL} does not transcribe like the run: {100 * same:.1f}% of {len(utts)} "
+                            f"utterances the same (at least {100 * SAME_TRANSCRIPTS:g}% needed), CER "
+                            f"{report['fp32']['cer']:.2f}% against {report['torch']['cer']:.2f}%. This is a lowres "
+                            f"bug: please report it with {out / REPORT}.")
+    report["deliverable"] = MODEL
+    if int8:
+        int8_hyps, int8_s = transcripts(OnnxRecogniser(out / MODEL_INT8))
+        report["int8"] = {"cer": round(cer(int8_hyps), 3), "rtf": round(int8_s / audio_s, 4),
+                          "same_transcripts": round(sum(a == b for a, b in zip(fp32_hyps, int8_hyps, strict=True))
+                                                    / len(utts), 4)}
+        worse = report["int8"]["cer"] - report["fp32"]["cer"]
+        if worse > INT8_CER_POINTS:
+            report["int8_warning"] = (f"{MODEL_INT8} reads worse than {MODEL}: CER {report['int8']['cer']:.2f}% against "
+                                      f"{report['fp32']['cer']:.2f}% (more than {INT8_CER_POINTS:g} point), so "
+                                      f"{MODEL} is the one to deploy.")
+            if strict and not report["failed"]:
+                report["failed"] = report["int8_warning"] + " (--strict)"
+        else:
+            report["deliverable"] = MODEL_INT8
+    return report
+
+
+def _print(report: dict, out: Path, console) -> None:
+    from lowres.progress import say
+
+    console.print(f"checked on {report['utterances']} utterances of {report['manifest']}: CER torch "
+                  f"{report['torch']['cer']:.2f}%, ONNX fp32 {report['fp32']['cer']:.2f}% "
+                  f"({100 * report['fp32']['same_transcripts']:.1f}% the same transcripts)"
+                  + (f", int8 {report['int8']['cer']:.2f}%" if "int8" in report else ""))
+    if "int8_warning" in report:
+        say(console, ("warning:", "yellow"), f" {report['int8_warning']}")
+    if not report["failed"]:
+        console.print(f"wrote {out}: deploy {out / report['deliverable']} with {out / TOKENS}")

@@ -1,0 +1,135 @@
+"""lowres export --format onnx and transcribe through ONNX Runtime: every kind of run exports and passes the parity
+gate on tiny models; a broken graph fails it; int8's verdict; tokens.txt and the graph's metadata; the message
+when the onnx extra is missing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import factory
+import pytest
+from factory import FAST, invoke
+
+pytest.importorskip("onnxruntime")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """A tone corpus and a short run of each kind: LoRA (merged at export), no LoRA, the weighted head, and the
+    Whisper encoder with LoRA."""
+    root = tmp_path_factory.mktemp("deploy")
+    factory.tone_table(root / "c.csv", n=16)
+    res = invoke("prepare", root / "c.csv", "--out", root / "prep", "-q", "--dev-fraction", 0.25,
+                 "--test-fraction", 0)
+    assert res.exit_code == 0, res.output
+    hf = factory.hf_base(root / "hf")
+    common = ["--data", root / "prep", "--split", "full", "--eval-every", 0, "--lr", 3e-3, *FAST]
+    kinds = {"lora": ["--base", hf, "--max-steps", 12],
+             "nolora": ["--base", "tiny", "--no-lora", "--max-steps", 12],
+             "weighted": ["--base", hf, "--head", "weighted", "--set", "head.lstm_hidden=16", "--max-steps", 6],
+             "whisper": ["--base", factory.tiny_whisper(root / "whisper-hf"), "--max-steps", 3]}
+    out = {}
+    for name, args in kinds.items():
+        res = invoke("finetune", *common, *args, "--out", root / name)
+        assert res.exit_code == 0, res.output
+        out[name] = root / name
+    out["dev"] = root / "prep" / "manifests" / "dev.jsonl"
+    return out
+
+
+@pytest.mark.parametrize("kind", ["lora", "nolora", "weighted", "whisper"])
+def test_every_kind_of_run_exports_and_transcribes_as_the_run_does(runs, kind, tmp_path):
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    import soundfile as sf
+
+    out = tmp_path / "deploy"
+    res = invoke("export", "--model", runs[kind], "--format", "onnx", "--int8", "--out", out)
+    assert res.exit_code == 0, res.output
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["failed"] == "" and report["fp32"]["same_transcripts"] >= 0.99
+    assert abs(report["fp32"]["cer"] - report["torch"]["cer"]) <= 0.1
+    assert "int8" in report and report["deliverable"] in ("model.onnx", "model.int8.onnx")
+    graph = onnx.load(str(out / "model.onnx"))
+    meta = {p.key: p.value for p in graph.metadata_props}
+    vocab = json.loads((runs[kind] / "vocab.json").read_text())
+    assert int(meta["vocab_size"]) == len(vocab) and meta["sample_rate"] == "16000" and meta["model_type"] == "ctc"
+    assert meta["normalize"] in ("in_graph", "none") and meta["lowres_version"] and len(meta["run_weights_sha256"]) == 64
+    assert not [n for n in graph.graph.node if n.op_type == "Dropout"]  # exported in eval mode
+    tokens = (out / "tokens.txt").read_text().splitlines()
+    assert tokens[0] == "<blk> 0" and len(tokens) == len(vocab) and tokens[2] == "| 2"
+    # onnxruntime and numpy alone: dynamic length, one utterance per call
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    for seconds in (0.7, 2.3):
+        x = np.random.default_rng(0).standard_normal((1, int(16000 * seconds))).astype(np.float32) * 0.1
+        (logits,) = session.run(["logits"], {"x": x})
+        assert logits.shape[0] == 1 and logits.shape[2] == len(vocab) and abs(logits.shape[1] - 50 * seconds) <= 2
+    # lowres transcribe through ONNX Runtime gives the run's own transcripts
+    clips = [json.loads(line) for line in runs["dev"].read_text().splitlines()][:3]
+    files = [str((runs["dev"].parent / c["audio_filepath"]).resolve()) for c in clips]
+    assert all(sf.info(f).duration > 0 for f in files)
+    by_run = invoke("transcribe", "--model", runs[kind], *files)
+    by_onnx = invoke("transcribe", "--model", out / "model.onnx", *files)
+    assert by_run.exit_code == by_onnx.exit_code == 0, by_onnx.output
+    assert by_onnx.output == by_run.output
+
+
+def test_a_graph_that_reads_differently_fails_the_gate(runs, tmp_path, monkeypatch):
+    import lowres.deploy
+
+    real = lowres.deploy._logits_module
+
+    def broken(model):
+        import torch
+
+        inner = real(model)
+
+        class Shifted(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = inner
+
+            def forward(self, x):
+                return torch.roll(self.inner(x), 3, dims=-1)  # every unit read as another (blank as a letter)
+
+        return Shifted().eval()
+
+    monkeypatch.setattr(lowres.deploy, "_logits_module", broken)
+    res = invoke("export", "--model", runs["nolora"], "--format", "onnx", "--out", tmp_path / "bad")
+    assert res.exit_code == 2 and "does not transcribe like the run" in res.output and "Traceback" not in res.output
+    report = json.loads((tmp_path / "bad" / "export_report.json").read_text())
+    assert report["failed"] and report["fp32"]["same_transcripts"] < 0.99
+
+
+def test_an_int8_model_that_reads_worse_is_not_the_deliverable_and_strict_refuses_it(runs, tmp_path, monkeypatch):
+    import lowres.deploy
+
+    monkeypatch.setattr(lowres.deploy, "INT8_CER_POINTS", -1.0)  # any int8 model is "worse" now
+    res = invoke("export", "--model", runs["nolora"], "--format", "onnx", "--int8", "--out", tmp_path / "a")
+    assert res.exit_code == 0, res.output
+    report = json.loads((tmp_path / "a" / "export_report.json").read_text())
+    assert report["deliverable"] == "model.onnx" and "int8_warning" in report and "warning" in res.output
+    res = invoke("export", "--model", runs["nolora"], "--format", "onnx", "--int8", "--strict", "--out", tmp_path / "b")
+    assert res.exit_code == 2 and "--strict" in res.output
+
+
+def test_mistakes_and_a_missing_extra_get_a_message(runs, tmp_path, monkeypatch):
+    res = invoke("export", "--model", runs["nolora"], "--int8", "--out", tmp_path / "hf")
+    assert res.exit_code == 2 and "--format onnx" in res.output
+    res = invoke("export", "--model", runs["nolora"], "--format", "onnx", "--check-manifest", tmp_path / "none.jsonl",
+                 "--out", tmp_path / "x")
+    assert res.exit_code == 2 and "none.jsonl" in res.output and not (tmp_path / "x").exists()
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_onnxruntime(name, *args, **kwargs):
+        if name.startswith("onnxruntime"):
+            raise ImportError("No module named 'onnxruntime'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnxruntime)
+    res = invoke("export", "--model", runs["nolora"], "--format", "onnx", "--out", tmp_path / "y")
+    assert res.exit_code == 2 and "onnx extra" in res.output and "Traceback" not in res.output
