@@ -14,8 +14,9 @@ Files in OUT (the folder layout is this module's):
   the graph too. LoRA is merged; ``--head weighted`` runs export their layer mix and BiLSTM downstream.
 * ``model.int8.onnx`` (``--int8``): the MatMul weights dynamically quantised to int8 (ONNX Runtime's
   ``quantize_dynamic``, MatMul only, as sherpa-onnx does); convolutions stay float32.
-* ``tokens.txt``: ``token id`` per line, the blank as ``<blk>`` (sherpa-onnx); ``vocab.txt``: the same with
-  the Hugging Face names (``<pad>`` for the blank).
+* ``tokens.txt``: ``token id`` per line, the blank as ``<blk>`` and the word boundary as ``▁`` (sherpa-onnx:
+  ``sherpa_onnx.OfflineRecognizer.from_omnilingual_asr_ctc`` reads the export as it is); ``vocab.txt``: the same
+  with the Hugging Face names (``<pad>`` for the blank, ``|`` between words).
 * ``lowres_onnx.json``: what lowres needs to use it (the vocabulary's units, the text rules, the frame rate,
   the longest input, the run and its weights' sha256).
 * ``export_report.json``: the parity gate's figures.
@@ -44,6 +45,7 @@ META = "lowres_onnx.json"
 REPORT = "export_report.json"
 OUTPUTS = (MODEL, MODEL_INT8, TOKENS, VOCAB_TXT, META, REPORT)
 OPSET = 17
+SHERPA_SPACE = "\u2581"  # tokens.txt's word boundary: sherpa-onnx prints it as a space (lowres's "|")
 SAME_TRANSCRIPTS = 0.99  # the share of identical transcripts fp32 must reach
 FP32_CER_POINTS = 0.1  # fp32's CER within this many points of the run's
 INT8_CER_POINTS = 1.0  # int8's CER within this many points of fp32's
@@ -185,11 +187,13 @@ def _quantise(src: Path, dst: Path) -> None:
 
 
 def _write_tokens(out: Path, vocab) -> None:
+    from lowres.data.vocab import BLANK_ID, WORD_DELIMITER_ID
     from lowres.fsutil import atomic_write_lines
 
     tokens = list(vocab.tokens)
-    atomic_write_lines(out / TOKENS, (f"{'<blk>' if i == 0 else t} {i}" for i, t in enumerate(tokens)))
-    atomic_write_lines(out / VOCAB_TXT, (f"{'<pad>' if i == 0 else t} {i}" for i, t in enumerate(tokens)))
+    sherpa = {BLANK_ID: "<blk>", WORD_DELIMITER_ID: SHERPA_SPACE}
+    atomic_write_lines(out / TOKENS, (f"{sherpa.get(i, t)} {i}" for i, t in enumerate(tokens)))
+    atomic_write_lines(out / VOCAB_TXT, (f"{'<pad>' if i == BLANK_ID else t} {i}" for i, t in enumerate(tokens)))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -214,8 +218,12 @@ class OnnxRecogniser:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        if not threads:  # as many as torch uses (OMP_NUM_THREADS where set), so both runtimes get the same
+            import torch
+
+            threads = torch.get_num_threads()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
         options.log_severity_level = 3
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -285,7 +293,7 @@ def load_onnx(path: Path, threads: int = 0) -> LoadedOnnx:
         raise LowresError(f"{path}: no {TOKENS} beside it; it holds the vocabulary. Export again with `lowres export "
                           "--format onnx`, or copy the export folder whole.")
     tokens = [line.rsplit(" ", 1)[0] for line in tokens_file.read_text(encoding="utf-8").splitlines() if line]
-    if tokens[: len(SPECIALS)] != ["<blk>", *SPECIALS[1:]]:
+    if tokens[: len(SPECIALS)] != ["<blk>", SPECIALS[1], SHERPA_SPACE]:
         raise LowresError(f"{tokens_file}: not a tokens.txt written by lowres (its first tokens are {tokens[:3]}).")
     vocab = Vocab(tuple(tokens[len(SPECIALS):]), units=model.meta.get("vocab_units", "grapheme"))
     if model.meta.get("vocab_size") not in (None, len(vocab)):
