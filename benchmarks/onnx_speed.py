@@ -83,7 +83,8 @@ def main() -> None:
     base = bench / "base-run"
     if not (base / "summary.json").is_file():
         lowres("finetune", "--data", prepared, "--split", "10min", "--base", "base-scratch", "--max-steps", 1,
-               "--eval-every", 0, "--out", base, "--overwrite", "-q", log=log)
+               "--eval-every", 0, "--set", "train.batch_seconds=20", "--set", "train.accumulate=1", "--out", base,
+               "--overwrite", "-q", log=log)
     runs = {"tiny-ssl": (teacher, prepared / "manifests" / "test.jsonl"),
             "base": (base, prepared / "manifests" / "test.jsonl")}
     if args.whisper_run is not None:
