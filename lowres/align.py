@@ -114,7 +114,7 @@ def run_align(model_dir: Path, pairs: list[Pair], out: Path, cfg: AlignConfig = 
     returns the report. A pair that cannot be aligned is a reject, and the others go on; nothing kept at all
     is an error."""
     from lowres.bases import load_run
-    from lowres.fsutil import atomic_write_json, atomic_write_lines, claim_folder
+    from lowres.fsutil import atomic_write_json, atomic_write_lines, claim_folder, remove_outputs
     from lowres.progress import progress_bar
     from lowres.runtime import resolve_device
 
@@ -125,12 +125,9 @@ def run_align(model_dir: Path, pairs: list[Pair], out: Path, cfg: AlignConfig = 
                           "`lowres align` of the same recordings.")
     out = Path(out)
 
-    def clear(folder: Path) -> None:
-        for name in OUTPUTS:
-            (folder / name).unlink(missing_ok=True)
-
     def claim(check_only: bool) -> str:
-        return claim_folder(out, what="aligned segments", overwrite=overwrite, clear=clear, check_only=check_only,
+        return claim_folder(out, what="aligned segments", overwrite=overwrite, clear=remove_outputs(*OUTPUTS),
+                            check_only=check_only,
                             hint="Pass --overwrite to align into it again, or choose another --out.")
 
     claim(check_only=True)

@@ -88,17 +88,14 @@ def export_onnx(run_dir: Path, out: Path, *, int8: bool = False, check_manifest:
     import torch
 
     from lowres.bases import load_run
-    from lowres.fsutil import atomic_write_json, claim_folder
+    from lowres.fsutil import atomic_write_json, claim_folder, remove_outputs
 
     require_onnx_extra()
     run_dir, out = Path(run_dir), Path(out)
 
-    def clear(folder: Path) -> None:
-        for name in OUTPUTS:
-            (folder / name).unlink(missing_ok=True)
-
     def claim(check_only: bool) -> str:
-        return claim_folder(out, what="exported model", overwrite=overwrite, clear=clear, check_only=check_only,
+        return claim_folder(out, what="exported model", overwrite=overwrite, clear=remove_outputs(*OUTPUTS),
+                            check_only=check_only,
                             hint="Choose a new folder, or pass --overwrite to write the export into it.")
 
     claim(check_only=True)

@@ -121,6 +121,20 @@ def _claim(out: Path, *, what, overwrite, hint, is_ours, not_ours, clear, resume
     return mode
 
 
+def remove_outputs(*names: str) -> Callable[[Path], None]:
+    """A ``clear`` for :func:`claim_folder` that removes only these files and folders of a command's output
+    folder (``--overwrite`` replaces the command's outputs and leaves the rest alone)."""
+    def clear(folder: Path) -> None:
+        for name in names:
+            target = Path(folder) / name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            else:
+                target.unlink(missing_ok=True)
+
+    return clear
+
+
 def empty_folder(folder: Path) -> None:
     """Remove everything inside ``folder`` (not following links), keeping the folder itself."""
     for child in list(folder.iterdir()):

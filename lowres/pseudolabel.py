@@ -63,7 +63,7 @@ def run_pseudolabel(model_dir: Path, unlabeled: Path, out: Path, cfg: PseudoLabe
     from lowres.data.pseudo import PSEUDO_MANIFEST
     from lowres.data.unlabeled import check_unlabeled_source, unlabeled_manifest
     from lowres.decode import BeamSearch
-    from lowres.fsutil import claim_folder
+    from lowres.fsutil import claim_folder, remove_outputs
     from lowres.runtime import resolve_device
 
     options = options if options is not None else DecodeOptions()
@@ -71,15 +71,7 @@ def run_pseudolabel(model_dir: Path, unlabeled: Path, out: Path, cfg: PseudoLabe
     check_unlabeled_source(Path(unlabeled))
     model_dir, out = Path(model_dir), Path(out)
 
-    def clear(folder: Path) -> None:
-        import shutil
-
-        for name in (*OUTPUTS, PSEUDO_MANIFEST):
-            target = folder / name
-            if target.is_dir():
-                shutil.rmtree(target)
-            else:
-                target.unlink(missing_ok=True)
+    clear = remove_outputs(*OUTPUTS, PSEUDO_MANIFEST)
 
     def claim(check_only: bool) -> str:
         return claim_folder(out, what="pseudo-labels", overwrite=overwrite, resume=resume, clear=clear,

@@ -518,3 +518,14 @@ def test_every_command_refuses_a_read_only_mount_before_anything_else(tmp_path, 
     for extra in ([], ["--overwrite"]):
         _refused(invoke(*lines[command](out), *extra), out, "(the file system is mounted read-only)")
         assert listing(out) == {"old.txt": "mine"}
+
+
+def test_remove_outputs_removes_only_the_named_files_and_folders(tmp_path):
+    from lowres.fsutil import remove_outputs
+
+    (tmp_path / "out.jsonl").write_text("x")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.wav").write_text("x")
+    (tmp_path / "mine.txt").write_text("keep")
+    remove_outputs("out.jsonl", "data", "absent.json")(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]
