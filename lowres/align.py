@@ -197,7 +197,11 @@ def _align_pair(run, pair: Pair, cfg: AlignConfig, window_s: float, options, dev
         return refuse("no_text", str(exc))
     if not lines:
         return refuse("no_text", f"{pair.text}: no text in it")
-    return _align_lines(run, pair, info, lines, cfg, window_s, options, device, progress, res)
+    try:
+        return _align_lines(run, pair, info, lines, cfg, window_s, options, device, progress, res)
+    except LowresError as exc:  # a recording that stops decoding part-way: this pair is a reject, the others go on
+        res.segments.clear()
+        return refuse("bad_audio", str(exc))
 
 
 def _align_lines(run, pair: Pair, info, lines, cfg: AlignConfig, window_s: float, options, device, progress,
