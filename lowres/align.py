@@ -207,7 +207,7 @@ def _align_pair(run, pair: Pair, cfg: AlignConfig, window_s: float, options, dev
 def _align_lines(run, pair: Pair, info, lines, cfg: AlignConfig, window_s: float, options, device, progress,
                  res: FileResult) -> FileResult:
     from lowres.audiotime import FRAME_S, SAMPLE_RATE
-    from lowres.ctc_align import file_emissions, frames_needed, place_lines
+    from lowres.ctc_align import file_emissions, frames_for_lines, place_lines
     from lowres.data.text import normalize
     from lowres.evaluate import text_config_of
 
@@ -224,7 +224,7 @@ def _align_lines(run, pair: Pair, info, lines, cfg: AlignConfig, window_s: float
                                context_s=cfg.context_s, options=options, progress=progress, label=pair.name)
     t1 = time.perf_counter()
     units = sum(len(i) for i in ids)
-    need = frames_needed([u for i in ids if i for u in (*i, -1)])
+    need = frames_for_lines(ids)
     report = res.report
     report.update(lines=len(lines), empty_lines=sum(1 for i in ids if not i), characters=units,
                   outside_vocabulary=dict(outside.most_common()), frames=int(log_probs.shape[0]))
@@ -243,8 +243,8 @@ def _align_lines(run, pair: Pair, info, lines, cfg: AlignConfig, window_s: float
         runs = _low_runs(active, placed, cfg.min_score)
         if not runs or passes >= cfg.passes:
             break
-        for run in runs:
-            for k in _lines_not_in_audio(log_probs, ids, active, placed, run, cfg):
+        for low_run in runs:
+            for k in _lines_not_in_audio(log_probs, ids, active, placed, low_run, cfg):
                 low[k] = placed[k].score
         active = [k for k in active if k not in low]
         if not active:

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lowres import LowresError
-from lowres.data.vocab import BLANK_ID, UNK_ID
+from lowres.data.vocab import BLANK_ID, UNK_ID, ctc_frames_needed
 
 # ---------------------------------------------------------------------------------------------------
 # emissions in windows
@@ -121,11 +121,6 @@ def file_emissions(model, path, num_samples: int, device, *, window_s: float, co
 # Viterbi
 
 
-def frames_needed(targets: Sequence[int]) -> int:
-    """Fewest frames a CTC path of ``targets`` needs: one per unit, plus a blank between two equal ones."""
-    return len(targets) + sum(1 for a, b in zip(targets, targets[1:], strict=False) if a == b)
-
-
 def viterbi(log_probs, targets: Sequence[int], *, direct_mb: float = 256.0):
     """The best CTC path of ``targets`` (ids, no blank) through ``log_probs`` (T, V'): per frame the unit id on
     the path (blank included), a (T,) int64 tensor. torchaudio's ``forced_align`` when its T x S back-pointer
@@ -134,8 +129,9 @@ def viterbi(log_probs, targets: Sequence[int], *, direct_mb: float = 256.0):
     import torch
 
     T = log_probs.shape[0]
-    if frames_needed(targets) > T:
-        raise ValueError(f"{len(targets)} units need {frames_needed(targets)} frames, the audio has {T}")
+    need = ctc_frames_needed(targets)
+    if need > T:
+        raise ValueError(f"{len(targets)} units need {need} frames, the audio has {T}")
     S = 2 * len(targets) + 1
     if T * S / 2**20 <= direct_mb:
         from torchaudio.functional import forced_align
@@ -232,18 +228,8 @@ def place_lines(log_probs, lines: Sequence[Sequence[int]], *, direct_mb: float =
     import torch
 
     T, V = log_probs.shape
-    star = V
     lp = torch.cat([log_probs.float(), torch.full((T, 1), star_score)], dim=1)
-    targets: list[int] = [star]
-    spans: list[tuple[int, int] | None] = []  # each line's first and last index in targets
-    for line in lines:
-        ids = [star if i == UNK_ID else int(i) for i in line]
-        if not ids:
-            spans.append(None)
-            continue
-        spans.append((len(targets), len(targets) + len(ids) - 1))
-        targets.extend(ids)
-        targets.append(star)
+    targets, spans = line_targets(lines, star=V)
     path = viterbi(lp, targets, direct_mb=direct_mb)
     # which target each frame emits: a new unit starts where the path leaves a blank or changes unit
     token_of_frame = _target_index(path.tolist(), targets)
@@ -262,6 +248,27 @@ def place_lines(log_probs, lines: Sequence[Sequence[int]], *, direct_mb: float =
         a, b = first_frame[span[0]], last_frame[span[1]] + 1
         out.append(Placement(a, b, float(lp[torch.arange(a, b), path[a:b]].mean())))
     return out
+
+
+def line_targets(lines: Sequence[Sequence[int]], star: int) -> tuple[list[int], list[tuple[int, int] | None]]:
+    """The target sequence :func:`place_lines` aligns: ``star``, then each non-empty line (``<unk>`` as ``star``)
+    followed by ``star``; and each line's first and last index in it (None for an empty line)."""
+    targets: list[int] = [star]
+    spans: list[tuple[int, int] | None] = []
+    for line in lines:
+        ids = [star if i == UNK_ID else int(i) for i in line]
+        if not ids:
+            spans.append(None)
+            continue
+        spans.append((len(targets), len(targets) + len(ids) - 1))
+        targets.extend(ids)
+        targets.append(star)
+    return targets, spans
+
+
+def frames_for_lines(lines: Sequence[Sequence[int]]) -> int:
+    """Fewest frames :func:`place_lines` needs for ``lines``: too few, and the text cannot be in the audio."""
+    return ctc_frames_needed(line_targets(lines, star=-1)[0])
 
 
 def _target_index(path: list[int], targets: list[int]) -> list[int]:

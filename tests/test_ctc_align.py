@@ -12,13 +12,12 @@ from torchaudio.functional import forced_align
 from lowres.ctc_align import (
     _checkpointed_viterbi,
     file_emissions,
-    frames_needed,
     place_lines,
     stitch,
     viterbi,
     window_plan,
 )
-from lowres.data.vocab import UNK_ID
+from lowres.data.vocab import UNK_ID, ctc_frames_needed
 
 V = 8  # blank 0, <unk> 1, | 2, letters 3..7
 
@@ -108,7 +107,7 @@ def test_checkpointed_viterbi_finds_a_path_as_good_as_torchaudios(seed):
     score = lp.gather(1, mine[:, None]).sum()
     assert float(score) == pytest.approx(float(lp.gather(1, ref[0].long()[:, None]).sum()), abs=1e-3)
     collapsed = torch.unique_consecutive(mine)
-    assert collapsed[collapsed != 0].tolist() != [] and frames_needed(targets) <= T
+    assert collapsed[collapsed != 0].tolist() != [] and ctc_frames_needed(targets) <= T
     assert _spelled(mine) == targets  # it spells the targets
     # the dispatcher takes torchaudio's table when it is small, the checkpointed one when not: same score
     assert float(lp.gather(1, viterbi(lp, targets, direct_mb=1e-9)[:, None]).sum()) == pytest.approx(float(score),
@@ -125,7 +124,7 @@ def _spelled(path) -> list[int]:
 
 
 def test_viterbi_refuses_targets_that_need_more_frames_than_there_are():
-    assert frames_needed([3, 3, 4]) == 4
+    assert ctc_frames_needed([3, 3, 4]) == 4
     with pytest.raises(ValueError):
         viterbi(torch.zeros(3, V).log_softmax(-1), [3, 3, 4])
 
