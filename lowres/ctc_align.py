@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from lowres import LowresError
+from lowres.audiotime import FRAME_SAMPLES, SAMPLE_RATE
 from lowres.data.vocab import BLANK_ID, UNK_ID, ctc_frames_needed
 
 # ---------------------------------------------------------------------------------------------------
@@ -48,8 +49,8 @@ class Window:
     keep_end: int
 
 
-def window_plan(num_samples: int, window_s: float, context_s: float, frame_samples: int = 320,
-                sample_rate: int = 16_000) -> list[Window]:
+def window_plan(num_samples: int, window_s: float, context_s: float, frame_samples: int = FRAME_SAMPLES,
+                sample_rate: int = SAMPLE_RATE) -> list[Window]:
     """The windows that cover a file of ``num_samples``: each reads at most ``window_s`` seconds and keeps the
     frames that have ``context_s`` seconds of its audio on both sides (or the file's start or end);
     consecutive windows' kept frames touch. Window starts are whole frames, so a window's frame i is file
@@ -70,7 +71,7 @@ def window_plan(num_samples: int, window_s: float, context_s: float, frame_sampl
     return out
 
 
-def stitch(windows: Sequence[Window], outputs: Sequence, frame_samples: int = 320):
+def stitch(windows: Sequence[Window], outputs: Sequence, frame_samples: int = FRAME_SAMPLES):
     """The file's (T, V) frames from each window's (T_w, V) output, in ``windows`` order: the kept frames of each.
     A window whose output is a frame or two short of its kept range (the conv stack's last frame needs a whole
     receptive field) repeats its last frame."""
@@ -93,7 +94,6 @@ def file_emissions(model, path, num_samples: int, device, *, window_s: float, co
                    progress=None, label: str = ""):
     """Log-probabilities (T, V) float32 CPU of a whole audio file, computed window by window (see the module
     docstring). ``options``: a :class:`lowres.config.DecodeOptions` (batch seconds, precision)."""
-    from lowres.audiotime import FRAME_SAMPLES, SAMPLE_RATE
     from lowres.data.manifest import Utterance
     from lowres.decode import forward_batches
 

@@ -36,6 +36,7 @@ import time
 from pathlib import Path
 
 from lowres import LowresError
+from lowres.audiotime import FRAME_RATE, SAMPLE_RATE
 
 MODEL = "model.onnx"
 MODEL_INT8 = "model.int8.onnx"
@@ -104,7 +105,7 @@ def export_onnx(run_dir: Path, out: Path, *, int8: bool = False, check_manifest:
     claim(check_only=False)
     t0 = time.perf_counter()
     wrapper = _logits_module(run.model)
-    example = torch.zeros(1, 16000)
+    example = torch.zeros(1, SAMPLE_RATE)  # a second of silence: batch and length are dynamic in the graph
     import warnings
 
     with warnings.catch_warnings(), torch.no_grad():
@@ -146,12 +147,13 @@ def _check_manifest(run, given: Path | None) -> Path:
 
 def _metadata(run, run_dir: Path) -> dict:
     from lowres import __version__
+    from lowres.data.vocab import BLANK_ID
     from lowres.runs import RUN_WEIGHTS
 
     sha = hashlib.sha256((run_dir / RUN_WEIGHTS).read_bytes()).hexdigest()
     spec = run.model.spec
     return {"model_type": "ctc", "backbone": spec.family, "head": getattr(run.config.head, "kind", "ctc"),
-            "vocab_size": len(run.vocab), "blank_id": 0, "sample_rate": 16000, "frame_rate": 50,
+            "vocab_size": len(run.vocab), "blank_id": BLANK_ID, "sample_rate": SAMPLE_RATE, "frame_rate": FRAME_RATE,
             "normalize": "in_graph" if spec.normalize_waveform else "none",
             "max_seconds": spec.max_seconds if spec.max_seconds != float("inf") else 0,
             "vocab_units": run.vocab.units, "text": run.record.text or {},
@@ -260,11 +262,10 @@ def _maybe_json(value: str):
 
 @dataclasses.dataclass
 class LoadedOnnx:
-    """An exported model as ``transcribe`` uses a run: ``model``, ``vocab``, and the precision to decode at."""
+    """An exported model as ``transcribe`` uses a run: ``model`` and ``vocab`` (it decodes in float32)."""
 
     model: OnnxRecogniser
     vocab: object
-    precision: str = "fp32"
 
 
 def is_onnx(path: Path) -> bool:
@@ -274,8 +275,8 @@ def is_onnx(path: Path) -> bool:
 
 
 def load_onnx(path: Path, threads: int = 0) -> LoadedOnnx:
-    """The ONNX model at ``path`` (a file; a folder means its model.onnx) with the vocabulary of its metadata
-    (tokens.txt beside it, else the graph's own)."""
+    """The ONNX model at ``path`` (a file; a folder means its model.onnx) with the vocabulary of the tokens.txt
+    beside it, checked against the graph's ``vocab_size``."""
     from lowres.data.vocab import SPECIALS, Vocab
 
     require_onnx_extra()
