@@ -38,7 +38,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from self_training import corpus, finetune, lowres  # noqa: E402
+from self_training import demo_teacher, finetune, lowres  # noqa: E402
 
 SR = 16000
 
@@ -280,13 +280,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
-    work = args.work.resolve()
-    bench = work / "align"
-    bench.mkdir(parents=True, exist_ok=True)
-    log = bench / "log.txt"
-    prepared = corpus(work, log)
-    teacher = work / "s0" / "teacher"
-    finetune(teacher, prepared, 0, args.threads, log)
+    bench, log, prepared, teacher = demo_teacher(args.work.resolve(), "align", args.threads)
     chapters = synthetic_chapters(bench, log)
     results: dict = {"load_average_start": os.getloadavg()[0]}
     results["a"] = part_a(bench, teacher, args.better, chapters, log)

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from self_training import corpus, finetune, lowres  # noqa: E402
+from self_training import demo_teacher, lowres  # noqa: E402
 
 MEASURE = r"""
 import json, resource, sys, time
@@ -73,13 +73,7 @@ def main() -> None:
     ap.add_argument("--whisper-test", type=Path)
     ap.add_argument("--limit", type=int, default=70, help="test files per configuration")
     args = ap.parse_args()
-    work = args.work.resolve()
-    bench = work / "onnx"
-    bench.mkdir(parents=True, exist_ok=True)
-    log = bench / "log.txt"
-    prepared = corpus(work, log)
-    teacher = work / "s0" / "teacher"
-    finetune(teacher, prepared, 0, 2, log)
+    bench, log, prepared, teacher = demo_teacher(args.work.resolve(), "onnx", threads=2)
     base = bench / "base-run"
     if not (base / "summary.json").is_file():
         lowres("finetune", "--data", prepared, "--split", "10min", "--base", "base-scratch", "--max-steps", 1,

@@ -74,6 +74,23 @@ def finetune(run: Path, prepared: Path, seed: int, threads: int, log: Path, *ext
     return summary.get("train_seconds", summary.get("wall_seconds", 0.0)) / 60
 
 
+def teacher_path(work: Path, seed: int) -> Path:
+    """Where a seed's teacher (the demo's 10min run) is in WORK."""
+    return work / f"s{seed}" / "teacher"
+
+
+def demo_teacher(work: Path, name: str, threads: int) -> tuple[Path, Path, Path, Path]:
+    """For a benchmark that builds on this one's WORK: its folder WORK/NAME and log, the demo's prepared folder
+    and the seed-0 teacher, each made when missing."""
+    bench = work / name
+    bench.mkdir(parents=True, exist_ok=True)
+    log = bench / "log.txt"
+    prepared = corpus(work, log)
+    teacher = teacher_path(work, 0)
+    finetune(teacher, prepared, 0, threads, log)
+    return bench, log, prepared, teacher
+
+
 def evaluate(run: Path, prepared: Path, log: Path) -> dict:
     out = run / "eval-test"
     if not (out / "metrics.json").is_file():
@@ -119,7 +136,7 @@ def main() -> None:
     tag = "" if a.decoder == "greedy" else "-lm"
     rows = []
     for seed in [int(s) for s in a.seeds.split(",")]:
-        teacher = a.work / f"s{seed}" / "teacher"
+        teacher = teacher_path(a.work, seed)
         t0 = time.perf_counter()
         minutes = finetune(teacher, prepared, seed, a.threads, log)
         rows.append({"seed": seed, "round": 0, "decoder": a.decoder, "run": str(teacher), "minutes": round(minutes, 1),
