@@ -17,6 +17,9 @@ from typer.testing import CliRunner
 
 runner = CliRunner()
 
+# finetune settings under which the random "tiny" model learns tone "speech" (tone_table) in a few dozen updates
+TONE_LEARNER = ["--lr", 2e-3, "--set", "train.batch_seconds=40", "--set", "train.accumulate=1", "--set",
+                "train.num_workers=0", "--set", "model.mask_prob=0", "--set", "model.mask_channel_prob=0"]
 # --set values that keep a real finetune run on a tiny model and corpus to a few seconds
 # finetune's fast settings; method=none: the tests' tiny Hugging Face base stands for a BASE-size model, trained
 # with the split recipe's LoRA (by its width alone lowres would pick the small-encoder method, recipes/tiny_ssl.toml)

@@ -45,9 +45,7 @@ def setup(tmp_path_factory) -> dict:
                  "--test-fraction", 0.15)
     assert res.exit_code == 0, res.output
     res = invoke("finetune", "--data", root / "prep", "--split", "full", "--base", "tiny", "--out", root / "model",
-                 "--max-steps", 40, "--lr", 2e-3, "--set", "train.batch_seconds=40", "--set", "train.accumulate=1",
-                 "--set", "train.num_workers=0", "--set", "model.mask_prob=0", "--set", "model.mask_channel_prob=0",
-                 "--eval-every", 40, "--quiet")
+                 "--max-steps", 40, *factory.TONE_LEARNER, "--eval-every", 40, "--quiet")
     assert res.exit_code == 0, res.output
     truth = _recording(root / "long", 12, seed=3)
     res = invoke("align", root / "long.wav", root / "long.txt", "--model", root / "model", "--out", root / "a",

@@ -73,9 +73,8 @@ def test_tiny_model_learns_to_read_tones(tmp_path):
     full = tmp_path / "prep" / "manifests" / "full.jsonl"
     run = tmp_path / "run"
     res = invoke("finetune", "--data", tmp_path / "prep", "--split", "full", "--base", "tiny", "--out", run,
-                 "--max-steps", 45, "--lr", 2e-3, "--set", "train.batch_seconds=40", "--set", "train.accumulate=1",
-                 "--set", "train.num_workers=0", "--set", "model.mask_prob=0", "--set", "model.mask_channel_prob=0",
-                 "--set", f"dev_manifest={full}", "--eval-every", 45, "--set", "train.best_metric=cer", "--quiet")
+                 "--max-steps", 45, *factory.TONE_LEARNER, "--set", f"dev_manifest={full}", "--eval-every", 45,
+                 "--set", "train.best_metric=cer", "--quiet")
     assert res.exit_code == 0, res.output
     rows = read_jsonl(run / "metrics.jsonl")
     losses = [r["loss"] for r in rows if "loss" in r]

@@ -32,9 +32,7 @@ def setup(tmp_path_factory) -> dict:
                  "--test-fraction", 0.2)
     assert res.exit_code == 0, res.output
     res = invoke("finetune", "--data", root / "prep", "--split", "full", "--base", "tiny", "--out", root / "teacher",
-                 "--max-steps", 25, "--lr", 2e-3, "--set", "train.batch_seconds=40", "--set", "train.accumulate=1",
-                 "--set", "train.num_workers=0", "--set", "model.mask_prob=0", "--set", "model.mask_channel_prob=0",
-                 "--eval-every", 25, "--quiet")
+                 "--max-steps", 25, *factory.TONE_LEARNER, "--eval-every", 25, "--quiet")
     assert res.exit_code == 0, res.output
     res = invoke("pseudolabel", "--model", root / "teacher", "--unlabeled", root / "unl" / "unlabeled.jsonl",
                  "--out", root / "pl", "-q")
