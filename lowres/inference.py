@@ -36,7 +36,10 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
                      on_error: Callable[[Path, str], None] | None = None) -> Iterator[tuple[Path, str]]:
     """(file, transcript) in input order. Long files are cut into ≤ ``chunk_s`` pieces at quiet points (at most
     the 30 s a Whisper backbone reads),
-    decoded in batches and joined with spaces; memory stays bounded by the batch, not by the file.
+    decoded in batches and joined with spaces; memory holds a batch's audio and a file's frame scores (a few MB
+    an hour), not the file's audio. An ONNX model (``deploy/x/model.onnx`` or its folder) works on as many files
+    at once as its session runs utterances (:class:`lowres.deploy.OnnxRecogniser`); results still come in
+    input order, and the search (greedy or beam) runs here, one file after the other.
 
     ``options``: how to decode (:class:`lowres.decode.DecodeOptions`: greedy by default, beam search with
     ``options.lm``). The audio is always loaded in-process (``workers`` does not apply): each file's pieces
@@ -57,26 +60,35 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
     missing = [str(f) for f in files if not Path(f).is_file()]
     if missing and (on_error is None or len(missing) == len(files)):
         raise LowresError(f"Audio file(s) not found: {', '.join(missing[:5])}. Check the paths.")
-    device = resolve_device(device_name)
     from lowres.deploy import is_onnx
 
     if is_onnx(Path(run_dir)):  # an exported model: ONNX Runtime on the CPU
         from lowres.deploy import load_onnx
 
+        if device_name not in ("auto", "cpu"):
+            raise LowresError(f"{run_dir} is an ONNX model: it runs on the CPU through ONNX Runtime. Leave out "
+                              f"--device {device_name}, or give the run folder it was exported from.")
         run, device = load_onnx(Path(run_dir)), resolve_device("cpu")
         options = dataclasses.replace(options, precision="fp32")
+        lanes = run.model.threads  # files read and run side by side, as many as the session runs at once
     else:
-        run = load_run(run_dir, device=device)
+        device = resolve_device(device_name)
+        run, lanes = load_run(run_dir, device=device), 1  # torch spreads one file's work over its threads
     chunk_s = min(chunk_s, run.model.spec.max_seconds)  # Whisper reads 30 s at most: longer pieces are cut
     if options.precision is None:
         options = dataclasses.replace(options, precision=run.config.train.precision)
     decoder = search.make_decoder(run.vocab) if search is not None else None
-    for f in files:
-        f = Path(f)
+
+    def forward(f: Path):
+        if not f.is_file():
+            raise LowresError(f"{f}: {'a folder, not an audio file' if f.is_dir() else 'no such file'}.")
+        return _file_logits(run, f, device, chunk_s, options, progress)
+
+    for f, result in _in_order(forward, [Path(f) for f in files], lanes):
         try:
-            if not f.is_file():
-                raise LowresError(f"{f}: {'a folder, not an audio file' if f.is_dir() else 'no such file'}.")
-            text = _transcribe_one(run, f, device, chunk_s, options, decoder, progress)
+            if isinstance(result, BaseException):
+                raise result
+            text = _spell(run.vocab, decoder, result)
         except LowresError as exc:
             if on_error is None:
                 raise
@@ -85,10 +97,42 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
         yield f, text
 
 
-def _transcribe_one(run, path: Path, device, chunk_s: float, options: DecodeOptions, decoder, progress) -> str:
-    """One file's transcript: its pieces decoded in batches, joined with spaces."""
+def _in_order(work: Callable, items: list, lanes: int) -> Iterator[tuple]:
+    """``(item, work(item) or the LowresError it raised)`` in input order; with ``lanes`` > 1 that many items
+    are worked on at once (threads), at most twice as many ahead of the one yielded, so memory stays bounded."""
+    def safe(item):
+        try:
+            return work(item)
+        except LowresError as exc:
+            return exc
+
+    if lanes <= 1 or len(items) < 2:
+        for item in items:
+            yield item, safe(item)
+        return
+    import collections
+    import concurrent.futures
+
+    with concurrent.futures.ThreadPoolExecutor(lanes, thread_name_prefix="lowres-file") as pool:
+        ahead = collections.deque()
+        todo = iter(items)
+        for item in todo:
+            ahead.append((item, pool.submit(safe, item)))
+            if len(ahead) >= 2 * lanes:
+                break
+        while ahead:
+            item, future = ahead.popleft()
+            nxt = next(todo, None)
+            if nxt is not None:
+                ahead.append((nxt, pool.submit(safe, nxt)))
+            yield item, future.result()
+
+
+def _file_logits(run, path: Path, device, chunk_s: float, options: DecodeOptions, progress) -> list[tuple]:
+    """One file's pieces through the model, batch by batch: ``[(piece indices, logits (B, T, V), frame lengths
+    (B,))]``; a piece that does not decode raises :class:`LowresError`."""
     from lowres.data.manifest import Utterance
-    from lowres.decode import decode_utterances
+    from lowres.decode import forward_batches
 
     pieces = plan_chunks(path, chunk_s)
     utts = [Utterance(id=f"{i}", audio_filepath=str(path.resolve()), duration=d, offset=o)
@@ -96,18 +140,29 @@ def _transcribe_one(run, path: Path, device, chunk_s: float, options: DecodeOpti
     task = None
     if progress is not None and len(pieces) > 1:
         task = progress.add_task(path.name, total=len(pieces), unit="chunk")
-    texts = [""] * len(utts)
+    batches = []
     try:
-        for idx, hyp, err in decode_utterances(run.model, utts, run.vocab, device, options=options, decoder=decoder):
-            if hyp is None:
-                raise LowresError(f"{path}: {err}")
-            texts[idx] = hyp
+        for indices, logits, frames, errors in forward_batches(run.model, utts, device, options=options):
+            if errors:
+                raise LowresError(f"{path}: {errors[0]}")
+            batches.append((indices, logits, frames))
             if task is not None:
-                progress.advance(task)
+                progress.advance(task, len(indices))
     finally:
         if task is not None:
             progress.update(task, visible=False)
-    return " ".join(t for t in texts if t)
+    return batches
+
+
+def _spell(vocab, decoder, batches: list[tuple]) -> str:
+    """A file's text: its pieces' (batched by length) decoded, greedy or with ``decoder``, joined in order."""
+    from lowres.decode import greedy_texts
+
+    texts = {}
+    for indices, logits, frames in batches:
+        spelled = greedy_texts(logits, frames, vocab) if decoder is None else decoder(logits, frames)
+        texts.update(zip(indices, spelled, strict=True))
+    return " ".join(texts[i] for i in sorted(texts) if texts[i])
 
 
 def export_run(run_dir: Path, out: Path, overwrite: bool = False) -> Path:

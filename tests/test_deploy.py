@@ -183,3 +183,53 @@ def test_sherpa_onnx_reads_the_export_as_it_is(runs, tmp_path):
         recognizer.decode_stream(stream)
         ours = invoke("transcribe", "--model", out / "model.onnx", path).output.split("\t")[1].strip()
         assert " ".join(stream.result.text.replace("<unk>", "").split()) == ours  # sherpa prints <unk>, lowres drops it
+
+
+def test_onnx_transcription_side_by_side_keeps_order_and_reports_bad_files(runs, tmp_path):
+    """With two threads, ONNX Runtime runs two utterances at once (each on one thread) and transcribe works on two
+    files at once: the transcripts are those of one thread, in input order, a long file's pieces joined in order,
+    and a file that cannot be read is reported while the others go on."""
+    import numpy as np
+    import soundfile as sf
+    import torch
+
+    from lowres.deploy import OnnxRecogniser
+    from lowres.inference import transcribe_files
+
+    out = tmp_path / "deploy"
+    assert invoke("export", "--model", runs["nolora"], "--format", "onnx", "--out", out, "-q").exit_code == 0
+    rng = np.random.default_rng(0)
+    waves = [0.1 * rng.standard_normal(n).astype(np.float32) for n in (4000, 16000, 7000, 12000, 400)]
+    alone, two = OnnxRecogniser(out / "model.onnx", threads=1), OnnxRecogniser(out / "model.onnx", threads=2)
+    for a, b in zip(alone.run_many(waves), two.run_many(waves), strict=True):
+        assert a.shape == b.shape and np.allclose(a, b, atol=1e-5)
+
+    dev = [json.loads(line) for line in runs["dev"].read_text().splitlines()]
+    files = [(runs["dev"].parent / row["audio_filepath"]).resolve() for row in dev]
+    long = tmp_path / "long.wav"  # every dev clip one after the other, with a pause between: several pieces
+    parts = [sf.read(f, dtype="float32")[0] for f in files]
+    sf.write(long, np.concatenate([np.concatenate([p, np.zeros(8000, np.float32)]) for p in parts * 3]), 16000)
+    (tmp_path / "not_audio.wav").write_text("not audio")
+    asked = [files[0], tmp_path / "missing.wav", long, tmp_path / "not_audio.wav", *files[1:]]
+    before = torch.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            failed = []
+            results[threads] = list(transcribe_files(out, asked, chunk_s=4.0, on_error=lambda f, why: failed.append(f)))
+            assert failed == [tmp_path / "missing.wav", tmp_path / "not_audio.wav"]
+    finally:
+        torch.set_num_threads(before)
+    assert results[1] == results[2] and [f for f, _ in results[2]] == [f for f in asked if f not in failed]
+    # a file's pieces come back from the model in batches by length; they are spelled in the file's order
+    from lowres.data.vocab import Vocab
+    from lowres.inference import _spell
+
+    vocab = Vocab(tuple("abc"))
+    def batch(indices, words):
+        ids = [[vocab.encode(w)[0], 0] for w in words]  # a letter then a blank, one utterance each
+        return indices, torch.nn.functional.one_hot(torch.tensor(ids), len(vocab)).float(), torch.tensor([2] * len(ids))
+    assert _spell(vocab, None, [batch([2, 0], ["c", "a"]), batch([1], ["b"])]) == "a b c"
+    res = invoke("transcribe", "--model", out / "model.onnx", "--device", "cuda", files[0])
+    assert res.exit_code == 2 and "ONNX model" in res.output and "--device" in res.output
