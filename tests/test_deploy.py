@@ -58,6 +58,9 @@ def test_every_kind_of_run_exports_and_transcribes_as_the_run_does(runs, kind, t
     assert int(meta["vocab_size"]) == len(vocab) and meta["sample_rate"] == "16000" and meta["model_type"] == "ctc"
     assert meta["normalize"] in ("in_graph", "none") and meta["lowres_version"] and len(meta["run_weights_sha256"]) == 64
     assert not [n for n in graph.graph.node if n.op_type == "Dropout"]  # exported in eval mode
+    convs = sum(n.op_type == "Conv" for n in graph.graph.node)
+    convs_int8 = sum(n.op_type == "Conv" for n in onnx.load(str(out / "model.int8.onnx")).graph.node)
+    assert convs_int8 < convs if kind != "whisper" else convs_int8 == convs  # wav2vec 2.0's as quantised MatMul
     tokens = (out / "tokens.txt").read_text().splitlines()
     assert tokens[0] == "<blk> 0" and len(tokens) == len(vocab) and tokens[2] == "▁ 2"
     # onnxruntime and numpy alone: dynamic length, one utterance per call
@@ -217,7 +220,8 @@ def test_onnx_transcription_side_by_side_keeps_order_and_reports_bad_files(runs,
         for threads in (1, 2):
             torch.set_num_threads(threads)
             failed = []
-            results[threads] = list(transcribe_files(out, asked, chunk_s=4.0, on_error=lambda f, why: failed.append(f)))
+            results[threads] = list(transcribe_files(out, asked, chunk_s=4.0,
+                                                     on_error=lambda f, why, failed=failed: failed.append(f)))
             assert failed == [tmp_path / "missing.wav", tmp_path / "not_audio.wav"]
     finally:
         torch.set_num_threads(before)
@@ -233,3 +237,20 @@ def test_onnx_transcription_side_by_side_keeps_order_and_reports_bad_files(runs,
     assert _spell(vocab, None, [batch([2, 0], ["c", "a"]), batch([1], ["b"])]) == "a b c"
     res = invoke("transcribe", "--model", out / "model.onnx", "--device", "cuda", files[0])
     assert res.exit_code == 2 and "ONNX model" in res.output and "--device" in res.output
+
+
+def test_convolutions_as_matrix_products_compute_the_same():
+    import torch
+
+    from lowres.deploy import _convs_as_matmuls
+
+    torch.manual_seed(0)
+    for k, stride, bias in ((3, 2, False), (2, 2, True), (10, 5, True), (3, 1, False)):
+        model = torch.nn.Sequential(torch.nn.Conv1d(4, 6, k, stride, bias=bias), torch.nn.GELU(),
+                                    torch.nn.Conv1d(6, 6, 3, 1, padding=1), torch.nn.Conv1d(6, 6, 3, padding=1, groups=2))
+        changed = _convs_as_matmuls(model)
+        assert not isinstance(changed[0], torch.nn.Conv1d) and isinstance(model[0], torch.nn.Conv1d)  # a copy
+        assert isinstance(changed[2], torch.nn.Conv1d) and isinstance(changed[3], torch.nn.Conv1d)  # padded, grouped
+        for length in (k, k + 1, 37, 40):
+            x = torch.randn(2, 4, length)
+            assert torch.allclose(model(x), changed(x), atol=1e-5)

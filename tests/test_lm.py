@@ -3,6 +3,7 @@ the LM folder, and beam search in eval / transcribe (flashlight, when the lm ext
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import random
@@ -413,3 +414,8 @@ def test_eval_tune_lm_and_transcribe(prepared, lm_dir, tmp_path, monkeypatch):
     res = invoke("transcribe", "--model", run, "--lm", lm_dir, "--beam", 8, wav)
     assert res.exit_code == 0, res.output
     assert res.output.startswith(str(wav))
+    if importlib.util.find_spec("onnxruntime") is not None:  # the same search over an ONNX export's frame scores
+        res_onnx = invoke("export", "--model", run, "--format", "onnx", "--out", tmp_path / "deploy", "-q")
+        assert res_onnx.exit_code == 0, res_onnx.output
+        res_onnx = invoke("transcribe", "--model", tmp_path / "deploy", "--lm", lm_dir, "--beam", 8, wav)
+        assert res_onnx.exit_code == 0 and res_onnx.output == res.output, res_onnx.output
