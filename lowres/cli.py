@@ -687,6 +687,63 @@ def pseudolabel(
 
 @app.command(no_args_is_help=True)
 @friendly
+def selftrain(
+    model: Path = typer.Option(..., "--model", "-m", help="A run folder written by `lowres finetune`: the first "
+                               "teacher, whose base, data, split, method and updates every student takes."),
+    unlabeled: Path = typer.Option(..., "--unlabeled", "-u", help="The unlabeled.jsonl of `lowres prepare "
+                                   "--unlabeled`, or a folder of audio (cut into pieces the same way)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for the rounds (round-N/pl, round-N/run) and "
+                             "selftrain.json."),
+    rounds: int = typer.Option(1, "--rounds", help="Rounds of pseudolabel + fine-tune from the base; each round's "
+                               "teacher is the last round's student."),
+    lm: Path | None = typer.Option(None, "--lm", help="LM folder written by `lowres lm` for the pseudo-labels' beam "
+                                   "search (its tuned weights where `eval --tune-lm` stored them). Default: greedy."),
+    lm_weight: float | None = _LM_WEIGHT,
+    word_score: float | None = _WORD_SCORE,
+    beam: int | None = _BEAM,
+    keep: float = typer.Option(PseudoLabelConfig.keep, "--keep", help="Keep the most confident share of the "
+                               "plausible pieces (0-1], each round."),
+    min_confidence: float = typer.Option(PseudoLabelConfig.min_confidence, "--min-confidence", help="Drop pieces "
+                                         "below this confidence (0-1)."),
+    max_hours: float = typer.Option(PseudoLabelConfig.max_hours, "--max-hours", help="Pseudo-label a seeded random "
+                                    "subset of this many hours (0: all)."),
+    pseudo_weight: float | None = typer.Option(None, "--pseudo-weight", help="Loss weight of a pseudo-labelled clip "
+                                               "against a labeled one's 1 (default: the teacher's pseudo.weight, "
+                                               f"{_default(PseudoSettings, 'weight'):g} where it had none)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N (decoding and training)."),
+    resume: bool = typer.Option(False, "--resume", help="Go on with the rounds in --out after a stop (finished rounds "
+                                "are kept; a larger --rounds adds rounds)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the rounds in --out."),
+    quiet: bool = _QUIET,
+):
+    """Self-training in rounds: pseudo-labels from the last run, then a new run from the base on labels + them.
+
+    \b
+    Example:
+      lowres selftrain --model runs/sw-10min --unlabeled prepared/sw/unlabeled.jsonl --lm lm/sw --out st/sw
+      lowres eval --model st/sw/round-1/run --data prepared/sw --split test
+
+    Writes OUT/round-N/pl (`lowres pseudolabel`'s folder), OUT/round-N/run (the student, a run folder) and
+    OUT/selftrain.json (per round: pseudo-labels kept, the student's best dev CER and WER beside the teacher's).
+    """
+    from lowres.selftrain import run_selftrain
+
+    options = _decode_options(lm=lm, beam_size=beam, lm_weight=lm_weight, word_score=word_score)
+    try:
+        cfg = PseudoLabelConfig(keep=keep, min_confidence=min_confidence, max_hours=max_hours)
+    except ValueError as exc:
+        raise LowresError(f"{exc}.") from None
+    report = run_selftrain(model, unlabeled, out, rounds=rounds, pl_cfg=cfg, options=options, weight=pseudo_weight,
+                           device_name=device, resume=resume, overwrite=overwrite,
+                           console=None if quiet else _stdout())
+    if quiet:
+        last = report["round"][-1]
+        _stdout().print(f"round {last['round']}: best dev CER {100 * last.get('dev_cer', float('nan')):.1f}% "
+                        f"({last['run']})")
+
+
+@app.command(no_args_is_help=True)
+@friendly
 def align(
     audio: Path | None = typer.Argument(None, help="A long recording (wav, flac, ogg, mp3)."),
     text: Path | None = typer.Argument(None, help="Its text (UTF-8): one utterance per line."),

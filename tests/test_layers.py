@@ -19,7 +19,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("model", ("lowres.model",)),
     ("sources", ("lowres.runs", "lowres.bases", "lowres.decode", "lowres.ctc_align", "lowres.units", "lowres.lm", "lowres.synth")),
     ("tasks", ("lowres.train", "lowres.evaluate", "lowres.inference", "lowres.zeroshot", "lowres.pseudolabel",
-               "lowres.align", "lowres.deploy")),
+               "lowres.align", "lowres.deploy", "lowres.selftrain")),
     ("commands", ("lowres.cli", "lowres.demo", "lowres.demo_real", "lowres.__main__")),
 ]
 

@@ -244,3 +244,43 @@ def test_pseudolabels_are_deterministic_and_the_subset_follows_the_seed(setup, t
     c, _ = run("c", "--max-hours", 0.001, "--seed", 2)
     assert a == b and 0 < ra["pieces"] < 12 and ra["hours"] >= 0.001  # a random 3.6 s and a little more
     assert {r["id"] for r in a} != {r["id"] for r in c}
+
+
+def test_selftrain_runs_rounds_from_the_base_and_resumes(setup, tmp_path, monkeypatch):
+    """Two rounds: round 2's teacher is round 1's student; every student trains from the first teacher's base
+    with its configuration and the round's pseudo-labels; --resume on a finished folder trains nothing again."""
+    teacher, unl, st = setup["root"] / "teacher", setup["unlabeled"], tmp_path / "st"
+    res = invoke("selftrain", "--model", teacher, "--unlabeled", unl, "--rounds", 2, "--keep", 0.75,
+                 "--pseudo-weight", 0.5, "--out", st)
+    assert res.exit_code == 0, res.output
+    assert "self-training" in res.output and "round 2 of 2" in res.output
+    own = json.loads((teacher / "config.json").read_text())["config"]
+    report = json.loads((st / "selftrain.json").read_text())
+    assert [r["round"] for r in report["round"]] == [1, 2] and 0 <= report["teacher"]["dev_cer"] <= 1
+    for n in (1, 2):
+        pl, run = st / f"round-{n}" / "pl", st / f"round-{n}" / "run"
+        made_by = json.loads((pl / "pseudolabel.json").read_text())["model"]
+        assert made_by == str((teacher if n == 1 else st / "round-1" / "run").resolve())
+        kept = read_jsonl(pl / "pseudo.jsonl")
+        assert len(kept) == report["round"][n - 1]["kept"] == 9  # 0.75 of the 12 plausible pieces
+        cfg = json.loads((run / "config.json").read_text())["config"]
+        assert cfg["base"] == own["base"] == "tiny" and cfg["split"] == own["split"]
+        assert [cfg["train"][k] for k in ("max_steps", "seed")] == [own["train"][k] for k in ("max_steps", "seed")]
+        assert cfg["pseudo"]["manifest"] == str(pl.resolve() / "pseudo.jsonl") and cfg["pseudo"]["weight"] == 0.5
+        assert 0 <= report["round"][n - 1]["dev_cer"] <= 1
+    import lowres.train.finetune
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished round was trained again")
+
+    monkeypatch.setattr(lowres.train.finetune, "run_finetune", no_training)
+    res = invoke("selftrain", "--model", teacher, "--unlabeled", unl, "--rounds", 2, "--keep", 0.75, "--out", st,
+                 "--resume", "-q")
+    assert res.exit_code == 0 and "round 2" in res.output, res.output
+    # refusals: an --out already used, another --model on --resume, a folder that is no fine-tuned run
+    res = invoke("selftrain", "--model", teacher, "--unlabeled", unl, "--out", st)
+    assert res.exit_code == 2 and "--resume" in res.output and "--overwrite" in res.output
+    res = invoke("selftrain", "--model", st / "round-1" / "run", "--unlabeled", unl, "--out", st, "--resume")
+    assert res.exit_code == 2 and "another --model" in res.output
+    res = invoke("selftrain", "--model", setup["root"] / "prep", "--unlabeled", unl, "--out", tmp_path / "x")
+    assert res.exit_code == 2 and "not a lowres run folder" in res.output and not (tmp_path / "x").exists()
