@@ -694,8 +694,9 @@ def selftrain(
                                    "--unlabeled`, or a folder of audio (cut into pieces the same way)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for the rounds (round-N/pl, round-N/run) and "
                              "selftrain.json."),
-    rounds: int = typer.Option(1, "--rounds", help="Rounds of pseudolabel + fine-tune from the base; each round's "
-                               "teacher is the last round's student."),
+    rounds: int | None = typer.Option(None, "--rounds", help="Rounds of pseudolabel + fine-tune from the base; each "
+                                      "round's teacher is the last round's student (default 1; with --resume, the "
+                                      "rounds the folder was started with).", show_default=False),
     lm: Path | None = typer.Option(None, "--lm", help="LM folder written by `lowres lm` for the pseudo-labels' beam "
                                    "search (its tuned weights where `eval --tune-lm` stored them). Default: greedy."),
     lm_weight: float | None = _LM_WEIGHT,

@@ -298,25 +298,41 @@ class OnnxRecogniser:
         return self
 
     def _run(self, wave):
-        return self.session.run(["logits"], {"x": wave})[0][0]
+        try:
+            return self.session.run(["logits"], {"x": wave})[0][0]
+        except Exception as exc:  # onnxruntime's errors (a graph that cannot read this input) as a message
+            raise LowresError(f"ONNX Runtime could not run the model on a clip of {wave.shape[-1]} samples "
+                              f"({type(exc).__name__}: {str(exc)[:300]}).") from None
 
     def run_many(self, waves: list) -> list:
-        """Logits (T, V) of each float32 wave (S,), ``threads`` at a time; ONNX Runtime lets go of Python's lock
-        while it runs, so the runs overlap."""
+        """Logits (T, V) of each float32 wave (S,), ``threads`` at a time (every run goes through one pool, so
+        at most ``threads`` run at once whoever calls); ONNX Runtime lets go of Python's lock while it runs."""
         import numpy as np
 
         waves = [np.ascontiguousarray(w[None, :], dtype=np.float32) for w in waves]
-        if self.threads == 1 or len(waves) < 2:
+        if self.threads == 1:
             return [self._run(w) for w in waves]
         with self._lock:  # one pool, made on first use
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(self.threads, thread_name_prefix="lowres-onnx")
         return list(self._pool.map(self._run, waves))
 
+    def close(self) -> None:
+        """Let the pool's threads go (also when the recogniser is garbage-collected)."""
+        pool, self._pool = getattr(self, "_pool", None), None  # None too when __init__ stopped early
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def __del__(self):
+        self.close()
+
     def __call__(self, waves, lengths):
         import torch
 
-        outs = self.run_many([w[:n] for w, n in zip(waves.cpu().numpy(), lengths.cpu().tolist(), strict=True)])
+        # at least the samples of one frame: a shorter clip comes padded with zeros to that (as torch reads it)
+        shortest = min(waves.shape[1], self.spec.conv_stack[0][0])
+        outs = self.run_many([w[: max(n, shortest)]
+                              for w, n in zip(waves.cpu().numpy(), lengths.cpu().tolist(), strict=True)])
         frames = torch.tensor([o.shape[0] for o in outs])
         logits = torch.zeros(len(outs), int(frames.max()) if len(outs) else 0, outs[0].shape[1] if outs else 0)
         for i, o in enumerate(outs):

@@ -36,8 +36,8 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
                      on_error: Callable[[Path, str], None] | None = None) -> Iterator[tuple[Path, str]]:
     """(file, transcript) in input order. Long files are cut into ≤ ``chunk_s`` pieces at quiet points (at most
     the 30 s a Whisper backbone reads),
-    decoded in batches and joined with spaces; memory holds a batch's audio and a file's frame scores (a few MB
-    an hour), not the file's audio. An ONNX model (``deploy/x/model.onnx`` or its folder) works on as many files
+    decoded in batches and joined with spaces; memory holds a batch's audio and a file's frame scores (about
+    20 MB an hour with 27 symbols), not the file's audio. An ONNX model (``deploy/x/model.onnx`` or its folder) works on as many files
     at once as its session runs utterances (:class:`lowres.deploy.OnnxRecogniser`); results still come in
     input order, and the search (greedy or beam) runs here, one file after the other.
 
@@ -84,6 +84,8 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
             raise LowresError(f"{f}: {'a folder, not an audio file' if f.is_dir() else 'no such file'}.")
         return _file_logits(run, f, device, chunk_s, options, progress)
 
+    held = []  # with lanes, what on_error would say waits for the end: a lane opening audio may have the
+    #            process's stderr silenced (lowres.data.audio.quiet_stderr) at the moment it would be printed
     for f, result in _in_order(forward, [Path(f) for f in files], lanes):
         try:
             if isinstance(result, BaseException):
@@ -92,9 +94,14 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
         except LowresError as exc:
             if on_error is None:
                 raise
-            on_error(f, str(exc))
+            if lanes > 1:
+                held.append((f, str(exc)))
+            else:
+                on_error(f, str(exc))
             continue
         yield f, text
+    for f, why in held:
+        on_error(f, why)
 
 
 def _in_order(work: Callable, items: list, lanes: int) -> Iterator[tuple]:
@@ -113,7 +120,8 @@ def _in_order(work: Callable, items: list, lanes: int) -> Iterator[tuple]:
     import collections
     import concurrent.futures
 
-    with concurrent.futures.ThreadPoolExecutor(lanes, thread_name_prefix="lowres-file") as pool:
+    pool = concurrent.futures.ThreadPoolExecutor(lanes, thread_name_prefix="lowres-file")
+    try:
         ahead = collections.deque()
         todo = iter(items)
         for item in todo:
@@ -126,6 +134,8 @@ def _in_order(work: Callable, items: list, lanes: int) -> Iterator[tuple]:
             if nxt is not None:
                 ahead.append((nxt, pool.submit(safe, nxt)))
             yield item, future.result()
+    finally:  # an error, a stop or a caller that stops reading: the files queued are not started
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 def _file_logits(run, path: Path, device, chunk_s: float, options: DecodeOptions, progress) -> list[tuple]:

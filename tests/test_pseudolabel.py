@@ -268,19 +268,35 @@ def test_selftrain_runs_rounds_from_the_base_and_resumes(setup, tmp_path, monkey
         assert [cfg["train"][k] for k in ("max_steps", "seed")] == [own["train"][k] for k in ("max_steps", "seed")]
         assert cfg["pseudo"]["manifest"] == str(pl.resolve() / "pseudo.jsonl") and cfg["pseudo"]["weight"] == 0.5
         assert 0 <= report["round"][n - 1]["dev_cer"] <= 1
+    import shutil
+
     import lowres.train.finetune
 
-    def no_training(*a, **k):
-        raise AssertionError("a finished round was trained again")
+    real, trained = lowres.train.finetune.run_finetune, []
 
-    monkeypatch.setattr(lowres.train.finetune, "run_finetune", no_training)
-    res = invoke("selftrain", "--model", teacher, "--unlabeled", unl, "--rounds", 2, "--keep", 0.75, "--out", st,
-                 "--resume", "-q")
+    def counted(cfg, out, **kw):
+        trained.append(Path(out))
+        return real(cfg, out, **kw)
+
+    monkeypatch.setattr(lowres.train.finetune, "run_finetune", counted)
+    same = ["--model", teacher, "--unlabeled", unl, "--keep", 0.75, "--pseudo-weight", 0.5, "--out", st]
+    # a stop during round 2 (its folder gone here): --resume, without --rounds, goes on to the 2 rounds started
+    shutil.rmtree(st / "round-2")
+    res = invoke("selftrain", *same, "--resume", "-q")
     assert res.exit_code == 0 and "round 2" in res.output, res.output
-    # refusals: an --out already used, another --model on --resume, a folder that is no fine-tuned run
-    res = invoke("selftrain", "--model", teacher, "--unlabeled", unl, "--out", st)
+    assert trained == [st / "round-2" / "run"]  # round 1, finished, is not trained again
+    assert json.loads((st / "round-2" / "pl" / "pseudolabel.json").read_text())["model"] == str((st / "round-1" / "run").resolve())
+    res = invoke("selftrain", *same, "--resume", "-q")
+    assert res.exit_code == 0 and trained == [st / "round-2" / "run"]  # finished: nothing trained again
+    # refusals: an --out already used, other settings on --resume, a folder that is no fine-tuned run, a bad weight,
+    # a missing LM (no half-made --out left)
+    res = invoke("selftrain", *same)
     assert res.exit_code == 2 and "--resume" in res.output and "--overwrite" in res.output
-    res = invoke("selftrain", "--model", st / "round-1" / "run", "--unlabeled", unl, "--out", st, "--resume")
-    assert res.exit_code == 2 and "another --model" in res.output
+    res = invoke("selftrain", "--model", teacher, "--unlabeled", unl, "--out", st, "--resume")
+    assert res.exit_code == 2 and "pseudolabel" in res.output and "pseudo_weight" in res.output, res.output
     res = invoke("selftrain", "--model", setup["root"] / "prep", "--unlabeled", unl, "--out", tmp_path / "x")
     assert res.exit_code == 2 and "not a lowres run folder" in res.output and not (tmp_path / "x").exists()
+    res = invoke("selftrain", "--model", teacher, "--unlabeled", unl, "--out", tmp_path / "x", "--pseudo-weight", 0)
+    assert res.exit_code == 2 and "pseudo.weight" in res.output and "Traceback" not in res.output, res.output
+    res = invoke("selftrain", "--model", teacher, "--unlabeled", unl, "--out", tmp_path / "x", "--lm", tmp_path / "no")
+    assert res.exit_code == 2 and "Traceback" not in res.output and not (tmp_path / "x").exists(), res.output
