@@ -311,6 +311,14 @@ _LM_WEIGHT = typer.Option(None, "--lm-weight", help=f"LM weight (default: the va
 _WORD_SCORE = typer.Option(None, "--word-score", help=f"Per-word bonus (default: tuned, else {DEFAULT_WORD_SCORE:g}).")
 _BEAM = typer.Option(None, "--beam", help=f"Beam size (default {_default(DecodeOptions, 'beam_size')}).",
                      show_default=False)
+# which decoded pieces become pseudo-labels: pseudolabel's and selftrain's (each round) filters
+_KEEP = typer.Option(PseudoLabelConfig.keep, "--keep", help="Keep the most confident share of the plausible pieces "
+                     "(0-1].")
+_MIN_CONFIDENCE = typer.Option(PseudoLabelConfig.min_confidence, "--min-confidence", help="Drop pieces below this "
+                               "confidence (0-1: the mean posterior of the transcript's characters along their "
+                               "alignment).")
+_MAX_HOURS = typer.Option(PseudoLabelConfig.max_hours, "--max-hours", help="Decode a seeded random subset of this "
+                          "many hours (0: all).")
 
 
 def _train_flags(max_steps, lr, batch_seconds, accumulate, device, seed) -> dict:
@@ -642,13 +650,9 @@ def pseudolabel(
     lm_weight: float | None = _LM_WEIGHT,
     word_score: float | None = _WORD_SCORE,
     beam: int | None = _BEAM,
-    keep: float = typer.Option(PseudoLabelConfig.keep, "--keep", help="Keep the most confident share of the "
-                               "plausible pieces (0-1]."),
-    min_confidence: float = typer.Option(PseudoLabelConfig.min_confidence, "--min-confidence", help="Drop pieces "
-                                         "below this confidence (0-1: the mean posterior of the transcript's "
-                                         "characters along their alignment)."),
-    max_hours: float = typer.Option(PseudoLabelConfig.max_hours, "--max-hours", help="Decode a seeded random "
-                                    "subset of this many hours (0: all)."),
+    keep: float = _KEEP,
+    min_confidence: float = _MIN_CONFIDENCE,
+    max_hours: float = _MAX_HOURS,
     seed: int = typer.Option(PseudoLabelConfig.seed, "--seed", help="Seed of the --max-hours subset."),
     batch_seconds: float | None = typer.Option(None, "--batch-seconds", help="Audio seconds per decoding batch "
                                                f"(default {_default(DecodeOptions, 'batch_seconds'):g}).",
@@ -702,12 +706,9 @@ def selftrain(
     lm_weight: float | None = _LM_WEIGHT,
     word_score: float | None = _WORD_SCORE,
     beam: int | None = _BEAM,
-    keep: float = typer.Option(PseudoLabelConfig.keep, "--keep", help="Keep the most confident share of the "
-                               "plausible pieces (0-1], each round."),
-    min_confidence: float = typer.Option(PseudoLabelConfig.min_confidence, "--min-confidence", help="Drop pieces "
-                                         "below this confidence (0-1)."),
-    max_hours: float = typer.Option(PseudoLabelConfig.max_hours, "--max-hours", help="Pseudo-label a seeded random "
-                                    "subset of this many hours (0: all)."),
+    keep: float = _KEEP,
+    min_confidence: float = _MIN_CONFIDENCE,
+    max_hours: float = _MAX_HOURS,
     pseudo_weight: float | None = typer.Option(None, "--pseudo-weight", help="Loss weight of a pseudo-labelled clip "
                                                "against a labeled one's 1 (default: the teacher's pseudo.weight, "
                                                f"{_default(PseudoSettings, 'weight'):g} where it had none)."),

@@ -412,7 +412,7 @@ def forward_batches(model, utts: Sequence, device, *, options: DecodeOptions = D
     limit = getattr(getattr(model, "spec", None), "max_seconds", math.inf)  # Whisper reads 30 s at most
     batches = [b for b in ([i for i in batch if utts[i].duration <= limit]
                            for batch in eval_batches(utts, options.batch_seconds)) if b]
-    shortest = _samples_for_one_frame(model)
+    shortest = samples_for_one_frame(model)
     task = progress.add_task("decoding", total=len(utts), unit="utt") if progress is not None else None
     was_training = model.training
     model.eval()
@@ -442,7 +442,7 @@ def forward_batches(model, utts: Sequence, device, *, options: DecodeOptions = D
         model.train(was_training)
 
 
-def _samples_for_one_frame(model) -> int:
+def samples_for_one_frame(model) -> int:
     """The fewest samples the model's convolutional feature encoder turns into one frame (400 for wav2vec 2.0,
     HuBERT and WavLM); 1 for a model without a ``spec.conv_stack``. A shorter batch would make the first
     convolution fail (kernel larger than its input)."""
@@ -451,6 +451,11 @@ def _samples_for_one_frame(model) -> int:
     for kernel, stride, *padding in reversed(tuple(stack or ())):
         need = max(1, (need - 1) * stride + kernel - 2 * (padding[0] if padding else 0))
     return need
+
+
+def batch_texts(logits, frames, vocab, decoder: Decoder | None = None) -> list[str]:
+    """One batch's texts: ``decoder``'s (beam search) where given, else greedy."""
+    return greedy_texts(logits, frames, vocab) if decoder is None else decoder(logits, frames)
 
 
 def decode_batches(model, utts: Sequence, vocab, device, *, options: DecodeOptions = DecodeOptions(),

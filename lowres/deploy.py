@@ -329,8 +329,10 @@ class OnnxRecogniser:
     def __call__(self, waves, lengths):
         import torch
 
+        from lowres.decode import samples_for_one_frame
+
         # at least the samples of one frame: a shorter clip comes padded with zeros to that (as torch reads it)
-        shortest = min(waves.shape[1], self.spec.conv_stack[0][0])
+        shortest = min(waves.shape[1], samples_for_one_frame(self))
         outs = self.run_many([w[: max(n, shortest)]
                               for w, n in zip(waves.cpu().numpy(), lengths.cpu().tolist(), strict=True)])
         frames = torch.tensor([o.shape[0] for o in outs])

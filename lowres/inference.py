@@ -37,9 +37,9 @@ def transcribe_files(run_dir: Path, files: Sequence[Path], device_name: str = "a
     """(file, transcript) in input order. Long files are cut into ≤ ``chunk_s`` pieces at quiet points (at most
     the 30 s a Whisper backbone reads),
     decoded in batches and joined with spaces; memory holds a batch's audio and a file's frame scores (about
-    20 MB an hour with 27 symbols), not the file's audio. An ONNX model (``deploy/x/model.onnx`` or its folder) works on as many files
-    at once as its session runs utterances (:class:`lowres.deploy.OnnxRecogniser`); results still come in
-    input order, and the search (greedy or beam) runs here, one file after the other.
+    20 MB an hour with 27 symbols), not the file's audio. An ONNX model (``deploy/x/model.onnx`` or its folder)
+    works on as many files at once as its session runs utterances (:class:`lowres.deploy.OnnxRecogniser`);
+    results still come in input order, and the search (greedy or beam) runs here, one file after the other.
 
     ``options``: how to decode (:class:`lowres.decode.DecodeOptions`: greedy by default, beam search with
     ``options.lm``). The audio is always loaded in-process (``workers`` does not apply): each file's pieces
@@ -166,12 +166,11 @@ def _file_logits(run, path: Path, device, chunk_s: float, options: DecodeOptions
 
 def _spell(vocab, decoder, batches: list[tuple]) -> str:
     """A file's text: its pieces' (batched by length) decoded, greedy or with ``decoder``, joined in order."""
-    from lowres.decode import greedy_texts
+    from lowres.decode import batch_texts
 
     texts = {}
     for indices, logits, frames in batches:
-        spelled = greedy_texts(logits, frames, vocab) if decoder is None else decoder(logits, frames)
-        texts.update(zip(indices, spelled, strict=True))
+        texts.update(zip(indices, batch_texts(logits, frames, vocab, decoder), strict=True))
     return " ".join(texts[i] for i in sorted(texts) if texts[i])
 
 

@@ -180,7 +180,7 @@ def _decode(run, pieces: list, out: Path, options: DecodeOptions, search, device
     """Decode the pieces not yet in ``decoded.jsonl``, appending each batch's rows as it is done."""
     from lowres.data.manifest import json_line
     from lowres.data.text import normalize
-    from lowres.decode import forward_batches, greedy_texts, path_confidence
+    from lowres.decode import batch_texts, forward_batches, path_confidence
     from lowres.evaluate import text_config_of
     from lowres.progress import progress_bar
 
@@ -207,7 +207,7 @@ def _decode(run, pieces: list, out: Path, options: DecodeOptions, search, device
                                                                 progress=progress):
             rows = []  # a piece that failed (``errors``) gets no row: it is "not_decoded", and tried again by --resume
             if indices:
-                texts = greedy_texts(logits, frames, run.vocab) if decoder is None else decoder(logits, frames)
+                texts = batch_texts(logits, frames, run.vocab, decoder)
                 for k, idx in enumerate(indices):
                     text = normalize(texts[k], text_config)
                     n = int(frames[k])
