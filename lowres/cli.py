@@ -641,7 +641,8 @@ def transcribe(
 @app.command(no_args_is_help=True)
 @friendly
 def pseudolabel(
-    model: Path = typer.Option(..., "--model", "-m", help="A run folder written by `lowres finetune` (the teacher)."),
+    model: Path | None = typer.Option(None, "--model", "-m", help="A run folder written by `lowres finetune` (the "
+                                      "teacher).", show_default=False),
     unlabeled: Path = typer.Option(..., "--unlabeled", "-u", help="The unlabeled.jsonl of `lowres prepare "
                                    "--unlabeled`, or a folder of audio (cut into pieces the same way)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for pseudo.jsonl, the rejects and the report."),
@@ -662,6 +663,13 @@ def pseudolabel(
                                 "refilter them with other --keep / --min-confidence without decoding again."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace the pseudo-labels in --out."),
     quiet: bool = _QUIET,
+    whisper: str | None = typer.Option(None, "--whisper", help="Instead of --model: Whisper's own decoder as the "
+                                       "teacher (a name such as whisper-base, or a Hugging Face or CTranslate2 "
+                                       "Whisper folder), with --language and --data.", show_default=False),
+    language: str | None = typer.Option(None, "--language", help="With --whisper: the language spoken (ISO 639-1, "
+                                        "e.g. nl).", show_default=False),
+    data: Path | None = typer.Option(None, "--data", "-d", help="With --whisper: the prepared folder the students "
+                                     "train on (its vocabulary, text rules and labeled data).", show_default=False),
 ):
     """Transcripts for untranscribed audio from a fine-tuned run (self-training), with a confidence per piece.
 
@@ -669,6 +677,8 @@ def pseudolabel(
     Example:
       lowres pseudolabel --model runs/sw-10min --unlabeled prepared/sw/unlabeled.jsonl --lm lm/sw --out pl/sw
       lowres finetune --data prepared/sw --split 10min --base tiny-ssl --pseudo pl/sw --out runs/sw-10min-st
+      lowres pseudolabel --whisper whisper-base --language nl --data prepared/nl \\
+          --unlabeled prepared/nl/unlabeled.jsonl --out pl/nl-whisper
 
     Writes OUT/pseudo.jsonl (the kept pieces: a manifest with "pseudo": true and "confidence"),
     OUT/rejects.jsonl (dropped: empty, implausibly fast or slow, low confidence, below --keep),
@@ -676,17 +686,38 @@ def pseudolabel(
     """
     from lowres.pseudolabel import run_pseudolabel
 
+    teacher = _teacher(model, whisper, language, data, lm)
     options = _decode_options(batch_seconds=batch_seconds, lm=lm, beam_size=beam, lm_weight=lm_weight,
                               word_score=word_score)
     try:
         cfg = PseudoLabelConfig(keep=keep, min_confidence=min_confidence, max_hours=max_hours, seed=seed)
     except ValueError as exc:
         raise LowresError(f"{exc}.") from None
-    report = run_pseudolabel(model, unlabeled, out, cfg, options=options, device_name=device, resume=resume,
+    report = run_pseudolabel(teacher, unlabeled, out, cfg, options=options, device_name=device, resume=resume,
                              overwrite=overwrite, console=None if quiet else _stdout())
     if quiet:
         _stdout().print(f"kept {report['kept']} of {report['pieces']} pieces ({60 * report['kept_hours']:.1f} min of "
                         f"{60 * report['hours']:.1f})")
+
+
+def _teacher(model: Path | None, whisper: str | None, language: str | None, data: Path | None, lm: Path | None):
+    """pseudolabel's teacher: the run of --model, or Whisper's decoder (--whisper with --language and --data)."""
+    from lowres.pseudolabel import WhisperTeacher
+
+    if (model is None) == (whisper is None):
+        raise LowresError("Give --model RUN (a fine-tuned run: self-training) or --whisper NAME (Whisper's own "
+                          "decoder as the teacher, with --language and --data), not both.")
+    if model is not None:
+        if language is not None or data is not None:
+            raise LowresError("--language and --data go with --whisper (a fine-tuned run knows its language, "
+                              "vocabulary and data).")
+        return model
+    if lm is not None:
+        raise LowresError("--lm goes with --model: Whisper's decoder has its own language model.")
+    if not language or data is None:
+        raise LowresError("--whisper needs --language CODE (the language spoken, e.g. nl) and --data PREPARED (the "
+                          "prepared folder whose vocabulary and text rules the pseudo-labels must follow).")
+    return WhisperTeacher(whisper, language, data)
 
 
 @app.command(no_args_is_help=True)

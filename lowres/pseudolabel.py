@@ -11,11 +11,19 @@ posterior probability, over the frames that the transcript's best CTC alignment 
 those characters (:func:`lowres.decode.path_confidence`; blank frames are left out, since a model is sure of
 silence). It is length-normalised (a mean over frames), from 0 to 1.
 
+**Whisper's decoder as the teacher** (``--whisper whisper-base --language nl --data prepared/nl``, instead of
+``--model``; :class:`WhisperTeacher`): greedy, as ``eval --whisper``; the confidence is the mean probability
+the decoder gave the tokens it chose, its end of text included (:func:`lowres.zeroshot.transcribe_scored`),
+also from 0 to 1 but not on the CTC scale, so a ``--min-confidence`` does not carry over between the two.
+This is distillation rather than self-training: it helps only for a language Whisper was trained on.
+
 Then, in this order, a piece is dropped when it could not be decoded (``not_decoded``), its transcript is
-empty (``empty``), its characters per second lie outside the labeled data's range widened by
-``cps_margin`` (``too_slow`` / ``too_fast``: :func:`lowres.data.pseudo.plausible_cps`; the labeled data is
-the run's own training manifest), its confidence is below ``--min-confidence`` (``low_confidence``), or it is
-not among the ``--keep`` most confident share of what is left (``below_keep``).
+empty (``empty``), it has a character outside the vocabulary (``outside_vocabulary``: only a Whisper teacher
+writes such, e.g. digits or a foreign letter), its characters per second lie outside the labeled data's
+range widened by ``cps_margin`` (``too_slow`` / ``too_fast``: :func:`lowres.data.pseudo.plausible_cps`; the
+labeled data is the run's own training manifest, for a Whisper teacher the prepared folder's labeled pool),
+its confidence is below ``--min-confidence`` (``low_confidence``), or it is not among the ``--keep`` most
+confident share of what is left (``below_keep``).
 
 Files in OUT (the folder layout is this module's):
 
@@ -40,6 +48,7 @@ import json
 import os
 import random
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from lowres import LowresError
@@ -51,15 +60,28 @@ REPORT = "pseudolabel_report.json"
 REJECTS = "rejects.jsonl"
 DATA_DIR = "data"  # where a folder of audio given to --unlabeled is indexed and cut
 OUTPUTS = (SETTINGS, DECODED, REPORT, REJECTS, DATA_DIR)  # what --overwrite removes (pseudo.jsonl too)
-REASONS = ("not_decoded", "empty", "too_slow", "too_fast", "low_confidence", "below_keep")
+LABELED_POOLS = ("full", "10h", "1h", "10min")  # a Whisper teacher's characters-per-second range: the first found
+REASONS = ("not_decoded", "empty", "outside_vocabulary", "too_slow", "too_fast", "low_confidence", "below_keep")
 
 
-def run_pseudolabel(model_dir: Path, unlabeled: Path, out: Path, cfg: PseudoLabelConfig = PseudoLabelConfig(), *,
-                    options: DecodeOptions | None = None, device_name: str = "auto", resume: bool = False,
-                    overwrite: bool = False, console=None) -> dict:
-    """Decode ``unlabeled`` with the run ``model_dir``, keep what ``cfg`` says, write OUT's files (module
-    docstring); returns the report. ``resume``: continue (or refilter) the pseudolabel already in ``out``."""
-    from lowres.bases import load_run
+@dataclass(frozen=True)
+class WhisperTeacher:
+    """``--whisper NAME --language CODE --data PREPARED``: Whisper's own decoder as the teacher (greedy, as ``eval
+    --whisper``) instead of a fine-tuned run. Its transcripts are normalised with the prepared folder's text rules;
+    a piece whose transcript has a character outside the prepared vocabulary is dropped
+    (``outside_vocabulary``); the characters-per-second range comes from the prepared folder's labeled data."""
+
+    source: str  # whisper-base, a Hugging Face or CTranslate2 Whisper folder
+    language: str  # ISO 639-1, as Whisper's language token
+    data: Path  # the prepared folder the students train on
+
+
+def run_pseudolabel(model_dir: Path | WhisperTeacher, unlabeled: Path, out: Path,
+                    cfg: PseudoLabelConfig = PseudoLabelConfig(), *, options: DecodeOptions | None = None,
+                    device_name: str = "auto", resume: bool = False, overwrite: bool = False, console=None) -> dict:
+    """Decode ``unlabeled`` with the run ``model_dir`` (or Whisper's decoder: :class:`WhisperTeacher`), keep
+    what ``cfg`` says, write OUT's files (module docstring); returns the report. ``resume``: continue (or
+    refilter) the pseudolabel already in ``out``."""
     from lowres.data.pseudo import PSEUDO_MANIFEST
     from lowres.data.unlabeled import check_unlabeled_source, unlabeled_manifest
     from lowres.decode import BeamSearch
@@ -68,8 +90,10 @@ def run_pseudolabel(model_dir: Path, unlabeled: Path, out: Path, cfg: PseudoLabe
 
     options = options if options is not None else DecodeOptions()
     search = BeamSearch.from_options(options)  # the LM files are checked before anything is decoded
+    if isinstance(model_dir, WhisperTeacher) and search is not None:
+        raise LowresError("--lm goes with --model: Whisper's decoder has its own language model.")
     check_unlabeled_source(Path(unlabeled))
-    model_dir, out = Path(model_dir), Path(out)
+    out = Path(out)
 
     clear = remove_outputs(*OUTPUTS, PSEUDO_MANIFEST)
 
@@ -82,21 +106,17 @@ def run_pseudolabel(model_dir: Path, unlabeled: Path, out: Path, cfg: PseudoLabe
 
     claim(check_only=True)  # refused before anything is read, touching nothing
     device = resolve_device(device_name)
-    run = load_run(model_dir, device=device)  # a folder that is no fine-tuned run is said before --out is made
-    if options.precision is None:
-        import dataclasses
-
-        options = dataclasses.replace(options, precision=run.config.train.precision)
+    # a folder that is no fine-tuned run (or an unknown Whisper language) is said before --out is made
+    teacher = _WhisperDecoder(model_dir, options, device) if isinstance(model_dir, WhisperTeacher) \
+        else _RunDecoder(Path(model_dir), options, search, device)
     pieces = _pieces(Path(unlabeled), cfg) if Path(unlabeled).is_file() else None
     mode = claim(check_only=False)
     try:  # a start that fails before decoding leaves nothing half-made
         manifest = unlabeled_manifest(Path(unlabeled), out / DATA_DIR, console)
         pieces = pieces if pieces is not None else _pieces(manifest, cfg)
-        settings = {"model": str(model_dir.resolve()), "model_weights": _weights_stamp(model_dir),
-                    "unlabeled": str(Path(manifest).resolve()), "pieces": len(pieces),
+        settings = {**teacher.stamp(), "unlabeled": str(Path(manifest).resolve()), "pieces": len(pieces),
                     "pieces_sha1": hashlib.sha1("\n".join(u.id for u in pieces).encode()).hexdigest(),
-                    "max_hours": cfg.max_hours, "seed": cfg.seed,
-                    "decoder": search.settings() if search is not None else {"name": "greedy"}}
+                    "max_hours": cfg.max_hours, "seed": cfg.seed, "decoder": teacher.decoder_settings()}
         _check_settings(out, settings, resume)
     except BaseException:
         if mode == "new":
@@ -106,8 +126,93 @@ def run_pseudolabel(model_dir: Path, unlabeled: Path, out: Path, cfg: PseudoLabe
         elif mode == "replaced":
             clear(out)
         raise
-    done = _decode(run, pieces, out, options, search, device, console)
-    return _filter_and_write(run, pieces, done, out, cfg, settings, console)
+    done = _decode(teacher, pieces, out, console)
+    return _filter_and_write(teacher, pieces, done, out, cfg, settings, console)
+
+
+class _RunDecoder:
+    """A fine-tuned run as the teacher: greedy or beam search, the confidence of the CTC path."""
+
+    def __init__(self, model_dir: Path, options: DecodeOptions, search, device):
+        import dataclasses
+
+        from lowres.bases import load_run
+        from lowres.evaluate import text_config_of
+
+        self.model_dir, self.search, self.device = model_dir, search, device
+        self.run = load_run(model_dir, device=device)
+        self.options = options if options.precision is not None else \
+            dataclasses.replace(options, precision=self.run.config.train.precision)
+        self.vocab, self.text_config = self.run.vocab, text_config_of(self.run.meta)
+        self.labeled_manifest = self.run.record.extras.get("train_manifest")
+
+    def stamp(self) -> dict:
+        return {"model": str(self.model_dir.resolve()), "model_weights": _weights_stamp(self.model_dir)}
+
+    def decoder_settings(self) -> dict:
+        return self.search.settings() if self.search is not None else {"name": "greedy"}
+
+    def batches(self, subset: list, console, progress):
+        """``(indices into subset, [(transcript, confidence, extra fields)])`` batch by batch."""
+        from lowres.decode import batch_texts, forward_batches, path_confidence
+        from lowres.progress import say
+
+        decoder = None
+        if self.search is not None:
+            from lowres.evaluate import lexicon_warning
+
+            loaded = self.search.load(self.vocab)
+            warning = lexicon_warning(loaded.coverage)
+            if warning:
+                say(console, ("warning:", "yellow"), f" {warning}")
+            decoder = self.search.decoder(loaded)
+        for indices, logits, frames, _errors in forward_batches(self.run.model, subset, self.device,
+                                                                options=self.options, progress=progress):
+            if not indices:
+                yield [], []
+                continue
+            texts = [self._normal(t) for t in batch_texts(logits, frames, self.vocab, decoder)]
+            yield indices, [(t, path_confidence(logits[k, :int(frames[k])], self.vocab.encode(t)),
+                             {"frames": int(frames[k])}) for k, t in enumerate(texts)]
+
+    def _normal(self, text: str) -> str:
+        from lowres.data.text import normalize
+
+        return normalize(text, self.text_config)
+
+
+class _WhisperDecoder:
+    """Whisper's own decoder as the teacher (:class:`WhisperTeacher`)."""
+
+    def __init__(self, spec: WhisperTeacher, options: DecodeOptions, device):
+        from lowres.bases.whisper import load_generator
+        from lowres.data.prepared import PreparedDir
+
+        prepared = PreparedDir.open(spec.data)
+        self.vocab, self.text_config = prepared.load_vocab(), prepared.text_config()
+        self.labeled_manifest = next((str(p) for p in (prepared.manifest(s) for s in LABELED_POOLS)
+                                      if p.is_file() and p.stat().st_size > 0), None)
+        self.spec, self.device, self.batch_seconds = spec, device, options.batch_seconds
+        self.gen = load_generator(spec.source)
+        self.gen.language(spec.language)  # an unknown language is refused before --out is made
+        self.gen.model.to(device)
+
+    def stamp(self) -> dict:
+        source = Path(self.spec.source)
+        return {"model": str(source.resolve()) if source.exists() else self.spec.source,
+                "model_weights": f"whisper:{self.gen.name}"}
+
+    def decoder_settings(self) -> dict:
+        return {"name": "whisper-greedy", "language": self.spec.language}
+
+    def batches(self, subset: list, console, progress):
+        from lowres.data.text import normalize
+        from lowres.zeroshot import decode_batches
+
+        for indices, texts, confidences, _errors in decode_batches(self.gen, subset, self.spec.language, self.device,
+                                                                   self.batch_seconds, progress):
+            yield indices, [(normalize(t, self.text_config), c, {"raw_hypothesis": t})
+                            for t, c in zip(texts, confidences, strict=True)]
 
 
 def _pieces(manifest: Path, cfg: PseudoLabelConfig) -> list:
@@ -176,12 +281,9 @@ def _read_decoded(path: Path) -> tuple[dict[int, dict], int]:
     return rows, good
 
 
-def _decode(run, pieces: list, out: Path, options: DecodeOptions, search, device, console) -> dict[int, dict]:
+def _decode(teacher, pieces: list, out: Path, console) -> dict[int, dict]:
     """Decode the pieces not yet in ``decoded.jsonl``, appending each batch's rows as it is done."""
     from lowres.data.manifest import json_line
-    from lowres.data.text import normalize
-    from lowres.decode import batch_texts, forward_batches, path_confidence
-    from lowres.evaluate import text_config_of
     from lowres.progress import progress_bar
 
     path = out / DECODED
@@ -189,31 +291,14 @@ def _decode(run, pieces: list, out: Path, options: DecodeOptions, search, device
     todo = [i for i in range(len(pieces)) if i not in done]
     if not todo:
         return done
-    text_config = text_config_of(run.meta)
-    decoder = None
-    if search is not None:
-        from lowres.evaluate import lexicon_warning
-        from lowres.progress import say
-
-        loaded = search.load(run.vocab)
-        warning = lexicon_warning(loaded.coverage)
-        if warning:
-            say(console, ("warning:", "yellow"), f" {warning}")
-        decoder = search.decoder(loaded)
     subset = [pieces[i] for i in todo]
     with open(path, "ab") as f, progress_bar(console) as progress:
         f.truncate(good)
-        for indices, logits, frames, _errors in forward_batches(run.model, subset, device, options=options,
-                                                                progress=progress):
-            rows = []  # a piece that failed (``errors``) gets no row: it is "not_decoded", and tried again by --resume
-            if indices:
-                texts = batch_texts(logits, frames, run.vocab, decoder)
-                for k, idx in enumerate(indices):
-                    text = normalize(texts[k], text_config)
-                    n = int(frames[k])
-                    rows.append({"index": todo[idx], "id": subset[idx].id, "hypothesis": text,
-                                 "confidence": round(path_confidence(logits[k, :n], run.vocab.encode(text)), 6),
-                                 "frames": n})
+        # a piece that failed gets no row: it is "not_decoded", and tried again by --resume
+        for indices, decoded in teacher.batches(subset, console, progress):
+            rows = [{"index": todo[idx], "id": subset[idx].id, "hypothesis": text,
+                     "confidence": round(float(confidence), 6), **extra}
+                    for idx, (text, confidence, extra) in zip(indices, decoded, strict=True)]
             for r in rows:
                 done[r["index"]] = r
             f.write("".join(json_line(r) + "\n" for r in rows).encode("utf-8"))
@@ -222,7 +307,7 @@ def _decode(run, pieces: list, out: Path, options: DecodeOptions, search, device
     return done
 
 
-def _filter_and_write(run, pieces: list, done: dict[int, dict], out: Path, cfg: PseudoLabelConfig, settings: dict,
+def _filter_and_write(teacher, pieces: list, done: dict[int, dict], out: Path, cfg: PseudoLabelConfig, settings: dict,
                       console) -> dict:
     """Apply the rules of the module docstring to the decoded pieces; write pseudo.jsonl, rejects.jsonl and
     the report."""
@@ -239,7 +324,7 @@ def _filter_and_write(run, pieces: list, done: dict[int, dict], out: Path, cfg: 
     )
     from lowres.fsutil import atomic_write_json, atomic_write_lines
 
-    labeled_path = run.record.extras.get("train_manifest")
+    labeled_path = teacher.labeled_manifest
     labeled = list(read_manifest(labeled_path, require_text=True)) \
         if labeled_path and Path(labeled_path).is_file() else []
     cps = plausible_cps(labeled, cfg.cps_margin)
@@ -259,6 +344,8 @@ def _filter_and_write(run, pieces: list, done: dict[int, dict], out: Path, cfg: 
             reject(i, "not_decoded", None)
         elif not row["hypothesis"]:
             reject(i, "empty", row)
+        elif teacher.vocab.outside(row["hypothesis"])[0]:
+            reject(i, "outside_vocabulary", row)
         elif cps is not None and rate < cps[0]:
             reject(i, "too_slow", row)
         elif cps is not None and rate > cps[1]:
@@ -319,7 +406,8 @@ def _print(report: dict, out: Path, console) -> None:
     console.print(f"pseudo-labels: kept {report['kept']} of {report['pieces']} pieces "
                   f"({_hours(report['kept_hours'])} of {_hours(report['hours'])}); dropped: {dropped}")
     if report["chars_per_second_range"] is None:
-        say(console, ("note:", "yellow"), " the run's labeled training manifest was not found, so implausibly fast or "
+        say(console, ("note:", "yellow"), " no labeled manifest was found (the run's training manifest, or the prepared "
+            "folder's for --whisper), so implausibly fast or "
             "slow transcripts were not filtered out.")
     if report["pieces"] and report["kept_share_of_audio"] < 0.5:
         say(console, ("warning:", "yellow"), f" only {100 * report['kept_share_of_audio']:.0f}% of the audio was kept; "

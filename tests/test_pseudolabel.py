@@ -151,6 +151,51 @@ def test_pseudolabel_refusals(setup, tmp_path):
     assert res.exit_code == 2 and '"pseudo": true' in res.output
 
 
+def test_whispers_decoder_as_the_teacher(setup, tmp_path, monkeypatch):
+    """--whisper NAME --language L --data PREPARED: Whisper's decoder labels the pieces (here a stand-in that
+    returns each piece's true sentence as Whisper writes it, capitalised and punctuated, or with a digit or
+    empty), normalised with the prepared folder's rules; a transcript the vocabulary cannot spell is dropped by
+    name; the students' finetune reads the result."""
+    import lowres.zeroshot
+
+    whisper = factory.tiny_whisper(tmp_path / "whisper", tokenizer=True)
+    prep, out, truth = setup["root"] / "prep", tmp_path / "wpl", setup["truth"]
+    spoken = {i: t for i, t in enumerate(truth.values())}
+
+    def decode_batches(gen, utts, language, device, batch_seconds, progress=None):
+        assert language == "nl"
+        raw = [(truth[u.id].capitalize() + ".", 0.9 - 0.01 * k) for k, u in enumerate(utts)]
+        raw[1], raw[2] = (raw[1][0] + " 42", 0.95), ("", 0.5)
+        yield list(range(len(utts))), [t for t, _ in raw], [c for _, c in raw], []
+
+    monkeypatch.setattr(lowres.zeroshot, "decode_batches", decode_batches)
+    res = invoke("pseudolabel", "--whisper", whisper, "--language", "nl", "--data", prep,
+                 "--unlabeled", setup["unlabeled"], "--out", out, "--keep", 0.5, "-q")
+    assert res.exit_code == 0, res.output
+    rejects = {r["id"]: r["reason"] for r in read_jsonl(out / "rejects.jsonl")}
+    assert rejects["u01"] == "outside_vocabulary" and rejects["u02"] == "empty"
+    kept = read_jsonl(out / "pseudo.jsonl")
+    assert [r["id"] for r in kept] == ["u00", "u03", "u04", "u05", "u06"]  # the most confident half of ten
+    assert all(r["text"] == truth[r["id"]] and r["pseudo"] for r in kept)  # normalised back to the truth
+    report = json.loads((out / "pseudolabel_report.json").read_text())
+    assert report["settings"]["decoder"] == {"name": "whisper-greedy", "language": "nl"}
+    assert report["chars_per_second_from"].endswith("full.jsonl") and len(spoken) == 12
+    res = invoke("finetune", "--data", prep, "--split", "full", "--base", "tiny", "--out", tmp_path / "student",
+                 "--pseudo", out, "--max-steps", 2, "--eval-every", 0, "-q")
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "student" / "config.json").read_text())["pseudo"]["pieces"] == 5
+    # one message each, nothing made
+    for args, message in ((["--model", setup["root"] / "teacher"], "not both"),
+                          (["--language", "nl"], "needs --language CODE"),
+                          (["--language", "xx", "--data", prep], "no language 'xx'"),
+                          (["--language", "nl", "--data", prep, "--lm", tmp_path], "Whisper's decoder has its own")):
+        res = invoke("pseudolabel", "--whisper", whisper, *args, "--unlabeled", setup["unlabeled"],
+                     "--out", tmp_path / "left")
+        assert res.exit_code == 2 and message in " ".join(res.output.split()) and "Traceback" not in res.output, \
+            res.output
+        assert not (tmp_path / "left").exists()
+
+
 def test_finetune_trains_on_labels_and_the_kept_pseudo_labels(setup, tmp_path):
     prep, pl = setup["root"] / "prep", setup["pl"]
     # a pseudo-label cut from a dev clip's audio would train on what the run is scored on, one of a labeled

@@ -186,6 +186,40 @@ def test_eval_with_whispers_own_decoder(hf_whisper, tmp_path):
         assert res.exit_code == 2 and message in " ".join(res.output.split()) and "Traceback" not in res.output
 
 
+def test_whisper_confidence_is_the_mean_probability_of_its_chosen_tokens(tmp_path):
+    """transcribe_scored's confidence (pseudolabel --whisper): the mean probability of the greedy tokens, found
+    again by one teacher-forced pass over the whole transcript (no key/value cache); a clip scores the same in a
+    padded batch as alone."""
+    from lowres.bases.whisper import load_generator
+    from lowres.model.whisper import LogMel
+    from lowres.zeroshot import MAX_TOKENS, transcribe_scored
+
+    gen = load_generator(tiny_whisper(tmp_path / "w", tokenizer=True))
+    torch.manual_seed(0)
+    with torch.no_grad():  # a decoder whose choices vary (the random init loops on one letter at one probability)
+        for name, p in gen.model.named_parameters():
+            if "decoder" in name and name.endswith("weight") and p.dim() == 2:
+                p.copy_(0.5 * torch.randn_like(p))
+    waves = torch.from_numpy(0.1 * np.random.default_rng(0).standard_normal((2, 32000)).astype(np.float32))
+    lengths = torch.tensor([32000, 20000])
+    texts, confs = transcribe_scored(gen, waves, lengths, "nl", torch.device("cpu"))
+    assert len(set(texts[0].split())) > 5 and len(texts[0].split()) < MAX_TOKENS  # varied, and it ended
+    alone_texts, alone = transcribe_scored(gen, waves[1:, :20000], lengths[1:], "nl", torch.device("cpu"))
+    assert alone_texts == texts[1:] and alone[0] == pytest.approx(confs[1], abs=1e-6)
+    prompt = [gen.sot, gen.language("nl"), gen.transcribe, gen.no_timestamps]
+    for k, conf in enumerate(confs[:1]):  # greedy again, one full pass per token, summing the chosen probabilities
+        with torch.no_grad():
+            mel, _ = LogMel(80)(waves[k:k + 1, :int(lengths[k])], lengths[k:k + 1], 30 * 16000)
+            ids, probs = [], []
+            while len(ids) < MAX_TOKENS and (not ids or ids[-1] != gen.eot):
+                logits = gen.model(input_features=mel, decoder_input_ids=torch.tensor([prompt + ids])).logits[0, -1]
+                logits[gen.eot + 1:] = -torch.inf
+                ids.append(int(logits.argmax()))
+                probs.append(float(logits.float().softmax(-1)[ids[-1]]))
+        assert gen.tokenizer.decode([i for i in ids if i != gen.eot]).strip() == texts[k]
+        assert 0 < conf <= 1 and conf == pytest.approx(sum(probs) / len(probs), abs=1e-4)
+
+
 @pytest.mark.slow
 def test_adapt_continues_a_whisper_encoder_with_hubert(hf_whisper, tmp_path):
     """``adapt`` on Whisper: HuBERT's masked prediction of units of its own middle layer (masks after the
