@@ -17,8 +17,10 @@ the decoder gave the tokens it chose, its end of text included (:func:`lowres.ze
 also from 0 to 1 but not on the CTC scale, so a ``--min-confidence`` does not carry over between the two.
 This is distillation rather than self-training: it helps only for a language Whisper was trained on.
 
-Then, in this order, a piece is dropped when it could not be decoded (``not_decoded``), its transcript is
-empty (``empty``), it has a character outside the vocabulary (``outside_vocabulary``: only a Whisper teacher
+Then, in this order, a piece is dropped when it could not be decoded (``not_decoded``), its audio is part of
+the teacher run's own labeled training clips (``labeled_audio``: the student has their true transcripts, and
+a teacher is most confident there, so they would crowd ``--keep``'s share), its transcript is empty
+(``empty``), it has a character outside the vocabulary (``outside_vocabulary``: only a Whisper teacher
 writes such, e.g. digits or a foreign letter), its characters per second lie outside the labeled data's
 range widened by ``cps_margin`` (``too_slow`` / ``too_fast``: :func:`lowres.data.pseudo.plausible_cps`; the
 labeled data is the run's own training manifest, for a Whisper teacher the prepared folder's labeled pool),
@@ -61,7 +63,7 @@ REJECTS = "rejects.jsonl"
 DATA_DIR = "data"  # where a folder of audio given to --unlabeled is indexed and cut
 OUTPUTS = (SETTINGS, DECODED, REPORT, REJECTS, DATA_DIR)  # what --overwrite removes (pseudo.jsonl too)
 LABELED_POOLS = ("full", "10h", "1h", "10min")  # a Whisper teacher's characters-per-second range: the first found
-REASONS = ("not_decoded", "empty", "outside_vocabulary", "too_slow", "too_fast", "low_confidence", "below_keep")
+REASONS = ("not_decoded", "labeled_audio", "empty", "outside_vocabulary", "too_slow", "too_fast", "low_confidence", "below_keep")
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,7 @@ class _RunDecoder:
             dataclasses.replace(options, precision=self.run.config.train.precision)
         self.vocab, self.text_config = self.run.vocab, text_config_of(self.run.meta)
         self.labeled_manifest = self.run.record.extras.get("train_manifest")
+        self.trained_on = self.labeled_manifest  # its pieces of that audio are not pseudo-labels
 
     def stamp(self) -> dict:
         return {"model": str(self.model_dir.resolve()), "model_weights": _weights_stamp(self.model_dir)}
@@ -192,6 +195,7 @@ class _WhisperDecoder:
         self.vocab, self.text_config = prepared.load_vocab(), prepared.text_config()
         self.labeled_manifest = next((str(p) for p in (prepared.manifest(s) for s in LABELED_POOLS)
                                       if p.is_file() and p.stat().st_size > 0), None)
+        self.trained_on = None  # Whisper never saw the prepared folder's clips
         self.spec, self.device, self.batch_seconds = spec, device, options.batch_seconds
         self.gen = load_generator(spec.source)
         self.gen.language(spec.language)  # an unknown language is refused before --out is made
@@ -319,6 +323,7 @@ def _filter_and_write(teacher, pieces: list, done: dict[int, dict], out: Path, c
         PseudoPiece,
         chars_per_second,
         most_confident,
+        overlaps,
         plausible_cps,
         write_pseudo,
     )
@@ -328,6 +333,8 @@ def _filter_and_write(teacher, pieces: list, done: dict[int, dict], out: Path, c
     labeled = list(read_manifest(labeled_path, require_text=True)) \
         if labeled_path and Path(labeled_path).is_file() else []
     cps = plausible_cps(labeled, cfg.cps_margin)
+    in_labeled = overlaps([PseudoPiece(u, 0.0) for u in pieces], labeled) if teacher.trained_on and labeled \
+        else [False] * len(pieces)
     rejects: list[dict] = []
     candidates: list[PseudoPiece] = []
     index_of: dict[int, int] = {}  # id(candidate) -> piece index (piece ids need not be unique)
@@ -342,6 +349,8 @@ def _filter_and_write(teacher, pieces: list, done: dict[int, dict], out: Path, c
         rate = chars_per_second(row["hypothesis"], u.duration) if row is not None else 0.0
         if row is None:
             reject(i, "not_decoded", None)
+        elif in_labeled[i]:
+            reject(i, "labeled_audio", row)
         elif not row["hypothesis"]:
             reject(i, "empty", row)
         elif teacher.vocab.outside(row["hypothesis"])[0]:
@@ -380,11 +389,14 @@ def _report(pieces, kept, rejects, cps, cfg, settings, labeled_path) -> dict:
         return round(confs[round(f * (len(confs) - 1))], 4) if confs else None
 
     total_s = sum(u.duration for u in pieces)
+    new_s = total_s - dropped_s["labeled_audio"]
     kept_s = sum(p.utt.duration for p in kept)
     return {
         "pieces": len(pieces), "hours": round(total_s / 3600, 4),
         "kept": len(kept), "kept_hours": round(kept_s / 3600, 4),
         "kept_share_of_audio": round(kept_s / total_s, 4) if total_s else 0.0,
+        # of the audio the teacher did not train on (the share the warning below judges)
+        "kept_share_of_new_audio": round(kept_s / new_s, 4) if new_s else 0.0,
         "dropped": {r: dropped[r] for r in REASONS if dropped[r]},
         "dropped_hours": {r: round(dropped_s[r] / 3600, 4) for r in REASONS if dropped[r]},
         "chars_per_second_range": [round(cps[0], 3), round(cps[1], 3)] if cps else None,
@@ -409,8 +421,9 @@ def _print(report: dict, out: Path, console) -> None:
         say(console, ("note:", "yellow"), " no labeled manifest was found (the run's training manifest, or the prepared "
             "folder's for --whisper), so implausibly fast or "
             "slow transcripts were not filtered out.")
-    if report["pieces"] and report["kept_share_of_audio"] < 0.5:
-        say(console, ("warning:", "yellow"), f" only {100 * report['kept_share_of_audio']:.0f}% of the audio was kept; "
+    if report["pieces"] and report["kept_share_of_new_audio"] < 0.5:
+        say(console, ("warning:", "yellow"), f" only {100 * report['kept_share_of_new_audio']:.0f}% of the audio the "
+            "teacher did not train on was kept; "
             f"the reasons are in {out / REJECTS}. A better model (more labels, an LM: --lm) or a lower "
             "--min-confidence keeps more.")
     from lowres.data.pseudo import PSEUDO_MANIFEST

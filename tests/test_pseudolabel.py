@@ -94,6 +94,35 @@ def test_resume_refilters_without_decoding_again(setup, tmp_path, monkeypatch):
     assert {r["reason"] for r in read_jsonl(pl / "rejects.jsonl")} == {"low_confidence"}
 
 
+def test_the_teachers_own_training_clips_are_not_pseudo_labels(setup, tmp_path):
+    """Pieces of the audio the teacher trained on (an unlabeled pool that holds the labeled clips) are dropped
+    as labeled_audio before --keep takes its share: the teacher is surest of them, and the student has their
+    true transcripts."""
+    from lowres.data.manifest import read_manifest
+
+    prep = setup["root"] / "prep"
+    trained = list(read_manifest(prep / "manifests" / "full.jsonl"))[:3]
+    mixed = tmp_path / "mixed.jsonl"
+    lines = setup["unlabeled"].read_text().splitlines()
+    rows = [json.loads(x) for x in lines]
+    for r in rows:
+        r["audio_filepath"] = str((setup["unlabeled"].parent / r["audio_filepath"]).resolve())
+    rows += [{"id": f"t{i}", "audio_filepath": str(Path(u.audio_filepath).resolve()), "duration": u.duration}
+             for i, u in enumerate(trained)]
+    mixed.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    res = invoke("pseudolabel", "--model", setup["root"] / "teacher", "--unlabeled", mixed, "--out", tmp_path / "pl",
+                 "--keep", 0.5, "-q")
+    assert res.exit_code == 0, res.output
+    rejects = read_jsonl(tmp_path / "pl" / "rejects.jsonl")
+    assert sorted(r["id"] for r in rejects if r["reason"] == "labeled_audio") == ["t0", "t1", "t2"]
+    kept = read_jsonl(tmp_path / "pl" / "pseudo.jsonl")
+    below = [r for r in rejects if r["reason"] == "below_keep"]
+    assert kept and len(kept) == round(0.5 * (len(kept) + len(below)))
+    assert all(r["id"].startswith("u") for r in kept)
+    report = json.loads((tmp_path / "pl" / "pseudolabel_report.json").read_text())
+    assert report["dropped"]["labeled_audio"] == 3 and report["kept_share_of_new_audio"] > report["kept_share_of_audio"]
+
+
 def test_a_stopped_pseudolabel_resumes_where_it_stopped(setup, tmp_path):
     import shutil
 
