@@ -72,7 +72,9 @@ class Start:
 # adapt's settings: the demo's for the shipped base (HuBERT, its own kind of units: 100 clusters of layer 2); for
 # Whisper the same with the units of its middle layer and the lower lr of a pretrained encoder (recipes/adapt.toml)
 ADAPT_SSL = ("--objective", "hubert", "--recipe", "demo_adapt")
-ADAPT_WHISPER = ("--objective", "hubert", "--recipe", "demo_adapt", "--targets", "layer:3", "--lr", "1e-4")
+# (refused by adapt since it collapsed in every setting tried: --set hubert.whisper=true runs it for this row)
+ADAPT_WHISPER = ("--objective", "hubert", "--recipe", "demo_adapt", "--targets", "layer:3", "--lr", "1e-4",
+                 "--set", "hubert.whisper=true")
 
 
 # the demo's fine-tuning method, the one the README recommends for tiny-ssl and the random init (lowres.demo)

@@ -524,6 +524,8 @@ class HubertConfig:
 
     final_dim: int = 0  # final_proj output and unit embeddings; 0 = 256 for models up to 768 wide, else 768
     unmasked_weight: float = 0.0  # cross-entropy weight of unmasked frames (masked frames weigh 1)
+    whisper: bool = False  # adapt a Whisper encoder anyway: refused by default, as it collapsed in every setting
+    #                        measured (lowres/train/tasks/hubert.py, WHISPER_REFUSAL); for research only
 
     def __post_init__(self):
         check("hubert", self, "final_dim", 0)

@@ -188,8 +188,8 @@ def test_eval_with_whispers_own_decoder(hf_whisper, tmp_path):
 
 def test_whisper_confidence_is_the_mean_probability_of_its_chosen_tokens(tmp_path):
     """transcribe_scored's confidence (pseudolabel --whisper): the mean probability of the greedy tokens, found
-    again by one teacher-forced pass over the whole transcript (no key/value cache); a clip scores the same in a
-    padded batch as alone."""
+    again by a plain greedy loop (a full pass per token, no key/value cache); a clip scores the same in a padded
+    batch as alone."""
     from lowres.bases.whisper import load_generator
     from lowres.model.whisper import LogMel
     from lowres.zeroshot import MAX_TOKENS, transcribe_scored
@@ -220,6 +220,21 @@ def test_whisper_confidence_is_the_mean_probability_of_its_chosen_tokens(tmp_pat
         assert 0 < conf <= 1 and conf == pytest.approx(sum(probs) / len(probs), abs=1e-4)
 
 
+def test_adapt_on_whisper_is_refused_with_what_to_do_instead(hf_whisper, tmp_path):
+    """adapt on Whisper's encoder collapsed in every setting measured on real speech (issue #28): refused in one
+    message that says what to do instead, before anything is made, whatever the objective."""
+    from factory import write_audio
+
+    write_audio(tmp_path / "unl" / "r0.wav", 3.0)
+    for objective in ((), ("--objective", "hubert"), ("--objective", "wav2vec2")):
+        res = invoke("adapt", "--base", hf_whisper, "--unlabeled", tmp_path / "unl", "--out", tmp_path / "no",
+                     *objective)
+        said = " ".join(res.output.split())
+        assert res.exit_code == 2 and "collapsed in every setting" in said and "Traceback" not in said, res.output
+        assert "lowres finetune --base whisper-base" in said and "lowres pseudolabel" in said
+        assert "--set hubert.whisper=true" in said and not (tmp_path / "no").exists()
+
+
 @pytest.mark.slow
 def test_adapt_continues_a_whisper_encoder_with_hubert(hf_whisper, tmp_path):
     """``adapt`` on Whisper: HuBERT's masked prediction of units of its own middle layer (masks after the
@@ -229,17 +244,18 @@ def test_adapt_continues_a_whisper_encoder_with_hubert(hf_whisper, tmp_path):
 
     for i in range(4):
         write_audio(tmp_path / "unl" / f"r{i}.wav", 6.0, seed=i)
+    anyway = ("--set", "hubert.whisper=true")
     res = invoke("adapt", "--base", hf_whisper, "--unlabeled", tmp_path / "unl", "--objective", "wav2vec2",
-                 "--out", tmp_path / "no")
+                 "--out", tmp_path / "no", *anyway)
     assert res.exit_code == 2 and "--objective hubert" in " ".join(res.output.split()), res.output
     assert not (tmp_path / "no").exists()
     adapted = tmp_path / "adapted"
     res = invoke("adapt", "--base", hf_whisper, "--unlabeled", tmp_path / "unl", "--out", adapted, "--max-steps", 3,
-                 "--clusters", 8, "--set", "train.batch_seconds=12", "--set", "train.num_workers=0", "-q")
+                 "--clusters", 8, "--set", "train.batch_seconds=12", "--set", "train.num_workers=0", "-q", *anyway)
     assert res.exit_code == 0, res.output
     record = json.loads((adapted / "config.json").read_text())
     assert record["config"]["objective"] == "hubert" and record["units"]["kind"] == "layer"
-    assert "not yet measured to help" in (adapted / "train.log").read_text()  # what was measured, said at the start
+    assert "collapsed in all four settings" in (adapted / "train.log").read_text()  # said at the start
     prepared = prepared_corpus(tmp_path, n=12, speakers=4)
     res = invoke("finetune", "--data", prepared, "--split", "full", "--base", adapted, "--out", tmp_path / "ft",
                  "--max-steps", 2, "--eval-every", 0, *FAST)

@@ -51,12 +51,14 @@ def adapt_config(objective: str, base: str | None, out: Path, resume: bool, reci
     """The configuration of ``lowres adapt``: the objective resolved (:func:`adapt_objective`), HuBERT's unit
     settings refused with another objective, then defaults ← recipes ← ``--set`` ← flags
     (:func:`lowres.config.resolve_adapt`)."""
-    from lowres.config import resolve_adapt
-
     if not resume and (not base or not (flags or {}).get("unlabeled")):
         raise LowresError("adapt needs --unlabeled (a folder of audio or an unlabeled.jsonl) and --base (a "
                           "backbone name such as xls-r-300m or tiny, a Hugging Face folder or a lowres run folder).")
     resolved = adapt_objective(objective, base, out, resume)
+    if _is_whisper(base) and not resume and not _resolve(recipe, sets, flags, "hubert").hubert.whisper:
+        from lowres.train.tasks.hubert import WHISPER_REFUSAL
+
+        raise LowresError(WHISPER_REFUSAL)
     if resolved == "wav2vec2" and _is_whisper(base):
         raise LowresError(f"--base {base} is Whisper's encoder, which has no codebook for wav2vec 2.0's contrastive "
                           "objective: use --objective hubert (masked prediction of units of its own layers).")
@@ -65,8 +67,14 @@ def adapt_config(objective: str, base: str | None, out: Path, resume: bool, reci
         if given:
             raise LowresError(f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to --objective hubert "
                               f"only (this run uses {resolved}).")
+    return _resolve(recipe, sets, flags, resolved)
+
+
+def _resolve(recipe: str | None, sets: tuple[str, ...], flags: dict | None, objective: str) -> AdaptConfig:
+    from lowres.config import resolve_adapt
+
     try:
-        return resolve_adapt(recipe, tuple(sets), flags, objective=resolved)
+        return resolve_adapt(recipe, tuple(sets), flags, objective=objective)
     except ValueError as exc:
         raise LowresError(f"Invalid setting: {exc}") from None
 

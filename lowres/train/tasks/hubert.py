@@ -22,11 +22,21 @@ from lowres.train.loop import StepOutput
 from lowres.train.tasks.selfsup import SelfSupervisedTask
 
 STAT_KEYS = ("masked_ce", "feature_penalty", "masked_accuracy", "masked_fraction")
-# what was measured of adapt on Whisper's encoder (benchmarks/README.md, "Real speech"), said when such a run starts
-WHISPER_ADAPT_NOTE = ("note: adapt on Whisper's encoder is not yet measured to help. On real Dutch (1.2 h untranscribed, "
-                      "units of layer 3, 100 clusters, lr 1e-4) whisper-base's predictions collapsed onto one unit by "
-                      "update 100 and the run stopped; fine-tuning the Whisper encoder directly (finetune --base with "
-                      "it) is the measured road. Watch the collapse check, and try a lower --lr if you go on.")
+# issue #28: adapt on Whisper's encoder, measured (benchmarks/README.md, "Whisper on real speech"), refused
+WHISPER_REFUSAL = (
+    "adapt does not continue Whisper's encoder: on real Dutch (1.2 h untranscribed, HuBERT units of its layer 3) "
+    "it collapsed in every setting tried (lr 1e-4; lr 2e-5; the prediction head at 1e-3; a third of the frames "
+    "masked instead of 57%): by update 100 it predicted one unit at the masked frames (4% accuracy; the "
+    "targets use about 50 units), and lowres's collapse check stopped it. Whisper was never trained to fill in masked frames. "
+    "Instead: fine-tune it directly (`lowres finetune --base whisper-base --data ... --split 10min`), and put your "
+    "untranscribed audio to work by self-training (`lowres pseudolabel --model RUN ...`, then `finetune --pseudo`, "
+    "or `lowres selftrain`); for a language Whisper knows, `lowres pseudolabel --whisper whisper-base --language "
+    "CODE ...` lets its own decoder label it. To try adapt on it anyway (research), add --set hubert.whisper=true.")
+
+# said when a Whisper adapt runs anyway (--set hubert.whisper=true): what was measured (WHISPER_REFUSAL above)
+WHISPER_ADAPT_NOTE = ("note: adapt on Whisper's encoder runs here because --set hubert.whisper=true asked for it: on "
+                      "real Dutch it collapsed in all four settings measured (benchmarks/README.md, 'Whisper on real "
+                      "speech'). Watch the collapse check.")
 
 
 class HubertTask(SelfSupervisedTask):
@@ -79,6 +89,8 @@ class HubertTask(SelfSupervisedTask):
         from lowres.units import Units
 
         if self.loaded.spec.family == WHISPER:
+            if not self.cfg.hubert.whisper:
+                raise LowresError(WHISPER_REFUSAL)
             self.run.log.say(WHISPER_ADAPT_NOTE)
 
         manifest = self.new_run_manifest()
