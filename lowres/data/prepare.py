@@ -757,7 +757,7 @@ def print_summary(result: PrepareResult, console) -> None:
 
 def next_steps(result: PrepareResult) -> list[str]:
     """The commands that follow ``prepare`` for this folder: a first fine-tuning run on the smallest split that
-    has data (and, with unlabeled audio, continued pretraining on it first)."""
+    has data (and, with unlabeled audio, self-training on it; continued pretraining when there are no labels)."""
     from lowres.config import LABELED_SPLITS, OFFLINE_BASE, SUGGESTED_BASE
     from lowres.data.prepared import UNLABELED
 
@@ -770,11 +770,14 @@ def next_steps(result: PrepareResult) -> list[str]:
                      f"runs/{out.name}-{first}   (a first run, with Whisper's encoder: the base for real recordings, "
                      f"fetched once from the package registry; --base {OFFLINE_BASE} is shipped, for synthetic "
                      "speech; the larger splits hold more labels)")
-    if report.get("unlabeled", {}).get("pieces"):
-        lines.append(f"{'then' if lines else 'next'}:  lowres adapt --unlabeled {out / UNLABELED} --base "
-                     f"{SUGGESTED_BASE} --out runs/{out.name}-adapt   (optional: continued pretraining on the "
-                     f"untranscribed audio, then fine-tune with --base runs/{out.name}-adapt; measure it against "
-                     "the first run)")
+    if report.get("unlabeled", {}).get("pieces") and first:
+        lines.append(f"then:  lowres selftrain --model runs/{out.name}-{first} --unlabeled {out / UNLABELED} "
+                     f"--out runs/{out.name}-st   (optional: self-training on the untranscribed audio, the first "
+                     "run's pseudo-labels and a new run from the base; measure it against the first run)")
+    elif report.get("unlabeled", {}).get("pieces"):
+        lines.append(f"next:  lowres adapt --unlabeled {out / UNLABELED} --base {OFFLINE_BASE} --out "
+                     f"runs/{out.name}-adapt   (continued pretraining on the untranscribed audio; fine-tune with "
+                     f"--base runs/{out.name}-adapt once you have transcripts)")
     return lines
 
 
