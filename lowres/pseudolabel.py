@@ -63,7 +63,8 @@ REJECTS = "rejects.jsonl"
 DATA_DIR = "data"  # where a folder of audio given to --unlabeled is indexed and cut
 OUTPUTS = (SETTINGS, DECODED, REPORT, REJECTS, DATA_DIR)  # what --overwrite removes (pseudo.jsonl too)
 LABELED_POOLS = ("full", "10h", "1h", "10min")  # a Whisper teacher's characters-per-second range: the first found
-REASONS = ("not_decoded", "labeled_audio", "empty", "outside_vocabulary", "too_slow", "too_fast", "low_confidence", "below_keep")
+REASONS = ("not_decoded", "labeled_audio", "empty", "outside_vocabulary", "too_slow", "too_fast", "low_confidence",
+           "below_keep")
 
 
 @dataclass(frozen=True)
