@@ -642,7 +642,7 @@ def transcribe(
 @friendly
 def pseudolabel(
     model: Path | None = typer.Option(None, "--model", "-m", help="A run folder written by `lowres finetune` (the "
-                                      "teacher).", show_default=False),
+                                      "teacher); or --whisper.", show_default=False),
     unlabeled: Path = typer.Option(..., "--unlabeled", "-u", help="The unlabeled.jsonl of `lowres prepare "
                                    "--unlabeled`, or a folder of audio (cut into pieces the same way)."),
     out: Path = typer.Option(..., "--out", "-o", help="Folder for pseudo.jsonl, the rejects and the report."),
@@ -671,7 +671,8 @@ def pseudolabel(
     data: Path | None = typer.Option(None, "--data", "-d", help="With --whisper: the prepared folder the students "
                                      "train on (its vocabulary, text rules and labeled data).", show_default=False),
 ):
-    """Transcripts for untranscribed audio from a fine-tuned run (self-training), with a confidence per piece.
+    """Transcripts for untranscribed audio from a fine-tuned run (self-training) or from Whisper's own decoder
+    (--whisper), with a confidence per piece.
 
     \b
     Example:
@@ -681,7 +682,8 @@ def pseudolabel(
           --unlabeled prepared/nl/unlabeled.jsonl --out pl/nl-whisper
 
     Writes OUT/pseudo.jsonl (the kept pieces: a manifest with "pseudo": true and "confidence"),
-    OUT/rejects.jsonl (dropped: empty, implausibly fast or slow, low confidence, below --keep),
+    OUT/rejects.jsonl (dropped: dev/test or the teacher's own training audio, empty, outside the vocabulary,
+    implausibly fast or slow, low confidence, below --keep),
     OUT/pseudolabel_report.json and OUT/decoded.jsonl (every piece, written as decoded: --resume goes on from it).
     """
     from lowres.pseudolabel import run_pseudolabel
@@ -705,8 +707,9 @@ def _teacher(model: Path | None, whisper: str | None, language: str | None, data
     from lowres.pseudolabel import WhisperTeacher
 
     if (model is None) == (whisper is None):
-        raise LowresError("Give --model RUN (a fine-tuned run: self-training) or --whisper NAME (Whisper's own "
-                          "decoder as the teacher, with --language and --data), not both.")
+        raise LowresError(("Give one teacher: " if model is None else "Give one teacher, not both: ") +
+                          "--model RUN (a fine-tuned run: self-training) or --whisper NAME (Whisper's own decoder, "
+                          "with --language and --data).")
     if model is not None:
         if language is not None or data is not None:
             raise LowresError("--language and --data go with --whisper (a fine-tuned run knows its language, "

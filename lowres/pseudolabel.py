@@ -63,7 +63,7 @@ REJECTS = "rejects.jsonl"
 DATA_DIR = "data"  # where a folder of audio given to --unlabeled is indexed and cut
 OUTPUTS = (SETTINGS, DECODED, REPORT, REJECTS, DATA_DIR)  # what --overwrite removes (pseudo.jsonl too)
 LABELED_POOLS = ("full", "10h", "1h", "10min")  # a Whisper teacher's characters-per-second range: the first found
-REASONS = ("not_decoded", "labeled_audio", "empty", "outside_vocabulary", "too_slow", "too_fast", "low_confidence",
+REASONS = ("not_decoded", "heldout_audio", "labeled_audio", "empty", "outside_vocabulary", "too_slow", "too_fast", "low_confidence",
            "below_keep")
 
 
@@ -129,8 +129,8 @@ def run_pseudolabel(model_dir: Path | WhisperTeacher, unlabeled: Path, out: Path
         elif mode == "replaced":
             clear(out)
         raise
-    done = _decode(teacher, pieces, out, console)
-    return _filter_and_write(teacher, pieces, done, out, cfg, settings, console)
+    done, failed = _decode(teacher, pieces, out, console)
+    return _filter_and_write(teacher, pieces, done, out, cfg, settings, console, failed)
 
 
 class _RunDecoder:
@@ -149,6 +149,8 @@ class _RunDecoder:
         self.vocab, self.text_config = self.run.vocab, text_config_of(self.run.meta)
         self.labeled_manifest = self.run.record.extras.get("train_manifest")
         self.trained_on = self.labeled_manifest  # its pieces of that audio are not pseudo-labels
+        self.heldout = [m for m in (self.run.record.extras.get("dev_manifest"),) if m]  # never trained on
+        self.lm_hint = True  # the low-share warning may suggest --lm
 
     def stamp(self) -> dict:
         return {"model": str(self.model_dir.resolve()), "model_weights": _weights_stamp(self.model_dir)}
@@ -157,7 +159,7 @@ class _RunDecoder:
         return self.search.settings() if self.search is not None else {"name": "greedy"}
 
     def batches(self, subset: list, console, progress):
-        """``(indices into subset, [(transcript, confidence, extra fields)])`` batch by batch."""
+        """``(indices into subset, [(transcript, confidence, extra fields)], errors)`` batch by batch."""
         from lowres.decode import batch_texts, forward_batches, path_confidence
         from lowres.progress import say
 
@@ -170,14 +172,14 @@ class _RunDecoder:
             if warning:
                 say(console, ("warning:", "yellow"), f" {warning}")
             decoder = self.search.decoder(loaded)
-        for indices, logits, frames, _errors in forward_batches(self.run.model, subset, self.device,
-                                                                options=self.options, progress=progress):
+        for indices, logits, frames, errors in forward_batches(self.run.model, subset, self.device,
+                                                               options=self.options, progress=progress):
             if not indices:
-                yield [], []
+                yield [], [], errors
                 continue
             texts = [self._normal(t) for t in batch_texts(logits, frames, self.vocab, decoder)]
             yield indices, [(t, path_confidence(logits[k, :int(frames[k])], self.vocab.encode(t)),
-                             {"frames": int(frames[k])}) for k, t in enumerate(texts)]
+                             {"frames": int(frames[k])}) for k, t in enumerate(texts)], errors
 
     def _normal(self, text: str) -> str:
         from lowres.data.text import normalize
@@ -192,8 +194,14 @@ class _WhisperDecoder:
         from lowres.bases.whisper import load_generator
         from lowres.data.prepared import PreparedDir
 
-        prepared = PreparedDir.open(spec.data)
+        prepared = PreparedDir.open(spec.data, need_vocab=False)
+        if not prepared.has_vocab:
+            raise LowresError(f"--data {spec.data} has no vocabulary (vocab.json): --whisper needs the prepared "
+                              "folder of a corpus with transcripts, whose characters and text rules the "
+                              "pseudo-labels must follow (the folder that `lowres finetune --data` trains on).")
         self.vocab, self.text_config = prepared.load_vocab(), prepared.text_config()
+        self.heldout = [str(p) for p in (prepared.manifest("dev"), prepared.manifest("test")) if p.is_file()]
+        self.lm_hint = False  # --lm is refused with --whisper
         self.labeled_manifest = next((str(p) for p in (prepared.manifest(s) for s in LABELED_POOLS)
                                       if p.is_file() and p.stat().st_size > 0), None)
         self.trained_on = None  # Whisper never saw the prepared folder's clips
@@ -205,7 +213,7 @@ class _WhisperDecoder:
     def stamp(self) -> dict:
         source = Path(self.spec.source)
         return {"model": str(source.resolve()) if source.exists() else self.spec.source,
-                "model_weights": f"whisper:{self.gen.name}"}
+                "model_weights": f"whisper:{self.gen.name}", "data": str(Path(self.spec.data).resolve())}
 
     def decoder_settings(self) -> dict:
         return {"name": "whisper-greedy", "language": self.spec.language}
@@ -214,10 +222,10 @@ class _WhisperDecoder:
         from lowres.data.text import normalize
         from lowres.zeroshot import decode_batches
 
-        for indices, texts, confidences, _errors in decode_batches(self.gen, subset, self.spec.language, self.device,
-                                                                   self.batch_seconds, progress):
+        for indices, texts, confidences, errors in decode_batches(self.gen, subset, self.spec.language, self.device,
+                                                                  self.batch_seconds, progress):
             yield indices, [(normalize(t, self.text_config), c, {"raw_hypothesis": t})
-                            for t, c in zip(texts, confidences, strict=True)]
+                            for t, c in zip(texts, confidences, strict=True)], errors
 
 
 def _pieces(manifest: Path, cfg: PseudoLabelConfig) -> list:
@@ -286,21 +294,24 @@ def _read_decoded(path: Path) -> tuple[dict[int, dict], int]:
     return rows, good
 
 
-def _decode(teacher, pieces: list, out: Path, console) -> dict[int, dict]:
-    """Decode the pieces not yet in ``decoded.jsonl``, appending each batch's rows as it is done."""
+def _decode(teacher, pieces: list, out: Path, console) -> tuple[dict[int, dict], list[str]]:
+    """Decode the pieces not yet in ``decoded.jsonl``, appending each batch's rows as it is done; returns every
+    decoded row by piece index and why pieces could not be decoded (``path: reason``)."""
     from lowres.data.manifest import json_line
     from lowres.progress import progress_bar
 
     path = out / DECODED
     done, good = _read_decoded(path)
     todo = [i for i in range(len(pieces)) if i not in done]
+    failed: list[str] = []
     if not todo:
-        return done
+        return done, failed
     subset = [pieces[i] for i in todo]
     with open(path, "ab") as f, progress_bar(console) as progress:
         f.truncate(good)
         # a piece that failed gets no row: it is "not_decoded", and tried again by --resume
-        for indices, decoded in teacher.batches(subset, console, progress):
+        for indices, decoded, errors in teacher.batches(subset, console, progress):
+            failed += errors or []
             rows = [{"index": todo[idx], "id": subset[idx].id, "hypothesis": text,
                      "confidence": round(float(confidence), 6), **extra}
                     for idx, (text, confidence, extra) in zip(indices, decoded, strict=True)]
@@ -309,11 +320,11 @@ def _decode(teacher, pieces: list, out: Path, console) -> dict[int, dict]:
             f.write("".join(json_line(r) + "\n" for r in rows).encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
-    return done
+    return done, failed
 
 
 def _filter_and_write(teacher, pieces: list, done: dict[int, dict], out: Path, cfg: PseudoLabelConfig, settings: dict,
-                      console) -> dict:
+                      console, failed: list[str] = ()) -> dict:
     """Apply the rules of the module docstring to the decoded pieces; write pseudo.jsonl, rejects.jsonl and
     the report."""
     from dataclasses import replace
@@ -334,8 +345,10 @@ def _filter_and_write(teacher, pieces: list, done: dict[int, dict], out: Path, c
     labeled = list(read_manifest(labeled_path, require_text=True)) \
         if labeled_path and Path(labeled_path).is_file() else []
     cps = plausible_cps(labeled, cfg.cps_margin)
-    in_labeled = overlaps([PseudoPiece(u, 0.0) for u in pieces], labeled) if teacher.trained_on and labeled \
-        else [False] * len(pieces)
+    as_pieces = [PseudoPiece(u, 0.0) for u in pieces]
+    in_labeled = overlaps(as_pieces, labeled) if teacher.trained_on and labeled else [False] * len(pieces)
+    heldout = [u for m in teacher.heldout if Path(m).is_file() for u in read_manifest(m)]
+    in_heldout = overlaps(as_pieces, heldout) if heldout else [False] * len(pieces)
     rejects: list[dict] = []
     candidates: list[PseudoPiece] = []
     index_of: dict[int, int] = {}  # id(candidate) -> piece index (piece ids need not be unique)
@@ -350,6 +363,8 @@ def _filter_and_write(teacher, pieces: list, done: dict[int, dict], out: Path, c
         rate = chars_per_second(row["hypothesis"], u.duration) if row is not None else 0.0
         if row is None:
             reject(i, "not_decoded", None)
+        elif in_heldout[i]:
+            reject(i, "heldout_audio", row)
         elif in_labeled[i]:
             reject(i, "labeled_audio", row)
         elif not row["hypothesis"]:
@@ -373,6 +388,8 @@ def _filter_and_write(teacher, pieces: list, done: dict[int, dict], out: Path, c
     write_pseudo(out / PSEUDO_MANIFEST, kept)
     atomic_write_lines(out / REJECTS, (json_line(r) for r in rejects))
     report = _report(pieces, kept, rejects, cps, cfg, settings, labeled_path if labeled else None)
+    report["not_decoded_why"] = list(failed[:5])
+    report["lm_hint"] = teacher.lm_hint
     atomic_write_json(out / REPORT, report)
     if console is not None:
         _print(report, out, console)
@@ -390,7 +407,7 @@ def _report(pieces, kept, rejects, cps, cfg, settings, labeled_path) -> dict:
         return round(confs[round(f * (len(confs) - 1))], 4) if confs else None
 
     total_s = sum(u.duration for u in pieces)
-    new_s = total_s - dropped_s["labeled_audio"]
+    new_s = total_s - dropped_s["labeled_audio"] - dropped_s["heldout_audio"]
     kept_s = sum(p.utt.duration for p in kept)
     return {
         "pieces": len(pieces), "hours": round(total_s / 3600, 4),
@@ -419,14 +436,22 @@ def _print(report: dict, out: Path, console) -> None:
     console.print(f"pseudo-labels: kept {report['kept']} of {report['pieces']} pieces "
                   f"({_hours(report['kept_hours'])} of {_hours(report['hours'])}); dropped: {dropped}")
     if report["chars_per_second_range"] is None:
-        say(console, ("note:", "yellow"), " no labeled manifest was found (the run's training manifest, or the prepared "
-            "folder's for --whisper), so implausibly fast or "
-            "slow transcripts were not filtered out.")
-    if report["pieces"] and report["kept_share_of_new_audio"] < 0.5:
-        say(console, ("warning:", "yellow"), f" only {100 * report['kept_share_of_new_audio']:.0f}% of the audio the "
-            "teacher did not train on was kept; "
-            f"the reasons are in {out / REJECTS}. A better model (more labels, an LM: --lm) or a lower "
-            "--min-confidence keeps more.")
+        say(console, ("note:", "yellow"), " no labeled manifest was found (the run's training manifest, or the "
+            "prepared folder's for --whisper), so implausibly fast or slow transcripts were not filtered out.")
+    why = report.get("not_decoded_why") or []
+    if why:
+        say(console, ("warning:", "yellow"), f" {report['dropped'].get('not_decoded', len(why))} pieces could not be "
+            f"decoded, e.g. {why[0]}")
+    share, keep = report["kept_share_of_new_audio"], report["keep"]
+    new_hours = report["hours"] - sum(report["dropped_hours"].get(r, 0.0) for r in ("labeled_audio", "heldout_audio"))
+    if report["pieces"] and new_hours <= 0:
+        say(console, ("warning:", "yellow"), " every piece is audio the teacher trained on, or dev/test audio: there "
+            "is nothing new to pseudo-label. Give --unlabeled audio that has no transcripts in the training data.")
+    elif report["pieces"] and share < 0.5 * keep:
+        better = "A better model (more labels, an LM: --lm) or a" if report.get("lm_hint") else "A"
+        say(console, ("warning:", "yellow"), f" only {100 * share:.0f}% of the audio the teacher did not train on "
+            f"was kept (--keep {keep:g} keeps up to {100 * keep:.0f}%); the reasons are in {out / REJECTS}. "
+            f"{better} lower --min-confidence keeps more.")
     from lowres.data.pseudo import PSEUDO_MANIFEST
 
     console.print(f"wrote {out / PSEUDO_MANIFEST}: train on it with lowres finetune ... --pseudo {out}")

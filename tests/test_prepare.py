@@ -423,6 +423,11 @@ def test_unlabeled_segmentation_and_heldout_exclusion(tmp_path):
     reasons = {r["reason"] for r in rejects(out)}
     assert {"too_short", "unreadable_audio"} <= reasons
     assert result.report["unlabeled"]["non_audio_files_skipped"] == 1
+    from lowres.data.prepare import next_steps
+
+    first = next_steps(result)[0].split("--split ")[1].split()[0]  # the untranscribed audio: self-training next
+    assert next_steps(result)[1].startswith(f"then:  lowres selftrain --model runs/out-{first} --unlabeled "
+                                            f"{out / 'unlabeled.jsonl'} --out runs/out-st")
     # unlabeled alone; dev/test audio inside the unlabeled folder is left out
     out2 = tmp_path / "out2"
     prepare(None, out2, unlabeled=unl)

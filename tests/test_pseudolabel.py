@@ -189,7 +189,6 @@ def test_whispers_decoder_as_the_teacher(setup, tmp_path, monkeypatch):
 
     whisper = factory.tiny_whisper(tmp_path / "whisper", tokenizer=True)
     prep, out, truth = setup["root"] / "prep", tmp_path / "wpl", setup["truth"]
-    spoken = {i: t for i, t in enumerate(truth.values())}
 
     def decode_batches(gen, utts, language, device, batch_seconds, progress=None):
         assert language == "nl"
@@ -208,13 +207,33 @@ def test_whispers_decoder_as_the_teacher(setup, tmp_path, monkeypatch):
     assert all(r["text"] == truth[r["id"]] and r["pseudo"] for r in kept)  # normalised back to the truth
     report = json.loads((out / "pseudolabel_report.json").read_text())
     assert report["settings"]["decoder"] == {"name": "whisper-greedy", "language": "nl"}
-    assert report["chars_per_second_from"].endswith("full.jsonl") and len(spoken) == 12
+    assert report["chars_per_second_from"].endswith("full.jsonl") and report["settings"]["data"] == str(prep.resolve())
+    # --resume refilters without decoding again; another prepared folder's rules would be another labelling
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(lowres.zeroshot, "decode_batches", no_decoding)
+    res = invoke("pseudolabel", "--whisper", whisper, "--language", "nl", "--data", prep,
+                 "--unlabeled", setup["unlabeled"], "--out", out, "--resume", "-q")
+    assert res.exit_code == 0 and len(read_jsonl(out / "pseudo.jsonl")) == 10, res.output
+    other = tmp_path / "other-prep"
+    import shutil
+
+    shutil.copytree(prep, other)
+    res = invoke("pseudolabel", "--whisper", whisper, "--language", "nl", "--data", other,
+                 "--unlabeled", setup["unlabeled"], "--out", out, "--resume", "--keep", 0.5)
+    assert res.exit_code == 2 and "data" in res.output and "--overwrite" in res.output, res.output
+    res = invoke("pseudolabel", "--whisper", whisper, "--language", "nl", "--data", prep,
+                 "--unlabeled", setup["unlabeled"], "--out", out, "--resume", "--keep", 0.5, "-q")
+    assert res.exit_code == 0, res.output
     res = invoke("finetune", "--data", prep, "--split", "full", "--base", "tiny", "--out", tmp_path / "student",
                  "--pseudo", out, "--max-steps", 2, "--eval-every", 0, "-q")
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "student" / "config.json").read_text())["pseudo"]["pieces"] == 5
     # one message each, nothing made
     for args, message in ((["--model", setup["root"] / "teacher"], "not both"),
+                          (["--language", "nl", "--data", setup["root"] / "nothing"], "no such folder"),
                           (["--language", "nl"], "needs --language CODE"),
                           (["--language", "xx", "--data", prep], "no language 'xx'"),
                           (["--language", "nl", "--data", prep, "--lm", tmp_path], "Whisper's decoder has its own")):

@@ -231,7 +231,7 @@ def test_adapt_on_whisper_is_refused_with_what_to_do_instead(hf_whisper, tmp_pat
                      *objective)
         said = " ".join(res.output.split())
         assert res.exit_code == 2 and "collapsed in every setting" in said and "Traceback" not in said, res.output
-        assert "lowres finetune --base whisper-base" in said and "lowres pseudolabel" in said
+        assert "lowres finetune --base WHISPER" in said and "lowres selftrain" in said
         assert "--set hubert.whisper=true" in said and not (tmp_path / "no").exists()
 
 
@@ -256,6 +256,9 @@ def test_adapt_continues_a_whisper_encoder_with_hubert(hf_whisper, tmp_path):
     record = json.loads((adapted / "config.json").read_text())
     assert record["config"]["objective"] == "hubert" and record["units"]["kind"] == "layer"
     assert "collapsed in all four settings" in (adapted / "train.log").read_text()  # said at the start
+    res = invoke("adapt", "--base", adapted, "--unlabeled", tmp_path / "unl", "--out", tmp_path / "again")
+    assert res.exit_code == 2 and "hubert.whisper=true" in " ".join(res.output.split())  # a run on Whisper too
+    assert not (tmp_path / "again").exists()
     prepared = prepared_corpus(tmp_path, n=12, speakers=4)
     res = invoke("finetune", "--data", prepared, "--split", "full", "--base", adapted, "--out", tmp_path / "ft",
                  "--max-steps", 2, "--eval-every", 0, *FAST)

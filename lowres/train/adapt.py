@@ -94,10 +94,18 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
 
 
 def _is_whisper(base: str | None) -> bool:
-    """Whether ``--base`` names Whisper (by name, hub name, a .pt file or a Whisper folder), without loading it."""
+    """Whether ``--base`` names Whisper (by name, hub name, a .pt file, a Whisper folder or a lowres run built on
+    its encoder), without loading it."""
+    import contextlib
+
     from lowres.bases.whisper import NAMES, is_whisper_folder
+    from lowres.runs import is_run, read_run
 
     if not base:
+        return False
+    if Path(base).is_dir() and is_run(Path(base)):  # a lowres run built on Whisper's encoder
+        with contextlib.suppress(LowresError, OSError, ValueError, KeyError):
+            return read_run(Path(base)).spec().family == "whisper"
         return False
     return base in NAMES or base.startswith("openai/whisper-") or base.endswith(".pt") or (
         Path(base).is_dir() and is_whisper_folder(Path(base)))

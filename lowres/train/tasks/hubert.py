@@ -29,10 +29,11 @@ WHISPER_REFUSAL = (
     "masked instead of 57%): by update 100 it predicted one unit at the masked frames (4% accuracy; the "
     "targets use about 50 units), and lowres's collapse check stopped it. Whisper was never trained to fill in "
     "masked frames. "
-    "Instead: fine-tune it directly (`lowres finetune --base whisper-base --data ... --split 10min`), and put your "
-    "untranscribed audio to work by self-training (`lowres pseudolabel --model RUN ...`, then `finetune --pseudo`, "
-    "or `lowres selftrain`); for a language Whisper knows, `lowres pseudolabel --whisper whisper-base --language "
-    "CODE ...` lets its own decoder label it. To try adapt on it anyway (research), add --set hubert.whisper=true.")
+    "Instead: fine-tune it directly (`lowres finetune --base WHISPER --data PREPARED --split 10min`), and put your "
+    "untranscribed audio to work by self-training (`lowres selftrain --model RUN --unlabeled ...`, or `lowres "
+    "pseudolabel` then `finetune --pseudo`); for a language Whisper knows, `lowres pseudolabel --whisper WHISPER "
+    "--language CODE --data PREPARED --unlabeled ...` lets its own decoder label it. To try adapt on it anyway "
+    "(research), add --set hubert.whisper=true.")
 
 # said when a Whisper adapt runs anyway (--set hubert.whisper=true): what was measured (WHISPER_REFUSAL above)
 WHISPER_ADAPT_NOTE = ("note: adapt on Whisper's encoder runs here because --set hubert.whisper=true asked for it: on "
