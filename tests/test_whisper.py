@@ -231,7 +231,7 @@ def test_adapt_on_whisper_is_refused_with_what_to_do_instead(hf_whisper, tmp_pat
                      *objective)
         said = " ".join(res.output.split())
         assert res.exit_code == 2 and "collapsed in every setting" in said and "Traceback" not in said, res.output
-        assert "lowres finetune --base WHISPER" in said and "lowres selftrain" in said
+        assert f"lowres finetune --base {hf_whisper}" in said and "lowres selftrain" in said
         assert "--set hubert.whisper=true" in said and not (tmp_path / "no").exists()
 
 

@@ -58,7 +58,7 @@ def adapt_config(objective: str, base: str | None, out: Path, resume: bool, reci
     if _is_whisper(base) and not resume and not _resolve(recipe, sets, flags, "hubert").hubert.whisper:
         from lowres.train.tasks.hubert import WHISPER_REFUSAL
 
-        raise LowresError(WHISPER_REFUSAL)
+        raise LowresError(WHISPER_REFUSAL.format(base=base))
     if resolved == "wav2vec2" and _is_whisper(base):
         raise LowresError(f"--base {base} is Whisper's encoder, which has no codebook for wav2vec 2.0's contrastive "
                           "objective: use --objective hubert (masked prediction of units of its own layers).")

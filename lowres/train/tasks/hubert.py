@@ -23,15 +23,16 @@ from lowres.train.tasks.selfsup import SelfSupervisedTask
 
 STAT_KEYS = ("masked_ce", "feature_penalty", "masked_accuracy", "masked_fraction")
 # issue #28: adapt on Whisper's encoder, measured (benchmarks/README.md, "Whisper on real speech"), refused
-WHISPER_REFUSAL = (
-    "adapt does not continue Whisper's encoder: on real Dutch (1.2 h untranscribed, HuBERT units of its layer 3) "
+WHISPER_REFUSAL = (  # .format(base=--base)
+    "adapt does not continue Whisper's encoder ({base}): on real Dutch (1.2 h untranscribed, HuBERT units of its "
+    "layer 3) "
     "it collapsed in every setting tried (lr 1e-4; lr 2e-5; the prediction head at 1e-3; a third of the frames "
     "masked instead of 57%): by update 100 it predicted one unit at the masked frames (4% accuracy; the "
     "targets use about 50 units), and lowres's collapse check stopped it. Whisper was never trained to fill in "
     "masked frames. "
-    "Instead: fine-tune it directly (`lowres finetune --base WHISPER --data PREPARED --split 10min`), and put your "
+    "Instead: fine-tune it directly (`lowres finetune --base {base} --data PREPARED --split 10min`), and put your "
     "untranscribed audio to work by self-training (`lowres selftrain --model RUN --unlabeled ...`, or `lowres "
-    "pseudolabel` then `finetune --pseudo`); for a language Whisper knows, `lowres pseudolabel --whisper WHISPER "
+    "pseudolabel` then `finetune --pseudo`); for a language Whisper knows, `lowres pseudolabel --whisper NAME "
     "--language CODE --data PREPARED --unlabeled ...` lets its own decoder label it. To try adapt on it anyway "
     "(research), add --set hubert.whisper=true.")
 
@@ -92,7 +93,7 @@ class HubertTask(SelfSupervisedTask):
 
         if self.loaded.spec.family == WHISPER:
             if not self.cfg.hubert.whisper:
-                raise LowresError(WHISPER_REFUSAL)
+                raise LowresError(WHISPER_REFUSAL.format(base=self.cfg.base))
             self.run.log.say(WHISPER_ADAPT_NOTE)
 
         manifest = self.new_run_manifest()
