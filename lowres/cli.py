@@ -688,7 +688,7 @@ def pseudolabel(
     """
     from lowres.pseudolabel import run_pseudolabel
 
-    teacher = _teacher(model, whisper, language, data, lm)
+    teacher = _teacher(model, whisper, language, data)
     options = _decode_options(batch_seconds=batch_seconds, lm=lm, beam_size=beam, lm_weight=lm_weight,
                               word_score=word_score)
     try:
@@ -702,7 +702,7 @@ def pseudolabel(
                         f"{60 * report['hours']:.1f})")
 
 
-def _teacher(model: Path | None, whisper: str | None, language: str | None, data: Path | None, lm: Path | None):
+def _teacher(model: Path | None, whisper: str | None, language: str | None, data: Path | None):
     """pseudolabel's teacher: the run of --model, or Whisper's decoder (--whisper with --language and --data)."""
     from lowres.pseudolabel import WhisperTeacher
 
@@ -715,8 +715,6 @@ def _teacher(model: Path | None, whisper: str | None, language: str | None, data
             raise LowresError("--language and --data go with --whisper (a fine-tuned run knows its language, "
                               "vocabulary and data).")
         return model
-    if lm is not None:
-        raise LowresError("--lm goes with --model: Whisper's decoder has its own language model.")
     if not language or data is None:
         raise LowresError("--whisper needs --language CODE (the language spoken, e.g. nl) and --data PREPARED (the "
                           "prepared folder whose vocabulary and text rules the pseudo-labels must follow).")

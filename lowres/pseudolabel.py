@@ -63,8 +63,8 @@ REJECTS = "rejects.jsonl"
 DATA_DIR = "data"  # where a folder of audio given to --unlabeled is indexed and cut
 OUTPUTS = (SETTINGS, DECODED, REPORT, REJECTS, DATA_DIR)  # what --overwrite removes (pseudo.jsonl too)
 LABELED_POOLS = ("full", "10h", "1h", "10min")  # a Whisper teacher's characters-per-second range: the first found
-REASONS = ("not_decoded", "heldout_audio", "labeled_audio", "empty", "outside_vocabulary", "too_slow", "too_fast", "low_confidence",
-           "below_keep")
+REASONS = ("not_decoded", "heldout_audio", "labeled_audio", "empty", "outside_vocabulary", "too_slow", "too_fast",
+           "low_confidence", "below_keep")
 
 
 @dataclass(frozen=True)
@@ -92,9 +92,9 @@ def run_pseudolabel(model_dir: Path | WhisperTeacher, unlabeled: Path, out: Path
     from lowres.runtime import resolve_device
 
     options = options if options is not None else DecodeOptions()
-    search = BeamSearch.from_options(options)  # the LM files are checked before anything is decoded
-    if isinstance(model_dir, WhisperTeacher) and search is not None:
+    if isinstance(model_dir, WhisperTeacher) and options.lm is not None:
         raise LowresError("--lm goes with --model: Whisper's decoder has its own language model.")
+    search = BeamSearch.from_options(options)  # the LM files are checked before anything is decoded
     check_unlabeled_source(Path(unlabeled))
     out = Path(out)
 
@@ -136,6 +136,9 @@ def run_pseudolabel(model_dir: Path | WhisperTeacher, unlabeled: Path, out: Path
 class _RunDecoder:
     """A fine-tuned run as the teacher: greedy or beam search, the confidence of the CTC path."""
 
+    drops_labeled_audio = True  # its pieces of its own training clips are not pseudo-labels
+    lm_hint = True  # the low-share warning may suggest --lm
+
     def __init__(self, model_dir: Path, options: DecodeOptions, search, device):
         import dataclasses
 
@@ -148,9 +151,7 @@ class _RunDecoder:
             dataclasses.replace(options, precision=self.run.config.train.precision)
         self.vocab, self.text_config = self.run.vocab, text_config_of(self.run.meta)
         self.labeled_manifest = self.run.record.extras.get("train_manifest")
-        self.trained_on = self.labeled_manifest  # its pieces of that audio are not pseudo-labels
         self.heldout = [m for m in (self.run.record.extras.get("dev_manifest"),) if m]  # never trained on
-        self.lm_hint = True  # the low-share warning may suggest --lm
 
     def stamp(self) -> dict:
         return {"model": str(self.model_dir.resolve()), "model_weights": _weights_stamp(self.model_dir)}
@@ -160,6 +161,7 @@ class _RunDecoder:
 
     def batches(self, subset: list, console, progress):
         """``(indices into subset, [(transcript, confidence, extra fields)], errors)`` batch by batch."""
+        from lowres.data.text import normalize
         from lowres.decode import batch_texts, forward_batches, path_confidence
         from lowres.progress import say
 
@@ -177,18 +179,16 @@ class _RunDecoder:
             if not indices:
                 yield [], [], errors
                 continue
-            texts = [self._normal(t) for t in batch_texts(logits, frames, self.vocab, decoder)]
+            texts = [normalize(t, self.text_config) for t in batch_texts(logits, frames, self.vocab, decoder)]
             yield indices, [(t, path_confidence(logits[k, :int(frames[k])], self.vocab.encode(t)),
                              {"frames": int(frames[k])}) for k, t in enumerate(texts)], errors
-
-    def _normal(self, text: str) -> str:
-        from lowres.data.text import normalize
-
-        return normalize(text, self.text_config)
 
 
 class _WhisperDecoder:
     """Whisper's own decoder as the teacher (:class:`WhisperTeacher`)."""
+
+    drops_labeled_audio = False  # Whisper never saw the prepared folder's clips
+    lm_hint = False  # --lm is refused with --whisper
 
     def __init__(self, spec: WhisperTeacher, options: DecodeOptions, device):
         from lowres.bases.whisper import load_generator
@@ -201,10 +201,8 @@ class _WhisperDecoder:
                               "pseudo-labels must follow (the folder that `lowres finetune --data` trains on).")
         self.vocab, self.text_config = prepared.load_vocab(), prepared.text_config()
         self.heldout = [str(p) for p in (prepared.manifest("dev"), prepared.manifest("test")) if p.is_file()]
-        self.lm_hint = False  # --lm is refused with --whisper
         self.labeled_manifest = next((str(p) for p in (prepared.manifest(s) for s in LABELED_POOLS)
                                       if p.is_file() and p.stat().st_size > 0), None)
-        self.trained_on = None  # Whisper never saw the prepared folder's clips
         self.spec, self.device, self.batch_seconds = spec, device, options.batch_seconds
         self.gen = load_generator(spec.source)
         self.gen.language(spec.language)  # an unknown language is refused before --out is made
@@ -346,7 +344,7 @@ def _filter_and_write(teacher, pieces: list, done: dict[int, dict], out: Path, c
         if labeled_path and Path(labeled_path).is_file() else []
     cps = plausible_cps(labeled, cfg.cps_margin)
     as_pieces = [PseudoPiece(u, 0.0) for u in pieces]
-    in_labeled = overlaps(as_pieces, labeled) if teacher.trained_on and labeled else [False] * len(pieces)
+    in_labeled = overlaps(as_pieces, labeled) if teacher.drops_labeled_audio and labeled else [False] * len(pieces)
     heldout = [u for m in teacher.heldout if Path(m).is_file() for u in read_manifest(m)]
     in_heldout = overlaps(as_pieces, heldout) if heldout else [False] * len(pieces)
     rejects: list[dict] = []
@@ -415,6 +413,7 @@ def _report(pieces, kept, rejects, cps, cfg, settings, labeled_path) -> dict:
         "kept_share_of_audio": round(kept_s / total_s, 4) if total_s else 0.0,
         # of the audio the teacher did not train on (the share the warning below judges)
         "kept_share_of_new_audio": round(kept_s / new_s, 4) if new_s else 0.0,
+        "new_hours": round(new_s / 3600, 4),
         "dropped": {r: dropped[r] for r in REASONS if dropped[r]},
         "dropped_hours": {r: round(dropped_s[r] / 3600, 4) for r in REASONS if dropped[r]},
         "chars_per_second_range": [round(cps[0], 3), round(cps[1], 3)] if cps else None,
@@ -443,8 +442,7 @@ def _print(report: dict, out: Path, console) -> None:
         say(console, ("warning:", "yellow"), f" {report['dropped'].get('not_decoded', len(why))} pieces could not be "
             f"decoded, e.g. {why[0]}")
     share, keep = report["kept_share_of_new_audio"], report["keep"]
-    new_hours = report["hours"] - sum(report["dropped_hours"].get(r, 0.0) for r in ("labeled_audio", "heldout_audio"))
-    if report["pieces"] and new_hours <= 0:
+    if report["pieces"] and report["new_hours"] <= 0:
         say(console, ("warning:", "yellow"), " every piece is audio the teacher trained on, or dev/test audio: there "
             "is nothing new to pseudo-label. Give --unlabeled audio that has no transcripts in the training data.")
     elif report["pieces"] and share < 0.5 * keep:

@@ -142,6 +142,21 @@ def default_objective(base: str) -> str:
 SMALL_ENCODER = 256  # narrower encoders fine-tune whole (LoRA's rank-8 adapters would hold too little of them)
 
 
+def is_whisper_base(base: str | None) -> bool:
+    """Whether ``base`` is Whisper's encoder (a name, a hub name, an openai-whisper ``.pt``, a Hugging Face or
+    CTranslate2 Whisper folder, or a lowres run built on it), read from names, run records and config files
+    only."""
+    if not base:
+        return False
+    from lowres.bases.whisper import NAMES, is_whisper_folder
+
+    path = Path(base)
+    if path.is_dir() and is_run(path):
+        return read_run(path).spec().family == "whisper"
+    return base in NAMES or base.startswith("openai/whisper-") or path.suffix == ".pt" or (
+        path.is_dir() and is_whisper_folder(path))
+
+
 def finetune_method(base: str) -> tuple[str | None, str]:
     """lowres's fine-tuning method for ``base``: the recipe layered over the split's (None: the split recipe's
     LoRA alone) and why, in a sentence for the log. Read from names, run records and config files only."""
@@ -150,15 +165,11 @@ def finetune_method(base: str) -> tuple[str | None, str]:
     if base in RANDOM_CONFIGS:
         return None, (f"{base} is a random initialisation: the whole model trains (conv encoder included), without "
                       "LoRA or a head-only phase")
-    from lowres.bases.whisper import NAMES, is_whisper_folder
-
     path = Path(base)
-    whisper = base in NAMES or base.startswith("openai/whisper-") or path.suffix == ".pt" or (
-        path.is_dir() and is_whisper_folder(path))
+    whisper = is_whisper_base(base)
     dim = None
     if path.is_dir() and is_run(path):
-        spec = read_run(path).spec()
-        whisper, dim = whisper or spec.family == "whisper", spec.embed_dim
+        dim = read_run(path).spec().embed_dim
     elif base in shipped_names():
         dim = int(shipped_info(base)["spec"]["arch"]["encoder_embed_dim"])
     elif path.is_dir() and (path / RUN_CONFIG).is_file() and not whisper:

@@ -54,12 +54,15 @@ def adapt_config(objective: str, base: str | None, out: Path, resume: bool, reci
     if not resume and (not base or not (flags or {}).get("unlabeled")):
         raise LowresError("adapt needs --unlabeled (a folder of audio or an unlabeled.jsonl) and --base (a "
                           "backbone name such as xls-r-300m or tiny, a Hugging Face folder or a lowres run folder).")
+    from lowres.bases.resolve import is_whisper_base
+
     resolved = adapt_objective(objective, base, out, resume)
-    if _is_whisper(base) and not resume and not _resolve(recipe, sets, flags, "hubert").hubert.whisper:
+    whisper = is_whisper_base(base)
+    if whisper and not resume and not _resolve(recipe, sets, flags, "hubert").hubert.whisper:
         from lowres.train.tasks.hubert import WHISPER_REFUSAL
 
         raise LowresError(WHISPER_REFUSAL.format(base=base))
-    if resolved == "wav2vec2" and _is_whisper(base):
+    if resolved == "wav2vec2" and whisper:
         raise LowresError(f"--base {base} is Whisper's encoder, which has no codebook for wav2vec 2.0's contrastive "
                           "objective: use --objective hubert (masked prediction of units of its own layers).")
     if resolved != "hubert":
@@ -91,21 +94,3 @@ def run_adapt(cfg: AdaptConfig, out: Path, *, resume: bool = False, overwrite: b
     task = {"wav2vec2": Wav2Vec2Task, "hubert": HubertTask}[objective]
     return train(task(cfg), out, resume=resume, overwrite=overwrite, console=console,
                  max_steps_override=max_steps_override, resume_changes=resume_train)
-
-
-def _is_whisper(base: str | None) -> bool:
-    """Whether ``--base`` names Whisper (by name, hub name, a .pt file, a Whisper folder or a lowres run built on
-    its encoder), without loading it."""
-    import contextlib
-
-    from lowres.bases.whisper import NAMES, is_whisper_folder
-    from lowres.runs import is_run, read_run
-
-    if not base:
-        return False
-    if Path(base).is_dir() and is_run(Path(base)):  # a lowres run built on Whisper's encoder
-        with contextlib.suppress(LowresError, OSError, ValueError, KeyError):
-            return read_run(Path(base)).spec().family == "whisper"
-        return False
-    return base in NAMES or base.startswith("openai/whisper-") or base.endswith(".pt") or (
-        Path(base).is_dir() and is_whisper_folder(Path(base)))
